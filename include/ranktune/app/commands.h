@@ -1,0 +1,27 @@
+// defines: the subcommands' entry points and the context they share. main.cpp parses, starts MPI and dispatches;
+// each command lives in its own file under src/app/.
+#pragma once
+
+#include <string>
+
+#include "ranktune/core/cli.h"
+#include "ranktune/core/config.h"
+#include "ranktune/dist/topology.h"
+
+namespace ranktune {
+
+class MpiEnv;
+
+struct AppContext {
+  const MpiEnv& env;
+  const Config& cfg;
+  const CliRequest& request;
+  const LaunchEnv& launch_env;
+};
+
+int cmd_topology(const AppContext& ctx);
+int cmd_train(const AppContext& ctx);
+
+std::string version_string();
+
+}  // namespace ranktune

@@ -1,0 +1,127 @@
+// defines: Config (every setting ranktune reads, grouped by INI section), the schema that names each key, and
+// config_validate / config_hash / config_table. Pure: no Boost, MPI or CUDA here (cli.h does the parsing).
+// Key naming: `[train] lr = 3e-4` in an INI file is the same setting as `--train.lr=3e-4` on the command line.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ranktune {
+
+struct ParallelConfig {
+  std::string mode = "auto";    // auto | single | ddp | balanced
+  double comm_timeout_s = 600;  // a collective that takes longer aborts the communicator (exit 6)
+  std::string max_memory;       // balanced budgets, "0:70GiB,1:75GiB"; empty = free memory minus reserve
+  double reserve_gib = 2.0;     // kept free on every GPU for the CUDA context, allocator slack and NCCL
+  int micro_batches = 1;        // balanced: >1 pipelines micro-batches through the stages
+  double bucket_mb = 25;        // DDP gradient bucket size
+};
+
+struct ModelConfig {
+  std::string path;  // a Hugging Face model directory; empty = build from the shape below with random weights
+  int hidden_size = 256;
+  int num_layers = 4;
+  int num_heads = 8;
+  int num_kv_heads = 4;
+  int intermediate_size = 688;
+  int vocab_size = 259;  // 256 bytes + bos, eos, pad for the byte tokenizer
+  int max_seq_len = 256;
+  double rope_theta = 10000;
+  double rms_norm_eps = 1e-5;
+  bool tie_embeddings = true;
+};
+
+struct LoraConfig {
+  int r = 0;  // 0 = no LoRA (full fine-tune)
+  double alpha = 16;
+  double dropout = 0;
+  std::string target_modules = "q,k,v,o,gate,up,down";
+};
+
+struct TrainConfig {
+  long steps = 200;
+  int micro_batch = 8;
+  int grad_accum = 1;
+  int seq_len = 128;
+  double lr = 1e-3;
+  double min_lr_ratio = 0.1;
+  long warmup_steps = 20;
+  std::string schedule = "cosine";  // cosine | linear | constant
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;
+  bool activation_checkpointing = false;
+  std::string precision = "auto";  // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+  long eval_every = 50;
+  long log_every = 10;
+};
+
+struct DataConfig {
+  std::string path;            // HDF5 token file; empty = the generated default corpus
+  std::string tokenizer = "byte";  // byte | <path to tokenizer.json>
+  double val_fraction = 0.05;
+};
+
+struct CheckpointConfig {
+  std::string dir = "checkpoints";
+  long every_steps = 0;  // 0 = only at the end and on preemption
+  int keep = 3;
+  std::string file_locking = "best-effort";  // best-effort | true | false
+};
+
+struct Config {
+  std::string device = "cuda";  // cuda | cpu
+  long seed = 1234;
+  std::string resume = "none";  // none | auto | PATH
+  std::string output_dir = "runs/default";
+  ParallelConfig parallel;
+  ModelConfig model;
+  LoraConfig lora;
+  TrainConfig train;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+};
+
+// Where an effective value came from.
+enum class ConfigSource { default_value, file, command_line };
+const char* config_source_name(ConfigSource s);
+
+// One settable key: its dotted name, help text, a parser that writes it into a Config (throws ConfigError on a bad
+// value) and a printer that reads it back.
+struct ConfigKey {
+  std::string name;
+  std::string help;
+  std::function<void(Config&, std::string_view)> parse;
+  std::function<std::string(const Config&)> show;
+};
+
+const std::vector<ConfigKey>& config_schema();
+const ConfigKey* config_find_key(std::string_view name);
+
+// A value as given by the user, before conversion.
+struct ConfigValue {
+  std::string text;
+  ConfigSource source = ConfigSource::default_value;
+  std::string origin;  // "configs/x.ini:12" or "command line"
+};
+using ConfigValues = std::map<std::string, ConfigValue>;
+
+// Applies the given values over the defaults. Errors name the key, the value, where it came from and what is allowed.
+Config config_apply(const ConfigValues& values);
+
+// Cross-field checks (positive sizes, heads divide hidden size, ...). Throws ConfigError.
+void config_validate(const Config& cfg);
+
+// FNV-1a 64 over "key=value\n" in schema order: equal on every rank iff the effective configs are equal.
+std::uint64_t config_hash(const Config& cfg);
+
+// The effective config as an aligned table: key | value | source.
+std::string config_table(const Config& cfg, const ConfigValues& given);
+
+}  // namespace ranktune

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what ranktune needs to build and test on Debian/Ubuntu: the apt packages and the LibTorch wheel.
+# Idempotent: each step checks first and does nothing when the thing is already there.
+# On a cluster use the module files instead (docs/install.md).
+set -euo pipefail
+
+TORCH_VERSION=${RANKTUNE_TORCH_VERSION:-2.11.0}
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config
+  libopenmpi-dev openmpi-bin
+  libhdf5-dev hdf5-tools
+  libboost-program-options-dev
+  libgtest-dev nlohmann-json3-dev
+)
+# Only for the cluster-integration tests (tests/slurm): a real Slurm and Lmod.
+APT_CLUSTER_PACKAGES=(slurm-wlm munge lmod)
+PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py")
+
+say() { printf 'setup: %s\n' "$*"; }
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing_apt() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$p"
+  done
+}
+
+install_apt() {
+  local want=("${APT_PACKAGES[@]}")
+  if [ "${RANKTUNE_SETUP_CLUSTER:-1}" = 1 ]; then want+=("${APT_CLUSTER_PACKAGES[@]}"); fi
+  mapfile -t todo < <(missing_apt "${want[@]}")
+  if [ "${#todo[@]}" -eq 0 ]; then say "apt packages present"; return; fi
+  say "installing apt packages: ${todo[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
+}
+
+python_has() { python3 -c "$1" >/dev/null 2>&1; }
+
+install_pip() {
+  if python_has "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" \
+     && python_has "import numpy, h5py"; then
+    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py)"; return
+  fi
+  say "installing python packages: ${PIP_PACKAGES[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
+}
+
+install_apt
+install_pip
+say "done; torch CMake prefix: $(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')"

@@ -1,0 +1,272 @@
+// The config schema (one line per key), value conversion with precise errors, validation, hashing and the table.
+#include "ranktune/core/config.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+[[noreturn]] void bad_value(std::string_view key, std::string_view text, std::string_view want) {
+  throw ConfigError("bad value '" + std::string(text) + "' for " + std::string(key) + ": expected " + std::string(want));
+}
+
+template <class T>
+T parse_number(std::string_view key, std::string_view text) {
+  T v{};
+  const char* b = text.data();
+  const char* e = b + text.size();
+  auto [p, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc() || p != e || text.empty()) {
+    bad_value(key, text, std::is_floating_point_v<T> ? "a number" : "an integer");
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!std::isfinite(v)) bad_value(key, text, "a finite number");
+  }
+  return v;
+}
+
+bool parse_bool(std::string_view key, std::string_view text) {
+  const std::string t = lower(text);
+  if (t == "true" || t == "1" || t == "yes" || t == "on") return true;
+  if (t == "false" || t == "0" || t == "no" || t == "off") return false;
+  bad_value(key, text, "true or false");
+}
+
+std::string show_double(double v) {
+  std::ostringstream os;
+  os << std::setprecision(10) << v;
+  return os.str();
+}
+
+// A key bound to a member of a member of Config (e.g. &Config::train, &TrainConfig::lr) or of Config itself.
+template <class T>
+ConfigKey make_key(std::string name, std::string help, std::function<T&(Config&)> ref,
+                   std::vector<std::string> choices = {}) {
+  ConfigKey k;
+  k.name = name;
+  k.help = std::move(help);
+  if (!choices.empty()) {
+    std::string list;
+    for (const auto& c : choices) list += (list.empty() ? "" : "|") + c;
+    k.help += " (" + list + ")";
+  }
+  k.parse = [name, ref, choices](Config& c, std::string_view text) {
+    T& field = ref(c);
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!choices.empty() && std::find(choices.begin(), choices.end(), std::string(text)) == choices.end()) {
+        std::string list;
+        for (const auto& ch : choices) list += (list.empty() ? "" : ", ") + ch;
+        bad_value(name, text, "one of " + list);
+      }
+      field = std::string(text);
+    } else if constexpr (std::is_same_v<T, bool>) {
+      field = parse_bool(name, text);
+    } else {
+      field = parse_number<T>(name, text);
+    }
+  };
+  k.show = [ref](const Config& c) {
+    T& field = ref(const_cast<Config&>(c));
+    if constexpr (std::is_same_v<T, std::string>) return field;
+    else if constexpr (std::is_same_v<T, bool>) return std::string(field ? "true" : "false");
+    else if constexpr (std::is_floating_point_v<T>) return show_double(field);
+    else return std::to_string(field);
+  };
+  return k;
+}
+
+#define RT_KEY(type, name, expr, help, ...) \
+  make_key<type>(name, help, [](Config& c) -> type& { return c.expr; } __VA_OPT__(, ) __VA_ARGS__)
+
+std::vector<ConfigKey> build_schema() {
+  using S = std::string;
+  using V = std::vector<std::string>;
+  return {
+      RT_KEY(S, "device", device, "where tensors live", V{"cuda", "cpu"}),
+      RT_KEY(long, "seed", seed, "seed for initialisation, data order and dropout"),
+      RT_KEY(S, "resume", resume, "none, auto (newest verified checkpoint) or a checkpoint path"),
+      RT_KEY(S, "output_dir", output_dir, "run directory: metrics, logs, exports"),
+
+      RT_KEY(S, "parallel.mode", parallel.mode, "parallel strategy", V{"auto", "single", "ddp", "balanced"}),
+      RT_KEY(double, "parallel.comm_timeout_s", parallel.comm_timeout_s, "abort a collective after this many seconds"),
+      RT_KEY(S, "parallel.max_memory", parallel.max_memory, "balanced: per-GPU budget, e.g. 0:70GiB,1:75GiB"),
+      RT_KEY(double, "parallel.reserve_gib", parallel.reserve_gib, "GiB kept free on every GPU"),
+      RT_KEY(int, "parallel.micro_batches", parallel.micro_batches, "balanced: micro-batches pipelined per step"),
+      RT_KEY(double, "parallel.bucket_mb", parallel.bucket_mb, "DDP gradient bucket size in MB"),
+
+      RT_KEY(S, "model.path", model.path, "Hugging Face model directory; empty = random init from the shape keys"),
+      RT_KEY(int, "model.hidden_size", model.hidden_size, "hidden size d"),
+      RT_KEY(int, "model.num_layers", model.num_layers, "decoder layers"),
+      RT_KEY(int, "model.num_heads", model.num_heads, "attention heads"),
+      RT_KEY(int, "model.num_kv_heads", model.num_kv_heads, "key/value heads (GQA)"),
+      RT_KEY(int, "model.intermediate_size", model.intermediate_size, "SwiGLU hidden size"),
+      RT_KEY(int, "model.vocab_size", model.vocab_size, "vocabulary size"),
+      RT_KEY(int, "model.max_seq_len", model.max_seq_len, "longest sequence the rotary tables cover"),
+      RT_KEY(double, "model.rope_theta", model.rope_theta, "rotary base"),
+      RT_KEY(double, "model.rms_norm_eps", model.rms_norm_eps, "RMSNorm epsilon"),
+      RT_KEY(bool, "model.tie_embeddings", model.tie_embeddings, "lm_head shares the embedding matrix"),
+
+      RT_KEY(int, "lora.r", lora.r, "LoRA rank lora_r; 0 = full fine-tune"),
+      RT_KEY(double, "lora.alpha", lora.alpha, "LoRA alpha (scale alpha/r)"),
+      RT_KEY(double, "lora.dropout", lora.dropout, "dropout on the LoRA input"),
+      RT_KEY(S, "lora.target_modules", lora.target_modules, "comma list of q,k,v,o,gate,up,down"),
+
+      RT_KEY(long, "train.steps", train.steps, "optimizer steps"),
+      RT_KEY(int, "train.micro_batch", train.micro_batch, "sequences per micro-batch per rank"),
+      RT_KEY(int, "train.grad_accum", train.grad_accum, "micro-batches accumulated per step"),
+      RT_KEY(int, "train.seq_len", train.seq_len, "tokens per sequence"),
+      RT_KEY(double, "train.lr", train.lr, "peak learning rate"),
+      RT_KEY(double, "train.min_lr_ratio", train.min_lr_ratio, "final lr as a fraction of the peak"),
+      RT_KEY(long, "train.warmup_steps", train.warmup_steps, "linear warm-up steps"),
+      RT_KEY(S, "train.schedule", train.schedule, "lr decay after warm-up", V{"cosine", "linear", "constant"}),
+      RT_KEY(double, "train.weight_decay", train.weight_decay, "AdamW weight decay (matrices only)"),
+      RT_KEY(double, "train.beta1", train.beta1, "AdamW beta1"),
+      RT_KEY(double, "train.beta2", train.beta2, "AdamW beta2"),
+      RT_KEY(double, "train.eps", train.eps, "AdamW epsilon"),
+      RT_KEY(double, "train.grad_clip", train.grad_clip, "clip the global gradient norm; 0 = off"),
+      RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing, "recompute activations in backward"),
+      RT_KEY(S, "train.precision", train.precision, "compute precision", V{"auto", "bf16", "fp32"}),
+      RT_KEY(long, "train.eval_every", train.eval_every, "evaluate every N steps; 0 = never"),
+      RT_KEY(long, "train.log_every", train.log_every, "print a log line every N steps"),
+
+      RT_KEY(S, "data.path", data.path, "HDF5 token file; empty = the generated default corpus"),
+      RT_KEY(S, "data.tokenizer", data.tokenizer, "byte, or a tokenizer.json path"),
+      RT_KEY(double, "data.val_fraction", data.val_fraction, "held-out fraction for evaluation"),
+
+      RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory"),
+      RT_KEY(long, "checkpoint.every_steps", checkpoint.every_steps, "save every N steps; 0 = end and preemption only"),
+      RT_KEY(int, "checkpoint.keep", checkpoint.keep, "committed checkpoints kept"),
+      RT_KEY(S, "checkpoint.file_locking", checkpoint.file_locking, "HDF5 file locking",
+             V{"best-effort", "true", "false"}),
+  };
+}
+#undef RT_KEY
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw ConfigError(what);
+}
+
+}  // namespace
+
+const char* config_source_name(ConfigSource s) {
+  switch (s) {
+    case ConfigSource::default_value: return "default";
+    case ConfigSource::file: return "file";
+    case ConfigSource::command_line: return "command line";
+  }
+  return "?";
+}
+
+const std::vector<ConfigKey>& config_schema() {
+  static const std::vector<ConfigKey> schema = build_schema();
+  return schema;
+}
+
+const ConfigKey* config_find_key(std::string_view name) {
+  for (const auto& k : config_schema())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+Config config_apply(const ConfigValues& values) {
+  Config cfg;
+  for (const auto& [name, value] : values) {
+    const ConfigKey* key = config_find_key(name);
+    if (!key) throw ConfigError(value.origin + ": unknown key '" + name + "'");
+    try {
+      key->parse(cfg, value.text);
+    } catch (const ConfigError& e) {
+      throw ConfigError(value.origin + ": " + e.what());
+    }
+  }
+  return cfg;
+}
+
+void config_validate(const Config& c) {
+  const auto& m = c.model;
+  require(m.hidden_size > 0 && m.num_layers > 0 && m.num_heads > 0 && m.num_kv_heads > 0 &&
+              m.intermediate_size > 0 && m.vocab_size > 0 && m.max_seq_len > 0,
+          "model shape keys must all be positive");
+  require(m.hidden_size % m.num_heads == 0, "model.hidden_size (" + std::to_string(m.hidden_size) +
+                                                ") must be a multiple of model.num_heads (" +
+                                                std::to_string(m.num_heads) + ")");
+  require(m.num_heads % m.num_kv_heads == 0, "model.num_heads (" + std::to_string(m.num_heads) +
+                                                 ") must be a multiple of model.num_kv_heads (" +
+                                                 std::to_string(m.num_kv_heads) + ")");
+  require(c.lora.r >= 0, "lora.r must be >= 0 (0 = full fine-tune)");
+  require(c.lora.dropout >= 0 && c.lora.dropout < 1, "lora.dropout must be in [0, 1)");
+  const auto& t = c.train;
+  require(t.steps > 0, "train.steps must be > 0");
+  require(t.micro_batch > 0, "train.micro_batch must be > 0");
+  require(t.grad_accum > 0, "train.grad_accum must be > 0");
+  require(t.seq_len > 0, "train.seq_len must be > 0");
+  require(t.seq_len <= m.max_seq_len || !m.path.empty(),
+          "train.seq_len (" + std::to_string(t.seq_len) + ") exceeds model.max_seq_len (" +
+              std::to_string(m.max_seq_len) + ")");
+  require(t.lr > 0, "train.lr must be > 0");
+  require(t.min_lr_ratio >= 0 && t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
+  require(t.warmup_steps >= 0, "train.warmup_steps must be >= 0");
+  require(t.beta1 >= 0 && t.beta1 < 1 && t.beta2 >= 0 && t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)");
+  require(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)");
+  require(t.log_every > 0, "train.log_every must be > 0");
+  require(t.eval_every >= 0, "train.eval_every must be >= 0");
+  require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
+  require(c.parallel.comm_timeout_s > 0, "parallel.comm_timeout_s must be > 0");
+  require(c.parallel.micro_batches > 0, "parallel.micro_batches must be > 0");
+  require(c.parallel.bucket_mb > 0, "parallel.bucket_mb must be > 0");
+  require(c.parallel.reserve_gib >= 0, "parallel.reserve_gib must be >= 0");
+  require(c.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0");
+  require(c.checkpoint.keep >= 1, "checkpoint.keep must be >= 1");
+}
+
+std::uint64_t config_hash(const Config& cfg) {
+  std::uint64_t h = 1469598103934665603ull;
+  auto feed = [&h](std::string_view s) {
+    for (unsigned char ch : s) {
+      h ^= ch;
+      h *= 1099511628211ull;
+    }
+  };
+  for (const auto& k : config_schema()) {
+    feed(k.name);
+    feed("=");
+    feed(k.show(cfg));
+    feed("\n");
+  }
+  return h;
+}
+
+std::string config_table(const Config& cfg, const ConfigValues& given) {
+  std::size_t wk = 3, wv = 5;
+  std::vector<std::tuple<std::string, std::string, std::string>> rows;
+  for (const auto& k : config_schema()) {
+    auto it = given.find(k.name);
+    std::string src = it == given.end() ? "default" : it->second.origin;
+    rows.emplace_back(k.name, k.show(cfg), src);
+    wk = std::max(wk, k.name.size());
+    wv = std::max(wv, std::min<std::size_t>(k.show(cfg).size(), 48));
+  }
+  std::ostringstream os;
+  os << std::left << std::setw(static_cast<int>(wk)) << "key" << "  " << std::setw(static_cast<int>(wv)) << "value"
+     << "  source\n";
+  os << std::string(wk, '-') << "  " << std::string(wv, '-') << "  " << std::string(12, '-') << '\n';
+  for (const auto& [k, v, s] : rows) {
+    os << std::setw(static_cast<int>(wk)) << k << "  " << std::setw(static_cast<int>(wv)) << (v.empty() ? "\"\"" : v)
+       << "  " << s << '\n';
+  }
+  return os.str();
+}
+
+}  // namespace ranktune

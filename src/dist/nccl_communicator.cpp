@@ -1,0 +1,174 @@
+#include "ranktune/dist/nccl_communicator.h"
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <chrono>
+#include <thread>
+
+#include "ranktune/core/cuda_check.h"
+#include "ranktune/dist/mpi_check.h"
+#include "ranktune/dist/nccl_check.h"
+
+namespace ranktune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+ncclDataType_t nccl_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return ncclFloat32;
+    case at::kDouble: return ncclFloat64;
+    case at::kHalf: return ncclFloat16;
+    case at::kBFloat16: return ncclBfloat16;
+    case at::kInt: return ncclInt32;
+    case at::kLong: return ncclInt64;
+    case at::kByte: return ncclUint8;
+    case at::kChar: return ncclInt8;
+    default: throw CommError(std::string("NCCL communicator: dtype ") + c10::toString(t) + " is not supported");
+  }
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return ncclSum;
+    case ReduceOp::avg: return ncclAvg;
+    case ReduceOp::max: return ncclMax;
+    case ReduceOp::min: return ncclMin;
+  }
+  return ncclSum;
+}
+
+void pause() { std::this_thread::sleep_for(std::chrono::microseconds(50)); }
+
+}  // namespace
+
+NcclCommunicator::NcclCommunicator(const MpiEnv& env, int device, double timeout_s)
+    : env_(env), device_(device), timeout_s_(timeout_s) {
+  RANKTUNE_CUDA_CHECK(cudaSetDevice(device_));
+  ncclUniqueId id{};
+  if (env_.rank() == 0) RANKTUNE_NCCL_CHECK(ncclGetUniqueId(&id));
+  RANKTUNE_MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, env_.world()));
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  // Agree on the outcome so that a rank whose init failed does not leave the others waiting in the next collective.
+  std::string failure;
+  try {
+    RANKTUNE_NCCL_CHECK(ncclCommInitRankConfig(&comm_, env_.size(), id, env_.rank(), &config));
+    wait_enqueued("ncclCommInitRankConfig");
+  } catch (const Error& e) {
+    failure = e.what();
+  }
+  int ok = failure.empty() ? 1 : 0, all_ok = 0;
+  RANKTUNE_MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, env_.world()));
+  if (!all_ok) {
+    if (comm_ && !aborted_) ncclCommAbort(comm_);
+    aborted_ = true;
+    throw CommError(failure.empty() ? "NCCL initialisation failed on another rank" : failure,
+                    "NCCL_DEBUG=INFO shows why; check that every rank drives a different GPU (ranktune topology)");
+  }
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (!comm_ || aborted_) return;
+  // Finalize flushes outstanding work; if it fails or outlives the timeout, abort rather than hang here.
+  ncclResult_t state = ncclCommFinalize(comm_);
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s_);
+  while (state == ncclInProgress && Clock::now() < deadline) {
+    pause();
+    if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess) break;
+  }
+  if (state == ncclSuccess) ncclCommDestroy(comm_);
+  else ncclCommAbort(comm_);
+}
+
+void NcclCommunicator::abort_with(const std::string& what) {
+  if (comm_ && !aborted_) ncclCommAbort(comm_);
+  aborted_ = true;
+  throw CommError(what + " (rank " + std::to_string(env_.rank()) + ", cuda:" + std::to_string(device_) + ")",
+                  "a peer rank died or is stuck; if one rank legitimately works alone for long (saving a checkpoint), "
+                  "raise --parallel.comm_timeout_s; NCCL_DEBUG=INFO shows NCCL's view");
+}
+
+void NcclCommunicator::wait_enqueued(const char* what) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s_);
+  ncclResult_t state = ncclInProgress;
+  for (;;) {
+    RANKTUNE_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+    if (state == ncclSuccess) return;
+    if (state != ncclInProgress) abort_with(std::string("NCCL ") + what + " failed: " + detail::nccl_error_string(state));
+    if (Clock::now() > deadline)
+      abort_with(std::string("NCCL ") + what + " did not complete within " + std::to_string(timeout_s_) + " s");
+    pause();
+  }
+}
+
+cudaStream_t NcclCommunicator::stream_for(const at::Tensor& t) const {
+  if (!t.is_cuda() || t.get_device() != device_)
+    throw CommError("NCCL communicator of cuda:" + std::to_string(device_) + " got a tensor on " + t.device().str());
+  if (!t.is_contiguous()) throw CommError("NCCL communicator: tensor is not contiguous");
+  return c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream();
+}
+
+void NcclCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
+  if (aborted_) throw CommError("NCCL communicator was aborted earlier");
+  last_stream_ = stream_for(t);
+  RANKTUNE_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                    nccl_type(t.scalar_type()), nccl_op(op), comm_, last_stream_));
+  wait_enqueued("ncclAllReduce");
+}
+
+void NcclCommunicator::broadcast(const at::Tensor& t, int root) {
+  if (aborted_) throw CommError("NCCL communicator was aborted earlier");
+  last_stream_ = stream_for(t);
+  RANKTUNE_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                    nccl_type(t.scalar_type()), root, comm_, last_stream_));
+  wait_enqueued("ncclBroadcast");
+}
+
+void NcclCommunicator::all_gather(const at::Tensor& in, const at::Tensor& out) {
+  if (aborted_) throw CommError("NCCL communicator was aborted earlier");
+  if (out.numel() != in.numel() * env_.size() || out.scalar_type() != in.scalar_type())
+    throw CommError("NCCL communicator: all_gather output must hold size() copies of the input's dtype and shape");
+  last_stream_ = stream_for(in);
+  stream_for(out);
+  RANKTUNE_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
+                                    nccl_type(in.scalar_type()), comm_, last_stream_));
+  wait_enqueued("ncclAllGather");
+}
+
+void NcclCommunicator::barrier() {
+  synchronize();
+  RANKTUNE_MPI_CHECK(MPI_Barrier(env_.world()));
+}
+
+void NcclCommunicator::synchronize() {
+  if (aborted_) throw CommError("NCCL communicator was aborted earlier");
+  if (!last_stream_) return;
+  cudaEvent_t done = nullptr;
+  RANKTUNE_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  RANKTUNE_CUDA_CHECK(cudaEventRecord(done, last_stream_));
+  const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s_);
+  for (;;) {
+    const cudaError_t q = cudaEventQuery(done);
+    if (q == cudaSuccess) break;
+    if (q != cudaErrorNotReady) {
+      cudaEventDestroy(done);
+      RANKTUNE_CUDA_CHECK(q);
+    }
+    ncclResult_t state = ncclSuccess;
+    RANKTUNE_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
+    if (state != ncclSuccess && state != ncclInProgress) {
+      cudaEventDestroy(done);
+      abort_with("NCCL collective failed: " + detail::nccl_error_string(state));
+    }
+    if (Clock::now() > deadline) {
+      cudaEventDestroy(done);
+      abort_with("NCCL collective did not finish within " + std::to_string(timeout_s_) + " s");
+    }
+    pause();
+  }
+  RANKTUNE_CUDA_CHECK(cudaEventDestroy(done));
+}
+
+}  // namespace ranktune

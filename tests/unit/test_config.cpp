@@ -1,0 +1,203 @@
+// Config parsing: precedence, unknown keys, malformed lines, bad values, missing file, no prefix guessing, hashing.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "ranktune/core/cli.h"
+#include "ranktune/core/config.h"
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+namespace {
+
+class ConfigTest : public testing::Test {
+ protected:
+  std::string write_ini(const std::string& text) {
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("ranktune_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++) + ".ini");
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path.string();
+  }
+  void TearDown() override {
+    for (const auto& f : files_) std::filesystem::remove(f);
+  }
+
+  static CliRequest parse(std::vector<std::string> args) {
+    std::vector<const char*> argv{"ranktune"};
+    for (const auto& a : args) argv.push_back(a.c_str());
+    return cli_parse(static_cast<int>(argv.size()), argv.data());
+  }
+
+  // The message of the ConfigError/UsageError thrown by f, or "" if none was thrown.
+  template <class F>
+  static std::string error_of(F&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ExitCode::usage) << e.what();
+      return std::string(e.what()) + " | hint: " + e.hint();
+    }
+    return "";
+  }
+
+ private:
+  int counter_ = 0;
+  std::vector<std::filesystem::path> files_;
+};
+
+TEST_F(ConfigTest, DefaultsWhenNothingGiven) {
+  const auto req = parse({"train"});
+  const Config cfg = config_apply(req.values);
+  EXPECT_EQ(cfg.device, "cuda");
+  EXPECT_EQ(cfg.parallel.mode, "auto");
+  EXPECT_EQ(cfg.train.micro_batch, Config{}.train.micro_batch);
+  EXPECT_NO_THROW(config_validate(cfg));
+}
+
+TEST_F(ConfigTest, FileSectionsMapToDottedKeys) {
+  const auto ini = write_ini("device = cpu  # top-level key\n[train]\nlr = 3e-4\nsteps=17\n[parallel]\nmode = ddp\n");
+  const Config cfg = config_apply(parse({"train", "--config", ini}).values);
+  EXPECT_EQ(cfg.device, "cpu");
+  EXPECT_DOUBLE_EQ(cfg.train.lr, 3e-4);
+  EXPECT_EQ(cfg.train.steps, 17);
+  EXPECT_EQ(cfg.parallel.mode, "ddp");
+}
+
+TEST_F(ConfigTest, CommandLineBeatsFileBeatsDefault) {
+  const auto ini = write_ini("[train]\nlr = 3e-4\nsteps = 17\n");
+  const auto req = parse({"train", "--train.lr=1e-5", "--config", ini});
+  const Config cfg = config_apply(req.values);
+  EXPECT_DOUBLE_EQ(cfg.train.lr, 1e-5);                        // command line
+  EXPECT_EQ(cfg.train.steps, 17);                              // file
+  EXPECT_EQ(cfg.train.warmup_steps, Config{}.train.warmup_steps);  // default
+  EXPECT_EQ(req.values.at("train.lr").source, ConfigSource::command_line);
+  EXPECT_EQ(req.values.at("train.steps").origin, ini + ":3");
+}
+
+TEST_F(ConfigTest, SpaceSeparatedValueOnCommandLine) {
+  const Config cfg = config_apply(parse({"topology", "--device", "cpu", "--parallel.mode", "balanced"}).values);
+  EXPECT_EQ(cfg.device, "cpu");
+  EXPECT_EQ(cfg.parallel.mode, "balanced");
+}
+
+TEST_F(ConfigTest, UnknownKeyInFileNamesFileLineAndSuggests) {
+  const auto ini = write_ini("[train]\nlr = 1e-3\nstepz = 5\n");
+  const std::string msg = error_of([&] { parse({"train", "--config", ini}); });
+  EXPECT_NE(msg.find(ini + ":3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("unknown key 'train.stepz'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'train.steps'"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, UnknownSectionIsAnError) {
+  const auto ini = write_ini("[trian]\nlr = 1e-3\n");
+  const std::string msg = error_of([&] { parse({"train", "--config", ini}); });
+  EXPECT_NE(msg.find("unknown key 'trian.lr'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.lr"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, MalformedLineNamesFileAndLine) {
+  const auto ini = write_ini("[train]\nlr 1e-3\n");
+  const std::string msg = error_of([&] { parse({"train", "--config", ini}); });
+  EXPECT_NE(msg.find(ini + ":2: malformed line 'lr 1e-3'"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, MalformedSectionHeader) {
+  const auto ini = write_ini("[train\nlr = 1\n");
+  EXPECT_NE(error_of([&] { parse({"train", "--config", ini}); }).find(":1: malformed section header"), std::string::npos);
+}
+
+TEST_F(ConfigTest, DuplicateKeyInFile) {
+  const auto ini = write_ini("[train]\nlr = 1\nlr = 2\n");
+  EXPECT_NE(error_of([&] { parse({"train", "--config", ini}); }).find("set twice (first at line 2)"), std::string::npos);
+}
+
+TEST_F(ConfigTest, MissingFileIsNamed) {
+  const std::string msg = error_of([&] { parse({"train", "--config", "/nonexistent/x.ini"}); });
+  EXPECT_NE(msg.find("'/nonexistent/x.ini' cannot be opened"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, PrefixGuessingIsOff) {
+  // Boost would take --train.ste as --train.steps (and --dev as --device) if guessing were on.
+  const std::string msg = error_of([&] { parse({"train", "--train.ste", "3"}); });
+  EXPECT_NE(msg.find("unknown option"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { parse({"train", "--dev", "cpu"}); }).find("unknown option"), std::string::npos);
+}
+
+TEST_F(ConfigTest, UnknownOptionSuggestsNearest) {
+  const std::string msg = error_of([&] { parse({"train", "--train.lrr=1"}); });
+  EXPECT_NE(msg.find("did you mean '--train.lr'"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, BadNumberNamesKeyValueAndOrigin) {
+  const auto req = parse({"train", "--train.lr=fast"});
+  const std::string msg = error_of([&] { config_apply(req.values); });
+  EXPECT_NE(msg.find("command line --train.lr"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("bad value 'fast' for train.lr: expected a number"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, BadValueInFileNamesLine) {
+  const auto ini = write_ini("\n[train]\nsteps = 1.5\n");
+  const auto req = parse({"train", "--config", ini});
+  const std::string msg = error_of([&] { config_apply(req.values); });
+  EXPECT_NE(msg.find(ini + ":3: bad value '1.5' for train.steps: expected an integer"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, ChoicesAreEnforced) {
+  const auto req = parse({"train", "--parallel.mode=sharded"});
+  const std::string msg = error_of([&] { config_apply(req.values); });
+  EXPECT_NE(msg.find("expected one of auto, single, ddp, balanced"), std::string::npos) << msg;
+}
+
+TEST_F(ConfigTest, BooleansAcceptCommonSpellings) {
+  EXPECT_FALSE(config_apply(parse({"train", "--model.tie_embeddings=off"}).values).model.tie_embeddings);
+  EXPECT_TRUE(config_apply(parse({"train", "--model.tie_embeddings=True"}).values).model.tie_embeddings);
+  EXPECT_FALSE(error_of([&] { config_apply(parse({"train", "--model.tie_embeddings=maybe"}).values); }).empty());
+}
+
+TEST_F(ConfigTest, UnknownSubcommandAndStrayArgument) {
+  EXPECT_NE(error_of([&] { parse({"trian"}); }).find("unknown subcommand 'trian'"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse({"train", "extra"}); }).find("unexpected argument 'extra'"), std::string::npos);
+}
+
+TEST_F(ConfigTest, ValidationExplainsCrossFieldErrors) {
+  Config cfg;
+  cfg.model.num_heads = 6;  // 256 % 6 != 0
+  EXPECT_THROW(config_validate(cfg), ConfigError);
+  cfg = Config{};
+  cfg.train.micro_batch = 0;
+  EXPECT_THROW(config_validate(cfg), ConfigError);
+}
+
+TEST_F(ConfigTest, HashDependsOnEffectiveValuesOnly) {
+  const auto ini = write_ini("[train]\nlr = 0.001\n");
+  const Config from_file = config_apply(parse({"train", "--config", ini}).values);
+  const Config from_cli = config_apply(parse({"train", "--train.lr=1e-3"}).values);
+  EXPECT_EQ(config_hash(from_file), config_hash(from_cli));
+  Config other = from_cli;
+  other.train.steps += 1;
+  EXPECT_NE(config_hash(other), config_hash(from_cli));
+}
+
+TEST_F(ConfigTest, TableShowsSources) {
+  const auto req = parse({"train", "--train.lr=1e-5"});
+  const std::string table = config_table(config_apply(req.values), req.values);
+  EXPECT_NE(table.find("command line --train.lr"), std::string::npos);
+  EXPECT_NE(table.find("default"), std::string::npos);
+}
+
+TEST_F(ConfigTest, EveryShippedConfigParsesAndValidates) {
+  const std::filesystem::path dir = RANKTUNE_SOURCE_DIR "/configs";
+  int seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".ini") continue;
+    ++seen;
+    SCOPED_TRACE(entry.path().string());
+    EXPECT_NO_THROW(config_validate(config_apply(cli_read_ini(entry.path().string()))));
+  }
+  EXPECT_GT(seen, 0);
+}
+
+}  // namespace
+}  // namespace ranktune
