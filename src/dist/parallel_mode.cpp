@@ -147,6 +147,8 @@ void assign_ddp_devices(const ClusterFacts& f, ModeDecision& d) {
 }
 
 ModeDecision decide_gpu(const ClusterFacts& f, const ModeRequest& req) {
+  // The launch contradiction is reported first: it is what the user typed, whatever the GPUs.
+  if (f.world_size > 1 && (req.mode == "balanced" || req.mode == "single")) refuse_single_process_mode(req.mode, f);
   for (const auto& r : f.ranks)
     if (r.gpus.empty()) throw NoGpuError(no_gpu_cause(r), no_gpu_hint(r));
 
@@ -154,7 +156,6 @@ ModeDecision decide_gpu(const ClusterFacts& f, const ModeRequest& req) {
   d.on_gpu = true;
   d.device_of_rank.assign(f.world_size, 0);
   if (f.world_size > 1) {
-    if (req.mode == "balanced" || req.mode == "single") refuse_single_process_mode(req.mode, f);
     d.mode = ParallelMode::ddp;
     assign_ddp_devices(f, d);
     const bool bound = std::all_of(f.ranks.begin(), f.ranks.end(), [](const RankFacts& r) { return r.gpus.size() == 1; });

@@ -82,6 +82,10 @@ TEST(ParallelMode, BalancedRefusalNamesSrun) {
   EXPECT_NE(msg.find("srun (Slurm job 77 step 0, SLURM_NTASKS=4)"), std::string::npos) << msg;
 }
 
+TEST(ParallelMode, LaunchContradictionReportedBeforeMissingGpus) {
+  EXPECT_NE(message_of<LaunchModeError>(cluster(1, 2, 0), req("balanced")).find("2 processes"), std::string::npos);
+}
+
 TEST(ParallelMode, SingleRefusedWhenWorldSizeAboveOne) {
   EXPECT_NE(message_of<LaunchModeError>(cluster(1, 2, 2), req("single")).find("parallel.mode=single runs ONE process"),
             std::string::npos);
@@ -244,14 +248,17 @@ TEST(ParallelMode, CpuIgnoresGpusEvenWhenPresent) {
 }
 
 TEST(ParallelMode, StaleLauncherVariableIsNoted) {
-  const auto d = mode_decide(cluster(1, 1, 1, false, {{"OMPI_COMM_WORLD_SIZE", "4"}}), req("auto"));
+  auto f = cluster(1, 1, 1, false, {});
+  f.ranks[0].env["OMPI_COMM_WORLD_SIZE"] = "4";
+  const auto d = mode_decide(f, req("auto"));
   ASSERT_FALSE(d.notes.empty());
   EXPECT_NE(d.notes.back().find("OMPI_COMM_WORLD_SIZE=4 but MPI reports 1"), std::string::npos);
 }
 
 TEST(ParallelMode, StaleVariableDoesNotTriggerBalancedRefusal) {
   // One real process with a stale OMPI_COMM_WORLD_SIZE=4 (accelerate's classic failure): balanced must run.
-  auto f = cluster(1, 1, 2, false, {{"OMPI_COMM_WORLD_SIZE", "4"}});
+  auto f = cluster(1, 1, 2, false, {});
+  f.ranks[0].env["OMPI_COMM_WORLD_SIZE"] = "4";
   EXPECT_EQ(mode_decide(f, req("balanced")).mode, ParallelMode::balanced);
 }
 

@@ -1,0 +1,65 @@
+// NCCL bootstrap over MPI and the NCCL communicator's collectives. Skips where no GPU is visible; run on the GPU
+// machine (bench/gpu_check.sh) at world size 1, and at more ranks wherever there are as many GPUs.
+#include <ATen/ATen.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include "ranktune/core/error.h"
+#include "ranktune/dist/nccl_communicator.h"
+
+namespace ranktune {
+namespace {
+
+class NcclTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    int count = 0;
+    const cudaError_t rc = cudaGetDeviceCount(&count);
+    const int have = rc == cudaSuccess ? count : 0;
+    // Every rank decides the same way, so no rank waits for another in the NCCL bootstrap.
+    int min_have = 0;
+    MPI_Allreduce(&have, &min_have, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (min_have == 0) GTEST_SKIP() << "no GPU visible (" << cudaGetErrorString(rc) << ")";
+    env = std::make_unique<MpiEnv>(nullptr, nullptr);
+    if (min_have < env->local_size()) GTEST_SKIP() << "fewer GPUs than ranks on this node";
+    comm = std::make_unique<NcclCommunicator>(*env, env->local_rank(), 60.0);
+    dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env->local_rank()));
+  }
+  std::unique_ptr<MpiEnv> env;
+  std::unique_ptr<NcclCommunicator> comm;
+  at::Device dev{at::kCPU};
+};
+
+TEST_F(NcclTest, AllReduceFloatAndBf16) {
+  const int n = env->size(), r = env->rank();
+  at::Tensor f = at::arange(1 << 20, at::TensorOptions(dev).dtype(at::kFloat)) + r;
+  comm->all_reduce(f, ReduceOp::sum);
+  comm->synchronize();
+  at::Tensor want = at::arange(1 << 20, at::kFloat) * n + n * (n - 1) / 2.0;
+  EXPECT_TRUE(at::allclose(f.cpu(), want));
+  at::Tensor b = at::full({4096}, 1.0 + r, at::TensorOptions(dev).dtype(at::kBFloat16));
+  comm->all_reduce(b, ReduceOp::avg);
+  comm->synchronize();
+  EXPECT_TRUE(at::allclose(b.cpu().to(at::kFloat), at::full({4096}, 1.0 + (n - 1) / 2.0), 0, 1e-2));
+}
+
+TEST_F(NcclTest, BroadcastAndAllGather) {
+  const int n = env->size(), r = env->rank();
+  at::Tensor t = r == 0 ? at::arange(100, at::TensorOptions(dev).dtype(at::kFloat))
+                        : at::zeros({100}, at::TensorOptions(dev).dtype(at::kFloat));
+  comm->broadcast(t, 0);
+  at::Tensor in = at::full({8}, static_cast<double>(r), at::TensorOptions(dev).dtype(at::kFloat));
+  at::Tensor out = at::empty({n, 8}, at::TensorOptions(dev).dtype(at::kFloat));
+  comm->all_gather(in, out);
+  comm->synchronize();
+  EXPECT_TRUE(at::equal(t.cpu(), at::arange(100, at::kFloat)));
+  for (int i = 0; i < n; ++i) EXPECT_TRUE(at::equal(out[i].cpu(), at::full({8}, static_cast<double>(i))));
+}
+
+TEST_F(NcclTest, RejectsCpuTensor) {
+  at::Tensor cpu = at::zeros({4});
+  EXPECT_THROW(comm->all_reduce(cpu, ReduceOp::sum), CommError);
+}
+
+}  // namespace
+}  // namespace ranktune

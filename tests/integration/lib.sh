@@ -1,0 +1,46 @@
+# Helpers for the integration scripts: CTest passes RANKTUNE_BIN, MPIEXEC and MPIEXEC_FLAGS in the environment.
+set -uo pipefail
+: "${RANKTUNE_BIN:?run through ctest}"
+: "${MPIEXEC:=mpiexec}"
+: "${MPIEXEC_FLAGS:=}"
+FAILS=0
+PASSES=0
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+ok() { PASSES=$((PASSES + 1)); echo "ok: $*"; }
+fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
+
+# run NAME EXPECTED_RC CMD...: runs CMD with a 120 s guard (a hang is a failure), keeps stdout/stderr in $WORK/NAME.*
+run() {
+  local name=$1 want=$2
+  shift 2
+  timeout 120 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+  local rc=$?
+  if [ "$rc" = 124 ]; then fail "$name: hung (killed after 120 s)"; return; fi
+  if [ "$rc" != "$want" ]; then
+    fail "$name: exit $rc, expected $want"; sed 's/^/    /' "$WORK/$name.err" | head -20; return
+  fi
+  ok "$name (exit $rc)"
+}
+
+# expect NAME STREAM PATTERN: the saved stream (out|err) of run NAME matches the fixed string PATTERN.
+expect() {
+  if grep -qF -- "$3" "$WORK/$1.$2"; then ok "$1 $2 has: $3"; else fail "$1 $2 lacks: $3"; sed 's/^/    /' "$WORK/$1.$2" | head -20; fi
+}
+
+# lines NAME STREAM PATTERN N: exactly N lines of the stream contain PATTERN.
+lines() {
+  local got
+  got=$(grep -cF -- "$3" "$WORK/$1.$2")
+  if [ "$got" = "$4" ]; then ok "$1 $2: $4 line(s) with '$3'"; else fail "$1 $2: $got line(s) with '$3', expected $4"; fi
+}
+
+# "${MPIRUN[@]}" N CMD...: CMD on N ranks.
+# shellcheck disable=SC2206
+MPIRUN=("$MPIEXEC" $MPIEXEC_FLAGS -n)
+
+finish() {
+  echo "$PASSES passed, $FAILS failed"
+  [ "$FAILS" = 0 ]
+}
