@@ -194,7 +194,14 @@ std::string cli_usage(const std::string& subcommand) {
     if (s.name == subcommand) os << "usage: ranktune " << s.name << " [--config FILE] [--section.key=value ...]\n" << s.summary << "\n\n";
   po::options_description general("options");
   general.add_options()("help,h", "show this help")("config,c", po::value<std::string>(), "INI file with settings");
-  os << general << '\n' << config_options();
+  os << general << "\nsettings (INI [section] key = value  <=>  --section.key=value), with defaults:\n";
+  const Config defaults;
+  std::size_t width = 0;
+  for (const auto& k : config_schema()) width = std::max(width, k.name.size() + k.show(defaults).size() + 4);
+  for (const auto& k : config_schema()) {
+    const std::string left = "--" + k.name + "=" + (k.show(defaults).empty() ? "\"\"" : k.show(defaults));
+    os << "  " << left << std::string(width + 2 - std::min(width, left.size()), ' ') << k.help << '\n';
+  }
   return os.str();
 }
 

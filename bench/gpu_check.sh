@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build ranktune, run the whole test suite (GPU tests included), exercise the topology
+# command on the real GPU, then run the benchmarks named in $RANKTUNE_BENCH (space-separated bench/*.sh names).
+# Logs go to $OUT (the device tool brings them back). Needs .deps/ from bench/carry_deps.sh in `carry`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/ranktune-out}
+mkdir -p "$OUT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# NVLink multicast stays off on shared machines (device notes).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
+nproc
+
+step "configure + build"
+start=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DBoost_DIR="$PWD/.deps/usr/lib/x86_64-linux-gnu/cmake/Boost-1.74.0" -DRANKTUNE_BOOST_STATIC=ON \
+  -Dnlohmann_json_DIR="$PWD/.deps/usr/share/cmake/nlohmann_json" >"$OUT/configure.log" 2>&1 \
+  || { tail -40 "$OUT/configure.log"; exit 1; }
+ninja -C build-gpu >"$OUT/build.log" 2>&1 || { grep -E 'error|FAILED' -A3 "$OUT/build.log" | head -60; exit 1; }
+echo "built in $(( $(date +%s) - start )) s"
+
+step "ctest (all labels)"
+ctest --test-dir build-gpu -j8 --output-on-failure >"$OUT/ctest.log" 2>&1
+grep -E 'tests passed|Failed|\*\*\*|Skipped|Not Run' "$OUT/ctest.log" | head -40
+step "GPU test output"
+ctest --test-dir build-gpu -L gpu -V 2>&1 | grep -E '\[ +(OK|FAILED|SKIPPED) +\]' | sed 's/^[0-9]*: //'
+
+step "ranktune topology on the GPU"
+bin=build-gpu/bin/ranktune
+$bin --version
+$bin topology
+echo "exit $?"
+step "world size 1 ddp (NCCL)"
+mpirun -np 1 $bin topology --parallel.mode=ddp
+echo "exit $?"
+step "balanced with one GPU"
+$bin topology --parallel.mode=balanced
+echo "exit $?"
+step "refusals"
+mpirun -np 2 --oversubscribe bash -c "$bin topology --parallel.mode=balanced; echo rank \$OMPI_COMM_WORLD_RANK exit \$?"
+mpirun -np 2 --oversubscribe bash -c "$bin topology --parallel.mode=ddp; echo rank \$OMPI_COMM_WORLD_RANK exit \$?"
+CUDA_VISIBLE_DEVICES= $bin topology; echo "exit $?"
+CUDA_VISIBLE_DEVICES=0,0 $bin topology; echo "exit $?"
+CUDA_VISIBLE_DEVICES=5 $bin topology; echo "exit $?"
+
+for b in ${RANKTUNE_BENCH:-}; do
+  step "bench/$b"
+  bash "bench/$b" 2>&1 | tee "$OUT/bench-${b%.sh}.log" | tail -40
+done

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up, build, and run the embedded default job (configs/tiny.ini): on the GPU when one is visible, else on CPU.
+# Extra arguments are passed to ranktune (e.g. --train.steps=50).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh -DRANKTUNE_BUILD_TESTS=OFF
+build=${RANKTUNE_BUILD_DIR:-build}
+device=cpu
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi
+exec "$build/bin/ranktune" train --config configs/tiny.ini --device="$device" "$@"
