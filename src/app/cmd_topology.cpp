@@ -11,13 +11,16 @@
 #include "ranktune/dist/mpi_env.h"
 #include "ranktune/dist/parallel_mode.h"
 #include "ranktune/dist/topology_detect.h"
+#include "ranktune/plan/layer_cost.h"
 
 namespace ranktune {
 
 int cmd_topology(const AppContext& ctx) {
   const ClusterFacts facts = topology_detect(ctx.env, ctx.launch_env);
   ModeDecision mode;
-  ModeRequest req{ctx.cfg.parallel.mode, ctx.cfg.device, std::nullopt, ctx.cfg.parallel.reserve_gib};
+  const std::int64_t footprint =
+      training_footprint_bytes(model_shape_from(ctx.cfg.model), train_setup_from(ctx.cfg, ctx.cfg.device == "cuda"));
+  ModeRequest req{ctx.cfg.parallel.mode, ctx.cfg.device, footprint, ctx.cfg.parallel.reserve_gib};
   agree_run(ctx.env, [&] { mode = mode_decide(facts, req); });
   log0() << topology_table(facts, mode);
 

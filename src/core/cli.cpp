@@ -92,6 +92,7 @@ const std::vector<Subcommand>& cli_subcommands() {
   static const std::vector<Subcommand> subs = {
       {"train", "fine-tune or train a model (DDP under mpirun/srun, balanced sharding in one process)"},
       {"topology", "show every rank, its GPU and the parallel mode that would run, then exit"},
+      {"plan", "print the balanced placement of the model over the GPUs (or --parallel.max_memory budgets)"},
   };
   return subs;
 }

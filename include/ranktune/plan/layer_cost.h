@@ -1,0 +1,50 @@
+// defines: ModelShape, TrainSetup, UnitCost and layer_costs, the per-unit memory and compute model that the balanced
+// planner partitions. A unit is the embedding, one decoder layer, or the final norm + lm_head. Pure arithmetic from
+// the model's shape and the training setup: no LibTorch, CUDA or MPI, so it is unit-tested anywhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ranktune/core/config.h"
+
+namespace ranktune {
+
+struct ModelShape {
+  std::int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0;
+  bool tied = false;
+  bool qkv_bias = false;
+  std::int64_t head_dim() const { return hidden / heads; }
+  std::int64_t kv_dim() const { return kv_heads * head_dim(); }
+  std::int64_t layer_params() const;      // one decoder layer, norms included
+  std::int64_t embedding_params() const;  // vocab x hidden
+  std::int64_t total_params() const;      // tied head counted once
+};
+ModelShape model_shape_from(const ModelConfig& m);
+
+struct TrainSetup {
+  bool on_gpu = true;         // bf16 weights with fp32 masters on GPU; fp32 everywhere on CPU
+  int lora_r = 0;             // 0 = full fine-tune
+  std::vector<std::string> lora_targets{"q", "k", "v", "o", "gate", "up", "down"};
+  bool activation_checkpointing = false;
+  std::int64_t micro_batch = 1;  // sequences per optimizer micro-step (all pipeline micro-batches together)
+  std::int64_t seq_len = 2048;
+};
+TrainSetup train_setup_from(const Config& cfg, bool on_gpu);
+
+struct UnitCost {
+  std::string name;               // "embed", "layer 7", "head"
+  std::int64_t weight_bytes = 0;  // parameters as stored for compute
+  std::int64_t state_bytes = 0;   // gradients, fp32 masters, optimizer moments, LoRA adapters and their state
+  std::int64_t activation_bytes = 0;  // saved for backward, for the whole micro-step
+  double flops = 0;               // forward + backward per micro-step
+  std::int64_t bytes() const { return weight_bytes + state_bytes + activation_bytes; }
+};
+
+std::vector<UnitCost> layer_costs(const ModelShape& shape, const TrainSetup& setup);
+
+// The whole training footprint on one device (what `--parallel.mode=auto` compares with free memory).
+std::int64_t training_footprint_bytes(const ModelShape& shape, const TrainSetup& setup);
+
+}  // namespace ranktune

@@ -1,0 +1,242 @@
+// Exact contiguous partition: best[s][u] = the smallest bottleneck placing units [0, u) on the first s devices,
+// where device s-1 takes units [k, u) and must hold their bytes. Devices keep their order (stage i on devices[i]);
+// empty stages are allowed when there are more devices than useful cuts.
+#include "ranktune/plan/balanced_plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <limits>
+#include <sstream>
+
+#include "ranktune/core/error.h"
+#include "ranktune/dist/topology.h"
+
+namespace ranktune {
+namespace {
+
+std::string trim(std::string s) {
+  s.erase(0, s.find_first_not_of(" \t"));
+  s.erase(s.find_last_not_of(" \t") + 1);
+  return s;
+}
+
+std::string gib(std::int64_t b) { return format_bytes(b); }
+
+}  // namespace
+
+std::int64_t parse_bytes(const std::string& text) {
+  const std::string t = trim(text);
+  std::size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(t, &pos);
+  } catch (const std::exception&) {
+    throw ConfigError("bad memory size '" + text + "': expected a number with a unit, e.g. 70GiB");
+  }
+  std::string unit = trim(t.substr(pos));
+  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double scale = 0;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "kb") scale = 1e3;
+  else if (unit == "mb") scale = 1e6;
+  else if (unit == "gb") scale = 1e9;
+  else if (unit == "tb") scale = 1e12;
+  else if (unit == "kib") scale = 1024.0;
+  else if (unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else throw ConfigError("bad memory unit '" + unit + "' in '" + text + "': use B, MB, GB, MiB, GiB or TiB");
+  if (value < 0) throw ConfigError("negative memory size '" + text + "'");
+  return static_cast<std::int64_t>(std::llround(value * scale));
+}
+
+std::vector<DeviceBudget> parse_memory_budgets(const std::string& spec) {
+  std::vector<DeviceBudget> out;
+  std::stringstream ss(spec);
+  for (std::string entry; std::getline(ss, entry, ',');) {
+    entry = trim(entry);
+    if (entry.empty()) continue;
+    const auto colon = entry.find(':');
+    if (colon == std::string::npos)
+      throw ConfigError("parallel.max_memory entry '" + entry + "' needs DEVICE:SIZE, e.g. 0:70GiB");
+    int device = -1;
+    try {
+      device = std::stoi(entry.substr(0, colon));
+    } catch (const std::exception&) {
+    }
+    if (device < 0) throw ConfigError("parallel.max_memory entry '" + entry + "': device must be a CUDA index >= 0");
+    for (const auto& d : out)
+      if (d.device == device) throw ConfigError("parallel.max_memory names device " + std::to_string(device) + " twice");
+    out.push_back({device, parse_bytes(entry.substr(colon + 1))});
+  }
+  return out;
+}
+
+double BalancedPlan::total_flops() const {
+  double t = 0;
+  for (const auto& s : stages) t += s.flops;
+  return t;
+}
+
+double BalancedPlan::bottleneck_flops() const {
+  double m = 0;
+  for (const auto& s : stages) m = std::max(m, s.flops);
+  return m;
+}
+
+double BalancedPlan::predicted_time_fraction() const {
+  const double sum = total_flops();
+  if (sum <= 0) return 1.0;
+  const double m = micro_batches;
+  return (sum + (m - 1) * bottleneck_flops()) / (m * sum);
+}
+
+BalancedPlan plan_balanced(const PlanRequest& req) {
+  const auto& units = req.units;
+  const int n = static_cast<int>(units.size());
+  const int s_count = static_cast<int>(req.devices.size());
+  if (s_count == 0) throw ConfigError("balanced plan: no device to place the model on");
+  if (req.micro_batches < 1) throw ConfigError("parallel.micro_batches must be >= 1");
+
+  std::vector<std::int64_t> pre_bytes(n + 1, 0);
+  std::vector<double> pre_flops(n + 1, 0);
+  for (int i = 0; i < n; ++i) {
+    pre_bytes[i + 1] = pre_bytes[i] + units[i].bytes();
+    pre_flops[i + 1] = pre_flops[i] + units[i].flops;
+  }
+  auto seg_bytes = [&](int k, int u) {
+    std::int64_t b = pre_bytes[u] - pre_bytes[k];
+    if (k == 0 && u == n && n > 0) b -= req.tied_replica_bytes;
+    return b;
+  };
+  auto seg_flops = [&](int k, int u) { return pre_flops[u] - pre_flops[k]; };
+
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  // best[s][u]: bottleneck for units [0,u) on devices [0,s); cut[s][u]: where device s-1 starts.
+  std::vector<std::vector<double>> best(s_count + 1, std::vector<double>(n + 1, kInf));
+  std::vector<std::vector<int>> cut(s_count + 1, std::vector<int>(n + 1, -1));
+  best[0][0] = 0;
+  for (int s = 1; s <= s_count; ++s) {
+    const std::int64_t budget = req.devices[s - 1].bytes;
+    for (int u = 0; u <= n; ++u) {
+      for (int k = u; k >= 0; --k) {
+        if (best[s - 1][k] == kInf) continue;
+        // Longer segments only grow (dropping the tied replica at k == 0 never undercuts the embedding it needs).
+        if (k < u && seg_bytes(k, u) > budget) break;
+        const double v = std::max(best[s - 1][k], seg_flops(k, u));
+        // k runs downwards, so ties keep the later cut: earlier devices get fewer units, which keeps the first
+        // device (that also holds the process's CUDA context and the embedding) lighter.
+        if (v < best[s][u]) best[s][u] = v, cut[s][u] = k;
+      }
+    }
+  }
+  if (best[s_count][n] == kInf) {
+    std::int64_t total = seg_bytes(0, n), offered = 0, largest = 0, max_budget = 0;
+    std::string largest_name;
+    for (const auto& d : req.devices) offered += d.bytes, max_budget = std::max(max_budget, d.bytes);
+    for (const auto& u : units)
+      if (u.bytes() > largest) largest = u.bytes(), largest_name = u.name;
+    std::ostringstream os;
+    os << "the model does not fit: training needs " << gib(total) << " in total across " << s_count
+       << " device(s) offering " << gib(offered);
+    if (largest > max_budget)
+      os << ", and '" << largest_name << "' alone needs " << gib(largest) << " (largest device budget " << gib(max_budget)
+         << ")";
+    else
+      os << " (contiguous stages cannot be packed into the budgets, ~" << gib((total + s_count - 1) / s_count)
+         << " per device needed)";
+    throw OutOfMemoryError(os.str());
+  }
+
+  BalancedPlan plan;
+  plan.units = units;
+  plan.micro_batches = req.micro_batches;
+  plan.stages.resize(s_count);
+  for (int s = s_count, u = n; s >= 1; --s) {
+    const int k = cut[s][u];
+    Stage& st = plan.stages[s - 1];
+    st.device = req.devices[s - 1].device;
+    st.budget = req.devices[s - 1].bytes;
+    st.first = k;
+    st.last = u - 1;
+    st.bytes = k < u ? seg_bytes(k, u) : 0;
+    st.flops = seg_flops(k, u);
+    u = k;
+  }
+  return plan;
+}
+
+BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup, const std::vector<DeviceBudget>& devices,
+                               int micro_batches) {
+  auto request = [&](const TrainSetup& s) {
+    PlanRequest r;
+    r.units = layer_costs(shape, s);
+    r.devices = devices;
+    r.micro_batches = micro_batches;
+    if (shape.tied) r.tied_replica_bytes = r.units.back().weight_bytes - shape.hidden * (s.on_gpu ? 2 : 4);
+    return r;
+  };
+  try {
+    return plan_balanced(request(setup));
+  } catch (const OutOfMemoryError& e) {
+    std::vector<std::string> ways;
+    auto try_variant = [&](TrainSetup s, const std::string& what) {
+      try {
+        plan_balanced(request(s));
+        ways.push_back(what + " (" + gib(training_footprint_bytes(shape, s)) + " in total)");
+      } catch (const OutOfMemoryError&) {
+      }
+    };
+    if (setup.lora_r == 0) {
+      TrainSetup s = setup;
+      s.lora_r = 16;
+      try_variant(s, "LoRA: --lora.r=16");
+    }
+    if (!setup.activation_checkpointing) {
+      TrainSetup s = setup;
+      s.activation_checkpointing = true;
+      try_variant(s, "--train.activation_checkpointing=true");
+    }
+    if (setup.micro_batch > 1) {
+      TrainSetup s = setup;
+      s.micro_batch = std::max<std::int64_t>(1, setup.micro_batch / 2);
+      try_variant(s, "--train.micro_batch=" + std::to_string(s.micro_batch) + " (and more --train.grad_accum)");
+    }
+    std::string hint = ways.empty() ? "more GPUs, or LoRA with activation checkpointing and a smaller micro-batch"
+                                    : "any of: ";
+    for (std::size_t i = 0; i < ways.size(); ++i) hint += (i ? "; " : "") + ways[i];
+    if (!ways.empty()) hint += "; or more GPUs";
+    throw OutOfMemoryError(e.what(), hint);
+  }
+}
+
+std::string plan_table(const BalancedPlan& p) {
+  std::ostringstream os;
+  const double total = p.total_flops();
+  os << std::left << std::setw(8) << "device" << std::setw(22) << "units" << std::setw(8) << "layers" << std::setw(12)
+     << "weights" << std::setw(12) << "grad+optim" << std::setw(13) << "activations" << std::setw(12) << "total"
+     << std::setw(12) << "budget" << "time share\n";
+  for (const auto& s : p.stages) {
+    std::int64_t w = 0, st = 0, a = 0;
+    int layers = 0;
+    for (int i = s.first; i <= s.last; ++i) {
+      w += p.units[i].weight_bytes, st += p.units[i].state_bytes, a += p.units[i].activation_bytes;
+      layers += p.units[i].name.rfind("layer", 0) == 0;
+    }
+    const std::string range = s.empty() ? "(none)" : p.units[s.first].name + (s.first == s.last ? "" : " .. " + p.units[s.last].name);
+    char share[16];
+    std::snprintf(share, sizeof share, "%.1f%%", total > 0 ? 100.0 * s.flops / total : 0.0);
+    os << std::setw(8) << ("cuda:" + std::to_string(s.device)) << std::setw(22) << range << std::setw(8) << layers
+       << std::setw(12) << gib(w) << std::setw(12) << gib(st) << std::setw(13) << gib(a) << std::setw(12)
+       << gib(s.bytes) << std::setw(12) << gib(s.budget) << share << '\n';
+  }
+  char line[160];
+  std::snprintf(line, sizeof line,
+                "pipeline: %d micro-batch(es) over %zu stage(s): predicted %.2fx the speed of naive sequential execution\n",
+                p.micro_batches, p.stages.size(), p.predicted_speedup_over_sequential());
+  os << line;
+  return os.str();
+}
+
+}  // namespace ranktune

@@ -1,0 +1,141 @@
+// Memory: full fine-tune keeps weights (bf16 on GPU), their gradients, fp32 masters (GPU only) and two fp32 Adam
+// moments; LoRA keeps the frozen base plus fp32 adapters with gradients and moments. Activations: the tensors one
+// decoder layer saves for backward with fused (flash) attention, per token; with activation checkpointing only the
+// layer input. Compute: 2 FLOPs per multiply-add, backward twice forward (once for frozen LoRA bases), attention
+// 4*T*d per token per layer forward (causal halving ignored, as MFU conventions do).
+#include "ranktune/plan/layer_cost.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+namespace {
+
+bool targets(const TrainSetup& s, const char* name) {
+  return std::find(s.lora_targets.begin(), s.lora_targets.end(), name) != s.lora_targets.end();
+}
+
+// LoRA adapter parameters of one layer: r * (in + out) per targeted projection.
+std::int64_t lora_params(const ModelShape& m, const TrainSetup& s) {
+  if (s.lora_r == 0) return 0;
+  const std::int64_t d = m.hidden, kv = m.kv_dim(), f = m.ffn, r = s.lora_r;
+  std::int64_t p = 0;
+  if (targets(s, "q")) p += r * (d + d);
+  if (targets(s, "k")) p += r * (d + kv);
+  if (targets(s, "v")) p += r * (d + kv);
+  if (targets(s, "o")) p += r * (d + d);
+  if (targets(s, "gate")) p += r * (d + f);
+  if (targets(s, "up")) p += r * (d + f);
+  if (targets(s, "down")) p += r * (f + d);
+  return p;
+}
+
+struct Precision {
+  std::int64_t weight;   // bytes per stored weight
+  std::int64_t trained;  // bytes per trained parameter for grad + master + moments
+};
+
+Precision precision(const TrainSetup& s) {
+  // GPU: bf16 weight, bf16 grad, fp32 master, 2 fp32 moments. CPU: fp32 weight and grad, 2 fp32 moments.
+  return s.on_gpu ? Precision{2, 2 + 4 + 8} : Precision{4, 4 + 8};
+}
+
+UnitCost make_unit(std::string name, std::int64_t params, const TrainSetup& s, std::int64_t trained_params) {
+  const Precision p = precision(s);
+  UnitCost u;
+  u.name = std::move(name);
+  u.weight_bytes = params * p.weight;
+  u.state_bytes = trained_params * p.trained;
+  return u;
+}
+
+}  // namespace
+
+std::int64_t ModelShape::layer_params() const {
+  const std::int64_t attn = hidden * hidden * 2 + hidden * kv_dim() * 2 + (qkv_bias ? hidden + 2 * kv_dim() : 0);
+  return attn + 3 * hidden * ffn + 2 * hidden;
+}
+std::int64_t ModelShape::embedding_params() const { return vocab * hidden; }
+std::int64_t ModelShape::total_params() const {
+  return embedding_params() * (tied ? 1 : 2) + layers * layer_params() + hidden;
+}
+
+ModelShape model_shape_from(const ModelConfig& m) {
+  ModelShape s;
+  s.hidden = m.hidden_size;
+  s.layers = m.num_layers;
+  s.heads = m.num_heads;
+  s.kv_heads = m.num_kv_heads;
+  s.ffn = m.intermediate_size;
+  s.vocab = m.vocab_size;
+  s.tied = m.tie_embeddings;
+  return s;
+}
+
+TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
+  TrainSetup s;
+  s.on_gpu = on_gpu;
+  s.lora_r = cfg.lora.r;
+  s.lora_targets.clear();
+  std::stringstream ss(cfg.lora.target_modules);
+  for (std::string t; std::getline(ss, t, ',');)
+    if (!t.empty()) s.lora_targets.push_back(t);
+  s.activation_checkpointing = cfg.train.activation_checkpointing;
+  s.micro_batch = cfg.train.micro_batch;
+  s.seq_len = cfg.train.seq_len;
+  return s;
+}
+
+std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
+  if (m.hidden <= 0 || m.layers <= 0 || m.heads <= 0 || m.kv_heads <= 0 || m.vocab <= 0 || m.hidden % m.heads)
+    throw ConfigError("model shape is incomplete or inconsistent for planning");
+  const bool lora = s.lora_r > 0;
+  const std::int64_t tokens = s.micro_batch * s.seq_len;
+  const std::int64_t act_bytes = s.on_gpu ? 2 : 4;
+  const double fwd_bwd = lora ? 4.0 : 6.0;  // frozen weights get no weight-gradient matmul
+  std::vector<UnitCost> units;
+
+  // Embedding: trained in full fine-tune, frozen with LoRA. Saves only the token ids.
+  UnitCost embed = make_unit("embed", m.embedding_params(), s, lora ? 0 : m.embedding_params());
+  embed.activation_bytes = tokens * 8;
+  units.push_back(embed);
+
+  const std::int64_t d = m.hidden, kv = m.kv_dim(), f = m.ffn;
+  const std::int64_t lp = m.layer_params();
+  const std::int64_t adapters = lora_params(m, s);
+  // Saved per token: norm in/out, q, k, v, attention out, o_proj in, residual, norm in/out, gate, up, silu, product.
+  const std::int64_t saved_per_token = 9 * d + 2 * kv + 4 * f;
+  for (std::int64_t i = 0; i < m.layers; ++i) {
+    UnitCost u = make_unit("layer " + std::to_string(i), lp, s, lora ? 0 : lp);
+    if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
+    u.activation_bytes = tokens * act_bytes * (s.activation_checkpointing ? d : saved_per_token);
+    u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
+                                             3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(d));
+    units.push_back(u);
+  }
+
+  // Final norm + lm_head. A tied head reuses the embedding: its weight travels from the embedding's device (the
+  // explicit hop), so it is counted here as a replica (weight + gradient) when the two land on different devices.
+  const std::int64_t head_params = m.embedding_params();
+  UnitCost head = make_unit("head", d + (m.tied ? 0 : head_params), s, lora ? 0 : d + (m.tied ? 0 : head_params));
+  if (m.tied) head.weight_bytes += head_params * precision(s).weight * (lora ? 1 : 2);
+  // Logits in compute precision plus fp32 log-softmax for the loss.
+  head.activation_bytes = tokens * (m.vocab * (act_bytes + 4) + d * act_bytes);
+  head.flops = static_cast<double>(tokens) * (lora ? 4.0 : 6.0) * static_cast<double>(head_params);
+  units.push_back(head);
+  return units;
+}
+
+std::int64_t training_footprint_bytes(const ModelShape& shape, const TrainSetup& setup) {
+  std::int64_t total = 0;
+  for (const auto& u : layer_costs(shape, setup)) total += u.bytes();
+  if (shape.tied) {  // on one device the tied head needs no replica
+    const std::int64_t replica = shape.embedding_params() * precision(setup).weight * (setup.lora_r > 0 ? 1 : 2);
+    total -= replica;
+  }
+  return total;
+}
+
+}  // namespace ranktune

@@ -1,0 +1,223 @@
+// The balanced planner: exactness against brute force, contiguity, memory limits, uneven budgets, refusals with
+// numbers, budget parsing, and the cost model's parameter counts against the published model sizes.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ranktune/core/error.h"
+#include "ranktune/plan/balanced_plan.h"
+
+namespace ranktune {
+namespace {
+
+constexpr std::int64_t GiB = 1024LL * 1024 * 1024;
+
+ModelShape tinyllama() { return {2048, 22, 32, 4, 5632, 32000, false, false}; }
+ModelShape llama3_8b() { return {4096, 32, 32, 8, 14336, 128256, false, false}; }
+
+std::vector<UnitCost> synthetic(const std::vector<std::pair<std::int64_t, double>>& bytes_flops) {
+  std::vector<UnitCost> u;
+  for (std::size_t i = 0; i < bytes_flops.size(); ++i) {
+    UnitCost c;
+    c.name = "u" + std::to_string(i);
+    c.weight_bytes = bytes_flops[i].first;
+    c.flops = bytes_flops[i].second;
+    u.push_back(c);
+  }
+  return u;
+}
+
+void expect_valid(const BalancedPlan& p) {
+  int next = 0;
+  for (const auto& s : p.stages) {
+    EXPECT_LE(s.bytes, s.budget) << "device " << s.device;
+    if (s.empty()) continue;
+    EXPECT_EQ(s.first, next) << "stages must be contiguous and in order";
+    next = s.last + 1;
+  }
+  EXPECT_EQ(next, static_cast<int>(p.units.size())) << "every unit placed";
+}
+
+// Smallest bottleneck over every way to cut n units into S contiguous (possibly empty) stages within budgets.
+double brute_force(const std::vector<UnitCost>& u, const std::vector<DeviceBudget>& d) {
+  const int n = static_cast<int>(u.size()), s = static_cast<int>(d.size());
+  double best = std::numeric_limits<double>::infinity();
+  std::vector<int> cuts(s - 1, 0);
+  std::function<void(int, int)> rec = [&](int i, int from) {
+    if (i == s - 1) {
+      double worst = 0;
+      int start = 0;
+      for (int k = 0; k < s; ++k) {
+        const int end = k + 1 < s ? cuts[k] : n;
+        std::int64_t b = 0;
+        double fl = 0;
+        for (int j = start; j < end; ++j) b += u[j].bytes(), fl += u[j].flops;
+        if (b > d[k].bytes) return;
+        worst = std::max(worst, fl);
+        start = end;
+      }
+      best = std::min(best, worst);
+      return;
+    }
+    for (int c = from; c <= n; ++c) cuts[i] = c, rec(i + 1, c);
+  };
+  rec(0, 0);
+  return best;
+}
+
+TEST(BalancedPlan, MatchesBruteForceOnRandomInstances) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    const int n = 1 + static_cast<int>(rng() % 9), s = 1 + static_cast<int>(rng() % 4);
+    std::vector<std::pair<std::int64_t, double>> bf;
+    for (int i = 0; i < n; ++i) bf.push_back({1 + static_cast<std::int64_t>(rng() % 10), 1.0 + rng() % 20});
+    PlanRequest req;
+    req.units = synthetic(bf);
+    for (int k = 0; k < s; ++k) req.devices.push_back({k, 5 + static_cast<std::int64_t>(rng() % 30)});
+    const double want = brute_force(req.units, req.devices);
+    if (std::isinf(want)) {
+      EXPECT_THROW(plan_balanced(req), OutOfMemoryError) << "trial " << trial;
+      continue;
+    }
+    const BalancedPlan p = plan_balanced(req);
+    expect_valid(p);
+    EXPECT_DOUBLE_EQ(p.bottleneck_flops(), want) << "trial " << trial;
+  }
+}
+
+TEST(BalancedPlan, UniformLayersBalanceWithinOneLayer) {
+  for (int s : {2, 3, 4, 8}) {
+    PlanRequest req;
+    req.units = synthetic(std::vector<std::pair<std::int64_t, double>>(32, {1 * GiB, 1.0}));
+    for (int k = 0; k < s; ++k) req.devices.push_back({k, 80 * GiB});
+    const BalancedPlan p = plan_balanced(req);
+    expect_valid(p);
+    EXPECT_LE(p.bottleneck_flops(), std::ceil(32.0 / s)) << s << " devices";
+    double lightest = 1e9;
+    for (const auto& st : p.stages) lightest = std::min(lightest, st.flops);
+    EXPECT_LE(p.bottleneck_flops() - lightest, 1.0) << s << " devices";
+  }
+}
+
+TEST(BalancedPlan, UnevenBudgetsShiftLayers) {
+  PlanRequest req;
+  req.units = synthetic(std::vector<std::pair<std::int64_t, double>>(10, {1 * GiB, 1.0}));
+  req.devices = {{0, 2 * GiB}, {1, 40 * GiB}};
+  const BalancedPlan p = plan_balanced(req);
+  expect_valid(p);
+  EXPECT_EQ(p.stages[0].last - p.stages[0].first + 1, 2);
+  EXPECT_EQ(p.stages[1].last - p.stages[1].first + 1, 8);
+}
+
+TEST(BalancedPlan, ImpossibleFitNamesTheNumbers) {
+  PlanRequest req;
+  req.units = synthetic({{10 * GiB, 1}, {50 * GiB, 1}, {10 * GiB, 1}});
+  req.devices = {{0, 40 * GiB}, {1, 40 * GiB}};
+  try {
+    plan_balanced(req);
+    FAIL() << "no error";
+  } catch (const OutOfMemoryError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("70.0 GiB in total"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("80.0 GiB"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("'u1' alone needs 50.0 GiB (largest device budget 40.0 GiB)"), std::string::npos) << msg;
+    EXPECT_EQ(e.code(), ExitCode::out_of_memory);
+  }
+}
+
+TEST(BalancedPlan, TooBigModelSuggestsWhatToChange) {
+  TrainSetup full;
+  full.micro_batch = 4;
+  full.seq_len = 2048;
+  try {
+    plan_balanced_for(llama3_8b(), full, {{0, 80 * GiB}}, 1);
+    FAIL() << "an 8B full fine-tune fit one 80 GiB GPU";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_NE(e.hint().find("--lora.r=16"), std::string::npos) << e.hint();
+  }
+  // Two GPUs hold it in full fine-tune with activation checkpointing.
+  full.activation_checkpointing = true;
+  const BalancedPlan p = plan_balanced_for(llama3_8b(), full, {{0, 78 * GiB}, {1, 78 * GiB}}, 4);
+  expect_valid(p);
+}
+
+TEST(BalancedPlan, TiedHeadReplicaOnlyWhenSplit) {
+  ModelShape m = tinyllama();
+  m.tied = true;
+  TrainSetup s;
+  const auto one = plan_balanced_for(m, s, {{0, 200 * GiB}}, 1);
+  EXPECT_EQ(one.stages[0].bytes, training_footprint_bytes(m, s));
+  const auto two = plan_balanced_for(m, s, {{0, 200 * GiB}, {1, 200 * GiB}}, 1);
+  EXPECT_GT(two.stages[0].bytes + two.stages[1].bytes, training_footprint_bytes(m, s));
+}
+
+TEST(BalancedPlan, PipelineSpeedupFollowsGpipe) {
+  PlanRequest req;
+  req.units = synthetic(std::vector<std::pair<std::int64_t, double>>(8, {1, 1.0}));
+  req.devices = {{0, 100}, {1, 100}};
+  req.micro_batches = 8;
+  const BalancedPlan p = plan_balanced(req);
+  EXPECT_NEAR(p.predicted_speedup_over_sequential(), 2.0 * 8 / 9, 1e-12);  // S*m/(m+S-1)
+  req.micro_batches = 1;
+  EXPECT_NEAR(plan_balanced(req).predicted_speedup_over_sequential(), 1.0, 1e-12);
+}
+
+TEST(BalancedPlan, TableShowsEveryDevice) {
+  const auto p = plan_balanced_for(tinyllama(), TrainSetup{}, {{0, 40 * GiB}, {1, 40 * GiB}}, 4);
+  const std::string t = plan_table(p);
+  EXPECT_NE(t.find("cuda:0"), std::string::npos);
+  EXPECT_NE(t.find("cuda:1"), std::string::npos);
+  EXPECT_NE(t.find("embed .. layer"), std::string::npos);
+  EXPECT_NE(t.find("predicted"), std::string::npos);
+}
+
+TEST(MemoryBudgets, Parse) {
+  const auto b = parse_memory_budgets("0:70GiB, 1:75.5GiB,3:1000MB");
+  ASSERT_EQ(b.size(), 3u);
+  EXPECT_EQ(b[0].bytes, 70 * GiB);
+  EXPECT_EQ(b[1].bytes, static_cast<std::int64_t>(75.5 * GiB));
+  EXPECT_EQ(b[2].device, 3);
+  EXPECT_EQ(b[2].bytes, 1000000000);
+  EXPECT_THROW(parse_memory_budgets("0=70GiB"), ConfigError);
+  EXPECT_THROW(parse_memory_budgets("0:70GiX"), ConfigError);
+  EXPECT_THROW(parse_memory_budgets("0:1GiB,0:2GiB"), ConfigError);
+  EXPECT_THROW(parse_memory_budgets("a:1GiB"), ConfigError);
+}
+
+TEST(LayerCost, ParameterCountsMatchPublishedModels) {
+  EXPECT_EQ(tinyllama().total_params(), 1100048384);  // TinyLlama-1.1B
+  EXPECT_EQ(llama3_8b().total_params(), 8030261248);  // Meta-Llama-3-8B
+}
+
+TEST(LayerCost, LoraAndCheckpointingShrinkTheFootprint) {
+  TrainSetup full;
+  full.micro_batch = 4;
+  full.seq_len = 2048;
+  TrainSetup lora = full;
+  lora.lora_r = 16;
+  TrainSetup ckpt = full;
+  ckpt.activation_checkpointing = true;
+  const auto m = tinyllama();
+  EXPECT_LT(training_footprint_bytes(m, lora), training_footprint_bytes(m, full));
+  // Parameters and their state shrink ~7x (frozen bf16 base); activations stay (and dominate at seq 2048).
+  auto param_bytes = [&](const TrainSetup& s) {
+    std::int64_t b = 0;
+    for (const auto& u : layer_costs(m, s)) b += u.weight_bytes + u.state_bytes;
+    return b;
+  };
+  EXPECT_LT(param_bytes(lora) * 6, param_bytes(full));
+  // The full fine-tune estimate agrees with HF's measured peak for this shape (ANCHORS: 35 GiB at batch 4 x 2048)
+  // within 15%. For LoRA HF + PEFT measures 21 GiB; our adapters save no extra activations, so the estimate sits
+  // below that, but not implausibly far (> 0.6x).
+  EXPECT_NEAR(static_cast<double>(training_footprint_bytes(m, full)) / GiB, 35.0, 35.0 * 0.15);
+  EXPECT_LT(static_cast<double>(training_footprint_bytes(m, lora)) / GiB, 21.0);
+  EXPECT_GT(static_cast<double>(training_footprint_bytes(m, lora)) / GiB, 0.6 * 21.0);
+  EXPECT_LT(training_footprint_bytes(m, ckpt), training_footprint_bytes(m, full));
+  // Full fine-tune state: 16 bytes per parameter on GPU (bf16 weight and grad, fp32 master, two moments).
+  std::int64_t state = 0, weights = 0;
+  for (const auto& u : layer_costs(m, full)) state += u.state_bytes, weights += u.weight_bytes;
+  EXPECT_EQ(weights + state, 16 * m.total_params());
+}
+
+}  // namespace
+}  // namespace ranktune
