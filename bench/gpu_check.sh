@@ -23,6 +23,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   || { tail -40 "$OUT/configure.log"; exit 1; }
 ninja -C build-gpu >"$OUT/build.log" 2>&1 || { grep -E 'error|FAILED' -A3 "$OUT/build.log" | head -60; exit 1; }
 echo "built in $(( $(date +%s) - start )) s"
+for o in $(find build-gpu -name '*.cu.o'); do echo "$o:"; cuobjdump --list-elf --list-ptx "$o" | sed 's/^/  /'; done
 
 step "ctest (all labels)"
 ctest --test-dir build-gpu -j8 --output-on-failure >"$OUT/ctest.log" 2>&1

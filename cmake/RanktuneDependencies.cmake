@@ -32,7 +32,12 @@ if(NOT Torch_DIR)
     endif()
   endif()
 endif()
+# LibTorch's CMake overrides CMAKE_CUDA_ARCHITECTURES (it uses TORCH_CUDA_ARCH_LIST): hide ours from it, restore after.
+unset(CMAKE_CUDA_ARCHITECTURES)
 find_package(Torch CONFIG NO_SYSTEM_ENVIRONMENT_PATH NO_CMAKE_SYSTEM_PATH)
+if(RANKTUNE_WITH_CUDA)
+  set(CMAKE_CUDA_ARCHITECTURES ${RANKTUNE_CUDA_ARCHITECTURES})
+endif()
 if(NOT Torch_FOUND)
   message(FATAL_ERROR "ranktune: LibTorch not found. Install the wheel (scripts/setup.sh does: pip install torch==2.11.0) "
                       "or pass -DTorch_DIR=<site-packages>/torch/share/cmake/Torch.")
