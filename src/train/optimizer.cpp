@@ -96,13 +96,13 @@ void AdamW::step_group(std::vector<Slot*>& slots, double lr, double weight_decay
   const double b1 = options_.beta1, b2 = options_.beta2;
   const bool on_cuda = work.front().is_cuda();
   const bool fused = options_.impl == AdamWImpl::fused || (options_.impl == AdamWImpl::automatic && on_cuda);
+  at::_foreach_add_(steps, 1);  // both paths take the incremented count, as torch does before its fused kernel
   if (fused) {
     at::_fused_adamw_(work, grads, exp_avgs, exp_avg_sqs, {}, steps, lr, b1, b2, weight_decay, options_.eps,
                       /*amsgrad=*/false, /*maximize=*/false);
     return;
   }
   // The operation order of torch.optim.AdamW(foreach=True) without capturable, so results agree to rounding.
-  at::_foreach_add_(steps, 1);
   if (weight_decay != 0) at::_foreach_mul_(work, 1 - lr * weight_decay);
   at::_foreach_lerp_(exp_avgs, grads, 1 - b1);
   at::_foreach_mul_(exp_avg_sqs, b2);
