@@ -14,7 +14,7 @@ APT_PACKAGES=(
 )
 # Only for the cluster-integration tests (tests/slurm): a real Slurm and Lmod.
 APT_CLUSTER_PACKAGES=(slurm-wlm munge lmod)
-PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py")
+PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py" "matplotlib")
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -44,8 +44,8 @@ python_has() { python3 -c "$1" >/dev/null 2>&1; }
 
 install_pip() {
   if python_has "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" \
-     && python_has "import numpy, h5py"; then
-    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py)"; return
+     && python_has "import numpy, h5py, matplotlib"; then
+    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py, matplotlib)"; return
   fi
   say "installing python packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"

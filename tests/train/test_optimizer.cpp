@@ -1,0 +1,202 @@
+// AdamW and gradient clipping against torch.optim.AdamW + torch.nn.utils.clip_grad_norm_
+// (tests/reference/fixtures/adamw.json, made by tests/reference/make_optimizer_fixtures.py): fused and foreach
+// paths, fp32 master weights for bf16 parameters, state save/load, weight-decay groups.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "ranktune/core/error.h"
+#include "ranktune/train/grads.h"
+#include "ranktune/train/optimizer.h"
+
+namespace ranktune {
+namespace {
+
+using nlohmann::json;
+
+const json& fixture() {
+  static const json f = [] {
+    std::ifstream in(RANKTUNE_SOURCE_DIR "/tests/reference/fixtures/adamw.json");
+    if (!in) throw std::runtime_error("fixture missing: run tests/reference/make_optimizer_fixtures.py");
+    return json::parse(in);
+  }();
+  return f;
+}
+
+at::Tensor from_json(const json& j, at::ScalarType dtype = at::kFloat) {
+  const auto shape = j["shape"].get<std::vector<int64_t>>();
+  const auto data = j["data"].get<std::vector<double>>();
+  return at::tensor(data, at::kDouble).reshape(shape).to(dtype);
+}
+
+double max_rel_diff(const at::Tensor& got, const at::Tensor& want) {
+  const double scale = std::max(want.abs().max().item<double>(), 1e-30);
+  return (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>() / scale;
+}
+
+// The fixture's parameters in its order, as leaf tensors requiring gradients.
+NamedTensors make_params(at::ScalarType dtype) {
+  NamedTensors p;
+  for (const auto& [name, t] : fixture()["init"].items()) p.insert(name, from_json(t, dtype).requires_grad_(true));
+  return p;
+}
+
+void set_grads(const NamedTensors& params, std::size_t step) {
+  std::set<std::string> skipped;
+  for (const auto& s : fixture()["skip"])
+    if (s[0].get<std::size_t>() == step) skipped.insert(s[1].get<std::string>());
+  for (const auto& item : params) {
+    at::Tensor p = item.value();
+    if (skipped.count(item.key())) p.mutable_grad() = at::Tensor();
+    else p.mutable_grad() = from_json(fixture()["grads"][step][item.key()], p.scalar_type());
+  }
+}
+
+AdamWOptions fixture_options(AdamWImpl impl) {
+  const json& hp = fixture()["hyper"];
+  AdamWOptions o;
+  o.beta1 = hp["beta1"].get<double>();
+  o.beta2 = hp["beta2"].get<double>();
+  o.eps = hp["eps"].get<double>();
+  o.weight_decay = hp["weight_decay"].get<double>();
+  o.impl = impl;
+  return o;
+}
+
+class AdamWReference : public testing::TestWithParam<AdamWImpl> {};
+
+TEST_P(AdamWReference, MatchesTorchWithClipping) {
+  NamedTensors params = make_params(at::kFloat);
+  AdamW opt(params, fixture_options(GetParam()));
+  const json& run = fixture()["clipped"];
+  const auto lrs = fixture()["lrs"].get<std::vector<double>>();
+  for (std::size_t i = 0; i < lrs.size(); ++i) {
+    set_grads(params, i);
+    const double norm = clip_grad_norm(params, run["max_norm"].get<double>());
+    EXPECT_NEAR(norm, run["steps"][i]["norm"].get<double>(), 1e-6 * norm) << "step " << i;
+    opt.step(lrs[i]);
+    for (const auto& item : params)
+      EXPECT_LE(max_rel_diff(item.value(), from_json(run["steps"][i]["params"][item.key()])), 1e-6)
+          << item.key() << " after step " << i;
+  }
+  const NamedTensors state = opt.state();
+  for (const auto& [name, s] : run["state"].items()) {
+    EXPECT_LE(max_rel_diff(state[name + ".exp_avg"], from_json(s["exp_avg"])), 1e-6) << name;
+    EXPECT_LE(max_rel_diff(state[name + ".exp_avg_sq"], from_json(s["exp_avg_sq"])), 1e-6) << name;
+    EXPECT_EQ(state[name + ".step"].item<double>(), s["step"].get<double>()) << name;
+  }
+}
+
+// bf16 parameters and gradients (bf16-exact in the fixture): the fp32 master follows torch's fp32 run, the parameter is
+// the master rounded to bf16.
+TEST_P(AdamWReference, MasterWeightsForBf16) {
+  NamedTensors params = make_params(at::kBFloat16);
+  AdamW opt(params, fixture_options(GetParam()));
+  const json& run = fixture()["unclipped"];
+  const auto lrs = fixture()["lrs"].get<std::vector<double>>();
+  for (std::size_t i = 0; i < lrs.size(); ++i) {
+    set_grads(params, i);
+    opt.step(lrs[i]);
+  }
+  const NamedTensors state = opt.state();
+  for (const auto& item : params) {
+    const at::Tensor& master = state[item.key() + ".master"];
+    EXPECT_EQ(master.scalar_type(), at::kFloat);
+    EXPECT_LE(max_rel_diff(master, from_json(run["steps"].back()["params"][item.key()])), 1e-6) << item.key();
+    EXPECT_TRUE(at::equal(item.value(), master.to(at::kBFloat16))) << item.key();
+    EXPECT_EQ(item.value().scalar_type(), at::kBFloat16);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Impl, AdamWReference, testing::Values(AdamWImpl::foreach, AdamWImpl::fused),
+                         [](const auto& info) { return info.param == AdamWImpl::fused ? "fused" : "foreach"; });
+
+TEST(AdamW, StateRoundTripContinuesIdentically) {
+  const auto lrs = fixture()["lrs"].get<std::vector<double>>();
+  NamedTensors a = make_params(at::kFloat);
+  AdamW opt_a(a, fixture_options(AdamWImpl::foreach));
+  for (std::size_t i = 0; i < 3; ++i) set_grads(a, i), opt_a.step(lrs[i]);
+
+  // A second optimizer over copies of the parameters, given the first one's state: the remaining steps agree bit for bit.
+  NamedTensors b;
+  for (const auto& item : a) b.insert(item.key(), item.value().detach().clone().requires_grad_(true));
+  AdamW opt_b(b, fixture_options(AdamWImpl::foreach));
+  NamedTensors saved;
+  for (const auto& item : opt_a.state()) saved.insert(item.key(), item.value().clone());
+  opt_b.load_state(saved);
+  for (std::size_t i = 3; i < lrs.size(); ++i) {
+    set_grads(a, i), opt_a.step(lrs[i]);
+    set_grads(b, i), opt_b.step(lrs[i]);
+  }
+  for (const auto& item : a) EXPECT_TRUE(at::equal(item.value(), b[item.key()])) << item.key();
+}
+
+TEST(AdamW, LoadStateRefusesMismatchNamingTheTensor) {
+  NamedTensors p = make_params(at::kFloat);
+  AdamW opt(p, fixture_options(AdamWImpl::foreach));
+  NamedTensors missing;
+  for (const auto& item : opt.state())
+    if (item.key() != "embed.exp_avg_sq") missing.insert(item.key(), item.value());
+  try {
+    opt.load_state(missing);
+    FAIL() << "no error";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("embed.exp_avg_sq"), std::string::npos) << e.what();
+  }
+  NamedTensors wrong_shape;
+  for (const auto& item : opt.state())
+    wrong_shape.insert(item.key(), item.key() == "layers.0.w.exp_avg" ? at::zeros({3, 4}) : item.value());
+  EXPECT_THROW(opt.load_state(wrong_shape), CheckpointError);
+  NamedTensors extra = opt.state();
+  extra.insert("lora.a.exp_avg", at::zeros({2}));
+  EXPECT_THROW(opt.load_state(extra), CheckpointError);
+}
+
+TEST(AdamW, GroupsFrozenParamsAndDescription) {
+  NamedTensors p;
+  p.insert("w", at::ones({4, 4}).requires_grad_(true));
+  p.insert("norm", at::ones({4}).requires_grad_(true));
+  p.insert("frozen", at::ones({4, 4}));
+  EXPECT_TRUE(adamw_decays(p["w"]));
+  EXPECT_FALSE(adamw_decays(p["norm"]));
+  AdamWOptions o;
+  o.weight_decay = 0.5;
+  AdamW opt(p, o);
+  EXPECT_FALSE(opt.state().contains("frozen.exp_avg"));
+  // Zero gradients: only decoupled decay moves the weights, and only those in the decay group.
+  for (const char* n : {"w", "norm"}) p[n].mutable_grad() = at::zeros_like(p[n]);
+  opt.step(0.1);
+  EXPECT_TRUE(at::allclose(p["w"], at::full({4, 4}, 1 - 0.1 * 0.5)));
+  EXPECT_TRUE(at::equal(p["norm"], at::ones({4})));
+  EXPECT_NE(opt.describe().find("weight decay 0.5 on 1 tensors (16 params), none on 1 tensors (4 params)"),
+            std::string::npos)
+      << opt.describe();
+  NamedTensors none;
+  none.insert("frozen", at::ones({2}));
+  EXPECT_THROW(AdamW(none, o), UsageError);
+}
+
+TEST(Grads, NormClipAndZeroKeepAliasing) {
+  NamedTensors p;
+  p.insert("a", at::zeros({2}).requires_grad_(true));
+  p.insert("b", at::zeros({2}).requires_grad_(true));
+  p.insert("c", at::zeros({1}).requires_grad_(true));  // no gradient: counts as zero
+  p["a"].mutable_grad() = at::tensor({3.0f, 0.0f});
+  p["b"].mutable_grad() = at::tensor({0.0f, 4.0f});
+  EXPECT_DOUBLE_EQ(grad_norm(p), 5.0);
+  const at::Tensor alias = p["a"].grad();
+  EXPECT_NEAR(clip_grad_norm(p, 1.0), 5.0, 1e-6);
+  EXPECT_NEAR(grad_norm(p), 1.0, 1e-6);
+  EXPECT_NEAR(clip_grad_norm(p, 10.0), 1.0, 1e-6);  // below the threshold: unchanged
+  EXPECT_NEAR(grad_norm(p), 1.0, 1e-6);
+  zero_grads(p);
+  EXPECT_TRUE(p["a"].grad().is_same(alias));
+  EXPECT_EQ(p["a"].grad().abs().sum().item<float>(), 0.0f);
+  EXPECT_FALSE(p["c"].grad().defined());
+}
+
+}  // namespace
+}  // namespace ranktune
