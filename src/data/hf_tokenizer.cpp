@@ -388,9 +388,18 @@ class HfTokenizer final : public Tokenizer {
   }
 
   std::vector<std::int32_t> encode(std::string_view text, bool add_special) const override {
+    return encode_from(text, add_special, 0);
+  }
+
+  std::vector<std::int32_t> encode_continuation(std::string_view text) const override {
+    return encode_from(text, false, 1);
+  }
+
+  // `base` is where the text starts in the whole input: 0, or past it for a continuation.
+  std::vector<std::int32_t> encode_from(std::string_view text, bool add_special, std::size_t base) const {
     utf8_validate(text, "text to tokenize");
     std::vector<Piece> pieces;
-    for (Piece& raw : split_added(std::string(text), 0, false)) {
+    for (Piece& raw : split_added(std::string(text), base, false)) {
       if (raw.id >= 0) {
         pieces.push_back(std::move(raw));
         continue;

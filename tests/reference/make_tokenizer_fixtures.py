@@ -7,7 +7,8 @@ and a test corpus of different lines. Nothing is downloaded. Writes tests/refere
   <name>.tokenizer.json   a tokenizer of one family (trained on the training corpus)
   <name>.cases.jsonl      per test line: text, HF ids with and without special tokens, HF decode with and without
                           skip_special_tokens
-  <name>.chat.jsonl       chat conversations rendered in the family's template and HF's ids for the rendered text
+  <name>.chat.jsonl       chat conversations rendered in the family's template, HF's ids for the rendered text and
+                          the text each trained (assistant) span must decode to
 Usage: pip install tokenizers==0.23.3 && python3 tests/reference/make_tokenizer_fixtures.py
 """
 import json
@@ -161,13 +162,14 @@ def render_chat(family, messages):
         msgs = list(messages)
         if msgs and msgs[0]["role"] == "system":
             system = msgs.pop(0)["content"].strip()
+        out = "" if family == "llama2" else "<s>"
         for i, m in enumerate(msgs):
             if m["role"] == "user":
                 content = m["content"].strip()
                 if i == 0 and system:
                     content = (f"<<SYS>>\n{system}\n<</SYS>>\n\n" + content) if family == "llama2" else \
                         f"{system}\n\n{content}"
-                out += f"<s>[INST] {content} [/INST]"
+                out += ("<s>" if family == "llama2" else "") + f"[INST] {content} [/INST]"
             else:
                 out += f" {m['content'].strip()} </s>" if family == "llama2" else f" {m['content'].strip()}</s>"
     return out
@@ -204,7 +206,10 @@ def write_fixture(name, tok, specials, chat_family=None):
         with open(OUT / f"{name}.chat.jsonl", "w", encoding="utf-8") as f:
             for msgs in chat_cases(random.Random(3)):
                 text = render_chat(chat_family, msgs)
-                f.write(json.dumps({"family": chat_family, "messages": msgs, "rendered": text,
+                end = {"llama3": "<|eot_id|>", "chatml": "<|im_end|>", "llama2": " </s>", "mistral": "</s>"}[chat_family]
+                replies = [(m["content"] if chat_family == "chatml" else m["content"].strip()) + end
+                           for m in msgs if m["role"] == "assistant"]
+                f.write(json.dumps({"family": chat_family, "messages": msgs, "rendered": text, "replies": replies,
                                     "ids": tok.encode(text, add_special_tokens=False).ids},
                                    ensure_ascii=False) + "\n")
 

@@ -20,6 +20,11 @@ class Tokenizer {
   // leading bos for Llama); special tokens written in the text (e.g. "<|im_start|>") become their ids.
   virtual std::vector<std::int32_t> encode(std::string_view text, bool add_special = true) const = 0;
 
+  // Text that follows other input (a special token placed by id) instead of starting it, without specials added.
+  // Differs from encode(text, false) only where the start of the input is special (Metaspace "first" prepends ▁
+  // only there), so a template encoded piece by piece gives the ids of its whole rendered text.
+  virtual std::vector<std::int32_t> encode_continuation(std::string_view text) const { return encode(text, false); }
+
   // Ids -> text. skip_special drops special tokens (HF `skip_special_tokens=True`). Bytes that do not form valid
   // UTF-8 come out as U+FFFD, as in HF.
   virtual std::string decode(const std::vector<std::int32_t>& ids, bool skip_special = true) const = 0;
