@@ -348,7 +348,7 @@ class Parser {
     for (const json& t : j) {
       AddedToken a{str(t, "content", "added_tokens[]"), need(t, "id", "added_tokens[]").get<std::int32_t>(),
                    flag(t, "special", false), flag(t, "lstrip", false), flag(t, "rstrip", false),
-                   flag(t, "normalized", false)};
+                   flag(t, "normalized", false), {}};
       if (flag(t, "single_word", false)) refuse("added token '" + a.content + "' with single_word=true");
       if (a.content.empty()) malformed("an added token has empty content");
       out.push_back(std::move(a));
