@@ -1,0 +1,127 @@
+// JSONL/text records: strict parsing (unknown shapes are errors, not guesses), locations in every message.
+#include "ranktune/data/record.h"
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "ranktune/data/data_error.h"
+
+namespace ranktune {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad(const std::string& where, const std::string& what) {
+  throw DataError(where + ": " + what,
+                  "each line must be {\"text\": ...}, {\"messages\": [{\"role\": ..., \"content\": ...}]} or "
+                  "{\"prompt\": ..., \"response\": ...}; or enable skip_malformed to skip and count bad lines");
+}
+
+std::string need_string(const json& obj, const char* key, const std::string& where) {
+  const json& v = obj.at(key);
+  if (!v.is_string()) bad(where, std::string("\"") + key + "\" must be a string, got " + v.type_name());
+  return v.get<std::string>();
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Record record_parse_json(const std::string& line, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::parse_error& e) {
+    bad(where, std::string("not valid JSON (") + e.what() + ")");
+  }
+  if (!j.is_object()) bad(where, std::string("expected a JSON object, got ") + j.type_name());
+  Record r;
+  r.where = where;
+  const int shapes = int(j.contains("text")) + int(j.contains("messages")) + int(j.contains("prompt"));
+  if (shapes != 1) bad(where, shapes == 0 ? "no \"text\", \"messages\" or \"prompt\" key" : "more than one record kind");
+  if (j.contains("text")) {
+    r.kind = Record::Kind::text;
+    r.text = need_string(j, "text", where);
+  } else if (j.contains("prompt")) {
+    if (!j.contains("response")) bad(where, "\"prompt\" without \"response\"");
+    r.kind = Record::Kind::prompt_response;
+    r.prompt = need_string(j, "prompt", where);
+    r.response = need_string(j, "response", where);
+  } else {
+    const json& m = j.at("messages");
+    if (!m.is_array() || m.empty()) bad(where, "\"messages\" must be a non-empty array");
+    r.kind = Record::Kind::chat;
+    for (std::size_t i = 0; i < m.size(); ++i) {
+      const std::string at = where + " message " + std::to_string(i);
+      if (!m[i].is_object() || !m[i].contains("role") || !m[i].contains("content")) {
+        bad(where, "message " + std::to_string(i) + " needs \"role\" and \"content\"");
+      }
+      r.messages.push_back({need_string(m[i], "role", at), need_string(m[i], "content", at)});
+    }
+  }
+  return r;
+}
+
+RecordReader::RecordReader(std::string path, RecordReaderOptions options)
+    : path_(std::move(path)),
+      options_(options),
+      jsonl_(ends_with(path_, ".jsonl") || ends_with(path_, ".json")),
+      in_(path_, std::ios::binary) {
+  if (!in_) throw DataError("cannot open " + path_ + ": " + std::strerror(errno));
+}
+
+std::optional<Record> RecordReader::next() {
+  std::string line;
+  if (!jsonl_) {
+    Record r;
+    long first_line = 0;
+    while (std::getline(in_, line)) {
+      ++stats_.lines;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const bool blank = line.find_first_not_of(" \t") == std::string::npos;
+      if (blank) {
+        if (first_line) break;
+        continue;
+      }
+      if (!first_line) first_line = stats_.lines;
+      if (!r.text.empty()) r.text += '\n';
+      r.text += line;
+    }
+    if (!first_line) return std::nullopt;
+    r.where = path_ + ":" + std::to_string(first_line);
+    ++stats_.records;
+    return r;
+  }
+  while (std::getline(in_, line)) {
+    ++stats_.lines;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path_ + ":" + std::to_string(stats_.lines);
+    try {
+      Record r = record_parse_json(line, where);
+      ++stats_.records;
+      return r;
+    } catch (const DataError& e) {
+      if (!options_.skip_malformed) throw;
+      if (stats_.skipped++ == 0) stats_.first_skipped = e.what();
+    }
+  }
+  return std::nullopt;
+}
+
+TokenizedDoc record_tokenize(const Record& record, const Tokenizer& tok, ChatFamily family) {
+  try {
+    switch (record.kind) {
+      case Record::Kind::text: return document_from_text(tok, record.text);
+      case Record::Kind::chat: return chat_encode(tok, family, record.messages);
+      case Record::Kind::prompt_response: return document_from_prompt_response(tok, record.prompt, record.response);
+    }
+  } catch (const DataError& e) {
+    throw DataError(record.where + ": " + e.what(), e.hint());
+  }
+  return {};
+}
+
+}  // namespace ranktune

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Trains small BPE tokenizers with HF `tokenizers` itself and records HF's ids for a test corpus, so the C++
+tokenizer is checked against the reference implementation (tests/data/test_hf_tokenizer.cpp).
+
+Everything is generated here from a seed: a multilingual / code / numbers / whitespace / emoji corpus for training,
+and a test corpus of different lines. Nothing is downloaded. Writes tests/reference/fixtures/tokenizers/:
+  <name>.tokenizer.json   a tokenizer of one family (trained on the training corpus)
+  <name>.cases.jsonl      per test line: text, HF ids with and without special tokens, HF decode with and without
+                          skip_special_tokens
+  <name>.chat.jsonl       chat conversations rendered in the family's template, HF's ids for the rendered text and
+                          the text each trained (assistant) span must decode to
+Usage: pip install tokenizers==0.23.3 && python3 tests/reference/make_tokenizer_fixtures.py
+"""
+import json
+import pathlib
+import random
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+OUT = pathlib.Path(__file__).resolve().parent / "fixtures" / "tokenizers"
+
+GPT2_RE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+             r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+            r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# Fragments the corpus lines are assembled from: scripts with and without spaces, combining marks, digits of
+# several kinds, emoji sequences, code, and the whitespace the pre-split rules treat specially.
+WORDS = {
+    "en": "the quick brown fox jumps over lazy dog while seven wizards quietly hex a jovial sphinx".split(),
+    "de": "Grüße aus Köln über die Straße fährt ein schöner Bäcker mit Äpfeln".split(),
+    "fr": "où est la bibliothèque près du café élève naïve façade garçon cœur".split(),
+    "es": "mañana el niño pidió piñata años después señal acción".split(),
+    "ru": "Привет мир съешь же ещё этих мягких французских булок да выпей чаю".split(),
+    "el": "Γειά σου κόσμε ξεσκεπάζω την ψυχοφθόρα βδελυγμία".split(),
+    "zh": ["你好世界", "我们今天学习", "机器学习模型", "数据并行训练", "北京欢迎你"],
+    "ja": ["こんにちは", "カタカナとひらがな", "東京都の天気", "日本語の文章です"],
+    "ko": ["안녕하세요", "세계", "한국어 문장입니다", "기계 학습"],
+    "ar": "مرحبا بالعالم هذه جملة عربية للاختبار".split(),
+    "he": "שלום עולם זה משפט בעברית".split(),
+    "hi": "नमस्ते दुनिया यह हिंदी वाक्य है".split(),
+    "th": ["สวัสดีชาวโลก", "ภาษาไทย"],
+}
+EMOJI = ["😀", "🚀", "👍🏽", "👩‍💻", "🇩🇪", "❤️", "🤖", "🎉🎉", "☕", "🧪"]
+NUMBERS = ["0", "7", "42", "123", "2024", "31415926535", "3.14159", "-17", "1,000,000", "1e-5", "٣٤٥", "１２３", "²",
+           "½", "Ⅻ", "0x1F", "v2.11.0"]
+CODE = [
+    "def add(a, b):\n    return a + b",
+    "for (int i = 0; i < n; ++i) {\n\tsum += x[i];\n}",
+    "if x != None and y >= 3: print(f'{x}:{y}')",
+    "#include <vector>\nstd::vector<int> v{1, 2, 3};",
+    "SELECT name, COUNT(*) FROM users WHERE age > 30;",
+    "let s = \"héllo\"; // comment",
+    "{\"key\": [1, 2.5, null, true]}",
+    "x = [i**2 for i in range(10)]  # squares",
+]
+CONTRACTIONS = ["don't", "DON'T", "we're", "THEY'VE", "I'm", "she'll", "he'd", "it's", "It'S", "it'ſ", "'twas",
+                "rock 'n' roll"]
+SPACES = [" ", "  ", "   ", "\t", "\n", "\n\n", " \n", "\r\n", "\u00a0", "\u3000", "\u2003", " \t "]
+
+
+def make_line(rng):
+    parts = []
+    for _ in range(rng.randint(2, 9)):
+        kind = rng.random()
+        if kind < 0.45:
+            lang = rng.choice(sorted(WORDS))
+            parts.append(" ".join(rng.sample(WORDS[lang], k=min(len(WORDS[lang]), rng.randint(1, 4)))))
+        elif kind < 0.6:
+            parts.append(rng.choice(NUMBERS))
+        elif kind < 0.7:
+            parts.append(rng.choice(EMOJI))
+        elif kind < 0.8:
+            parts.append(rng.choice(CODE))
+        elif kind < 0.9:
+            parts.append(rng.choice(CONTRACTIONS))
+        else:
+            parts.append(rng.choice(["!", "?", "...", "--", "(", ")", "\"", "'", ",", ";", "@user", "#tag", "$5"]))
+    line = ""
+    for p in parts:
+        line += p + (rng.choice(SPACES) if rng.random() < 0.3 else " ")
+    return line.rstrip(" ") if rng.random() < 0.7 else line
+
+
+# Lines that probe one rule each (split boundaries, whitespace runs, digits, unknown characters).
+EDGE_LINES = [
+    "", " ", "  ", "\n", "a", " a", "a ", "a  b", "a   b", "a\tb", "a \t b", "a\n\nb", "a \n b", "a\r\nb", "\r\n\r\n",
+    "   leading spaces", "trailing spaces   ", "1234567", " 1234567", "12 345 6789", "abc123def", "x²+y²", "٣٤٥٦٧",
+    "１２３４", "½ cup", "don't DON'T Don'T", "it's it'S it'ſ", "'s", "''", "'ll've", "?!?! ...", " !!!", "hello\u00a0world",
+    "tab\there", "\ttabbed start", "emoji 😀😀😀 end", "👩‍💻 codes", "🇩🇪🇫🇷", "नमस्ते", "ก", "ＡＢＣ full width",
+    "MiXeD CaSe", "über-cool", "naïve café", "C++ and C#", "a.b.c", "e.g. i.e.", "path/to/file.txt", "~user/$HOME",
+    "ÿ", "\u0085next line", "\u2028line sep", "zero\u200bwidth", "\u1f00\u1f01", "ꙮ", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "\x7f\x01control",
+]
+
+
+def corpus(seed, n):
+    rng = random.Random(seed)
+    return [make_line(rng) for _ in range(n)]
+
+
+def byte_level(pre, specials, template=None, ignore_merges=False, normalizer=None, extra_added=()):
+    tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=900, min_frequency=2, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(1, 600), trainer=trainer)
+    if template:
+        tok.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[(s, tok.token_to_id(s)) for s in specials if s in template])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_tokens(list(extra_added))
+    return tok
+
+
+def sentencepiece_style(prepend_scheme, split, decoder, legacy_normalizer, extra_added=()):
+    """Llama 2 / Mistral layout: <unk>, <s>, </s>, then <0x00>..<0xFF>, then the learned pieces."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=700, min_frequency=2, special_tokens=["<unk>", "<s>", "</s>"],
+                                  limit_alphabet=150, show_progress=False)
+    tok.train_from_iterator(corpus(1, 600), trainer=trainer)
+
+    j = json.loads(tok.to_str())
+    vocab = j["model"]["vocab"]
+    learned = sorted((i, t) for t, i in vocab.items() if i >= 3)
+    new_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        new_vocab[f"<0x{b:02X}>"] = 3 + b
+    for _, t in learned:
+        new_vocab.setdefault(t, len(new_vocab))
+    j["model"]["vocab"] = new_vocab
+    if legacy_normalizer:  # Llama 2: normalizer does the ▁ work, no pre-tokenizer
+        j["pre_tokenizer"] = None
+    else:  # Mistral v0.3: no normalizer, Metaspace pre-tokenizer
+        j["normalizer"] = None
+        j["pre_tokenizer"] = json.loads(pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme=prepend_scheme, split=split).__getstate__())
+    tok = Tokenizer.from_str(json.dumps(j))
+    tok.decoder = decoder
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok.add_tokens(list(extra_added))
+    return tok
+
+
+def render_chat(family, messages):
+    """The chat templates of the families (the layout docs/data.md documents), as text with special tokens."""
+    out = ""
+    if family == "llama3":
+        out = "<|begin_of_text|>"
+        for m in messages:
+            out += f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content'].strip()}<|eot_id|>"
+    elif family == "chatml":
+        for m in messages:
+            out += f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+    elif family in ("llama2", "mistral"):
+        system = ""
+        msgs = list(messages)
+        if msgs and msgs[0]["role"] == "system":
+            system = msgs.pop(0)["content"].strip()
+        out = "" if family == "llama2" else "<s>"
+        for i, m in enumerate(msgs):
+            if m["role"] == "user":
+                content = m["content"].strip()
+                if i == 0 and system:
+                    content = (f"<<SYS>>\n{system}\n<</SYS>>\n\n" + content) if family == "llama2" else \
+                        f"{system}\n\n{content}"
+                out += ("<s>" if family == "llama2" else "") + f"[INST] {content} [/INST]"
+            else:
+                out += f" {m['content'].strip()} </s>" if family == "llama2" else f" {m['content'].strip()}</s>"
+    return out
+
+
+def chat_cases(rng):
+    lines = corpus(7, 40)
+    cases = []
+    for k in range(12):
+        msgs = []
+        if k % 3 == 0:
+            msgs.append({"role": "system", "content": "You are terse. " + rng.choice(lines)})
+        for _ in range(1 + k % 3):
+            msgs.append({"role": "user", "content": rng.choice(lines) or "hi"})
+            msgs.append({"role": "assistant", "content": rng.choice(lines) or "ok"})
+        cases.append(msgs)
+    return cases
+
+
+def write_fixture(name, tok, specials, chat_family=None):
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.tokenizer.json").write_text(tok.to_str(pretty=True) + "\n", encoding="utf-8")
+    special_lines = [f"{s}hello {s} world{s}" for s in specials] + [" ".join(specials), "".join(specials) + " x"]
+    lines = EDGE_LINES + corpus(2, 150) + special_lines
+    with open(OUT / f"{name}.cases.jsonl", "w", encoding="utf-8") as f:
+        for text in lines:
+            ids = tok.encode(text).ids
+            plain = tok.encode(text, add_special_tokens=False).ids
+            f.write(json.dumps({"text": text, "ids": ids, "ids_plain": plain,
+                                "decoded": tok.decode(ids, skip_special_tokens=True),
+                                "decoded_keep": tok.decode(ids, skip_special_tokens=False)},
+                               ensure_ascii=False) + "\n")
+    if chat_family:
+        with open(OUT / f"{name}.chat.jsonl", "w", encoding="utf-8") as f:
+            for msgs in chat_cases(random.Random(3)):
+                text = render_chat(chat_family, msgs)
+                end = {"llama3": "<|eot_id|>", "chatml": "<|im_end|>", "llama2": " </s>", "mistral": "</s>"}[chat_family]
+                replies = [(m["content"] if chat_family == "chatml" else m["content"].strip()) + end
+                           for m in msgs if m["role"] == "assistant"]
+                f.write(json.dumps({"family": chat_family, "messages": msgs, "rendered": text, "replies": replies,
+                                    "ids": tok.encode(text, add_special_tokens=False).ids},
+                                   ensure_ascii=False) + "\n")
+
+
+def main():
+    llama3_specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                       "<|eot_id|>"]
+    qwen_specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    write_fixture("gpt2", byte_level(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+                                     ["<|endoftext|>"]), ["<|endoftext|>"])
+    write_fixture("gpt2_prefix_space", byte_level(pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True),
+                                                  ["<|endoftext|>"]), ["<|endoftext|>"])
+    write_fixture("llama3", byte_level(
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_RE), behavior="isolated"),
+                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        llama3_specials, template="<|begin_of_text|> $A", ignore_merges=True), llama3_specials, "llama3")
+    write_fixture("qwen2", byte_level(
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_RE), behavior="isolated"),
+                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        qwen_specials, extra_added=[AddedToken("<tool>", lstrip=True, rstrip=True, normalized=False)]),
+        qwen_specials + ["<tool>"], "chatml")
+    sp_decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    write_fixture("llama2", sentencepiece_style("always", False, sp_decoder, True,
+                                                extra_added=[AddedToken("madeup", normalized=True)]),
+                  ["<s>", "</s>", "<unk>", "madeup"], "llama2")
+    write_fixture("mistral", sentencepiece_style(
+        "first", False, decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace("▁", "first", False)]),
+        False), ["<s>", "</s>"], "mistral")
+    write_fixture("metaspace_split", sentencepiece_style("always", True, sp_decoder, False), ["<s>", "</s>"])
+
+
+if __name__ == "__main__":
+    main()
