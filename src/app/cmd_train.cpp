@@ -1,4 +1,6 @@
-// `ranktune train`: config -> topology -> mode -> communicator -> (model -> trainer, see issue #4).
+// `ranktune train`: config -> topology -> mode -> communicator -> data -> model (+ LoRA) -> trainer -> sample.
+#include <ATen/ATen.h>
+
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
 #include "ranktune/dist/agree.h"
@@ -6,29 +8,86 @@
 #include "ranktune/dist/mpi_env.h"
 #include "ranktune/dist/parallel_mode.h"
 #include "ranktune/dist/topology_detect.h"
+#include "ranktune/model/hf_checkpoint.h"
+#include "ranktune/model/lora.h"
 #include "ranktune/plan/layer_cost.h"
+#include "ranktune/train/generate.h"
+#include "ranktune/train/token_data.h"
+#include "ranktune/train/trainer.h"
 
 namespace ranktune {
+namespace {
+
+Llama build_model(const Config& cfg, const at::Device& device) {
+  const at::TensorOptions options = at::TensorOptions(device).dtype(llama_dtype(device, cfg.train.precision));
+  Llama model = cfg.model.path.empty()
+                    ? llama_random(llama_config_from_model(cfg.model), static_cast<std::uint64_t>(cfg.seed), options)
+                    : llama_from_pretrained(cfg.model.path, options);
+  if (cfg.lora.r > 0) lora_apply(*model, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
+  return model;
+}
+
+// What the run learned, in words: greedy continuation of the start of the first held-out row.
+void log_sample(LlamaImpl& model, const TokenData& data) {
+  const auto& rows = data.val.empty() ? data.train : data.val;
+  std::vector<std::int32_t> prompt(rows.front().input_ids.begin(),
+                                   rows.front().input_ids.begin() + std::min<std::ptrdiff_t>(24, rows.front().input_ids.size()));
+  GenerateOptions o;
+  o.max_new_tokens = 80;
+  o.stop_token = data.tokenizer->eos_id().value_or(-1);
+  const auto cont = generate(model, prompt, o);
+  log0() << "sample: [" << data.tokenizer->decode(prompt) << "]" << data.tokenizer->decode(cont);
+}
+
+}  // namespace
 
 int cmd_train(const AppContext& ctx) {
-  log0() << "ranktune train: effective configuration\n" << config_table(ctx.cfg, ctx.request.values);
+  const Config& cfg = ctx.cfg;
+  log0() << "ranktune train: effective configuration\n" << config_table(cfg, ctx.request.values);
   const ClusterFacts facts = topology_detect(ctx.env, ctx.launch_env);
   ModeDecision mode;
   const std::int64_t footprint =
-      training_footprint_bytes(model_shape_from(ctx.cfg.model), train_setup_from(ctx.cfg, ctx.cfg.device == "cuda"));
-  ModeRequest req{ctx.cfg.parallel.mode, ctx.cfg.device, footprint, ctx.cfg.parallel.reserve_gib};
+      training_footprint_bytes(model_shape_from(cfg.model), train_setup_from(cfg, cfg.device == "cuda"));
+  ModeRequest req{cfg.parallel.mode, cfg.device, footprint, cfg.parallel.reserve_gib};
   agree_run(ctx.env, [&] { mode = mode_decide(facts, req); });
   log0() << topology_table(facts, mode);
-  std::unique_ptr<Communicator> comm;
-  agree_run(ctx.env, [&] { comm = communicator_create(ctx.env, mode, ctx.cfg.parallel.comm_timeout_s); });
-  const auto& t = ctx.cfg.train;
-  log0() << "global batch = micro_batch " << t.micro_batch << " x grad_accum " << t.grad_accum << " x world size "
-         << ctx.env.size() << " = " << static_cast<long>(t.micro_batch) * t.grad_accum * ctx.env.size()
-         << " sequences of " << t.seq_len << " tokens";
-  agree_run(ctx.env, [] {
-    throw UsageError("the training loop is not part of this build yet",
-                     "`ranktune topology` checks the launch; training lands with the trainer (issue #4)");
+  agree_run(ctx.env, [&] {
+    const std::size_t stages = mode.on_gpu ? mode.balanced_devices.size() : 1;
+    if (mode.mode == ParallelMode::balanced && stages > 1)
+      throw UsageError("balanced execution over " + std::to_string(stages) +
+                           " GPUs is not in this build: `ranktune plan` shows the placement it would use",
+                       "run --parallel.mode=ddp with one rank per GPU, or make the model fit one GPU (--lora.r=16, "
+                       "--train.activation_checkpointing=true)");
   });
+  std::unique_ptr<Communicator> comm;
+  agree_run(ctx.env, [&] { comm = communicator_create(ctx.env, mode, cfg.parallel.comm_timeout_s); });
+  const at::Device device = mode.on_gpu ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(mode.device_of_rank.at(ctx.env.rank())))
+                                        : at::Device(at::kCPU);
+  at::manual_seed(static_cast<std::uint64_t>(cfg.seed) + static_cast<std::uint64_t>(ctx.env.rank()));
+
+  TokenData data;
+  Llama model{nullptr};
+  agree_run(ctx.env, [&] {
+    data = token_data_load(cfg);
+    model = build_model(cfg, device);
+    if (data.tokenizer->vocab_size() > model->config().vocab_size)
+      throw ConfigError("tokenizer " + data.tokenizer->describe() + " has " + std::to_string(data.tokenizer->vocab_size()) +
+                        " tokens but the model's vocabulary holds " + std::to_string(model->config().vocab_size),
+                        "set model.vocab_size to at least the tokenizer's size, or use the model's own tokenizer");
+  });
+  log0() << "data: " << data.source << ", " << data.train.size() << " training rows, " << data.val.size()
+         << " held-out rows of " << cfg.train.seq_len << " tokens; " << data.summary;
+
+  std::unique_ptr<Trainer> trainer;
+  agree_run(ctx.env, [&] {
+    trainer = std::make_unique<Trainer>(cfg, ctx.env, *comm, mode.mode == ParallelMode::ddp, model, data);
+  });
+  const TrainResult result = trainer->run();
+  if (ctx.env.rank() == 0) log_sample(*model, data);
+  char line[200];
+  std::snprintf(line, sizeof line, "done: %ld steps, loss %.4f -> %.4f, held-out loss %.4f", result.steps,
+                result.losses.front(), result.losses.back(), result.final_eval_loss);
+  log0() << line;
   return 0;
 }
 

@@ -1,0 +1,45 @@
+#include "ranktune/train/generate.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+
+std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int32_t>& prompt, const GenerateOptions& o) {
+  if (prompt.empty()) throw UsageError("generate: the prompt is empty");
+  const bool was_training = model.is_training();
+  model.eval();
+  torch::NoGradGuard no_grad;
+  const at::Device device = model.parameters().front().device();
+  at::Tensor ids = at::tensor(std::vector<std::int64_t>(prompt.begin(), prompt.end()), at::kLong).unsqueeze(0);
+  std::vector<std::int32_t> out;
+  auto cpu_gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  for (int i = 0; i < o.max_new_tokens; ++i) {
+    const std::int64_t limit = model.config().max_position_embeddings;
+    at::Tensor window = ids.size(1) > limit ? ids.slice(1, ids.size(1) - limit) : ids;
+    at::Tensor logits = model.forward(window.to(device)).select(1, -1).squeeze(0).to(at::kFloat).cpu();
+    std::int64_t next = 0;
+    if (o.temperature <= 0) {
+      next = logits.argmax().item<std::int64_t>();
+    } else {
+      at::Tensor probs = at::softmax(logits / o.temperature, -1);
+      if (o.top_p < 1.0) {
+        auto [sorted, order] = probs.sort(-1, /*descending=*/true);
+        at::Tensor keep = sorted.cumsum(-1) - sorted < o.top_p;  // always keeps the most likely token
+        probs = at::zeros_like(probs).scatter(0, order, sorted * keep);
+      }
+      next = at::multinomial(probs, 1, false, cpu_gen).item<std::int64_t>();
+    }
+    if (next == o.stop_token) break;
+    out.push_back(static_cast<std::int32_t>(next));
+    ids = at::cat({ids, at::full({1, 1}, next, at::kLong)}, 1);
+  }
+  if (was_training) model.train();
+  return out;
+}
+
+}  // namespace ranktune

@@ -1,0 +1,210 @@
+// The loop. Loss bookkeeping: each micro-batch's loss is summed over its target tokens and scaled by
+// world_size / (target tokens of the whole global batch), so that DDP's average over ranks yields exactly the
+// gradient of the mean token loss of the global batch, equal to one process training on all of it.
+#include "ranktune/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/types.h>
+
+#include <chrono>
+#include <iostream>
+#include <sstream>
+
+#include "ranktune/core/error.h"
+#include "ranktune/core/log.h"
+#include "ranktune/data/sampler.h"
+#include "ranktune/dist/communicator.h"
+#include "ranktune/dist/grad_sync.h"
+#include "ranktune/dist/mpi_check.h"
+#include "ranktune/dist/mpi_env.h"
+#include "ranktune/model/lora.h"
+#include "ranktune/train/batch_plan.h"
+#include "ranktune/train/flops.h"
+#include "ranktune/train/generate.h"
+#include "ranktune/train/grads.h"
+#include "ranktune/train/lr_schedule.h"
+#include "ranktune/train/metrics.h"
+#include "ranktune/train/optimizer.h"
+#include "ranktune/train/progress.h"
+
+namespace ranktune {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+NamedTensors trainable(const torch::nn::Module& model) {
+  NamedTensors out;
+  for (auto& [name, p] : trainable_parameters(model)) out.insert(name, p);
+  return out;
+}
+
+// Sums in place over all ranks (MPI: small host values, once per step).
+void sum_over_ranks(const MpiEnv& env, std::vector<double>& v) {
+  RANKTUNE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_SUM, env.world()));
+}
+
+at::Tensor token_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
+                                at::Reduction::Sum, kIgnoreTarget);
+}
+
+FlopsShape flops_shape(const LlamaImpl& m, const NamedTensors& params, bool lora, int seq_len) {
+  const LlamaConfig& c = m.config();
+  FlopsShape f;
+  double total = 0, embed = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
+  for (const auto& p : m.parameters()) total += static_cast<double>(p.numel());
+  double adapters = 0;
+  if (lora)
+    for (const auto& p : params.values()) adapters += static_cast<double>(p.numel());
+  f.non_embedding_params = total - adapters - embed + (c.tie_word_embeddings ? embed : 0);
+  f.adapter_params = adapters;
+  f.frozen_base = lora;
+  f.layers = static_cast<int>(c.num_hidden_layers);
+  f.hidden = static_cast<int>(c.hidden_size);
+  f.seq_len = seq_len;
+  return f;
+}
+
+}  // namespace
+
+struct Trainer::State {
+  const Config& cfg;
+  const MpiEnv& env;
+  Communicator& comm;
+  Llama model;
+  const TokenData& data;
+  at::Device device{at::kCPU};
+  NamedTensors params;
+  std::unique_ptr<AdamW> opt;
+  std::unique_ptr<GradSync> sync;
+  BatchPlan plan;
+  LrSchedule schedule;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<MetricsWriter> metrics;
+  double flops_per_token = 0;
+
+  State(const Config& c, const MpiEnv& e, Communicator& cm, Llama m, const TokenData& d)
+      : cfg(c), env(e), comm(cm), model(std::move(m)), data(d) {}
+};
+
+Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data)
+    : s_(std::make_unique<State>(cfg, env, comm, std::move(model), data)) {
+  State& s = *s_;
+  s.device = s.model->parameters().front().device();
+  s.params = trainable(*s.model);
+  if (s.params.is_empty()) throw ConfigError("the model has no trainable parameter");
+  if (ddp) {
+    GradSyncOptions o;
+    o.bucket_mb = cfg.parallel.bucket_mb;
+    s.sync = std::make_unique<GradSync>(comm, s.params, o);  // also broadcasts rank 0's weights
+    log0() << s.sync->describe();
+  }
+  s.opt = std::make_unique<AdamW>(s.params, adamw_options_from_config(cfg.train));
+  s.plan = batch_plan_from_config(cfg.train, env.size());
+  s.schedule = lr_schedule_from_config(cfg.train);
+  SamplerOptions so;
+  so.num_rows = static_cast<std::int64_t>(data.train.size());
+  so.micro_batch = cfg.train.micro_batch;
+  so.grad_accum = cfg.train.grad_accum;
+  so.seed = static_cast<std::uint64_t>(cfg.seed);
+  s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
+  s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/false, env.rank() == 0);
+  s.flops_per_token = train_flops_per_token(flops_shape(*s.model, s.params, cfg.lora.r > 0, cfg.train.seq_len));
+  log0() << s.plan.describe();
+  log0() << s.opt->describe();
+}
+
+Trainer::~Trainer() = default;
+
+double Trainer::evaluate() {
+  State& s = *s_;
+  if (s.data.val.empty()) return -1;
+  torch::NoGradGuard no_grad;
+  s.model->eval();
+  std::vector<double> acc{0, 0};  // loss sum, tokens
+  // Rank r evaluates rows r, r + N, ...: every held-out row exactly once whatever the world size.
+  std::vector<std::int64_t> mine;
+  for (std::int64_t i = s.env.rank(); i < static_cast<std::int64_t>(s.data.val.size()); i += s.env.size()) mine.push_back(i);
+  for (std::size_t b = 0; b < mine.size(); b += static_cast<std::size_t>(s.cfg.train.micro_batch)) {
+    std::vector<std::int64_t> idx(mine.begin() + static_cast<std::ptrdiff_t>(b),
+                                  mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), b + s.cfg.train.micro_batch)));
+    const BatchTensors bt = batch_tensors(s.data.val, idx, s.device);
+    acc[0] += token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets).item<double>();
+    acc[1] += static_cast<double>(bt.loss_tokens);
+  }
+  sum_over_ranks(s.env, acc);
+  s.model->train();
+  return acc[1] > 0 ? acc[0] / acc[1] : -1;
+}
+
+TrainResult Trainer::run() {
+  State& s = *s_;
+  const auto& t = s.cfg.train;
+  TrainResult result;
+  const bool tty = s.env.rank() == 0 && Progress::stdout_is_tty();
+  Progress progress(std::cout, t.steps, t.log_every, 0, tty);
+  s.model->train();
+  const auto start = Clock::now();
+  auto last = start;
+  long tokens_seen = 0;
+  for (long step = 0; step < t.steps; ++step) {
+    const double lr = lr_at(s.schedule, step);
+    const auto micro = s.sampler->next_step();
+    std::vector<double> counts{0};
+    for (const auto& m : micro) counts[0] += static_cast<double>(count_loss_tokens(s.data.train, m));
+    sum_over_ranks(s.env, counts);
+    const long global_tokens = static_cast<long>(counts[0]);
+    const double scale = token_loss_scale(global_tokens, s.env.size());
+
+    std::vector<double> loss{0};
+    for (std::size_t m = 0; m < micro.size(); ++m) {
+      if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
+      const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device);
+      const at::Tensor sum = token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets);
+      (sum * scale).backward();
+      loss[0] += sum.item<double>();
+    }
+    if (s.sync) s.sync->finish();
+    const double norm = t.grad_clip > 0 ? clip_grad_norm(s.params, t.grad_clip) : grad_norm(s.params);
+    s.opt->step(lr);
+    if (s.sync) s.sync->zero_grad();
+    else zero_grads(s.params);
+    sum_over_ranks(s.env, loss);
+
+    const auto now = Clock::now();
+    const double dt = std::chrono::duration<double>(now - last).count();
+    last = now;
+    tokens_seen += s.plan.tokens_per_step();
+    StepMetrics row;
+    row.step = step + 1;
+    row.loss = global_tokens > 0 ? loss[0] / static_cast<double>(global_tokens) : NAN;
+    row.lr = lr;
+    row.grad_norm = norm;
+    row.tokens_per_s = static_cast<double>(s.plan.tokens_per_step()) / dt;
+    row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, s.env.size()) : NAN;
+    row.gpu_mem_gib = s.device.is_cuda() ? cuda_peak_memory_gib(s.device.index(), true) : NAN;
+    row.elapsed_s = std::chrono::duration<double>(now - start).count();
+    row.tokens = tokens_seen;
+    if (!std::isfinite(row.loss))
+      throw Error(ExitCode::internal, "training loss became " + std::to_string(row.loss) + " at step " +
+                                          std::to_string(row.step),
+                  "lower --train.lr or enable --train.grad_clip");
+    if ((t.eval_every > 0 && row.step % t.eval_every == 0) || row.step == t.steps) {
+      row.eval_loss = evaluate();
+      result.final_eval_loss = *row.eval_loss;
+    }
+    result.losses.push_back(row.loss);
+    result.steps = row.step;
+    if (s.env.rank() == 0) {
+      s.metrics->write(row);
+      progress.update(row);
+    }
+  }
+  if (s.env.rank() == 0) {
+    progress.finish();
+    log0() << "metrics: " << s.metrics->jsonl_path() << " and " << s.metrics->csv_path();
+  }
+  return result;
+}
+
+}  // namespace ranktune
