@@ -32,7 +32,7 @@ enum Code : int { ok = 0, damaged = 1, incompatible = 2 };
 
 struct Verdict {
   int code = ok;
-  std::string message;  // the first rank with the worst code, prefixed "rank r: " when the world has several
+  std::string message;  // of the first rank with the worst code, prefixed "rank r: " (the rank that found it)
 };
 
 void bcast_string(std::string& s, int root, MPI_Comm comm) {
@@ -51,7 +51,7 @@ Verdict agree(const MpiEnv& env, int code, std::string message) {
   int first = 0;
   RANKTUNE_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, env.world()));
   bcast_string(message, first, env.world());
-  if (env.size() > 1) message = "rank " + std::to_string(first) + ": " + message;
+  message = "rank " + std::to_string(first) + ": " + message;
   return {worst, message};
 }
 
@@ -270,12 +270,16 @@ SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const Chec
     digest = crc32c_file(final_path);
     fire(req, SavePhase::before_agree);
   } catch (const std::exception& e) {
-    problem = final_path.string() + " (rank " + std::to_string(rank) + "): " + describe(e);
+    std::string what = describe(e);
+    const std::string tmp_prefix = tmp_path.string() + ": ";  // checkpoint_file_write names the temp file
+    if (what.rfind(tmp_prefix, 0) == 0) what.erase(0, tmp_prefix.size());
+    problem = final_path.string() + " (rank " + std::to_string(rank) + "): " + what;
     remove_quietly(tmp_path);
   }
   v = agree(env, problem.empty() ? ok : damaged, problem);
   if (v.code != ok) {
     if (rank == 0) remove_quietly(res.step_dir);
+    RANKTUNE_MPI_CHECK(MPI_Barrier(env.world()));  // the failed step is gone on every rank's return
     return finish(SaveStatus::failed, "checkpoint save of step " + std::to_string(req.step) + " failed: " + v.message);
   }
 
