@@ -92,6 +92,7 @@ const std::vector<Subcommand>& cli_subcommands() {
   static const std::vector<Subcommand> subs = {
       {"train", "fine-tune or train a model (DDP under mpirun/srun, balanced sharding in one process)"},
       {"topology", "show every rank, its GPU and the parallel mode that would run, then exit"},
+      {"checkpoint", "summarise or verify a checkpoint (step directory or checkpoint root)", "inspect|verify PATH"},
   };
   return subs;
 }
@@ -171,7 +172,9 @@ CliRequest cli_parse(int argc, const char* const* argv) {
   }
   if (req.help || req.version) return req;
   if (req.subcommand.empty()) throw UsageError("no subcommand given", "try `ranktune train --config configs/tiny.ini`");
-  if (!req.args.empty())
+  const auto sub = std::find_if(cli_subcommands().begin(), cli_subcommands().end(),
+                                [&](const Subcommand& s) { return s.name == req.subcommand; });
+  if (!req.args.empty() && sub->args.empty())
     throw UsageError("unexpected argument '" + req.args.front() + "' for '" + req.subcommand + "'",
                      "settings are given as --section.key=value");
 
@@ -191,7 +194,7 @@ std::string cli_usage(const std::string& subcommand) {
     return os.str();
   }
   for (const auto& s : cli_subcommands())
-    if (s.name == subcommand) os << "usage: ranktune " << s.name << " [--config FILE] [--section.key=value ...]\n" << s.summary << "\n\n";
+    if (s.name == subcommand) os << "usage: ranktune " << s.name << (s.args.empty() ? "" : " " + s.args) << " [--config FILE] [--section.key=value ...]\n" << s.summary << "\n\n";
   po::options_description general("options");
   general.add_options()("help,h", "show this help")("config,c", po::value<std::string>(), "INI file with settings");
   os << general << '\n' << config_options();

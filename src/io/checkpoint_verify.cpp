@@ -110,8 +110,7 @@ std::string verify_report_text(const VerifyReport& r) {
   return os.str();
 }
 
-std::string checkpoint_inspect(const fs::path& path, h5::FileLocking locking) {
-  const VerifyReport r = checkpoint_verify(path, locking);
+std::string checkpoint_inspect(const VerifyReport& r, h5::FileLocking locking) {
   std::ostringstream os;
   if (r.manifest) {
     const Manifest& m = *r.manifest;

@@ -25,8 +25,8 @@ struct VerifyReport {
 VerifyReport checkpoint_verify(const std::filesystem::path& path, h5::FileLocking locking);
 std::string verify_report_text(const VerifyReport& report);
 
-// A human-readable summary: manifest fields, every rank file's attributes, tensors (dtype, shape, bytes) and blobs,
-// then the verification verdict.
-std::string checkpoint_inspect(const std::filesystem::path& path, h5::FileLocking locking);
+// A human-readable summary of a verified checkpoint: manifest fields, every rank file's attributes, tensors
+// (dtype, shape, bytes) and blobs, then the verdict of the report.
+std::string checkpoint_inspect(const VerifyReport& report, h5::FileLocking locking);
 
 }  // namespace ranktune
