@@ -4,7 +4,8 @@
 #include <exception>
 #include <optional>
 
-#include "ranktune/app/commands.h"  // defines: cmd_topology, cmd_plan, cmd_train, version_string
+#include "ranktune/app/commands.h"  // defines: cmd_topology, cmd_plan, cmd_train, cmd_checkpoint,
+                                    //          version_string
 #include "ranktune/core/cli.h"      // defines: cli_parse, cli_usage
 #include "ranktune/core/error.h"    // defines: Error, ExitCode
 #include "ranktune/core/log.h"      // defines: log0, log_error
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
     const AppContext ctx{*env, cfg, request, launch_env};
     if (request.subcommand == "topology") return cmd_topology(ctx);
     if (request.subcommand == "plan") return cmd_plan(ctx);
+    if (request.subcommand == "checkpoint") return cmd_checkpoint(ctx);
     return cmd_train(ctx);
   } catch (const AgreedError& e) {
     // Every rank holds the same error: rank 0 speaks, all exit with its code.

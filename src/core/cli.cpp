@@ -93,6 +93,7 @@ const std::vector<Subcommand>& cli_subcommands() {
       {"train", "fine-tune or train a model (DDP under mpirun/srun, balanced sharding in one process)"},
       {"topology", "show every rank, its GPU and the parallel mode that would run, then exit"},
       {"plan", "print the balanced placement of the model over the GPUs (or --parallel.max_memory budgets)"},
+      {"checkpoint", "summarise or verify a checkpoint (step directory or checkpoint root)", "inspect|verify PATH"},
   };
   return subs;
 }
@@ -172,7 +173,9 @@ CliRequest cli_parse(int argc, const char* const* argv) {
   }
   if (req.help || req.version) return req;
   if (req.subcommand.empty()) throw UsageError("no subcommand given", "try `ranktune train --config configs/tiny.ini`");
-  if (!req.args.empty())
+  const auto sub = std::find_if(cli_subcommands().begin(), cli_subcommands().end(),
+                                [&](const Subcommand& s) { return s.name == req.subcommand; });
+  if (!req.args.empty() && sub->args.empty())
     throw UsageError("unexpected argument '" + req.args.front() + "' for '" + req.subcommand + "'",
                      "settings are given as --section.key=value");
 
@@ -192,7 +195,7 @@ std::string cli_usage(const std::string& subcommand) {
     return os.str();
   }
   for (const auto& s : cli_subcommands())
-    if (s.name == subcommand) os << "usage: ranktune " << s.name << " [--config FILE] [--section.key=value ...]\n" << s.summary << "\n\n";
+    if (s.name == subcommand) os << "usage: ranktune " << s.name << (s.args.empty() ? "" : " " + s.args) << " [--config FILE] [--section.key=value ...]\n" << s.summary << "\n\n";
   po::options_description general("options");
   general.add_options()("help,h", "show this help")("config,c", po::value<std::string>(), "INI file with settings");
   os << general << "\nsettings (INI [section] key = value  <=>  --section.key=value), with defaults:\n";

@@ -22,6 +22,7 @@ struct AppContext {
 int cmd_topology(const AppContext& ctx);
 int cmd_train(const AppContext& ctx);
 int cmd_plan(const AppContext& ctx);
+int cmd_checkpoint(const AppContext& ctx);
 
 std::string version_string();
 

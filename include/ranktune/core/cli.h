@@ -13,6 +13,7 @@ namespace ranktune {
 struct Subcommand {
   std::string name;
   std::string summary;
+  std::string args;  // positional arguments it takes, for the usage line ("inspect|verify PATH"); empty = none
 };
 const std::vector<Subcommand>& cli_subcommands();
 

@@ -1,0 +1,115 @@
+// defines: checkpoint_save (the commit protocol of docs/checkpoint-format.md), checkpoint_load (verify, then read)
+// and checkpoint_resume (--resume=none|auto|PATH). Coordination is over MPI only, and tensors are copied to the host
+// before the first collective, so a save never leaves a peer waiting inside an NCCL collective. A failed save is a
+// result, never an exception: training goes on.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ranktune/io/checkpoint_state.h"
+#include "ranktune/io/h5.h"
+#include "ranktune/io/manifest.h"
+
+namespace ranktune {
+
+class MpiEnv;
+
+// What the manifest records about the run that saved.
+struct CheckpointMeta {
+  std::string mode;      // single | ddp | balanced
+  std::string topology;  // free text: hosts, GPUs
+  std::uint64_t config_hash = 0;
+  // True when rank 0's state holds everything that is not per-rank (DDP: weights and moments replicated, only
+  // rank 0 writes them; every rank writes its RNG and cursor). Such a checkpoint loads at another world size.
+  bool replicated = false;
+};
+
+// Points of a save where tests inject faults. rank_file_* run on every rank, the rest on rank 0 only.
+enum class SavePhase {
+  rank_file_written,   // temp HDF5 file closed, not yet fsynced
+  rank_file_synced,    // fsynced, not yet renamed
+  rank_file_renamed,   // renamed, directory not yet fsynced
+  before_agree,        // checksummed, before the all-reduce of the outcome
+  before_manifest,     // every rank succeeded; manifest not yet written
+  manifest_written,
+  manifest_synced,
+  manifest_renamed,    // the step is committed from here on
+  before_latest,
+  latest_written,
+  latest_synced,
+  latest_renamed,
+  before_prune,
+};
+const char* save_phase_name(SavePhase phase);
+inline constexpr SavePhase kAllSavePhases[] = {
+    SavePhase::rank_file_written, SavePhase::rank_file_synced, SavePhase::rank_file_renamed,
+    SavePhase::before_agree,      SavePhase::before_manifest,  SavePhase::manifest_written,
+    SavePhase::manifest_synced,   SavePhase::manifest_renamed, SavePhase::before_latest,
+    SavePhase::latest_written,    SavePhase::latest_synced,    SavePhase::latest_renamed,
+    SavePhase::before_prune};
+
+// Thrown by a fault hook to stop the save dead, as SIGKILL would: no cleanup, no further collectives (so only
+// meaningful when every rank stops, e.g. at world size 1). Any other exception from the hook is an ordinary failure
+// of that phase.
+struct CheckpointCrash {
+  SavePhase phase;
+};
+using SaveFaultHook = std::function<void(SavePhase)>;
+
+struct SaveRequest {
+  std::filesystem::path dir;  // the checkpoint root: holds step_*/ and `latest`
+  long step = 0;
+  int keep = 3;  // committed steps kept, `latest` included
+  h5::FileLocking locking = h5::FileLocking::best_effort;
+  CheckpointMeta meta;
+  SaveFaultHook fault_hook;  // tests only
+};
+
+enum class SaveStatus {
+  committed,  // written, verified by checksum, named by `latest`
+  failed,     // nothing committed; `latest` and every committed step untouched
+  exists,     // this step is already committed: never overwritten, nothing written
+};
+
+struct SaveResult {
+  SaveStatus status = SaveStatus::failed;
+  std::string message;  // the failure (naming rank and file) or warnings (pruning); same on every rank
+  std::filesystem::path step_dir;
+  std::uint64_t bytes = 0;  // all rank files together
+  double seconds = 0;
+  std::vector<long> pruned;  // steps deleted by keep-last-N
+  bool ok() const { return status == SaveStatus::committed; }
+};
+
+// Collective over env's world: every rank calls it with its own state (RNG, cursor at least). Only MPI errors
+// (a broken communicator) escape; every I/O failure on any rank comes back as status failed on all ranks.
+SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const CheckpointState& state);
+
+struct LoadedCheckpoint {
+  std::filesystem::path step_dir;
+  Manifest manifest;
+  // This rank's own file. Empty (has_rank_state false) when the saving run had fewer ranks than this one.
+  CheckpointState state;
+  bool has_rank_state = false;
+  // Rank 0's file, read on every rank when the checkpoint is replicated (on rank 0 it equals `state`); else empty.
+  CheckpointState shared;
+  bool resharded = false;  // saved at a different world size (replicated only)
+};
+
+// Collective. path: a step directory, or a checkpoint root whose `latest` is followed. Every rank verifies the files
+// it reads (size, CRC32C, HDF5 structure, Fletcher32 of every chunk) before the verdict is all-reduced; any problem
+// is a CheckpointError (exit 5) on every rank naming the file, its rank and the rank that found it. A different world
+// size is refused with both numbers unless the checkpoint is replicated.
+LoadedCheckpoint checkpoint_load(const MpiEnv& env, const std::filesystem::path& path, h5::FileLocking locking);
+
+// Collective. resume: "none" (nullopt), "auto" (the step `latest` names under dir; if it is missing or does not
+// verify, the newest step that does, said loudly; nullopt when dir holds no committed step; CheckpointError when
+// committed steps exist but none verifies), or a path for checkpoint_load (strict: no fallback).
+std::optional<LoadedCheckpoint> checkpoint_resume(const MpiEnv& env, const std::string& resume,
+                                                  const std::filesystem::path& dir, h5::FileLocking locking);
+
+}  // namespace ranktune

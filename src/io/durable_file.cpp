@@ -1,0 +1,81 @@
+// POSIX fsync/rename steps of a durable commit.
+#include "ranktune/io/durable_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <system_error>
+
+namespace ranktune {
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::filesystem::path& path) {
+  throw std::system_error(errno, std::generic_category(), what + " '" + path.string() + "'");
+}
+
+void fsync_fd_of(const std::filesystem::path& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) fail("cannot open", path);
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    errno = err;
+    fail("fsync failed for", path);
+  }
+  if (::close(fd) != 0) fail("close failed for", path);
+}
+
+}  // namespace
+
+void remove_tree(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  const fs::file_status st = fs::symlink_status(path);
+  if (!fs::exists(st)) return;
+  if (fs::is_directory(st))
+    for (const auto& entry : fs::directory_iterator(path)) remove_tree(entry.path());
+  fs::remove(path);
+}
+
+std::string tmp_suffix() {
+  const char* job = std::getenv("SLURM_JOB_ID");
+  return ".tmp." + ((job && *job) ? std::string(job) : std::to_string(::getpid()));
+}
+
+void fsync_file(const std::filesystem::path& path) { fsync_fd_of(path, O_RDONLY); }
+
+void fsync_dir(const std::filesystem::path& dir) {
+  fsync_fd_of(dir.empty() ? std::filesystem::path(".") : dir, O_RDONLY | O_DIRECTORY);
+}
+
+void file_commit(const std::filesystem::path& tmp, const std::filesystem::path& final_path, const CommitHook& hook) {
+  if (hook) hook(CommitStep::written);
+  fsync_file(tmp);
+  if (hook) hook(CommitStep::synced);
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) fail("cannot rename '" + tmp.string() + "' to", final_path);
+  if (hook) hook(CommitStep::renamed);
+  fsync_dir(final_path.parent_path());
+}
+
+void file_write_atomic(const std::filesystem::path& final_path, std::string_view content, const CommitHook& hook) {
+  const std::filesystem::path tmp = final_path.string() + tmp_suffix();
+  try {
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) fail("cannot create", tmp);
+    const bool wrote = std::fwrite(content.data(), 1, content.size(), f) == content.size();
+    const int err = errno;
+    if (std::fclose(f) != 0 || !wrote) {
+      if (!wrote) errno = err;
+      fail("cannot write", tmp);
+    }
+    file_commit(tmp, final_path, hook);
+  } catch (const std::exception&) {  // not a simulated crash (tests): those must leave the temp file behind
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw;
+  }
+}
+
+}  // namespace ranktune
