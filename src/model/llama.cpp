@@ -4,6 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
+#include "ranktune/core/error.h"
+
 namespace ranktune {
 namespace {
 
@@ -77,6 +79,14 @@ void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {
       p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, std, gen));
     }
   }
+}
+
+at::ScalarType llama_dtype(const at::Device& device, const std::string& precision) {
+  if (precision == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp32") return at::kFloat;
+  throw ConfigError("train.precision \"" + precision + "\" is not one of auto, bf16, fp32",
+                    "set train.precision = auto (bf16 on GPU, fp32 on CPU)");
 }
 
 Llama llama_random(const LlamaConfig& c, std::uint64_t seed, const at::TensorOptions& options) {

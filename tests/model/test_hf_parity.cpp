@@ -1,6 +1,7 @@
 // Parity with transformers and PEFT (fixtures by tests/reference/make_model_fixtures.py): fp32 CPU logits within 1e-5
 // relative error, loss within 1e-6, checked gradients within 1e-4; the same for a PEFT LoRA with non-zero adapters,
-// and our merge against PEFT's merge_and_unload.
+// and our merge against PEFT's merge_and_unload. The bf16 path (the GPU's dtype) is checked on the CPU too, within the
+// GPU test's 2e-2, so that its casts are covered where no GPU is.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -50,6 +51,18 @@ TEST_P(HfParity, LogitsLossGradients) {
   check_against(*model, SafetensorsFile(dir + "/reference.safetensors"));
 }
 
+TEST_P(HfParity, Bf16OnCpu) {
+  const std::string dir = test::fixture(GetParam());
+  Llama model = llama_from_pretrained(dir, at::TensorOptions().dtype(at::kBFloat16));
+  const SafetensorsFile ref(dir + "/reference.safetensors");
+  const at::Tensor position_ids = ref.find("position_ids") ? ref.tensor("position_ids") : at::Tensor();
+  const at::Tensor logits = model->forward(ref.tensor("input_ids"), position_ids);
+  EXPECT_EQ(logits.scalar_type(), at::kBFloat16);
+  EXPECT_LE(test::rel_error(logits, ref.tensor("logits")), 2e-2);
+  const double loss = causal_lm_loss(logits, ref.tensor("labels")).item<double>();
+  EXPECT_NEAR(loss, ref.tensor("loss").item<double>(), 2e-2 * loss);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
                          ::testing::Values("llama_gqa_untied", "llama_tied", "qwen2_bias", "llama3_rope",
                                            "mistral_head_dim"));
@@ -66,6 +79,21 @@ TEST(HfParity, PeftLoraAndMerge) {
   lora_merge(*model);
   at::NoGradGuard g;
   EXPECT_LE(test::rel_error(model->forward(ref.tensor("input_ids")), ref.tensor("merged_logits")), kLogitsTol);
+}
+
+TEST(HfParity, PeftLoraOverBf16Base) {
+  const SafetensorsFile ref(test::fixture("lora/reference.safetensors"));
+  Llama model = llama_from_pretrained(test::fixture(ref.metadata().at("base")), at::TensorOptions().dtype(at::kBFloat16));
+  lora_load_peft(*model, test::fixture("lora"));
+  const auto trainable = trainable_parameters(*model);
+  for (const auto& [name, p] : trainable) EXPECT_EQ(p.scalar_type(), at::kFloat) << name;
+  const at::Tensor logits = model->forward(ref.tensor("input_ids"));
+  EXPECT_EQ(logits.scalar_type(), at::kBFloat16);
+  EXPECT_LE(test::rel_error(logits, ref.tensor("logits")), 2e-2);
+  causal_lm_loss(logits, ref.tensor("labels")).backward();
+  const auto params = model->named_parameters();
+  const std::string name = "model.layers.0.self_attn.q_proj.lora_B.weight";
+  EXPECT_LE(test::rel_error(params[name].grad(), ref.tensor("grad." + name)), 5e-2);
 }
 
 }  // namespace

@@ -106,7 +106,12 @@ TEST(Llama, StagesComposeToForward) {
   EXPECT_TRUE(at::equal(m->head(h), logits));
   const at::Tensor pos = at::arange(9, at::kLong).unsqueeze(0);
   EXPECT_TRUE(at::allclose(m->forward(x, pos), logits, 1e-6, 1e-6));
-  EXPECT_FALSE(at::allclose(m->forward(x, pos + 5), logits, 1e-3, 1e-3));  // rotary phases matter
+  // Rotary attention sees relative positions only: a uniform shift changes nothing, a gap does.
+  const double shifted = test::rel_error(m->forward(x, pos + 5), logits);
+  const at::Tensor gap = at::where(pos >= 4, pos + 3, pos);
+  const double gapped = test::rel_error(m->forward(x, gap), logits);
+  EXPECT_LT(shifted, 1e-5);
+  EXPECT_GT(gapped, 100 * shifted) << shifted;
 }
 
 TEST(Llama, AttentionIsCausal) {
@@ -139,6 +144,14 @@ TEST(Llama, LossShiftsLabelsAndIgnoresMasked) {
   const LossSum s = causal_lm_loss_sum(logits, labels);
   EXPECT_EQ(s.tokens.item<std::int64_t>(), count);
   EXPECT_NEAR(s.sum.item<double>(), sum, 1e-5);
+}
+
+TEST(Llama, DtypeFromPrecision) {
+  EXPECT_EQ(llama_dtype(at::Device(at::kCUDA, 1), "auto"), at::kBFloat16);
+  EXPECT_EQ(llama_dtype(at::Device(at::kCPU), "auto"), at::kFloat);
+  EXPECT_EQ(llama_dtype(at::Device(at::kCPU), "bf16"), at::kBFloat16);
+  EXPECT_EQ(llama_dtype(at::Device(at::kCUDA, 0), "fp32"), at::kFloat);
+  EXPECT_THROW(llama_dtype(at::Device(at::kCPU), "fp8"), ConfigError);
 }
 
 TEST(Llama, SlidingWindowLongerSequenceRefused) {

@@ -68,6 +68,9 @@ TORCH_MODULE(Llama);
 // Deterministic for a seed whatever the device (drawn on the CPU in named_parameters() order); LoRA adapters untouched.
 void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std = 0.02);
 
+// The weights' dtype for [train] precision: "auto" = bf16 on CUDA, fp32 on CPU; "bf16"; "fp32". ConfigError otherwise.
+at::ScalarType llama_dtype(const at::Device& device, const std::string& precision);
+
 // A model with random weights: tests, benchmarks, from-scratch runs.
 Llama llama_random(const LlamaConfig& c, std::uint64_t seed, const at::TensorOptions& options = {});
 
