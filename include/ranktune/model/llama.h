@@ -1,0 +1,77 @@
+// defines: LlamaModel (HF `model`: embed_tokens, layers, norm) and Llama (HF *ForCausalLM: `model` + `lm_head`),
+// with the stages a layer-sharding executor runs one by one, random init from a seed, and the HF parameter names.
+// Names are transformers' own (`model.layers.0.self_attn.q_proj.weight`, `lm_head.weight`): checkpoints load by name
+// with no mapping table. With tied embeddings there is no `lm_head` module; head() multiplies by embed_tokens.weight.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+
+#include "ranktune/model/block.h"
+#include "ranktune/model/embedding.h"
+#include "ranktune/model/linear.h"
+#include "ranktune/model/llama_config.h"
+#include "ranktune/model/rms_norm.h"
+#include "ranktune/model/rope.h"
+
+namespace ranktune {
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options);
+
+  Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};  // of DecoderBlock
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaModel);
+
+// Weights are allocated with `options` (device, dtype: fp32 on CPU, bf16 on GPU) and left uninitialised: fill them
+// with llama_init_random or llama_load_weights (hf_checkpoint.h), or use llama_random / llama_from_pretrained.
+//
+// forward(tokens) is, stage by stage:
+//   h = embed(tokens); r = rope(T, h.device(), h.scalar_type());
+//   for i in [0, num_layers()): h = block(i)->forward(h, r);
+//   logits = head(h);
+// A sharded executor runs a contiguous range of blocks per device, with r.to(device) for each stage; with tied
+// embeddings head() reads embed_tokens.weight, so the last stage needs that tensor too.
+class LlamaImpl : public torch::nn::Module {
+ public:
+  explicit LlamaImpl(LlamaConfig c, const at::TensorOptions& options = {});
+
+  // tokens [B, T] int64, position_ids [B, T] or [1, T] (default 0..T-1) -> logits [B, T, vocab] in the weights' dtype.
+  // Attention is causal over the T tokens; position_ids only move the rotary phases.
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& position_ids = {});
+
+  at::Tensor embed(const at::Tensor& tokens);
+  RopeCache rope(std::int64_t seq_len, at::Device device, at::ScalarType dtype) const;
+  RopeCache rope(const at::Tensor& position_ids, at::ScalarType dtype) const;
+  std::int64_t num_layers() const { return static_cast<std::int64_t>(model->layers->size()); }
+  DecoderBlock block(std::int64_t i) const;
+  at::Tensor head(const at::Tensor& h);  // final norm + lm_head -> logits
+
+  const LlamaConfig& config() const { return config_; }
+
+  LlamaModel model{nullptr};
+  Linear lm_head{nullptr};  // null when tie_word_embeddings
+
+ private:
+  LlamaConfig config_;
+  Rope rope_;
+};
+TORCH_MODULE(Llama);
+
+// transformers' initialisation: normal(0, std) for linear and embedding weights, ones for norms, zeros for biases.
+// Deterministic for a seed whatever the device (drawn on the CPU in named_parameters() order); LoRA adapters untouched.
+void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std = 0.02);
+
+// The weights' dtype for [train] precision: "auto" = bf16 on CUDA, fp32 on CPU; "bf16"; "fp32". ConfigError otherwise.
+at::ScalarType llama_dtype(const at::Device& device, const std::string& precision);
+
+// A model with random weights: tests, benchmarks, from-scratch runs.
+Llama llama_random(const LlamaConfig& c, std::uint64_t seed, const at::TensorOptions& options = {});
+
+}  // namespace ranktune

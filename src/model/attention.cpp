@@ -1,0 +1,53 @@
+#include "ranktune/model/attention.h"
+
+#include <ATen/ATen.h>
+
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+
+AttentionImpl::AttentionImpl(const LlamaConfig& c, const at::TensorOptions& options)
+    : num_heads_(c.num_heads),
+      num_kv_heads_(c.num_kv_heads),
+      head_dim_(c.head_dim),
+      sliding_window_(c.sliding_window),
+      source_(c.source) {
+  const std::int64_t q_dim = c.num_heads * c.head_dim;
+  const std::int64_t kv_dim = c.num_kv_heads * c.head_dim;
+  q_proj = register_module("q_proj", Linear(c.hidden_size, q_dim, c.qkv_bias, options));
+  k_proj = register_module("k_proj", Linear(c.hidden_size, kv_dim, c.qkv_bias, options));
+  v_proj = register_module("v_proj", Linear(c.hidden_size, kv_dim, c.qkv_bias, options));
+  o_proj = register_module("o_proj", Linear(q_dim, c.hidden_size, c.o_bias, options));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope) {
+  const std::int64_t batch = x.size(0);
+  const std::int64_t seq = x.size(1);
+  if (sliding_window_ > 0 && seq > sliding_window_) {
+    throw ConfigError("sequence length " + std::to_string(seq) + " exceeds the sliding window " +
+                          std::to_string(sliding_window_) + " of " + source_ +
+                          "; ranktune attends over the whole sequence and would not match the model",
+                      "use train.seq_len <= " + std::to_string(sliding_window_));
+  }
+  at::Tensor q = q_proj->forward(x).view({batch, seq, num_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k = k_proj->forward(x).view({batch, seq, num_kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v = v_proj->forward(x).view({batch, seq, num_kv_heads_, head_dim_}).transpose(1, 2);
+  q = rope_apply(q, rope);
+  k = rope_apply(k, rope);
+
+  const bool grouped = num_heads_ != num_kv_heads_;
+  // Only the flash kernel reads grouped K/V in place (enable_gqa); elsewhere repeating them keeps the fused
+  // backends available instead of falling back to the math kernel.
+  const bool native_gqa = grouped && q.is_cuda() &&
+                          (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) && head_dim_ <= 256;
+  if (grouped && !native_gqa) {
+    const std::int64_t rep = num_heads_ / num_kv_heads_;
+    k = k.unsqueeze(2).expand({batch, num_kv_heads_, rep, seq, head_dim_}).reshape({batch, num_heads_, seq, head_dim_});
+    v = v.unsqueeze(2).expand({batch, num_kv_heads_, rep, seq, head_dim_}).reshape({batch, num_heads_, seq, head_dim_});
+  }
+  const at::Tensor o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                        /*is_causal=*/true, /*scale=*/std::nullopt, native_gqa);
+  return o_proj->forward(o.transpose(1, 2).reshape({batch, seq, num_heads_ * head_dim_}));
+}
+
+}  // namespace ranktune

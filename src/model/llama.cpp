@@ -1,0 +1,98 @@
+#include "ranktune/model/llama.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+namespace {
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options) {
+  embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < c.num_layers; ++i) layers->push_back(DecoderBlock(c, options));
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+LlamaImpl::LlamaImpl(LlamaConfig c, const at::TensorOptions& options)
+    : config_((llama_config_validate(c), std::move(c))), rope_(config_) {
+  model = register_module("model", LlamaModel(config_, options));
+  if (!config_.tie_word_embeddings) {
+    lm_head = register_module("lm_head", Linear(config_.hidden_size, config_.vocab_size, /*bias=*/false, options));
+  }
+}
+
+at::Tensor LlamaImpl::embed(const at::Tensor& tokens) {
+  TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong, "tokens must be [B, T] int64, got ",
+              tokens.sizes(), " ", tokens.scalar_type());
+  return model->embed_tokens->forward(tokens);
+}
+
+RopeCache LlamaImpl::rope(std::int64_t seq_len, at::Device device, at::ScalarType dtype) const {
+  return rope_.tables(at::arange(seq_len, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0), dtype);
+}
+
+RopeCache LlamaImpl::rope(const at::Tensor& position_ids, at::ScalarType dtype) const {
+  return rope_.tables(position_ids, dtype);
+}
+
+DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model->layers->ptr<DecoderBlockImpl>(i)); }
+
+at::Tensor LlamaImpl::head(const at::Tensor& h) {
+  const at::Tensor normed = model->norm->forward(h);
+  return lm_head ? lm_head->forward(normed) : at::linear(normed, model->embed_tokens->weight);
+}
+
+at::Tensor LlamaImpl::forward(const at::Tensor& tokens, const at::Tensor& position_ids) {
+  at::Tensor h = embed(tokens);
+  if (position_ids.defined()) {
+    TORCH_CHECK(position_ids.dim() == 2 && (position_ids.size(0) == 1 || position_ids.size(0) == tokens.size(0)) &&
+                    position_ids.size(1) == tokens.size(1),
+                "position_ids must be [B, T] or [1, T] for tokens ", tokens.sizes(), ", got ", position_ids.sizes());
+  }
+  const RopeCache r = position_ids.defined() ? rope(position_ids.to(h.device()), h.scalar_type())
+                                             : rope(tokens.size(1), h.device(), h.scalar_type());
+  for (std::int64_t i = 0; i < num_layers(); ++i) h = block(i)->forward(h, r);
+  return head(h);
+}
+
+void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& item : model.named_parameters()) {
+    const std::string& name = item.key();
+    at::Tensor& p = item.value();
+    if (name.find(".lora_") != std::string::npos) continue;
+    if (ends_with(name, "norm.weight")) {
+      p.fill_(1.0);
+    } else if (ends_with(name, ".bias")) {
+      p.zero_();
+    } else {
+      p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, std, gen));
+    }
+  }
+}
+
+at::ScalarType llama_dtype(const at::Device& device, const std::string& precision) {
+  if (precision == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "fp32") return at::kFloat;
+  throw ConfigError("train.precision \"" + precision + "\" is not one of auto, bf16, fp32",
+                    "set train.precision = auto (bf16 on GPU, fp32 on CPU)");
+}
+
+Llama llama_random(const LlamaConfig& c, std::uint64_t seed, const at::TensorOptions& options) {
+  Llama model(c, options);
+  llama_init_random(*model, seed);
+  return model;
+}
+
+}  // namespace ranktune

@@ -1,0 +1,203 @@
+#include "ranktune/model/lora.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "ranktune/core/error.h"
+#include "ranktune/model/safetensors.h"
+
+namespace ranktune {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kModules[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+const char* const kPeftPrefix = "base_model.model.";
+
+Linear& target(DecoderBlockImpl& b, const std::string& name) {
+  if (name == "q_proj") return b.self_attn->q_proj;
+  if (name == "k_proj") return b.self_attn->k_proj;
+  if (name == "v_proj") return b.self_attn->v_proj;
+  if (name == "o_proj") return b.self_attn->o_proj;
+  if (name == "gate_proj") return b.mlp->gate_proj;
+  if (name == "up_proj") return b.mlp->up_proj;
+  return b.mlp->down_proj;
+}
+
+template <class F>
+void for_each_target(LlamaImpl& model, F&& f) {
+  for (std::int64_t i = 0; i < model.num_layers(); ++i) {
+    DecoderBlock block = model.block(i);
+    for (const char* name : kModules) f(target(*block, name));
+  }
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  const auto e = s.find_last_not_of(" \t");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+}  // namespace
+
+std::vector<std::string> lora_target_modules(const std::string& list) {
+  std::set<std::string> wanted;
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    const std::size_t comma = std::min(list.find(',', start), list.size());
+    const std::string item = trim(list.substr(start, comma - start));
+    start = comma + 1;
+    if (item.empty()) continue;
+    const std::string full = item.size() > 5 && item.ends_with("_proj") ? item : item + "_proj";
+    if (std::find(std::begin(kModules), std::end(kModules), full) == std::end(kModules)) {
+      throw ConfigError("lora.target_modules: unknown module \"" + item + "\"",
+                        "choose from q, k, v, o, gate, up, down (or their HF names q_proj, ...)");
+    }
+    wanted.insert(full);
+  }
+  if (wanted.empty()) throw ConfigError("lora.target_modules is empty", "e.g. lora.target_modules = q,k,v,o,gate,up,down");
+  std::vector<std::string> out;
+  for (const char* m : kModules) {
+    if (wanted.count(m)) out.emplace_back(m);
+  }
+  return out;
+}
+
+bool lora_attached(const LlamaImpl& model) {
+  for (const auto& item : model.named_parameters()) {
+    if (item.key().find(".lora_") != std::string::npos) return true;
+  }
+  return false;
+}
+
+void lora_apply(LlamaImpl& model, const LoraConfig& cfg, std::uint64_t seed, at::ScalarType adapter_dtype) {
+  if (cfg.r <= 0) throw ConfigError("lora.r must be positive to attach adapters, got " + std::to_string(cfg.r));
+  if (!(cfg.alpha > 0)) throw ConfigError("lora.alpha must be positive, got " + std::to_string(cfg.alpha));
+  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) {
+    throw ConfigError("lora.dropout must be in [0, 1), got " + std::to_string(cfg.dropout));
+  }
+  if (lora_attached(model)) throw ConfigError("the model already has LoRA adapters", "merge them first (lora_merge)");
+  const std::vector<std::string> targets = lora_target_modules(cfg.target_modules);
+
+  at::NoGradGuard no_grad;
+  for (auto& p : model.parameters()) p.requires_grad_(false);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (std::int64_t i = 0; i < model.num_layers(); ++i) {
+    DecoderBlock block = model.block(i);
+    for (const std::string& name : targets) {
+      LinearImpl& base = *target(*block, name);
+      const auto options = base.weight.options().dtype(adapter_dtype);
+      base.lora_A = base.register_module("lora_A", Linear(base.in_features, cfg.r, /*bias=*/false, options));
+      base.lora_B = base.register_module("lora_B", Linear(cfg.r, base.out_features, /*bias=*/false, options));
+      // PEFT: kaiming_uniform_(a=sqrt(5)) on A, whose bound gain * sqrt(3 / fan_in) is 1 / sqrt(in_features).
+      const double bound = 1.0 / std::sqrt(static_cast<double>(base.in_features));
+      base.lora_A->weight.copy_(at::empty({cfg.r, base.in_features}, at::kFloat).uniform_(-bound, bound, gen));
+      base.lora_B->weight.zero_();
+      base.lora_scale = cfg.alpha / cfg.r;
+      base.lora_dropout = cfg.dropout;
+    }
+  }
+}
+
+void lora_merge(LlamaImpl& model) {
+  at::NoGradGuard no_grad;
+  for_each_target(model, [](Linear& layer) {
+    if (!layer->lora_A) return;
+    const at::Tensor delta =
+        at::matmul(layer->lora_B->weight.to(at::kFloat), layer->lora_A->weight.to(at::kFloat)) * layer->lora_scale;
+    layer->weight.copy_(layer->weight.to(at::kFloat) + delta.to(layer->weight.device()));
+    layer->unregister_module("lora_A");
+    layer->unregister_module("lora_B");
+    layer->lora_A = nullptr;
+    layer->lora_B = nullptr;
+    layer->lora_scale = 0;
+    layer->lora_dropout = 0;
+  });
+}
+
+void lora_load_peft(LlamaImpl& model, const std::string& adapter_dir) {
+  const fs::path config_path = fs::path(adapter_dir) / "adapter_config.json";
+  std::ifstream in(config_path);
+  if (!in) {
+    throw ConfigError("cannot read " + config_path.string(),
+                      "a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors");
+  }
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(config_path.string() + " is not valid JSON (" + e.what() + ")");
+  }
+  const std::string origin = config_path.string();
+  const auto refuse = [&](const std::string& what) {
+    throw ConfigError(origin + ": " + what, "ranktune reads plain LoRA adapters (no DoRA, rsLoRA, per-module ranks)");
+  };
+  if (j.value("peft_type", "") != "LORA") refuse("peft_type is not LORA");
+  if (j.value("use_dora", false)) refuse("use_dora is set");
+  if (j.value("use_rslora", false)) refuse("use_rslora is set");
+  if (j.value("fan_in_fan_out", false)) refuse("fan_in_fan_out is set");
+  if (j.value("bias", "none") != "none") refuse("bias is \"" + j.value("bias", "") + "\", not \"none\"");
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (j.contains(key) && !j.at(key).is_null() && !j.at(key).empty()) refuse(std::string(key) + " is not empty");
+  }
+  for (const char* key : {"layers_to_transform", "modules_to_save", "layer_replication", "target_parameters"}) {
+    if (j.contains(key) && !j.at(key).is_null() && !j.at(key).empty()) refuse(std::string(key) + " is set");
+  }
+  LoraConfig cfg;
+  cfg.r = j.value("r", 0);
+  cfg.alpha = j.value("lora_alpha", 0.0);
+  cfg.dropout = j.value("lora_dropout", 0.0);
+  const nlohmann::json& targets = j.contains("target_modules") ? j.at("target_modules") : nlohmann::json();
+  if (targets.is_string() && targets.get<std::string>() == "all-linear") {
+    cfg.target_modules = "q,k,v,o,gate,up,down";
+  } else if (targets.is_array()) {
+    cfg.target_modules.clear();
+    for (const auto& t : targets) cfg.target_modules += (cfg.target_modules.empty() ? "" : ",") + t.get<std::string>();
+  } else {
+    refuse("target_modules " + targets.dump() + " is neither a list of module names nor \"all-linear\"");
+  }
+  lora_apply(model, cfg, /*seed=*/0);
+
+  const SafetensorsFile file((fs::path(adapter_dir) / "adapter_model.safetensors").string());
+  std::set<std::string> used;
+  at::NoGradGuard no_grad;
+  for (auto& item : model.named_parameters()) {
+    if (item.key().find(".lora_") == std::string::npos) continue;
+    const std::string peft = lora_peft_name(item.key());
+    const SafetensorsEntry* e = file.find(peft);
+    if (!e) {
+      throw CheckpointError("adapter " + file.path() + " lacks " + peft + " (for " + item.key() + ")",
+                            "adapter_config.json and the weights disagree");
+    }
+    if (at::IntArrayRef(e->shape) != item.value().sizes()) {
+      throw CheckpointError("adapter tensor " + peft + " in " + file.path() + " has the wrong shape for r=" +
+                            std::to_string(cfg.r) + " on " + model.config().source);
+    }
+    item.value().copy_(file.tensor(peft));
+    used.insert(peft);
+  }
+  for (const SafetensorsEntry& e : file.entries()) {
+    if (!used.count(e.name)) {
+      throw CheckpointError("adapter " + file.path() + " holds " + e.name + ", which no module of the model takes",
+                            "the adapter was trained for another model");
+    }
+  }
+}
+
+std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : model.named_parameters()) {
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+std::string lora_peft_name(const std::string& name) { return kPeftPrefix + name; }
+
+}  // namespace ranktune
