@@ -138,29 +138,33 @@ void lora_load_peft(LlamaImpl& model, const std::string& adapter_dir) {
   const auto refuse = [&](const std::string& what) {
     throw ConfigError(origin + ": " + what, "ranktune reads plain LoRA adapters (no DoRA, rsLoRA, per-module ranks)");
   };
-  if (j.value("peft_type", "") != "LORA") refuse("peft_type is not LORA");
-  if (j.value("use_dora", false)) refuse("use_dora is set");
-  if (j.value("use_rslora", false)) refuse("use_rslora is set");
-  if (j.value("fan_in_fan_out", false)) refuse("fan_in_fan_out is set");
-  if (j.value("bias", "none") != "none") refuse("bias is \"" + j.value("bias", "") + "\", not \"none\"");
-  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
-    if (j.contains(key) && !j.at(key).is_null() && !j.at(key).empty()) refuse(std::string(key) + " is not empty");
-  }
-  for (const char* key : {"layers_to_transform", "modules_to_save", "layer_replication", "target_parameters"}) {
-    if (j.contains(key) && !j.at(key).is_null() && !j.at(key).empty()) refuse(std::string(key) + " is set");
-  }
   LoraConfig cfg;
-  cfg.r = j.value("r", 0);
-  cfg.alpha = j.value("lora_alpha", 0.0);
-  cfg.dropout = j.value("lora_dropout", 0.0);
-  const nlohmann::json& targets = j.contains("target_modules") ? j.at("target_modules") : nlohmann::json();
-  if (targets.is_string() && targets.get<std::string>() == "all-linear") {
-    cfg.target_modules = "q,k,v,o,gate,up,down";
-  } else if (targets.is_array()) {
-    cfg.target_modules.clear();
-    for (const auto& t : targets) cfg.target_modules += (cfg.target_modules.empty() ? "" : ",") + t.get<std::string>();
-  } else {
-    refuse("target_modules " + targets.dump() + " is neither a list of module names nor \"all-linear\"");
+  try {
+    if (j.value("peft_type", "") != "LORA") refuse("peft_type is not LORA");
+    if (j.value("use_dora", false)) refuse("use_dora is set");
+    if (j.value("use_rslora", false)) refuse("use_rslora is set");
+    if (j.value("fan_in_fan_out", false)) refuse("fan_in_fan_out is set");
+    if (j.value("bias", "none") != "none") refuse("bias is \"" + j.value("bias", "") + "\", not \"none\"");
+    for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+      if (j.contains(key) && !j.at(key).is_null() && !j.at(key).empty()) refuse(std::string(key) + " is not empty");
+    }
+    for (const char* key : {"layers_to_transform", "modules_to_save", "layer_replication", "target_parameters"}) {
+      if (j.contains(key) && !j.at(key).is_null() && !j.at(key).empty()) refuse(std::string(key) + " is set");
+    }
+    cfg.r = j.value("r", 0);
+    cfg.alpha = j.value("lora_alpha", 0.0);
+    cfg.dropout = j.value("lora_dropout", 0.0);
+    const nlohmann::json& targets = j.contains("target_modules") ? j.at("target_modules") : nlohmann::json();
+    if (targets.is_string() && targets.get<std::string>() == "all-linear") {
+      cfg.target_modules = "q,k,v,o,gate,up,down";
+    } else if (targets.is_array()) {
+      cfg.target_modules.clear();
+      for (const auto& t : targets) cfg.target_modules += (cfg.target_modules.empty() ? "" : ",") + t.get<std::string>();
+    } else {
+      refuse("target_modules " + targets.dump() + " is neither a list of module names nor \"all-linear\"");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(origin + ": a field has the wrong type (" + e.what() + ")", "fix adapter_config.json");
   }
   lora_apply(model, cfg, /*seed=*/0);
 

@@ -6,12 +6,15 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 
 #include "model_test_util.h"
 #include "ranktune/core/error.h"
 #include "ranktune/model/hf_checkpoint.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/loss.h"
+#include "ranktune/model/safetensors.h"
 
 namespace ranktune {
 namespace {
@@ -145,6 +148,45 @@ TEST(Lora, SaveRefusedWithAdaptersAttached) {
   lora_apply(*m, lora(2), 3);
   test::ScratchDir dir("lora_save");
   EXPECT_THROW(llama_save_pretrained(*m, dir.str()), CheckpointError);
+}
+
+// A PEFT adapter directory built from the fixture with one edit to adapter_config.json, or one tensor dropped.
+TEST(Lora, PeftAdapterProblemsNamed) {
+  const std::string base = test::fixture("llama_gqa_untied");
+  std::ifstream in(test::fixture("lora/adapter_config.json"));
+  const std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  test::ScratchDir dir("lora_peft");
+  const auto write_config = [&](const std::string& from, const std::string& to) {
+    std::string text = config;
+    const auto pos = text.find(from);
+    ASSERT_NE(pos, std::string::npos) << from;
+    std::ofstream(dir / "adapter_config.json") << text.replace(pos, from.size(), to);
+  };
+  const SafetensorsFile weights(test::fixture("lora/adapter_model.safetensors"));
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& e : weights.entries()) tensors.emplace_back(e.name, weights.tensor(e.name));
+  safetensors_save(dir / "adapter_model.safetensors", tensors);
+
+  write_config("\"use_dora\": false", "\"use_dora\": true");
+  try {
+    lora_load_peft(*llama_from_pretrained(base), dir.str());
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("use_dora"), std::string::npos) << e.what();
+  }
+  write_config("\"r\": 4", "\"r\": \"four\"");
+  EXPECT_THROW(lora_load_peft(*llama_from_pretrained(base), dir.str()), ConfigError);
+
+  write_config("\"use_dora\": false", "\"use_dora\": false");
+  tensors.pop_back();
+  ASSERT_EQ(tensors.size() + 1, weights.entries().size());
+  safetensors_save(dir / "adapter_model.safetensors", tensors);
+  try {
+    lora_load_peft(*llama_from_pretrained(base), dir.str());
+    ADD_FAILURE();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("lacks base_model.model."), std::string::npos) << e.what();
+  }
 }
 
 TEST(Lora, BadSettingsRefused) {

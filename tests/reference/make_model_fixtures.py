@@ -6,6 +6,7 @@ transformers itself) plus reference.safetensors: fixed input tokens, labels, the
 of selected parameters, computed by transformers (eager attention, fp32, CPU). The `lora` case does the same through
 PEFT with non-zero adapters. tests/model/ loads these with ranktune's loader and compares.
 
+Reruns reproduce every tensor bit for bit; only the order of safetensors metadata keys may change.
 Needs: torch, transformers, peft, safetensors (pip install transformers peft safetensors). CI never runs this.
 Usage: python3 tests/reference/make_model_fixtures.py [--out tests/reference/fixtures]
 """
@@ -196,6 +197,13 @@ def build_lora(out_root, base_model, input_ids, labels):
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     model.save_pretrained(out_dir)
+    adapter_config = os.path.join(out_dir, "adapter_config.json")
+    with open(adapter_config) as f:
+        saved = json.load(f)
+    saved["target_modules"] = sorted(saved["target_modules"])  # PEFT writes a set: fix its order for stable diffs
+    with open(adapter_config, "w") as f:
+        json.dump(saved, f, indent=2, sort_keys=True)
+        f.write("\n")
     readme = os.path.join(out_dir, "README.md")
     if os.path.exists(readme):
         os.remove(readme)

@@ -5,6 +5,7 @@
 // buffers are the only names skipped.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
