@@ -165,7 +165,7 @@ marked_pids() {
   local dir=$1 p
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = "$$" ] && continue
-    if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "RANKTUNE_SLURM_HARNESS=$dir"; then echo "${p#/proc/}"; fi
+    if grep -qzxF "RANKTUNE_SLURM_HARNESS=$dir" "$p/environ" 2>/dev/null; then echo "${p#/proc/}"; fi
   done
 }
 
