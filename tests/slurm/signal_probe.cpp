@@ -3,8 +3,9 @@
 // before the trainer exists: forward SIGUSR1 to every rank, requeue on exit 75 only, pass --resume=auto, and end a
 // step whose rank was killed. It saves nothing; it says what it would do.
 //   RANKTUNE_PROBE_STEPS (default 50), RANKTUNE_PROBE_STEP_MS (default 100): the loop.
-// Prints "probe: rank R pid P", one "probe: step S" line per step (rank 0), and on an agreed stop
-// "probe: stop at step S: <why>" before exiting with ExitCode::preempted_saved.
+// Prints "probe: rank R pid P", one "probe: step S" line per step (rank 0), "probe: rank R has a stop request at step
+// S" on the rank(s) a signal reached, and on an agreed stop "probe: stop at step S: <why>" before exiting with
+// ExitCode::preempted_saved.
 #include <unistd.h>
 
 #include <chrono>
@@ -50,8 +51,13 @@ int main(int argc, char** argv) {
     std::printf("probe: start world=%d restart=%s args=%s\n", env.size(), restarts ? restarts : "0", args.c_str());
   }
   std::fflush(stdout);
+  bool seen = false;
   for (long step = 1; step <= steps; ++step) {
     std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));
+    if (!seen && signals_pending() != StopRequest::none) {
+      seen = true;
+      std::printf("probe: rank %d has a stop request at step %ld\n", env.rank(), step);
+    }
     const StopAgreement stop = signals_agree(env);
     if (stop.request != StopRequest::none) {
       if (env.rank() == 0) std::printf("probe: stop at step %ld: %s\n", step, stop_agreement_describe(stop).c_str());
