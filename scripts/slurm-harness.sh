@@ -209,6 +209,7 @@ stop() {
   dir=$(cd "$dir" && pwd)
   local conf=$dir/slurm.conf rc=0 i
   if [ -s "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+    # shellcheck disable=SC2046  # one argument per job id
     SLURM_CONF=$conf scancel --full --quiet $(SLURM_CONF=$conf squeue -h -o %i 2>/dev/null) 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do
       [ -z "$(SLURM_CONF=$conf squeue -h -o %i 2>/dev/null)" ] && break
@@ -228,8 +229,10 @@ stop() {
     end_pids 5 $left
     rc=3
   fi
+  # shellcheck disable=SC2046  # one argument per pid
   end_pids 10 $(daemon_pids "$dir")
   # Anything marked that is still here (a daemon whose pid file was never written) goes the same way.
+  # shellcheck disable=SC2046
   end_pids 5 $(marked_pids "$dir")
   if [ "${RANKTUNE_SLURM_KEEP:-0}" = 1 ]; then say "kept $dir"; else rm -rf "$dir"; fi
   return "$rc"

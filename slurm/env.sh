@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # ranktune's job environment: the modules to load and the thread counts. Sourced by slurm/*.sbatch; source it in an
 # `salloc` shell too. Edit RANKTUNE_MODULES for your site (docs/install.md: the module and its dependencies).
 #

@@ -1,6 +1,7 @@
 // Stop requests by signal: the handler stores the request in a sig_atomic_t and does nothing else (no allocation,
 // no I/O, no MPI: none of those is async-signal-safe). Both signals are blocked while either handler runs, so the
-// "keep the most urgent" comparison cannot be interleaved with the other handler.
+// "keep the most urgent" comparison cannot be interleaved with the other handler. An unheld SIGTERM restores the
+// default action and re-raises: the signal is delivered, and kills, as soon as the handler returns.
 #include "ranktune/dist/signals.h"
 
 #include <mpi.h>
@@ -18,8 +19,14 @@ namespace ranktune {
 namespace {
 
 volatile std::sig_atomic_t g_request = 0;
+volatile std::sig_atomic_t g_hold_term = 0;
 
 extern "C" void on_stop_signal(int sig) {
+  if (sig == SIGTERM && !g_hold_term) {
+    std::signal(SIGTERM, SIG_DFL);
+    std::raise(SIGTERM);
+    return;
+  }
   const std::sig_atomic_t r = sig == SIGTERM ? static_cast<std::sig_atomic_t>(StopRequest::save_best_effort)
                                              : static_cast<std::sig_atomic_t>(StopRequest::checkpoint_and_exit);
   if (r > g_request) g_request = r;
@@ -58,6 +65,8 @@ void signals_install() {
   RANKTUNE_CHECK_GEN("libc", sigaction(SIGUSR1, &sa, nullptr), posix_ok, posix_error, LibraryError);
   RANKTUNE_CHECK_GEN("libc", sigaction(SIGTERM, &sa, nullptr), posix_ok, posix_error, LibraryError);
 }
+
+void signals_hold_term(bool hold) noexcept { g_hold_term = hold ? 1 : 0; }
 
 StopRequest signals_pending() noexcept { return static_cast<StopRequest>(g_request); }
 

@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
     std::printf("probe: start world=%d restart=%s args=%s\n", env.size(), restarts ? restarts : "0", args.c_str());
   }
   std::fflush(stdout);
+  signals_hold_term(true);  // from here on there is something to save, as in the trainer's step loop
   bool seen = false;
   for (long step = 1; step <= steps; ++step) {
     std::this_thread::sleep_for(std::chrono::milliseconds(step_ms));

@@ -2,6 +2,7 @@
 // step boundary (signals_agree), and the handler leaves the process running.
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,11 +20,13 @@ class Signals : public testing::Test {
  protected:
   void SetUp() override {
     signals_install();
+    signals_hold_term(true);  // the tests raise SIGTERM in this process
     signals_clear();
     MPI_Barrier(env_.world());
   }
   void TearDown() override {
     MPI_Barrier(env_.world());  // nobody clears before every rank has agreed
+    signals_hold_term(false);
     signals_clear();
   }
   int last() const { return env_.size() - 1; }
@@ -88,6 +91,27 @@ TEST_F(Signals, SignalFromAnotherProcessIsSeenAtTheNextBoundary) {
   const StopAgreement a = signals_agree(env_);
   EXPECT_EQ(a.request, StopRequest::checkpoint_and_exit);
   EXPECT_EQ(a.rank, last());
+}
+
+// SIGTERM is deferred only while held; otherwise it terminates as usual. Checked in a child process (no MPI there).
+int child_fate(bool hold) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    signals_install();
+    signals_hold_term(hold);
+    std::raise(SIGTERM);
+    _exit(signals_pending() == StopRequest::save_best_effort ? 0 : 1);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+  return status;
+}
+
+TEST_F(Signals, UnheldTermTerminatesHeldTermIsRecorded) {
+  const int unheld = child_fate(false);
+  EXPECT_TRUE(WIFSIGNALED(unheld) && WTERMSIG(unheld) == SIGTERM) << "status " << unheld;
+  const int held = child_fate(true);
+  EXPECT_TRUE(WIFEXITED(held) && WEXITSTATUS(held) == 0) << "status " << held;
 }
 
 TEST_F(Signals, HandlersRestartSyscallsAndBlockEachOther) {

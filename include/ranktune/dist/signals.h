@@ -26,6 +26,11 @@ const char* stop_request_name(StopRequest r) noexcept;
 // action kills the process, and Slurm signals every process of the step. Idempotent.
 void signals_install();
 
+// While held, SIGTERM only records save_best_effort, for the next step boundary. While not held (the default, and
+// whenever there is nothing to save: start-up, `ranktune topology`), SIGTERM terminates the process as if no handler
+// were installed, so `kill`, `timeout` and scancel stop it at once. SIGUSR1 is always recorded.
+void signals_hold_term(bool hold) noexcept;
+
 // This process's request, without communication (the strongest signal received since start or the last clear).
 StopRequest signals_pending() noexcept;
 
