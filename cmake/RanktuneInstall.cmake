@@ -9,6 +9,7 @@ install(TARGETS ranktune_core ranktune ranktune_torch EXPORT ranktuneTargets
 install(DIRECTORY include/ranktune DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(FILES ${PROJECT_BINARY_DIR}/include/ranktune/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ranktune)
 install(DIRECTORY configs slurm DESTINATION ${CMAKE_INSTALL_DATADIR}/ranktune)
+install(FILES modules/ranktune/${PROJECT_VERSION} DESTINATION ${CMAKE_INSTALL_DATADIR}/modulefiles/ranktune)
 install(EXPORT ranktuneTargets NAMESPACE ranktune:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/ranktune)
 configure_package_config_file(cmake/ranktuneConfig.cmake.in ${PROJECT_BINARY_DIR}/ranktuneConfig.cmake
   INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/ranktune)

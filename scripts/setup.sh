@@ -51,6 +51,20 @@ install_pip() {
   python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
 }
 
+# Environment Modules cannot be installed beside lmod (the packages conflict): tests/slurm unpacks its .deb instead.
+fetch_env_modules_deb() {
+  [ "${RANKTUNE_SETUP_CLUSTER:-1}" = 1 ] || return 0
+  local cache=${RANKTUNE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ranktune}/debs
+  if compgen -G "$cache/environment-modules_*.deb" >/dev/null; then say "environment-modules .deb cached"; return; fi
+  mkdir -p "$cache"
+  if (cd "$cache" && apt-get download -qq environment-modules >/dev/null 2>&1); then
+    say "environment-modules .deb cached in $cache"
+  else
+    say "could not download the environment-modules .deb (its test will fail)"
+  fi
+}
+
 install_apt
 install_pip
+fetch_env_modules_deb
 say "done; torch CMake prefix: $(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')"

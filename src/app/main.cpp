@@ -11,11 +11,13 @@
 #include "ranktune/core/log.h"      // defines: log0, log_error
 #include "ranktune/dist/agree.h"    // defines: agree_run, agree_config_hash
 #include "ranktune/dist/mpi_env.h"  // defines: MpiEnv
+#include "ranktune/dist/signals.h"  // defines: signals_install
 #include "ranktune/dist/topology.h" // defines: launch_env_capture
 
 using namespace ranktune;
 
 int main(int argc, char** argv) {
+  signals_install();  // before anything slow: Slurm's SIGUSR1 would otherwise kill the process
   const LaunchEnv launch_env = launch_env_capture();  // before MPI_Init can add variables of its own
 
   CliRequest request;

@@ -1,0 +1,141 @@
+# Helpers for the Slurm tests: a private Slurm for the whole script (scripts/slurm-harness.sh), submitting the batch
+# scripts, reading a job's state from `scontrol show job` (no accounting: sacct has nothing), and the preemption
+# cycle. CTest passes RANKTUNE_BIN, RANKTUNE_PROBE, RANKTUNE_SOURCE, RANKTUNE_BUILD, MPIEXEC and MPIEXEC_FLAGS.
+# shellcheck source=tests/integration/lib.sh
+source "$RANKTUNE_SOURCE/tests/integration/lib.sh"
+HARNESS=$RANKTUNE_SOURCE/scripts/slurm-harness.sh
+SLURM_UP=0
+
+# Starts Slurm (or exits 77, which CTest reports as skipped, when Slurm or munge is not installed) and stops it on
+# exit. Job processes still alive at the end fail the test: they would be orphans on a real cluster.
+slurm_up() {
+  local why
+  if ! why=$(bash "$HARNESS" check); then
+    echo "SKIP: $why"
+    exit 77
+  fi
+  local exports
+  exports=$(bash "$HARNESS" start) || { echo "FAIL: the Slurm harness did not start"; exit 1; }
+  eval "$exports"
+  SLURM_UP=1
+  trap 'slurm_down; rm -rf "$WORK"' EXIT
+  # Jobs inherit this environment (sbatch --export=ALL): keep launcher leftovers of the CTest process out of it.
+  unset OMPI_COMM_WORLD_SIZE PMI_SIZE SLURM_JOB_ID
+}
+
+slurm_down() {
+  [ "$SLURM_UP" = 1 ] || return 0
+  SLURM_UP=0
+  local rc=0
+  bash "$HARNESS" stop "$RANKTUNE_SLURM_DIR" || rc=$?
+  if [ "$rc" = 3 ]; then
+    echo "FAIL: job processes outlived their jobs (killed by the harness)"
+    exit 1
+  fi
+}
+
+# Seconds since the epoch with a fraction.
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# job_submit NAME SBATCH_ARGS... : submits, prints the job id; the job writes $WORK/NAME.out (appended on requeue).
+job_submit() {
+  local name=$1
+  shift
+  local id
+  id=$(sbatch --parsable --chdir="$RANKTUNE_SOURCE" --output="$WORK/$name.out" "$@" | cut -d';' -f1)
+  [ -n "$id" ] || { echo "FAIL: sbatch $* was refused" >&2; echo none; return 1; }
+  echo "$id"
+}
+
+# job_field JOB FIELD: one field of `scontrol show job` (JobState, ExitCode, Restarts, ...).
+job_field() {
+  scontrol -o show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1
+}
+
+job_state() { job_field "$1" JobState; }
+
+# job_wait_state JOB TIMEOUT STATE...: waits until the job is in one of the states; fails on timeout.
+job_wait_state() {
+  local job=$1 limit=$2 state="" t0
+  shift 2
+  t0=$(now)
+  while :; do
+    state=$(job_state "$job")
+    local s
+    for s in "$@"; do [ "$state" = "$s" ] && return 0; done
+    if awk -v e="$(elapsed "$t0")" -v l="$limit" 'BEGIN { exit !(e > l) }'; then
+      fail "job $job: still ${state:-unknown} after ${limit} s (waited for $*)"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+job_wait_done() { job_wait_state "$1" "${2:-120}" COMPLETED FAILED CANCELLED TIMEOUT NODE_FAIL OUT_OF_MEMORY BOOT_FAIL DEADLINE; }
+
+# job_wait_output NAME PATTERN TIMEOUT: waits until the job's output file has a line matching the ERE PATTERN.
+job_wait_output() {
+  local name=$1 pattern=$2 limit=${3:-60} i
+  for ((i = 0; i < limit * 5; i++)); do
+    grep -qE -- "$pattern" "$WORK/$name.out" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  fail "$name: no line matching '$pattern' in the job output after $limit s"
+  sed 's/^/    /' "$WORK/$name.out" 2>/dev/null | tail -20
+  return 1
+}
+
+# job_expect JOB STATE EXITCODE RESTARTS: the finished job's state as scontrol reports it.
+job_expect() {
+  local job=$1 got
+  got="$(job_state "$job") $(job_field "$job" ExitCode) restarts=$(job_field "$job" Restarts)"
+  if [ "$got" = "$2 $3 restarts=$4" ]; then ok "job $job: $got"; else fail "job $job: $got, expected $2 $3 restarts=$4"; fi
+}
+
+# Job processes (steps, tasks) of this Slurm still alive.
+job_procs() { bash "$HARNESS" procs "$RANKTUNE_SLURM_DIR"; }
+
+# expect_no_job_procs WITHIN: every process of every job is gone within WITHIN seconds.
+expect_no_job_procs() {
+  local within=${1:-10} i left
+  for ((i = 0; i < within * 5; i++)); do
+    left=$(job_procs)
+    [ -z "$left" ] && { ok "no job process left"; return 0; }
+    sleep 0.2
+  done
+  fail "job processes still alive ${within} s after the job ended:"
+  ps -o pid=,ppid=,stat=,args= -p "$(echo $left | tr ' ' ',')" | sed 's/^/    /'
+}
+
+# job_release_requeued JOB RESTARTS: waits until the job is pending again after its RESTARTS-th requeue and lets it
+# start now rather than after Slurm's requeue delay (~120 s). Slurm refuses a new start in the same second as the
+# requeue ("Job credential revoked"), and the old steps must be gone: wait for both first.
+job_release_requeued() {
+  local job=$1 want=$2 i
+  for ((i = 0; i < 300; i++)); do
+    [ "$(job_state "$job")" = PENDING ] && [ "$(job_field "$job" Restarts)" = "$want" ] && break
+    sleep 0.2
+  done
+  if [ "$(job_state "$job")" != PENDING ] || [ "$(job_field "$job" Restarts)" != "$want" ]; then
+    fail "job $job was not requeued (state $(job_state "$job"), restarts $(job_field "$job" Restarts), want $want)"
+    return 1
+  fi
+  ok "job $job requeued (restarts=$want)"
+  for ((i = 0; i < 100; i++)); do [ -z "$(job_procs)" ] && break; sleep 0.1; done
+  sleep 2
+  scontrol update JobId="$job" StartTime=now
+}
+
+# preempt_and_resume NAME JOB AT_PATTERN HOW RESTARTS: when the job output matches AT_PATTERN, signals the job the
+# way Slurm's --signal does (HOW=batch: USR1 to the batch shell only, as B:USR1 does, which the script forwards;
+# HOW=step: USR1 to every process of the steps), then expects exit 75, a requeue (restart count RESTARTS) and a
+# restart that the script launches with --resume=auto.
+preempt_and_resume() {
+  local name=$1 job=$2 at=$3 how=$4 restarts=$5
+  job_wait_output "$name" "$at" 120 || return 1
+  if [ "$how" = batch ]; then scancel --batch --signal=USR1 "$job"; else scancel --signal=USR1 "$job"; fi
+  job_release_requeued "$job" "$restarts" || return 1
+  job_wait_output "$name" "restart $restarts on " 120 || return 1
+  ok "$name: preempted at '$at' ($how signal), requeued, restarted"
+}
