@@ -27,11 +27,31 @@ Llama build_model(const Config& cfg, const at::Device& device) {
   return model;
 }
 
-// What the run learned, in words: greedy continuation of the start of the first held-out row.
+// Names the frozen base a LoRA checkpoint belongs to: where the weights came from and a hash of the architecture.
+std::string base_identity(const Config& cfg, const LlamaImpl& model) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : llama_config_to_json(model.config())) h = (h ^ c) * 1099511628211ull;
+  char hex[20];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return (cfg.model.path.empty() ? "random init, seed " + std::to_string(cfg.seed) : cfg.model.path) +
+         ", config " + hex;
+}
+
+// What the run learned, in words: greedy continuation of the start of a held-out document.
 void log_sample(LlamaImpl& model, const TokenData& data) {
   const auto& rows = data.val.empty() ? data.train : data.val;
-  std::vector<std::int32_t> prompt(rows.front().input_ids.begin(),
-                                   rows.front().input_ids.begin() + std::min<std::ptrdiff_t>(24, rows.front().input_ids.size()));
+  std::vector<std::int32_t> prompt;
+  for (const auto& row : rows) {  // the first document that starts inside a row, with room for a prompt
+    for (std::size_t i = 0; i + 24 <= row.input_ids.size() && prompt.empty(); ++i)
+      if (row.position_ids[i] == 0 && row.position_ids[i + 23] == 23 &&
+          std::none_of(row.targets.begin() + static_cast<std::ptrdiff_t>(i),
+                       row.targets.begin() + static_cast<std::ptrdiff_t>(i + 23),
+                       [](std::int32_t t) { return t == kIgnoreTarget; }))
+        prompt.assign(row.input_ids.begin() + static_cast<std::ptrdiff_t>(i),
+                      row.input_ids.begin() + static_cast<std::ptrdiff_t>(i + 24));
+    if (!prompt.empty()) break;
+  }
+  if (prompt.empty()) prompt.assign(rows.front().input_ids.begin(), rows.front().input_ids.begin() + 8);
   GenerateOptions o;
   o.max_new_tokens = 80;
   o.stop_token = data.tokenizer->eos_id().value_or(-1);
@@ -80,9 +100,21 @@ int cmd_train(const AppContext& ctx) {
 
   std::unique_ptr<Trainer> trainer;
   agree_run(ctx.env, [&] {
-    trainer = std::make_unique<Trainer>(cfg, ctx.env, *comm, mode.mode == ParallelMode::ddp, model, data);
+    trainer = std::make_unique<Trainer>(cfg, ctx.env, *comm, mode.mode == ParallelMode::ddp, model, data,
+                                        base_identity(cfg, *model));
   });
   const TrainResult result = trainer->run();
+  if (result.stopped) {
+    if (!result.saved)
+      throw AgreedError(ExitCode::internal, "stopped by " + result.stop_reason + " but the checkpoint failed", "", 0);
+    log0() << "preempted: checkpoint committed at step " << result.steps << "; exit "
+           << static_cast<int>(ExitCode::preempted_saved) << " so the batch script requeues";
+    return static_cast<int>(ExitCode::preempted_saved);
+  }
+  if (result.losses.empty()) {
+    log0() << "nothing to do: the checkpoint is already at step " << result.steps << " of " << cfg.train.steps;
+    return 0;
+  }
   if (ctx.env.rank() == 0) log_sample(*model, data);
   char line[200];
   std::snprintf(line, sizeof line, "done: %ld steps, loss %.4f -> %.4f, held-out loss %.4f", result.steps,

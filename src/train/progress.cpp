@@ -47,7 +47,9 @@ Progress::Progress(std::ostream& out, long total_steps, long log_every, long sta
 
 bool Progress::stdout_is_tty() {
   const char* term = std::getenv("TERM");
-  return isatty(STDOUT_FILENO) == 1 && !(term && std::strcmp(term, "dumb") == 0);
+  // Launchers give ranks a pseudo-terminal but forward it into job logs: under mpirun or Slurm, plain lines.
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("SLURM_JOB_ID") || std::getenv("PMI_SIZE");
+  return isatty(STDOUT_FILENO) == 1 && !launched && !(term && std::strcmp(term, "dumb") == 0);
 }
 
 double Progress::eta_seconds(const StepMetrics& m) const {

@@ -13,10 +13,13 @@
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
 #include "ranktune/data/sampler.h"
+#include "ranktune/dist/agree.h"
 #include "ranktune/dist/communicator.h"
 #include "ranktune/dist/grad_sync.h"
 #include "ranktune/dist/mpi_check.h"
 #include "ranktune/dist/mpi_env.h"
+#include "ranktune/dist/signals.h"
+#include "ranktune/io/h5.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/train/batch_plan.h"
 #include "ranktune/train/flops.h"
@@ -26,6 +29,7 @@
 #include "ranktune/train/metrics.h"
 #include "ranktune/train/optimizer.h"
 #include "ranktune/train/progress.h"
+#include "ranktune/train/train_checkpoint.h"
 
 namespace ranktune {
 namespace {
@@ -59,7 +63,7 @@ FlopsShape flops_shape(const LlamaImpl& m, const NamedTensors& params, bool lora
   f.non_embedding_params = total - adapters - embed + (c.tie_word_embeddings ? embed : 0);
   f.adapter_params = adapters;
   f.frozen_base = lora;
-  f.layers = static_cast<int>(c.num_hidden_layers);
+  f.layers = static_cast<int>(c.num_layers);
   f.hidden = static_cast<int>(c.hidden_size);
   f.seq_len = seq_len;
   return f;
@@ -82,14 +86,23 @@ struct Trainer::State {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<MetricsWriter> metrics;
   double flops_per_token = 0;
+  bool ddp = false;
+  std::string base_identity;
+  h5::FileLocking locking = h5::FileLocking::best_effort;
+  RunPosition pos;       // where the run stands (restored on resume)
+  long last_saved = -1;  // step of the newest checkpoint this run committed or resumed from
 
   State(const Config& c, const MpiEnv& e, Communicator& cm, Llama m, const TokenData& d)
       : cfg(c), env(e), comm(cm), model(std::move(m)), data(d) {}
 };
 
-Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data)
+Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data,
+                 std::string base_identity)
     : s_(std::make_unique<State>(cfg, env, comm, std::move(model), data)) {
   State& s = *s_;
+  s.ddp = ddp;
+  s.base_identity = std::move(base_identity);
+  s.locking = h5::file_locking_parse(cfg.checkpoint.file_locking);
   s.device = s.model->parameters().front().device();
   s.params = trainable(*s.model);
   if (s.params.is_empty()) throw ConfigError("the model has no trainable parameter");
@@ -108,13 +121,57 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool 
   so.grad_accum = cfg.train.grad_accum;
   so.seed = static_cast<std::uint64_t>(cfg.seed);
   s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
-  s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/false, env.rank() == 0);
+  resume();
+  s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/s.pos.step > 0, env.rank() == 0);
   s.flops_per_token = train_flops_per_token(flops_shape(*s.model, s.params, cfg.lora.r > 0, cfg.train.seq_len));
   log0() << s.plan.describe();
   log0() << s.opt->describe();
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::resume() {
+  State& s = *s_;
+  const auto loaded = checkpoint_resume(s.env, s.cfg.resume, s.cfg.checkpoint.dir, s.locking);
+  if (!loaded) {
+    if (s.cfg.resume == "auto") log0() << "resume: no committed checkpoint under " << s.cfg.checkpoint.dir << ", starting fresh";
+    return;
+  }
+  agree_run(s.env, [&] {
+    s.pos = train_state_restore(*loaded, s.params, *s.opt, s.base_identity, s.cfg.lora.r > 0);
+  });
+  s.sampler->seek(s.pos.cursor);
+  s.last_saved = s.pos.step;
+  log0() << "resume: " << loaded->step_dir.string() << " (step " << s.pos.step << ", " << s.pos.tokens << " tokens"
+         << (loaded->resharded ? ", saved at world size " + std::to_string(loaded->manifest.world_size) : std::string())
+         << ")";
+}
+
+bool Trainer::save(long step) {
+  State& s = *s_;
+  if (step == s.last_saved) return true;
+  SaveRequest req;
+  req.dir = s.cfg.checkpoint.dir;
+  req.step = step;
+  req.keep = s.cfg.checkpoint.keep;
+  req.locking = s.locking;
+  req.meta.mode = s.ddp ? "ddp" : "single";
+  req.meta.topology = std::to_string(s.env.size()) + " rank(s) on " + s.device.str();
+  req.meta.config_hash = config_hash(s.cfg);
+  req.meta.replicated = true;
+  const SaveResult r = checkpoint_save(s.env, req, train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0,
+                                                                       s.base_identity));
+  char line[256];
+  if (r.ok() || r.status == SaveStatus::exists) {
+    s.last_saved = step;
+    std::snprintf(line, sizeof line, "checkpoint: step %ld -> %s (%.1f MB in %.2f s)", step, r.step_dir.c_str(),
+                  static_cast<double>(r.bytes) / 1e6, r.seconds);
+    log0() << line << (r.message.empty() ? "" : "; " + r.message);
+    return true;
+  }
+  log0() << "WARNING: checkpoint of step " << step << " failed, training goes on: " << r.message;
+  return false;
+}
 
 double Trainer::evaluate() {
   State& s = *s_;
@@ -142,12 +199,13 @@ TrainResult Trainer::run() {
   const auto& t = s.cfg.train;
   TrainResult result;
   const bool tty = s.env.rank() == 0 && Progress::stdout_is_tty();
-  Progress progress(std::cout, t.steps, t.log_every, 0, tty);
+  Progress progress(std::cout, t.steps, t.log_every, s.pos.step, tty);
   s.model->train();
+  signals_hold_term(true);  // from here on SIGTERM means: save if there is time, then exit
   const auto start = Clock::now();
   auto last = start;
-  long tokens_seen = 0;
-  for (long step = 0; step < t.steps; ++step) {
+  result.first_step = s.pos.step + 1;
+  for (long step = s.pos.step; step < t.steps; ++step) {
     const double lr = lr_at(s.schedule, step);
     const auto micro = s.sampler->next_step();
     std::vector<double> counts{0};
@@ -174,7 +232,9 @@ TrainResult Trainer::run() {
     const auto now = Clock::now();
     const double dt = std::chrono::duration<double>(now - last).count();
     last = now;
-    tokens_seen += s.plan.tokens_per_step();
+    s.pos.step = step + 1;
+    s.pos.tokens += s.plan.tokens_per_step();
+    s.pos.cursor = s.sampler->cursor();
     StepMetrics row;
     row.step = step + 1;
     row.loss = global_tokens > 0 ? loss[0] / static_cast<double>(global_tokens) : NAN;
@@ -184,7 +244,7 @@ TrainResult Trainer::run() {
     row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, s.env.size()) : NAN;
     row.gpu_mem_gib = s.device.is_cuda() ? cuda_peak_memory_gib(s.device.index(), true) : NAN;
     row.elapsed_s = std::chrono::duration<double>(now - start).count();
-    row.tokens = tokens_seen;
+    row.tokens = s.pos.tokens;
     if (!std::isfinite(row.loss))
       throw Error(ExitCode::internal, "training loss became " + std::to_string(row.loss) + " at step " +
                                           std::to_string(row.step),
@@ -199,7 +259,19 @@ TrainResult Trainer::run() {
       s.metrics->write(row);
       progress.update(row);
     }
+    // Every rank learns at the same boundary whether any rank was signalled.
+    const StopAgreement stop = signals_agree(s.env);
+    const bool periodic = s.cfg.checkpoint.every_steps > 0 && row.step % s.cfg.checkpoint.every_steps == 0;
+    if (stop.request != StopRequest::none) {
+      result.stopped = true;
+      result.stop_reason = stop_agreement_describe(stop);
+      log0() << "stop: " << result.stop_reason << " at step " << row.step;
+      result.saved = save(row.step);
+      break;
+    }
+    if (periodic || row.step == t.steps) save(row.step);
   }
+  signals_hold_term(false);
   if (s.env.rank() == 0) {
     progress.finish();
     log0() << "metrics: " << s.metrics->jsonl_path() << " and " << s.metrics->csv_path();

@@ -1,6 +1,7 @@
 // defines: Trainer, the training loop of single-device and DDP runs: per step, each rank's micro-batches from the
 // sampler, forward + summed token loss, backward with DDP buckets reduced during backward (GradSync), global-norm
-// clipping, AdamW with the LR schedule, metrics and progress on rank 0, periodic evaluation on the held-out rows.
+// clipping, AdamW with the LR schedule, metrics and progress on rank 0, periodic evaluation on the held-out rows,
+// checkpoints (every N steps, at the end, and when a stop signal is agreed at a step boundary) and resume.
 // The model knows nothing of MPI: ranks meet only through the Communicator and MpiEnv given here.
 #pragma once
 
@@ -19,20 +20,28 @@ class MpiEnv;
 class Communicator;
 
 struct TrainResult {
-  long steps = 0;
+  long first_step = 1;         // 1, or the step after the checkpoint this run resumed from
+  long steps = 0;              // the last step done
   std::vector<double> losses;  // the global training loss of every step this run took
   double final_eval_loss = -1;
+  bool stopped = false;        // a stop signal ended the run early (all ranks agreed)
+  bool saved = false;          // ... and its checkpoint is committed
+  std::string stop_reason;
 };
 
 class Trainer {
  public:
-  // `ddp`: gradients are averaged across the ranks of `comm` (world size 1 included).
-  Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data);
+  // `ddp`: gradients are averaged across the ranks of `comm` (world size 1 included). `base_identity` names the
+  // frozen base (checked when a LoRA run resumes). Resumes per cfg.resume before returning.
+  Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data,
+          std::string base_identity);
   ~Trainer();
   TrainResult run();
 
  private:
   double evaluate();
+  void resume();
+  bool save(long step);  // collective; false when the save failed (training goes on)
   struct State;
   std::unique_ptr<State> s_;
 };

@@ -1,0 +1,75 @@
+# Exact resume on CPU: a run stopped by SIGUSR1 at random moments (checkpoint, exit 75) and resumed with
+# --resume=auto logs the same loss at every step as the uninterrupted run, at 1 and 2 ranks. Also: the loss falls,
+# a DDP run equals one process on the same global batch, and accumulation equals a bigger micro-batch.
+source "$(dirname "$0")/lib.sh"
+STOPS=${RANKTUNE_RESUME_STOPS:-20}
+ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=5 --train.steps=60 --train.log_every=1
+  --train.warmup_steps=5 --train.seq_len=64 --model.num_layers=2 --model.hidden_size=128
+  --model.num_heads=4 --model.num_kv_heads=2 --model.intermediate_size=256 --train.eval_every=0
+  --checkpoint.every_steps=0)
+
+# losses DIR: "step loss" per step from the run's metrics (the last row written for a step wins).
+losses() { python3 -c '
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line); rows[r["step"]] = r["loss"]
+for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
+
+train() {  # train NAME RANKS EXTRA...: runs in $WORK/NAME (exec: in the background, $! is mpirun itself)
+  local name=$1 n=$2; shift 2
+  exec "${MPIRUN[@]}" "$n" "$RANKTUNE_BIN" train "${ARGS[@]}" --output_dir="$WORK/$name" \
+    --checkpoint.dir="$WORK/$name/ckpt" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+}
+run_train() { (train "$@"); }
+
+run_train ref 1 --train.micro_batch=4 && ok "reference run" || fail "reference run failed: $(tail -3 "$WORK/ref.err")"
+losses "$WORK/ref" >"$WORK/ref.loss"
+first=$(awk 'NR==1 {print $2}' "$WORK/ref.loss"); last=$(awk 'END {print $2}' "$WORK/ref.loss")
+python3 -c "import sys; sys.exit(0 if $last < 0.6 * $first else 1)" && ok "loss falls: $first -> $last" \
+  || fail "loss did not fall enough: $first -> $last"
+
+# DDP equivalence on the real model: 2 ranks x micro 2 and 4 ranks x micro 1 see the same global batch.
+run_train ddp2 2 --train.micro_batch=2 && losses "$WORK/ddp2" >"$WORK/ddp2.loss"
+run_train accum 1 --train.micro_batch=1 --train.grad_accum=4 && losses "$WORK/accum" >"$WORK/accum.loss"
+for other in ddp2 accum; do
+  python3 - "$WORK/ref.loss" "$WORK/$other.loss" <<'PY' && ok "$other matches one process (1e-5 relative)" || fail "$other differs"
+import sys
+a = [float(l.split()[1]) for l in open(sys.argv[1])]
+b = [float(l.split()[1]) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 60, (len(a), len(b))
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+print(f"  worst relative difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+done
+
+# Random stops: SIGUSR1 after a random delay. A stop that lands after the run ended is not counted.
+for ranks in 1 2; do
+  [ "$ranks" = 1 ] || { run_train ref2 2 --train.micro_batch=2 && losses "$WORK/ref2" >"$WORK/ref2.loss"; }
+  want="$WORK/ref.loss"; [ "$ranks" = 1 ] || want="$WORK/ref2.loss"
+  extra=(--train.micro_batch=4); [ "$ranks" = 1 ] || extra=(--train.micro_batch=2)
+  stops=0 tries=0 steps_seen=""
+  while [ "$stops" -lt "$STOPS" ] && [ "$tries" -lt $((STOPS * 3)) ]; do
+    tries=$((tries + 1)); name="stop${ranks}_$tries"; rm -rf "${WORK:?}/$name"
+    (train "$name" "$ranks" "${extra[@]}") &
+    pid=$!
+    sleep "$(python3 -c "import random; print(round(random.uniform(0.3, 2.0), 2))")"
+    kill -USR1 "$pid" 2>/dev/null
+    wait "$pid"; rc=$?
+    [ "$rc" = 0 ] && continue  # finished before the signal
+    if [ "$rc" != 75 ]; then fail "$name: exit $rc after SIGUSR1 (expected 75)"; sed 's/^/    /' "$WORK/$name.err" | tail -5; continue; fi
+    at=$(sed -nE 's/^preempted: checkpoint committed at step ([0-9]+).*/\1/p' "$WORK/$name.out")
+    mv "$WORK/$name.out" "$WORK/$name.first.out"
+    if ! run_train "$name" "$ranks" "${extra[@]}" --resume=auto; then fail "$name: resume failed"; tail -3 "$WORK/$name.err"; continue; fi
+    grep -q "^resume: .*step_0*$at " "$WORK/$name.out" || { fail "$name: did not resume from step $at"; continue; }
+    stops=$((stops + 1)); steps_seen="$steps_seen $at"
+    if cmp -s <(losses "$WORK/$name") "$want"; then :; else
+      fail "$name (stopped at $at, $ranks rank(s)): losses differ from the uninterrupted run"
+      diff <(losses "$WORK/$name") "$want" | head -5
+    fi
+  done
+  [ "$stops" -ge "$STOPS" ] && ok "$ranks rank(s): $stops stops at steps$steps_seen, each resumed bit-identically" \
+    || fail "$ranks rank(s): only $stops stops in $tries tries"
+done
+finish
