@@ -26,10 +26,11 @@ echo "built in $(( $(date +%s) - start )) s"
 for o in $(find build-gpu -name '*.cu.o'); do echo "$o:"; cuobjdump --list-elf --list-ptx "$o" | sed 's/^/  /'; done
 
 step "ctest (all labels)"
-ctest --test-dir build-gpu -j8 --output-on-failure >"$OUT/ctest.log" 2>&1
+RANKTUNE_RESUME_STOPS=${RANKTUNE_RESUME_STOPS:-3} ctest --test-dir build-gpu -j8 -LE slurm --output-on-failure >"$OUT/ctest.log" 2>&1
 grep -E 'tests passed|Failed|\*\*\*|Skipped|Not Run' "$OUT/ctest.log" | head -40
 step "GPU test output"
-ctest --test-dir build-gpu -L gpu -V 2>&1 | grep -E '\[ +(OK|FAILED|SKIPPED) +\]' | sed 's/^[0-9]*: //'
+ctest --test-dir build-gpu -L gpu -V >"$OUT/ctest-gpu.log" 2>&1
+grep -E '\[ +(OK|FAILED|SKIPPED) +\]|rel(ative)? err|bucket|launch|DDP:' "$OUT/ctest-gpu.log" | sed 's/^[0-9]*: //' | head -60
 
 step "ranktune topology on the GPU"
 bin=build-gpu/bin/ranktune

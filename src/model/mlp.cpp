@@ -1,5 +1,7 @@
 #include "ranktune/model/mlp.h"
 
+#include "ranktune/kernels/swiglu.h"
+
 #include <ATen/ATen.h>
 
 namespace ranktune {
@@ -11,7 +13,7 @@ MlpImpl::MlpImpl(const LlamaConfig& c, const at::TensorOptions& options) {
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
 }
 
 }  // namespace ranktune

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Training throughput, MFU and peak memory on one GPU, ranktune and Hugging Face side by side in one run, for the
+# TinyLlama-1.1B shape (d 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632, vocab 32000), seq 2048, batch 4:
+# full fine-tune and LoRA r=16 on all linear layers; plus ranktune's DDP path at world size 1 (NCCL) against plain
+# single-GPU training, and the time of the final checkpoint save of the full fine-tune (weights, fp32 masters, moments).
+# Run by bench/gpu_check.sh (RANKTUNE_BENCH=train_throughput.sh) after the build; prints a markdown table.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${RANKTUNE_BIN:-build-gpu/bin/ranktune}
+out=${OUT:-/tmp/ranktune-out}/bench
+mkdir -p "$out"
+STEPS=${BENCH_STEPS:-14}
+shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
+  --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
+  --train.seq_len=2048 --train.micro_batch=4 --train.steps=$STEPS --train.log_every=1 --train.eval_every=0
+  --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0)
+
+# ranktune NAME EXTRA...: one run; summary from its metrics (median over steps after the first 4).
+ranktune() {
+  local name=$1; shift
+  rm -rf "$out/$name"
+  "$bin" train "${shape[@]}" --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" "$@" \
+    >"$out/$name.log" 2>&1 || { echo "ranktune $name failed:"; tail -5 "$out/$name.log"; return; }
+  python3 - "$out/$name" "$name" "$out/$name.log" <<'PY'
+import json, re, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+steady = rows[4:] or rows
+save = re.findall(r"checkpoint: step \d+ -> \S+ \(([\d.]+) MB in ([\d.]+) s\)", open(sys.argv[3]).read())
+print(json.dumps({"impl": "ranktune", "mode": sys.argv[2],
+                  "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steady)),
+                  "mfu": round(statistics.median(r.get("mfu", 0) for r in steady), 4),
+                  "peak_gib": round(max(r.get("gpu_mem_gib", 0) for r in rows), 2),
+                  "loss": round(rows[-1]["loss"], 4),
+                  "save": {"mb": float(save[-1][0]), "s": float(save[-1][1])} if save else None}))
+PY
+}
+
+{
+  ranktune full
+  ranktune lora --lora.r=16 --lora.alpha=32
+  ranktune full_ddp1 --parallel.mode=ddp
+  python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
+} | tee "$out/results.jsonl"
+
+python3 - "$out/results.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("\n| impl | mode | tokens/s | MFU | peak GiB |")
+print("|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['impl']} | {r['mode']} | {r['tokens_per_s']:,} | {100*r['mfu']:.1f}% | {r['peak_gib']} |")
+by = {(r["impl"], r["mode"]): r for r in rows}
+def ratio(a, b, key="tokens_per_s"):
+    return by[a][key] / by[b][key] if a in by and b in by else float("nan")
+print(f"\nfull: ranktune / HF tokens/s = {ratio(('ranktune','full'), ('hf','full')):.2f}x, "
+      f"peak memory {ratio(('ranktune','full'), ('hf','full'), 'peak_gib'):.2f}x")
+print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+peft','lora')):.2f}x, "
+      f"peak memory {ratio(('ranktune','lora'), ('hf+peft','lora'), 'peak_gib'):.2f}x")
+print(f"DDP path at world size 1 costs {100*(1-ratio(('ranktune','full_ddp1'), ('ranktune','full'))):.1f}% of throughput")
+s = by.get(("ranktune", "full"), {}).get("save")
+if s: print(f"final checkpoint of the full fine-tune: {s['mb']/1e3:.1f} GB in {s['s']:.1f} s = {s['mb']/1e3/s['s']:.2f} GB/s")
+PY
