@@ -44,7 +44,7 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 done
 
-# Random stops: SIGUSR1 after a random delay. A stop that lands after the run ended is not counted.
+# Random stops: SIGUSR1 when a random step has been logged. A stop that lands after the run ended is not counted.
 for ranks in 1 2; do
   [ "$ranks" = 1 ] || { run_train ref2 2 --train.micro_batch=2 && losses "$WORK/ref2" >"$WORK/ref2.loss"; }
   want="$WORK/ref.loss"; [ "$ranks" = 1 ] || want="$WORK/ref2.loss"
@@ -54,7 +54,9 @@ for ranks in 1 2; do
     tries=$((tries + 1)); name="stop${ranks}_$tries"; rm -rf "${WORK:?}/$name"
     (train "$name" "$ranks" "${extra[@]}") &
     pid=$!
-    sleep "$(python3 -c "import random; print(round(random.uniform(0.3, 2.0), 2))")"
+    # Signal once the run has logged a random step, so stops spread over the run whatever the machine's speed.
+    target=$((RANDOM % 58 + 1))
+    while kill -0 "$pid" 2>/dev/null && ! grep -q "^step $target/" "$WORK/$name.out" 2>/dev/null; do sleep 0.005; done
     kill -USR1 "$pid" 2>/dev/null
     wait "$pid"; rc=$?
     [ "$rc" = 0 ] && continue  # finished before the signal

@@ -9,6 +9,7 @@
 """
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -148,9 +149,12 @@ def main():
         for f in m["files"]:
             path = step_dir / f["name"]
             check_file(path, f["rank"])
-            for args in (["-H"], []):
+            # hdf5-tools is installed by scripts/setup.sh; a machine without it (the GPU image) checks h5py alone.
+            for args in (["-H"], []) if shutil.which("h5dump") else ():
                 r = subprocess.run(["h5dump", *args, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 check(r.returncode == 0, f"h5dump {' '.join(args)} {path}: exit {r.returncode} {r.stderr[:300]!r}")
+    if not shutil.which("h5dump"):
+        print("check_h5py: h5dump not installed here: h5dump part skipped")
     print(f"check_h5py: {len(failures)} failure(s)")
     return 1 if failures else 0
 

