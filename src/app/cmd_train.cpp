@@ -55,6 +55,7 @@ void log_sample(LlamaImpl& model, const TokenData& data) {
   GenerateOptions o;
   o.max_new_tokens = 80;
   o.stop_token = data.tokenizer->eos_id().value_or(-1);
+  o.vocab_limit = data.tokenizer->vocab_size();
   const auto cont = generate(model, prompt, o);
   log0() << "sample: [" << data.tokenizer->decode(prompt) << "]" << data.tokenizer->decode(cont);
 }

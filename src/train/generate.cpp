@@ -22,6 +22,7 @@ std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int3
     const std::int64_t limit = model.config().max_position_embeddings;
     at::Tensor window = ids.size(1) > limit ? ids.slice(1, ids.size(1) - limit) : ids;
     at::Tensor logits = model.forward(window.to(device)).select(1, -1).squeeze(0).to(at::kFloat).cpu();
+    if (o.vocab_limit > 0 && o.vocab_limit < logits.size(0)) logits = logits.slice(0, 0, o.vocab_limit);
     std::int64_t next = 0;
     if (o.temperature <= 0) {
       next = logits.argmax().item<std::int64_t>();

@@ -17,6 +17,8 @@ struct GenerateOptions {
   double top_p = 1.0;
   std::uint64_t seed = 0;
   std::int32_t stop_token = -1;  // eos; -1 = none
+  std::int64_t vocab_limit = 0;  // only ids below this are generated (the tokenizer's size when the model's
+                                 // vocabulary is larger); 0 = the whole vocabulary
 };
 
 std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int32_t>& prompt, const GenerateOptions& o);
