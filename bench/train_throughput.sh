@@ -35,10 +35,21 @@ print(json.dumps({"impl": "ranktune", "mode": sys.argv[2],
 PY
 }
 
+# Resume of the full fine-tune's final checkpoint: read + verify time, then two more steps.
+resume_full() {
+  "$bin" train "${shape[@]}" --train.steps=$((STEPS + 2)) --output_dir="$out/full" --checkpoint.dir="$out/full/ckpt" \
+    --resume=auto >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
+  grep -E '^resume: ' "$out/full_resume.log" >&2
+  rm -rf "$out/full/ckpt"
+}
+
 {
   ranktune full
+  resume_full
   ranktune lora --lora.r=16 --lora.alpha=32
+  rm -rf "$out/lora/ckpt"
   ranktune full_ddp1 --parallel.mode=ddp
+  rm -rf "$out/full_ddp1/ckpt"
   python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
 } | tee "$out/results.jsonl"
 

@@ -132,6 +132,7 @@ Trainer::~Trainer() = default;
 
 void Trainer::resume() {
   State& s = *s_;
+  const auto t0 = Clock::now();
   const auto loaded = checkpoint_resume(s.env, s.cfg.resume, s.cfg.checkpoint.dir, s.locking);
   if (!loaded) {
     if (s.cfg.resume == "auto") log0() << "resume: no committed checkpoint under " << s.cfg.checkpoint.dir << ", starting fresh";
@@ -142,9 +143,14 @@ void Trainer::resume() {
   });
   s.sampler->seek(s.pos.cursor);
   s.last_saved = s.pos.step;
+  std::uint64_t bytes = 0;
+  for (const auto& f : loaded->manifest.files) bytes += f.size;
+  char took[96];
+  std::snprintf(took, sizeof took, "%.1f MB verified and read in %.2f s",
+                static_cast<double>(bytes) / 1e6, std::chrono::duration<double>(Clock::now() - t0).count());
   log0() << "resume: " << loaded->step_dir.string() << " (step " << s.pos.step << ", " << s.pos.tokens << " tokens"
          << (loaded->resharded ? ", saved at world size " + std::to_string(loaded->manifest.world_size) : std::string())
-         << ")";
+         << "; " << took << ")";
 }
 
 bool Trainer::save(long step) {

@@ -43,7 +43,7 @@ job_submit() {
   local name=$1
   shift
   local id
-  id=$(sbatch --parsable --chdir="$RANKTUNE_SOURCE" --output="$WORK/$name.out" "$@" | cut -d';' -f1)
+  id=$(sbatch --parsable --chdir="$RANKTUNE_SOURCE" --output="$WORK/$name.out" --open-mode=append "$@" | cut -d';' -f1)
   [ -n "$id" ] || { echo "FAIL: sbatch $* was refused" >&2; echo none; return 1; }
   echo "$id"
 }
