@@ -14,6 +14,7 @@ pid=$!
 while kill -0 "$pid" 2>/dev/null && ! grep -q '^step 20/' "$dir/out"; do sleep 0.01; done
 kill -USR1 "$pid"
 wait "$pid"; echo "after SIGUSR1 at step 20: exit $? ($(grep -E '^(stop|preempted)' "$dir/out" | tr '\n' ' '))"
+grep -c '^step ' "$dir/out" | sed 's/^/step lines logged: /'; grep -E '^step (1|20|21|200)/' "$dir/out" | cut -c1-60
 mpirun -np 2 --oversubscribe "$bin" "${args[@]}" --train.micro_batch=4 --resume=auto >"$dir/out2" 2>&1
 echo "resume: exit $? ($(grep -E '^resume:|^done:' "$dir/out2" | tr '\n' ' '))"
 rm -rf "$dir"

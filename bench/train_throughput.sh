@@ -12,20 +12,21 @@ mkdir -p "$out"
 STEPS=${BENCH_STEPS:-14}
 shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
   --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
-  --train.seq_len=2048 --train.micro_batch=4 --train.steps=$STEPS --train.log_every=1 --train.eval_every=0
+  --train.seq_len=2048 --train.micro_batch=4 --train.log_every=1 --train.eval_every=0
   --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0)
 
 # ranktune NAME EXTRA...: one run; summary from its metrics (median over steps after the first 4).
 ranktune() {
   local name=$1; shift
   rm -rf "$out/$name"
-  "$bin" train "${shape[@]}" --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" "$@" \
+  "$bin" train "${shape[@]}" --train.steps="$STEPS" --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" "$@" \
     >"$out/$name.log" 2>&1 || { echo "ranktune $name failed:"; tail -5 "$out/$name.log"; return; }
   python3 - "$out/$name" "$name" "$out/$name.log" <<'PY'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
 steady = rows[4:] or rows
-save = re.findall(r"checkpoint: step \d+ -> \S+ \(([\d.]+) MB in ([\d.]+) s\)", open(sys.argv[3]).read())
+save = re.findall(r"checkpoint: step \d+ -> \S+ \(([\d.]+) MB in ([\d.]+) s\)",
+                  open(sys.argv[3], errors="replace").read())
 print(json.dumps({"impl": "ranktune", "mode": sys.argv[2],
                   "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steady)),
                   "mfu": round(statistics.median(r.get("mfu", 0) for r in steady), 4),
@@ -43,14 +44,14 @@ resume_full() {
   rm -rf "$out/full/ckpt"
 }
 
+RUNS=${BENCH_RUNS:-"full resume lora ddp1 hf"}
+has() { [[ " $RUNS " == *" $1 "* ]]; }
 {
-  ranktune full
-  resume_full
-  ranktune lora --lora.r=16 --lora.alpha=32
-  rm -rf "$out/lora/ckpt"
-  ranktune full_ddp1 --parallel.mode=ddp
-  rm -rf "$out/full_ddp1/ckpt"
-  python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
+  has full && ranktune full
+  has resume && resume_full
+  has lora && { ranktune lora --lora.r=16 --lora.alpha=32; rm -rf "$out/lora/ckpt"; }
+  has ddp1 && { ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt"; }
+  has hf && python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
 } | tee "$out/results.jsonl"
 
 python3 - "$out/results.jsonl" <<'PY'
