@@ -73,6 +73,9 @@ int cmd_train(const AppContext& ctx) {
   agree_run(ctx.env, [&] { mode = mode_decide(facts, req); });
   log0() << topology_table(facts, mode);
   agree_run(ctx.env, [&] {
+    if (cfg.train.activation_checkpointing)
+      throw ConfigError("train.activation_checkpointing=true is not implemented by the trainer in this build",
+                        "leave it false; `ranktune plan` still uses it to estimate a checkpointed footprint");
     const std::size_t stages = mode.on_gpu ? mode.balanced_devices.size() : 1;
     if (mode.mode == ParallelMode::balanced && stages > 1)
       throw UsageError("balanced execution over " + std::to_string(stages) +

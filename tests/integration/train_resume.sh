@@ -3,7 +3,7 @@
 # a DDP run equals one process on the same global batch, and accumulation equals a bigger micro-batch.
 source "$(dirname "$0")/lib.sh"
 STOPS=${RANKTUNE_RESUME_STOPS:-20}
-ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=5 --train.steps=60 --train.log_every=1
+ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=5 --train.log_every=1
   --train.warmup_steps=5 --train.seq_len=64 --model.num_layers=2 --model.hidden_size=128
   --model.num_heads=4 --model.num_kv_heads=2 --model.intermediate_size=256 --train.eval_every=0
   --checkpoint.every_steps=0)
@@ -18,7 +18,7 @@ for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
 
 train() {  # train NAME RANKS EXTRA...: runs in $WORK/NAME (exec: in the background, $! is mpirun itself)
   local name=$1 n=$2; shift 2
-  exec "${MPIRUN[@]}" "$n" "$RANKTUNE_BIN" train "${ARGS[@]}" --output_dir="$WORK/$name" \
+  exec "${MPIRUN[@]}" "$n" "$RANKTUNE_BIN" train "${ARGS[@]}" --train.steps="${STEPS:-60}" --output_dir="$WORK/$name" \
     --checkpoint.dir="$WORK/$name/ckpt" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
 }
 run_train() { (train "$@"); }
@@ -43,6 +43,35 @@ print(f"  worst relative difference {worst:.2e}")
 sys.exit(0 if worst <= 1e-5 else 1)
 PY
 done
+
+# The same with LoRA (adapters are the only trainable, synchronised tensors).
+run_train lora1 1 --train.micro_batch=4 --lora.r=8 --train.lr=3e-3 && losses "$WORK/lora1" >"$WORK/lora1.loss"
+run_train lora2 2 --train.micro_batch=2 --lora.r=8 --train.lr=3e-3 && losses "$WORK/lora2" >"$WORK/lora2.loss"
+python3 - "$WORK/lora1.loss" "$WORK/lora2.loss" <<'PY' && ok "LoRA: 2 ranks match one process (1e-5 relative)" || fail "LoRA DDP differs"
+import sys
+a = [float(l.split()[1]) for l in open(sys.argv[1])]
+b = [float(l.split()[1]) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 60, (len(a), len(b))
+assert a[-1] < a[0], "LoRA loss did not fall"
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+print(f"  worst relative difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+
+# A rank killed with SIGKILL mid-run ends the whole job within seconds (no hang), with a non-zero code.
+(STEPS=100000 train killed 2 --train.micro_batch=2) &
+pid=$!
+while kill -0 "$pid" 2>/dev/null && ! grep -q '^step 5/' "$WORK/killed.out" 2>/dev/null; do sleep 0.01; done
+victim=$(pgrep -f -- "--output_dir=$WORK/killed" | grep -v "^$pid\$" | tail -1)
+[ -n "$victim" ] || fail "no rank process found to kill"
+start=$(date +%s.%N); kill -9 "$victim"; wait "$pid"; rc=$?
+took=$(python3 -c "print(round($(date +%s.%N) - $start, 1))")
+if [ "$rc" != 0 ] && python3 -c "import sys; sys.exit(0 if $took < 20 else 1)"; then
+  ok "SIGKILL of rank pid $victim: job ended in ${took} s with exit $rc"
+else
+  fail "SIGKILL of rank pid $victim: exit $rc after ${took} s"
+fi
+[ -z "$(pgrep -f -- "--output_dir=$WORK/killed")" ] && ok "no rank left running" || fail "ranks left running"
 
 # Random stops: SIGUSR1 when a random step has been logged. A stop that lands after the run ended is not counted.
 for ranks in 1 2; do
