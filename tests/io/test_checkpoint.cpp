@@ -260,6 +260,7 @@ TEST_F(CheckpointTest, CrashAtEveryPhaseKeepsLatestGood) {
 TEST_F(CheckpointTest, RandomCorruptionsAreCaughtBeforeAnyTensorIsUsed) {
   ASSERT_TRUE(save(10).ok());
   ASSERT_TRUE(save(20).ok());
+  barrier();  // rank 0 writes the manifest and `latest` after the others have returned from the save
   const fs::path victim = dir_ / "step_00000020";
   std::vector<std::string> files = {kManifestName};
   for (int r = 0; r < size(); ++r) files.push_back(rank_file_name(r));
