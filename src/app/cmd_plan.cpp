@@ -47,7 +47,7 @@ int cmd_plan(const AppContext& ctx) {
                   ? parse_memory_budgets(cfg.parallel.max_memory)
                   : budgets_from_gpus(topology_local_facts(ctx.env, ctx.launch_env), cfg.parallel.reserve_gib);
   });
-  const ModelShape shape = model_shape_from(cfg.model);
+  const ModelShape shape = configured_model_shape(cfg);
   const TrainSetup setup = train_setup_from(cfg, on_gpu);
   BalancedPlan plan;
   agree_run(ctx.env, [&] { plan = plan_balanced_for(shape, setup, devices, cfg.parallel.micro_batches); });

@@ -18,10 +18,11 @@ namespace ranktune {
 int cmd_topology(const AppContext& ctx) {
   const ClusterFacts facts = topology_detect(ctx.env, ctx.launch_env);
   ModeDecision mode;
-  const std::int64_t footprint =
-      training_footprint_bytes(model_shape_from(ctx.cfg.model), train_setup_from(ctx.cfg, ctx.cfg.device == "cuda"));
-  ModeRequest req{ctx.cfg.parallel.mode, ctx.cfg.device, footprint, ctx.cfg.parallel.reserve_gib};
-  agree_run(ctx.env, [&] { mode = mode_decide(facts, req); });
+  agree_run(ctx.env, [&] {
+    const std::int64_t footprint =
+        training_footprint_bytes(configured_model_shape(ctx.cfg), train_setup_from(ctx.cfg, ctx.cfg.device == "cuda"));
+    mode = mode_decide(facts, ModeRequest{ctx.cfg.parallel.mode, ctx.cfg.device, footprint, ctx.cfg.parallel.reserve_gib});
+  });
   log0() << topology_table(facts, mode);
 
   std::unique_ptr<Communicator> comm;

@@ -67,10 +67,11 @@ int cmd_train(const AppContext& ctx) {
   log0() << "ranktune train: effective configuration\n" << config_table(cfg, ctx.request.values);
   const ClusterFacts facts = topology_detect(ctx.env, ctx.launch_env);
   ModeDecision mode;
-  const std::int64_t footprint =
-      training_footprint_bytes(model_shape_from(cfg.model), train_setup_from(cfg, cfg.device == "cuda"));
-  ModeRequest req{cfg.parallel.mode, cfg.device, footprint, cfg.parallel.reserve_gib};
-  agree_run(ctx.env, [&] { mode = mode_decide(facts, req); });
+  agree_run(ctx.env, [&] {
+    const std::int64_t footprint =
+        training_footprint_bytes(configured_model_shape(cfg), train_setup_from(cfg, cfg.device == "cuda"));
+    mode = mode_decide(facts, ModeRequest{cfg.parallel.mode, cfg.device, footprint, cfg.parallel.reserve_gib});
+  });
   log0() << topology_table(facts, mode);
   agree_run(ctx.env, [&] {
     if (cfg.train.activation_checkpointing)

@@ -23,4 +23,8 @@ expect bad_budget err "needs DEVICE:SIZE"
 
 run no_gpu 4 env CUDA_VISIBLE_DEVICES= "$RANKTUNE_BIN" plan
 expect no_gpu err "--parallel.max_memory=0:80GiB,1:80GiB"
+# A Hugging Face model directory: the shape comes from its config.json (2 layers, d 64, vocab 96).
+run hf_dir 0 "$RANKTUNE_BIN" plan --model.path="$RANKTUNE_SOURCE/tests/reference/fixtures/llama_gqa_untied" \
+  --parallel.max_memory=0:1GiB,1:1GiB
+expect hf_dir out "model: 2 layers, d 64"
 finish

@@ -7,6 +7,7 @@
 #include "ranktune/core/cli.h"
 #include "ranktune/core/config.h"
 #include "ranktune/dist/topology.h"
+#include "ranktune/plan/layer_cost.h"
 
 namespace ranktune {
 
@@ -25,5 +26,8 @@ int cmd_plan(const AppContext& ctx);
 int cmd_checkpoint(const AppContext& ctx);
 
 std::string version_string();
+
+// The model's shape for planning: the [model] keys, or config.json under --model.path.
+ModelShape configured_model_shape(const Config& cfg);
 
 }  // namespace ranktune
