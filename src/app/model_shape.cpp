@@ -1,12 +1,13 @@
-// The shape the planner and the mode rules see: the [model] keys, or the config.json of --model.path.
+// The shape the planner and the mode rules see: one LlamaConfig (from the [model] keys, or the config.json of
+// --model.path) mapped once onto the planner's ModelShape.
 #include "ranktune/app/commands.h"
 #include "ranktune/model/llama_config.h"
 
 namespace ranktune {
 
 ModelShape configured_model_shape(const Config& cfg) {
-  if (cfg.model.path.empty()) return model_shape_from(cfg.model);
-  const LlamaConfig c = llama_config_load(cfg.model.path + "/config.json");
+  const LlamaConfig c = cfg.model.path.empty() ? llama_config_from_model(cfg.model)
+                                               : llama_config_load(cfg.model.path + "/config.json");
   ModelShape s;
   s.hidden = c.hidden_size;
   s.layers = c.num_layers;

@@ -62,18 +62,6 @@ std::int64_t ModelShape::total_params() const {
   return embedding_params() * (tied ? 1 : 2) + layers * layer_params() + hidden;
 }
 
-ModelShape model_shape_from(const ModelConfig& m) {
-  ModelShape s;
-  s.hidden = m.hidden_size;
-  s.layers = m.num_layers;
-  s.heads = m.num_heads;
-  s.kv_heads = m.num_kv_heads;
-  s.ffn = m.intermediate_size;
-  s.vocab = m.vocab_size;
-  s.tied = m.tie_embeddings;
-  return s;
-}
-
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   TrainSetup s;
   s.on_gpu = on_gpu;

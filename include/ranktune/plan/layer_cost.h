@@ -21,7 +21,6 @@ struct ModelShape {
   std::int64_t embedding_params() const;  // vocab x hidden
   std::int64_t total_params() const;      // tied head counted once
 };
-ModelShape model_shape_from(const ModelConfig& m);
 
 struct TrainSetup {
   bool on_gpu = true;         // bf16 weights with fp32 masters on GPU; fp32 everywhere on CPU
