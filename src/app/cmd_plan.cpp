@@ -4,6 +4,7 @@
 #include <map>
 #include <sstream>
 
+#include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
 #include "ranktune/dist/agree.h"
@@ -14,17 +15,6 @@
 
 namespace ranktune {
 namespace {
-
-std::vector<DeviceBudget> budgets_from_gpus(const RankFacts& r, double reserve_gib) {
-  if (r.gpus.empty())
-    throw NoGpuError("no GPU visible to plan for (" + r.cuda_status_text + ")",
-                     "give budgets for the GPUs you plan to use: --parallel.max_memory=0:80GiB,1:80GiB");
-  const auto reserve = static_cast<std::int64_t>(reserve_gib * 1024 * 1024 * 1024);
-  std::vector<DeviceBudget> out;
-  for (const auto& g : r.gpus)
-    out.push_back({g.index, (g.free_bytes >= 0 ? g.free_bytes : g.total_bytes) - reserve});
-  return out;
-}
 
 // Share of the work done by the slowest device under a given unit -> device assignment.
 double slowest_share(const std::vector<UnitCost>& units, const std::vector<int>& device_of_unit) {
@@ -40,17 +30,17 @@ double slowest_share(const std::vector<UnitCost>& units, const std::vector<int>&
 
 int cmd_plan(const AppContext& ctx) {
   const Config& cfg = ctx.cfg;
-  std::vector<DeviceBudget> devices;
   const bool on_gpu = cfg.device == "cuda";
+  BalancedSetup placed;
   agree_run(ctx.env, [&] {
-    devices = !cfg.parallel.max_memory.empty()
-                  ? parse_memory_budgets(cfg.parallel.max_memory)
-                  : budgets_from_gpus(topology_local_facts(ctx.env, ctx.launch_env), cfg.parallel.reserve_gib);
+    const std::vector<GpuInfo> gpus =
+        on_gpu && cfg.parallel.max_memory.empty() ? topology_local_facts(ctx.env, ctx.launch_env).gpus : std::vector<GpuInfo>{};
+    placed = balanced_setup(cfg, gpus, on_gpu);
   });
+  const std::vector<DeviceBudget>& devices = placed.devices;
+  const BalancedPlan& plan = placed.plan;
   const ModelShape shape = configured_model_shape(cfg);
   const TrainSetup setup = train_setup_from(cfg, on_gpu);
-  BalancedPlan plan;
-  agree_run(ctx.env, [&] { plan = plan_balanced_for(shape, setup, devices, cfg.parallel.micro_batches); });
 
   std::ostringstream head;
   head << "model: " << shape.layers << " layers, d " << shape.hidden << ", " << shape.total_params() / 1e6
@@ -61,12 +51,12 @@ int cmd_plan(const AppContext& ctx) {
        << format_bytes(training_footprint_bytes(shape, setup));
   log0() << head.str();
   log0() << "\nranktune balanced plan (weights + gradients + optimizer state + activations; time share from FLOPs):\n"
-         << plan_table(plan);
+         << plan_table(plan, balanced_stage_labels(placed));
 
   const AccelerateAssignment acc = accelerate_balanced_map(shape, on_gpu ? 2 : 4, devices);
   std::vector<int> ours(plan.units.size());
-  for (const auto& s : plan.stages)
-    for (int i = s.first; i <= s.last; ++i) ours[i] = s.device;
+  for (std::size_t k = 0; k < plan.stages.size(); ++k)
+    for (int i = plan.stages[k].first; i <= plan.stages[k].last; ++i) ours[i] = placed.stage_device[k];
   std::vector<int> theirs;
   for (int d : acc.device_of_unit) theirs.push_back(d < 0 ? -1 : devices[d].device);
   char cmp[200];

@@ -1,6 +1,7 @@
 // `ranktune train`: config -> topology -> mode -> communicator -> data -> model (+ LoRA) -> trainer -> sample.
 #include <ATen/ATen.h>
 
+#include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
 #include "ranktune/dist/agree.h"
@@ -12,18 +13,21 @@
 #include "ranktune/model/lora.h"
 #include "ranktune/plan/layer_cost.h"
 #include "ranktune/train/generate.h"
+#include "ranktune/train/pipeline.h"
 #include "ranktune/train/token_data.h"
 #include "ranktune/train/trainer.h"
 
 namespace ranktune {
 namespace {
 
-Llama build_model(const Config& cfg, const at::Device& device) {
-  const at::TensorOptions options = at::TensorOptions(device).dtype(llama_dtype(device, cfg.train.precision));
+// Built on `device` with the dtype of `compute` (balanced mode builds on the CPU, then places the stages).
+Llama build_model(const Config& cfg, const at::Device& device, const at::Device& compute) {
+  const at::TensorOptions options = at::TensorOptions(device).dtype(llama_dtype(compute, cfg.train.precision));
   Llama model = cfg.model.path.empty()
                     ? llama_random(llama_config_from_model(cfg.model), static_cast<std::uint64_t>(cfg.seed), options)
                     : llama_from_pretrained(cfg.model.path, options);
   if (cfg.lora.r > 0) lora_apply(*model, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
+  model->set_activation_checkpointing(cfg.train.activation_checkpointing);
   return model;
 }
 
@@ -73,28 +77,42 @@ int cmd_train(const AppContext& ctx) {
     mode = mode_decide(facts, ModeRequest{cfg.parallel.mode, cfg.device, footprint, cfg.parallel.reserve_gib});
   });
   log0() << topology_table(facts, mode);
-  agree_run(ctx.env, [&] {
-    if (cfg.train.activation_checkpointing)
-      throw ConfigError("train.activation_checkpointing=true is not implemented by the trainer in this build",
-                        "leave it false; `ranktune plan` still uses it to estimate a checkpointed footprint");
-    const std::size_t stages = mode.on_gpu ? mode.balanced_devices.size() : 1;
-    if (mode.mode == ParallelMode::balanced && stages > 1)
-      throw UsageError("balanced execution over " + std::to_string(stages) +
-                           " GPUs is not in this build: `ranktune plan` shows the placement it would use",
-                       "run --parallel.mode=ddp with one rank per GPU, or make the model fit one GPU (--lora.r=16, "
-                       "--train.activation_checkpointing=true)");
-  });
+  const bool balanced = mode.mode == ParallelMode::balanced;
+  BalancedSetup placed;
+  if (balanced) {  // the placement, before any weight is loaded
+    agree_run(ctx.env, [&] {
+      std::vector<GpuInfo> gpus;
+      for (int d : mode.balanced_devices)
+        for (const auto& g : facts.ranks.at(0).gpus)
+          if (g.index == d) gpus.push_back(g);
+      placed = balanced_setup(cfg, gpus, mode.on_gpu);
+    });
+    log0() << "balanced plan (weights + gradients + optimizer state + activations; time share from FLOPs):\n"
+           << plan_table(placed.plan, balanced_stage_labels(placed));
+  }
   std::unique_ptr<Communicator> comm;
   agree_run(ctx.env, [&] { comm = communicator_create(ctx.env, mode, cfg.parallel.comm_timeout_s); });
-  const at::Device device = mode.on_gpu ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(mode.device_of_rank.at(ctx.env.rank())))
-                                        : at::Device(at::kCPU);
+  auto device_of = [](int d) {
+    return d < 0 ? at::Device(at::kCPU) : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(d));
+  };
+  const at::Device device = balanced ? device_of(placed.stage_device.front())
+                                     : device_of(mode.on_gpu ? mode.device_of_rank.at(ctx.env.rank()) : -1);
   at::manual_seed(static_cast<std::uint64_t>(cfg.seed) + static_cast<std::uint64_t>(ctx.env.rank()));
 
   TokenData data;
   Llama model{nullptr};
+  std::shared_ptr<PipelineExecutor> pipeline;
   agree_run(ctx.env, [&] {
     data = token_data_load(cfg);
-    model = build_model(cfg, device);
+    model = build_model(cfg, balanced ? at::Device(at::kCPU) : device, device);
+    if (balanced) {
+      std::vector<at::Device> stage_devices;
+      for (int d : placed.stage_device) stage_devices.push_back(device_of(d));
+      const auto stages = stages_from_plan(placed.plan, stage_devices);
+      place_stages(*model, stages);
+      pipeline = std::make_shared<PipelineExecutor>(*model, stages, cfg.parallel.micro_batches);
+      log0() << pipeline->describe();
+    }
     if (data.tokenizer->vocab_size() > model->config().vocab_size)
       throw ConfigError("tokenizer " + data.tokenizer->describe() + " has " + std::to_string(data.tokenizer->vocab_size()) +
                         " tokens but the model's vocabulary holds " + std::to_string(model->config().vocab_size),
@@ -106,7 +124,7 @@ int cmd_train(const AppContext& ctx) {
   std::unique_ptr<Trainer> trainer;
   agree_run(ctx.env, [&] {
     trainer = std::make_unique<Trainer>(cfg, ctx.env, *comm, mode.mode == ParallelMode::ddp, model, data,
-                                        base_identity(cfg, *model));
+                                        base_identity(cfg, *model), pipeline);
   });
   const TrainResult result = trainer->run();
   if (result.stopped) {
@@ -119,6 +137,16 @@ int cmd_train(const AppContext& ctx) {
   if (result.losses.empty()) {
     log0() << "nothing to do: the checkpoint is already at step " << result.steps << " of " << cfg.train.steps;
     return 0;
+  }
+  if (pipeline && result.train_seconds > 0) {  // how busy each device was: the pipeline's whole point
+    std::string line = "balanced: busy time per stage over " + std::to_string(result.train_seconds).substr(0, 6) + " s:";
+    for (std::size_t i = 0; i < result.stage_busy_s.size(); ++i) {
+      char part[96];
+      std::snprintf(part, sizeof part, " %zu [%s] %.2f s (%.0f%%)", i, pipeline->stages()[i].device.str().c_str(),
+                    result.stage_busy_s[i], 100 * result.stage_busy_s[i] / result.train_seconds);
+      line += part;
+    }
+    log0() << line;
   }
   if (ctx.env.rank() == 0) log_sample(*model, data);
   char line[200];

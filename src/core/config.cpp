@@ -104,6 +104,7 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(S, "parallel.max_memory", parallel.max_memory, "balanced: per-GPU budget, e.g. 0:70GiB,1:75GiB"),
       RT_KEY(double, "parallel.reserve_gib", parallel.reserve_gib, "GiB kept free on every GPU"),
       RT_KEY(int, "parallel.micro_batches", parallel.micro_batches, "balanced: micro-batches pipelined per step"),
+      RT_KEY(int, "parallel.stages", parallel.stages, "balanced: pipeline stages; 0 = one per GPU (CPU: 1)"),
       RT_KEY(double, "parallel.bucket_mb", parallel.bucket_mb, "DDP gradient bucket size in MB"),
 
       RT_KEY(S, "model.path", model.path, "Hugging Face model directory; empty = random init from the shape keys"),
@@ -225,6 +226,7 @@ void config_validate(const Config& c) {
   require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
   require(c.parallel.comm_timeout_s > 0, "parallel.comm_timeout_s must be > 0");
   require(c.parallel.micro_batches > 0, "parallel.micro_batches must be > 0");
+  require(c.parallel.stages >= 0, "parallel.stages must be >= 0 (0 = one stage per GPU)");
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb must be > 0");
   require(c.parallel.reserve_gib >= 0, "parallel.reserve_gib must be >= 0");
   require(c.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0");

@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "ranktune/core/error.h"
+#include "ranktune/model/checkpointing.h"
 
 namespace ranktune {
 namespace {
@@ -33,7 +34,8 @@ LlamaImpl::LlamaImpl(LlamaConfig c, const at::TensorOptions& options)
 at::Tensor LlamaImpl::embed(const at::Tensor& tokens) {
   TORCH_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong, "tokens must be [B, T] int64, got ",
               tokens.sizes(), " ", tokens.scalar_type());
-  return model->embed_tokens->forward(tokens);
+  const at::Device d = model->embed_tokens->weight.device();
+  return model->embed_tokens->forward(tokens.device() == d ? tokens : tokens.to(d));
 }
 
 RopeCache LlamaImpl::rope(std::int64_t seq_len, at::Device device, at::ScalarType dtype) const {
@@ -46,9 +48,20 @@ RopeCache LlamaImpl::rope(const at::Tensor& position_ids, at::ScalarType dtype) 
 
 DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model->layers->ptr<DecoderBlockImpl>(i)); }
 
-at::Tensor LlamaImpl::head(const at::Tensor& h) {
+at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope) {
+  DecoderBlockImpl& b = *model->layers->ptr<DecoderBlockImpl>(i);
+  return checkpointing_ ? block_forward_checkpointed(b, h, rope) : b.forward(h, rope);
+}
+
+at::Device LlamaImpl::block_device(std::int64_t i) const { return block(i)->input_layernorm->weight.device(); }
+at::Device LlamaImpl::head_device() const { return model->norm->weight.device(); }
+
+at::Tensor LlamaImpl::head(const at::Tensor& x) {
+  const at::Tensor h = x.device() == head_device() ? x : x.to(head_device());
   const at::Tensor normed = model->norm->forward(h);
-  return lm_head ? lm_head->forward(normed) : at::linear(normed, model->embed_tokens->weight);
+  if (lm_head) return lm_head->forward(normed);
+  const at::Tensor& w = model->embed_tokens->weight;
+  return at::linear(normed, w.device() == normed.device() ? w : w.to(normed.device()));  // the tied hop
 }
 
 at::Tensor LlamaImpl::forward(const at::Tensor& tokens, const at::Tensor& position_ids) {
@@ -58,9 +71,16 @@ at::Tensor LlamaImpl::forward(const at::Tensor& tokens, const at::Tensor& positi
                     position_ids.size(1) == tokens.size(1),
                 "position_ids must be [B, T] or [1, T] for tokens ", tokens.sizes(), ", got ", position_ids.sizes());
   }
-  const RopeCache r = position_ids.defined() ? rope(position_ids.to(h.device()), h.scalar_type())
-                                             : rope(tokens.size(1), h.device(), h.scalar_type());
-  for (std::int64_t i = 0; i < num_layers(); ++i) h = block(i)->forward(h, r);
+  RopeCache r = position_ids.defined() ? rope(position_ids.to(h.device()), h.scalar_type())
+                                       : rope(tokens.size(1), h.device(), h.scalar_type());
+  for (std::int64_t i = 0; i < num_layers(); ++i) {
+    const at::Device d = block_device(i);
+    if (h.device() != d) {  // the next stage of a sharded model
+      h = h.to(d);
+      r = r.to(d);
+    }
+    h = run_block(i, h, r);
+  }
   return head(h);
 }
 

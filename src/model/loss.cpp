@@ -27,4 +27,10 @@ LossSum causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels) {
   return {at::cross_entropy_loss(x, y, /*weight=*/{}, at::Reduction::Sum, kIgnoreIndex), (y != kIgnoreIndex).sum()};
 }
 
+at::Tensor token_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
+                                targets.reshape({-1}).to(logits.device()), /*weight=*/{}, at::Reduction::Sum,
+                                kIgnoreIndex);
+}
+
 }  // namespace ranktune

@@ -211,13 +211,14 @@ BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup,
   }
 }
 
-std::string plan_table(const BalancedPlan& p) {
+std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& labels) {
   std::ostringstream os;
   const double total = p.total_flops();
   os << std::left << std::setw(8) << "device" << std::setw(22) << "units" << std::setw(8) << "layers" << std::setw(12)
      << "weights" << std::setw(12) << "grad+optim" << std::setw(13) << "activations" << std::setw(12) << "total"
      << std::setw(12) << "budget" << "time share\n";
-  for (const auto& s : p.stages) {
+  for (std::size_t k = 0; k < p.stages.size(); ++k) {
+    const Stage& s = p.stages[k];
     std::int64_t w = 0, st = 0, a = 0;
     int layers = 0;
     for (int i = s.first; i <= s.last; ++i) {
@@ -227,9 +228,9 @@ std::string plan_table(const BalancedPlan& p) {
     const std::string range = s.empty() ? "(none)" : p.units[s.first].name + (s.first == s.last ? "" : " .. " + p.units[s.last].name);
     char share[16];
     std::snprintf(share, sizeof share, "%.1f%%", total > 0 ? 100.0 * s.flops / total : 0.0);
-    os << std::setw(8) << ("cuda:" + std::to_string(s.device)) << std::setw(22) << range << std::setw(8) << layers
+    os << std::setw(8) << (k < labels.size() ? labels[k] : "cuda:" + std::to_string(s.device)) << std::setw(22) << range << std::setw(8) << layers
        << std::setw(12) << gib(w) << std::setw(12) << gib(st) << std::setw(13) << gib(a) << std::setw(12)
-       << gib(s.bytes) << std::setw(12) << gib(s.budget) << share << '\n';
+       << gib(s.bytes) << std::setw(12) << (s.budget >= (std::int64_t{1} << 45) ? std::string("host") : gib(s.budget)) << share << '\n';
   }
   char line[160];
   std::snprintf(line, sizeof line,

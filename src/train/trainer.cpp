@@ -6,7 +6,9 @@
 #include <ATen/ATen.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <iostream>
 #include <sstream>
 
@@ -20,6 +22,7 @@
 #include "ranktune/dist/mpi_env.h"
 #include "ranktune/dist/signals.h"
 #include "ranktune/io/h5.h"
+#include "ranktune/model/loss.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/train/batch_plan.h"
 #include "ranktune/train/flops.h"
@@ -28,6 +31,7 @@
 #include "ranktune/train/lr_schedule.h"
 #include "ranktune/train/metrics.h"
 #include "ranktune/train/optimizer.h"
+#include "ranktune/train/pipeline.h"
 #include "ranktune/train/progress.h"
 #include "ranktune/train/train_checkpoint.h"
 
@@ -45,11 +49,6 @@ NamedTensors trainable(const torch::nn::Module& model) {
 // Sums in place over all ranks (MPI: small host values, once per step).
 void sum_over_ranks(const MpiEnv& env, std::vector<double>& v) {
   RANKTUNE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_SUM, env.world()));
-}
-
-at::Tensor token_loss_sum(const at::Tensor& logits, const at::Tensor& targets) {
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
-                                at::Reduction::Sum, kIgnoreTarget);
 }
 
 FlopsShape flops_shape(const LlamaImpl& m, const NamedTensors& params, bool lora, int seq_len) {
@@ -81,6 +80,8 @@ struct Trainer::State {
   NamedTensors params;
   std::unique_ptr<AdamW> opt;
   std::unique_ptr<GradSync> sync;
+  std::shared_ptr<PipelineExecutor> pipeline;  // balanced mode
+  std::vector<int> gpus;                       // the CUDA devices holding weights (memory and MFU figures)
   BatchPlan plan;
   LrSchedule schedule;
   std::unique_ptr<Sampler> sampler;
@@ -97,10 +98,13 @@ struct Trainer::State {
 };
 
 Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data,
-                 std::string base_identity)
+                 std::string base_identity, std::shared_ptr<PipelineExecutor> pipeline)
     : s_(std::make_unique<State>(cfg, env, comm, std::move(model), data)) {
   State& s = *s_;
   s.ddp = ddp;
+  s.pipeline = std::move(pipeline);
+  for (const auto& p : s.model->parameters())
+    if (p.is_cuda() && std::find(s.gpus.begin(), s.gpus.end(), p.get_device()) == s.gpus.end()) s.gpus.push_back(p.get_device());
   s.base_identity = std::move(base_identity);
   s.locking = h5::file_locking_parse(cfg.checkpoint.file_locking);
   s.device = s.model->parameters().front().device();
@@ -161,7 +165,7 @@ bool Trainer::save(long step) {
   req.step = step;
   req.keep = s.cfg.checkpoint.keep;
   req.locking = s.locking;
-  req.meta.mode = s.ddp ? "ddp" : "single";
+  req.meta.mode = s.ddp ? "ddp" : s.pipeline ? "balanced" : "single";
   req.meta.topology = std::to_string(s.env.size()) + " rank(s) on " + s.device.str();
   req.meta.config_hash = config_hash(s.cfg);
   req.meta.replicated = true;
@@ -224,8 +228,13 @@ TrainResult Trainer::run() {
     for (std::size_t m = 0; m < micro.size(); ++m) {
       if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
       const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device);
-      const at::Tensor sum = token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets);
-      (sum * scale).backward();
+      at::Tensor sum;
+      if (s.pipeline) {
+        sum = s.pipeline->forward_backward(bt, scale);
+      } else {
+        sum = token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets);
+        (sum * scale).backward();
+      }
       loss[0] += sum.item<double>();
     }
     if (s.sync) s.sync->finish();
@@ -247,8 +256,17 @@ TrainResult Trainer::run() {
     row.lr = lr;
     row.grad_norm = norm;
     row.tokens_per_s = static_cast<double>(s.plan.tokens_per_step()) / dt;
-    row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, s.env.size()) : NAN;
-    row.gpu_mem_gib = s.device.is_cuda() ? cuda_peak_memory_gib(s.device.index(), true) : NAN;
+    if (s.pipeline) {
+      const auto busy = s.pipeline->take_busy_seconds();
+      result.stage_busy_s.resize(busy.size());
+      for (std::size_t i = 0; i < busy.size(); ++i) result.stage_busy_s[i] += busy[i];
+    }
+    const int gpus = s.pipeline ? static_cast<int>(s.gpus.size()) : s.env.size();
+    row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, gpus) : NAN;
+    if (s.device.is_cuda()) {
+      row.gpu_mem_gib = 0;  // the fullest device
+      for (int d : s.gpus) row.gpu_mem_gib = std::max(row.gpu_mem_gib, cuda_peak_memory_gib(d, true));
+    }
     row.elapsed_s = std::chrono::duration<double>(now - start).count();
     row.tokens = s.pos.tokens;
     if (!std::isfinite(row.loss))
@@ -278,6 +296,7 @@ TrainResult Trainer::run() {
     if (periodic || row.step == t.steps) save(row.step);
   }
   signals_hold_term(false);
+  result.train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (s.env.rank() == 0) {
     progress.finish();
     log0() << "metrics: " << s.metrics->jsonl_path() << " and " << s.metrics->csv_path();

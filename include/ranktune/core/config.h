@@ -18,6 +18,7 @@ struct ParallelConfig {
   std::string max_memory;       // balanced budgets, "0:70GiB,1:75GiB"; empty = free memory minus reserve
   double reserve_gib = 2.0;     // kept free on every GPU for the CUDA context, allocator slack and NCCL
   int micro_batches = 1;        // balanced: >1 pipelines micro-batches through the stages
+  int stages = 0;               // balanced: pipeline stages; 0 = one per GPU
   double bucket_mb = 25;        // DDP gradient bucket size
 };
 

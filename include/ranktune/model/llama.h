@@ -36,8 +36,10 @@ TORCH_MODULE(LlamaModel);
 //   h = embed(tokens); r = rope(T, h.device(), h.scalar_type());
 //   for i in [0, num_layers()): h = block(i)->forward(h, r);
 //   logits = head(h);
-// A sharded executor runs a contiguous range of blocks per device, with r.to(device) for each stage; with tied
-// embeddings head() reads embed_tokens.weight, so the last stage needs that tensor too.
+// The weights may be spread over several devices (balanced sharding): forward() then follows them, moving the hidden
+// state to each layer's device (one stage at a time, as accelerate's hooks do); the pipelined executor
+// (train/pipeline.h) runs the same stages with micro-batches in flight. With tied embeddings on another device than
+// the final norm, head() copies embed_tokens.weight over: an explicit hop, differentiable, once per call.
 class LlamaImpl : public torch::nn::Module {
  public:
   explicit LlamaImpl(LlamaConfig c, const at::TensorOptions& options = {});
@@ -51,7 +53,15 @@ class LlamaImpl : public torch::nn::Module {
   RopeCache rope(const at::Tensor& position_ids, at::ScalarType dtype) const;
   std::int64_t num_layers() const { return static_cast<std::int64_t>(model->layers->size()); }
   DecoderBlock block(std::int64_t i) const;
+  // Layer i on h (checkpointed when activation checkpointing is on and gradients are being recorded).
+  at::Tensor run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope);
   at::Tensor head(const at::Tensor& h);  // final norm + lm_head -> logits
+  at::Device block_device(std::int64_t i) const;
+  at::Device head_device() const;
+
+  // Recompute each layer's activations in backward instead of keeping them (train.activation_checkpointing).
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
 
   const LlamaConfig& config() const { return config_; }
 
@@ -61,6 +71,7 @@ class LlamaImpl : public torch::nn::Module {
  private:
   LlamaConfig config_;
   Rope rope_;
+  bool checkpointing_ = false;
 };
 TORCH_MODULE(Llama);
 

@@ -18,4 +18,8 @@ struct LossSum {
 };
 LossSum causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels);
 
+// Summed fp32 cross entropy against targets that are already shifted (targets[t] follows tokens[t], -100 = none):
+// the trainer's packed rows. targets may live on another device than logits.
+at::Tensor token_loss_sum(const at::Tensor& logits, const at::Tensor& targets);
+
 }  // namespace ranktune

@@ -59,6 +59,7 @@ BalancedPlan plan_balanced(const PlanRequest& req);
 BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup, const std::vector<DeviceBudget>& devices,
                                int micro_batches);
 
-std::string plan_table(const BalancedPlan& plan);
+// One row per stage; `labels` name each stage's device (default "cuda:<stage device>").
+std::string plan_table(const BalancedPlan& plan, const std::vector<std::string>& labels = {});
 
 }  // namespace ranktune

@@ -18,11 +18,14 @@ namespace ranktune {
 
 class MpiEnv;
 class Communicator;
+class PipelineExecutor;
 
 struct TrainResult {
   long first_step = 1;         // 1, or the step after the checkpoint this run resumed from
   long steps = 0;              // the last step done
   std::vector<double> losses;  // the global training loss of every step this run took
+  std::vector<double> stage_busy_s;  // balanced: seconds each stage's device computed (summed over the run)
+  double train_seconds = 0;          // wall time of the steps
   double final_eval_loss = -1;
   bool stopped = false;        // a stop signal ended the run early (all ranks agreed)
   bool saved = false;          // ... and its checkpoint is committed
@@ -32,9 +35,10 @@ struct TrainResult {
 class Trainer {
  public:
   // `ddp`: gradients are averaged across the ranks of `comm` (world size 1 included). `base_identity` names the
-  // frozen base (checked when a LoRA run resumes). Resumes per cfg.resume before returning.
+  // frozen base (checked when a LoRA run resumes). `pipeline`: balanced mode, the model's stages already placed;
+  // forward and backward go through it. Resumes per cfg.resume before returning.
   Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data,
-          std::string base_identity);
+          std::string base_identity, std::shared_ptr<PipelineExecutor> pipeline = nullptr);
   ~Trainer();
   TrainResult run();
 

@@ -1,0 +1,184 @@
+#include "ranktune/train/pipeline.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/autograd.h>
+
+#include <chrono>
+#include <sstream>
+
+#include "ranktune/core/error.h"
+#include "ranktune/model/loss.h"
+#include "ranktune/train/pipeline_schedule.h"
+#include "ranktune/train/token_data.h"
+
+namespace ranktune {
+
+// Busy time of one stage: pairs of timing events around each action on the device's current stream (GPU), or the
+// wall clock around it (CPU, where the host is the device).
+struct PipelineExecutor::Timer {
+  at::Device device;
+  std::vector<std::pair<c10::Event, c10::Event>> spans;
+  double cpu_seconds = 0;
+  std::chrono::steady_clock::time_point cpu_start;
+
+  explicit Timer(at::Device d) : device(d) {}
+  c10::Stream stream() const { return c10::impl::getDeviceGuardImpl(device.type())->getStream(device); }
+  void start() {
+    if (device.is_cpu()) {
+      cpu_start = std::chrono::steady_clock::now();
+      return;
+    }
+    spans.emplace_back(c10::Event(device.type(), c10::EventFlag::BACKEND_DEFAULT),
+                       c10::Event(device.type(), c10::EventFlag::BACKEND_DEFAULT));
+    spans.back().first.record(stream());
+  }
+  void stop() {
+    if (device.is_cpu()) {
+      cpu_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - cpu_start).count();
+      return;
+    }
+    spans.back().second.record(stream());
+  }
+  double take() {
+    double s = cpu_seconds;
+    for (auto& [a, b] : spans) {
+      b.synchronize();
+      s += a.elapsedTime(b) / 1000.0;
+    }
+    spans.clear();
+    cpu_seconds = 0;
+    return s;
+  }
+};
+
+std::vector<StageRange> stages_from_plan(const BalancedPlan& plan, const std::vector<at::Device>& devices) {
+  if (devices.size() != plan.stages.size())
+    throw Error(ExitCode::internal, "balanced plan has " + std::to_string(plan.stages.size()) + " stages for " +
+                                        std::to_string(devices.size()) + " devices");
+  std::vector<StageRange> out;
+  for (std::size_t i = 0; i < plan.stages.size(); ++i)
+    if (!plan.stages[i].empty()) out.push_back({devices[i], plan.stages[i].first, plan.stages[i].last});
+  return out;
+}
+
+void place_stages(LlamaImpl& model, const std::vector<StageRange>& stages) {
+  const int layers = static_cast<int>(model.num_layers());
+  int expect = 0;
+  for (const auto& st : stages) {
+    if (st.first_unit != expect || st.last_unit < st.first_unit)
+      throw Error(ExitCode::internal, "balanced stages are not contiguous at unit " + std::to_string(expect));
+    expect = st.last_unit + 1;
+    for (int u = st.first_unit; u <= st.last_unit; ++u) {
+      if (u == 0) model.model->embed_tokens->to(st.device);
+      else if (u <= layers) model.block(u - 1)->to(st.device);
+      else {
+        model.model->norm->to(st.device);
+        if (model.lm_head) model.lm_head->to(st.device);
+      }
+    }
+  }
+  if (expect != layers + 2)
+    throw Error(ExitCode::internal, "balanced stages cover " + std::to_string(expect) + " of " +
+                                        std::to_string(layers + 2) + " units");
+}
+
+PipelineExecutor::PipelineExecutor(LlamaImpl& model, std::vector<StageRange> stages, int chunks)
+    : model_(model), stages_(std::move(stages)), chunks_(chunks) {
+  if (stages_.empty()) throw Error(ExitCode::internal, "balanced execution without stages");
+  if (chunks_ < 1) throw ConfigError("parallel.micro_batches must be >= 1, got " + std::to_string(chunks_));
+  for (const auto& st : stages_) timers_.push_back(std::make_unique<Timer>(st.device));
+}
+
+PipelineExecutor::~PipelineExecutor() = default;
+
+at::Tensor PipelineExecutor::forward_backward(const BatchTensors& batch, double scale) {
+  const int S = static_cast<int>(stages_.size());
+  const int layers = static_cast<int>(model_.num_layers());
+  const std::int64_t b = batch.tokens.size(0);
+  if (chunks_ > b)
+    throw ConfigError("parallel.micro_batches=" + std::to_string(chunks_) + " splits a micro-batch of " +
+                          std::to_string(b) + " sequences",
+                      "set parallel.micro_batches <= train.micro_batch (each pipeline chunk needs a sequence)");
+  const auto tokens = batch.tokens.tensor_split(chunks_);
+  const auto targets = batch.targets.tensor_split(chunks_);
+  const auto positions = batch.positions.tensor_split(chunks_);
+  const at::ScalarType dtype = model_.model->norm->weight.scalar_type();
+
+  // inputs[s][c]: what stage s received for chunk c (a leaf on its device; the gradient handed back comes from it).
+  // outputs[s][c]: what it produced (for the last stage: the scaled loss).
+  std::vector<std::vector<at::Tensor>> inputs(S, std::vector<at::Tensor>(chunks_));
+  std::vector<std::vector<at::Tensor>> outputs(S, std::vector<at::Tensor>(chunks_));
+  std::vector<at::Tensor> losses(chunks_);
+
+  for (const PipeAction& a : gpipe_schedule(S, chunks_)) {
+    const StageRange& st = stages_[a.stage];
+    Timer& timer = *timers_[a.stage];
+    const int c = a.chunk;
+    if (a.kind == PipeAction::forward) {
+      at::Tensor h;
+      if (a.stage > 0) {  // the hop: copy the predecessor's activation, cut the graph, keep a leaf for its gradient
+        h = outputs[a.stage - 1][c].to(st.device, /*non_blocking=*/true).detach().requires_grad_(true);
+        inputs[a.stage][c] = h;
+      }
+      const at::Tensor pos = positions[c].to(st.device, /*non_blocking=*/true);
+      timer.start();
+      RopeCache rope;
+      if (st.last_unit >= 1 && st.first_unit <= layers) rope = model_.rope(pos, dtype);
+      for (int u = st.first_unit; u <= st.last_unit; ++u) {
+        if (u == 0) h = model_.embed(tokens[c]);
+        else if (u <= layers) h = model_.run_block(u - 1, h, rope);
+        else h = model_.head(h);
+      }
+      if (a.stage == S - 1) {
+        losses[c] = token_loss_sum(h, targets[c]);
+        h = losses[c] * scale;
+      }
+      outputs[a.stage][c] = h;
+      timer.stop();
+    } else {
+      at::Tensor grad;
+      if (a.stage < S - 1) {
+        grad = inputs[a.stage + 1][c].grad();
+        inputs[a.stage + 1][c] = at::Tensor();  // the successor is done with this chunk
+        if (!grad.defined() || !outputs[a.stage][c].requires_grad()) {
+          outputs[a.stage][c] = at::Tensor();
+          continue;  // nothing trainable upstream of this boundary
+        }
+        grad = grad.to(st.device, /*non_blocking=*/true);
+      }
+      timer.start();
+      if (outputs[a.stage][c].requires_grad())
+        torch::autograd::backward({outputs[a.stage][c]}, grad.defined() ? torch::autograd::variable_list{grad}
+                                                                         : torch::autograd::variable_list{});
+      timer.stop();
+      outputs[a.stage][c] = at::Tensor();  // frees this chunk's activations on this stage
+    }
+  }
+  at::Tensor total = losses[0].detach();
+  for (int c = 1; c < chunks_; ++c) total = total + losses[c].detach();
+  return total;
+}
+
+std::vector<double> PipelineExecutor::take_busy_seconds() {
+  std::vector<double> out;
+  for (auto& t : timers_) out.push_back(t->take());
+  return out;
+}
+
+std::string PipelineExecutor::describe() const {
+  const int layers = static_cast<int>(model_.num_layers());
+  auto unit = [&](int u) { return u == 0 ? std::string("embed") : u <= layers ? "layer " + std::to_string(u - 1) : "head"; };
+  std::ostringstream os;
+  os << "balanced: " << stages_.size() << " stage(s), "
+     << (chunks_ == 1 ? std::string("sequential (one stage busy at a time)")
+                      : "GPipe with " + std::to_string(chunks_) + " micro-batches per micro-step")
+     << (model_.activation_checkpointing() ? ", activation checkpointing" : "") << ":";
+  for (std::size_t s = 0; s < stages_.size(); ++s)
+    os << (s ? ";" : "") << " [" << stages_[s].device.str() << "] " << unit(stages_[s].first_unit)
+       << (stages_[s].last_unit > stages_[s].first_unit ? " .. " + unit(stages_[s].last_unit) : "");
+  return os.str();
+}
+
+}  // namespace ranktune
