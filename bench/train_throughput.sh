@@ -2,7 +2,7 @@
 # Training throughput, MFU and peak memory on one GPU, ranktune and Hugging Face side by side in one run, for the
 # TinyLlama-1.1B shape (d 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632, vocab 32000), seq 2048, batch 4:
 # full fine-tune and LoRA r=16 on all linear layers; plus ranktune's DDP path at world size 1 (NCCL) against plain
-# single-GPU training, and the time of the final checkpoint save of the full fine-tune (weights, fp32 masters, moments).
+# single-GPU training, activation checkpointing (run "ac"), and the time of the final checkpoint save of the full fine-tune (weights, fp32 masters, moments).
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=train_throughput.sh) after the build; prints a markdown table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +51,7 @@ has() { [[ " $RUNS " == *" $1 "* ]]; }
   has resume && resume_full
   has lora && { ranktune lora --lora.r=16 --lora.alpha=32; rm -rf "$out/lora/ckpt"; }
   has ddp1 && { ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt"; }
+  has ac && { ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt"; }
   has hf && python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
 } | tee "$out/results.jsonl"
 
@@ -68,6 +69,9 @@ print(f"\nfull: ranktune / HF tokens/s = {ratio(('ranktune','full'), ('hf','full
       f"peak memory {ratio(('ranktune','full'), ('hf','full'), 'peak_gib'):.2f}x")
 print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+peft','lora')):.2f}x, "
       f"peak memory {ratio(('ranktune','lora'), ('hf+peft','lora'), 'peak_gib'):.2f}x")
+if ("ranktune", "full_ac") in by:
+    print(f"activation checkpointing (full): {ratio(('ranktune','full_ac'), ('ranktune','full')):.2f}x the tokens/s, "
+          f"{ratio(('ranktune','full_ac'), ('ranktune','full'), 'peak_gib'):.2f}x the peak memory")
 print(f"DDP path at world size 1 costs {100*(1-ratio(('ranktune','full_ddp1'), ('ranktune','full'))):.1f}% of throughput")
 s = by.get(("ranktune", "full"), {}).get("save")
 if s: print(f"final checkpoint of the full fine-tune: {s['mb']/1e3:.1f} GB in {s['s']:.1f} s = {s['mb']/1e3/s['s']:.2f} GB/s")

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Balanced mode: pipelined (GPipe, m = 4, 8) against naive sequential (m = 1), tokens/s and each stage's busy time,
+# for the TinyLlama-1.1B shape with LoRA r=16, seq 2048, micro-batch 8. One stage per GPU; on a one-GPU machine two
+# stages share GPU 0 (that checks the executor end to end; no speed-up is possible there). Prints a markdown table.
+# Run by bench/gpu_check.sh (RANKTUNE_BENCH=balanced_pipeline.sh) after the build.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${RANKTUNE_BIN:-build-gpu/bin/ranktune}
+out=${OUT:-/tmp/ranktune-out}/bench-balanced
+mkdir -p "$out"
+gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
+stages=$(( gpus < 2 ? 2 : gpus ))
+STEPS=${BENCH_STEPS:-10}
+MICRO=${BENCH_PIPELINE_M:-"1 4 8"}
+shape=(--device=cuda --parallel.mode=balanced --parallel.stages="$stages" --model.hidden_size=2048
+  --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4 --model.intermediate_size=5632
+  --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048 --train.seq_len=2048
+  --train.micro_batch=8 --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2 --train.lr=1e-4
+  --lora.r=16 --lora.alpha=32 --checkpoint.every_steps=0)
+echo "balanced pipeline bench: $gpus GPU(s), $stages stages, m in {$MICRO}, $STEPS steps"
+for m in $MICRO; do
+  rm -rf "$out/m$m"
+  "$bin" train "${shape[@]}" --train.steps="$STEPS" --parallel.micro_batches="$m" --output_dir="$out/m$m" \
+    --checkpoint.dir="$out/m$m/ckpt" >"$out/m$m.log" 2>&1 || { echo "m=$m failed:"; tail -5 "$out/m$m.log"; continue; }
+  rm -rf "$out/m$m/ckpt"
+  grep -E '^(cuda|pipeline:|balanced:)' "$out/m$m.log" | sed "s/^/  m=$m  /"
+done
+python3 - "$out" $MICRO <<'PY'
+import json, re, statistics, sys
+out, ms = sys.argv[1], sys.argv[2:]
+rows = {}
+for m in ms:
+    try:
+        metrics = [json.loads(l) for l in open(f"{out}/m{m}/metrics.jsonl")]
+        log = open(f"{out}/m{m}.log", errors="replace").read()
+    except OSError:
+        continue
+    steady = metrics[3:] or metrics
+    busy = re.search(r"busy time per stage over ([\d.]+) s:(.*)", log)
+    shares = re.findall(r"\((\d+)%\)", busy.group(2)) if busy else []
+    pred = re.search(r"predicted ([\d.]+)x", log)
+    rows[m] = dict(tps=statistics.median(r["tokens_per_s"] for r in steady),
+                   peak=max(r.get("gpu_mem_gib", 0) for r in metrics), busy="/".join(s + "%" for s in shares),
+                   pred=pred.group(1) if pred else "?", loss=metrics[-1]["loss"])
+print("\n| micro-batches m | tokens/s | vs m=1 | planner's prediction | busy per stage | peak GiB | final loss |")
+print("|---|---|---|---|---|---|---|")
+base = rows.get(ms[0], {}).get("tps")
+for m, r in rows.items():
+    print(f"| {m} | {r['tps']:,.0f} | {r['tps']/base:.2f}x | {r['pred']}x | {r['busy']} | {r['peak']:.1f} | {r['loss']:.4f} |")
+PY
