@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Issue #9 in one call on a multi-GPU machine (runs on one GPU too, doing what one GPU allows):
+#   1. topology table of every rank and the refusal of balanced mode under mpirun -np 2;
+#   2. all-reduce bus bandwidth of ranktune's NcclCommunicator vs a plain NCCL loop at 2/4/8 ranks;
+#   3. DDP weak scaling, 1.1B shape, full fine-tune and LoRA r=16: tokens/s per GPU at 1, 2, 4, 8 ranks (mpirun);
+#   4. balanced mode over all GPUs: pipelined m = 4, 8, 16 vs sequential (bench/balanced_pipeline.sh);
+#   5. an 8B-shaped model that does not fit one GPU for full fine-tuning, trained in balanced mode (plan + peak memory).
+# Run by bench/gpu_check.sh (RANKTUNE_BENCH=multi_gpu.sh) after the build. NVLink multicast stays off.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+build=${RANKTUNE_BUILD_DIR:-build-gpu}
+bin=$build/bin/ranktune
+out=${OUT:-/tmp/ranktune-out}/bench-multi
+mkdir -p "$out"
+gpus=$(nvidia-smi --list-gpus | wc -l)
+sizes=(); for n in 1 2 4 8; do [ "$n" -le "$gpus" ] && sizes+=("$n"); done
+mpi() { mpirun --bind-to none --oversubscribe -x NCCL_NVLS_ENABLE -np "$@"; }
+step() { printf '\n=== %s ===\n' "$*"; }
+step "$gpus GPU(s); world sizes ${sizes[*]}"
+
+step "topology at every world size; balanced refused under mpirun -np 2"
+for n in "${sizes[@]}"; do mpi "$n" "$bin" topology --parallel.mode=ddp 2>&1 | grep -vE '^\s*$' | head -$((n + 8)); done
+[ "$gpus" -ge 2 ] && mpi 2 "$bin" topology --parallel.mode=balanced 2>&1 | grep -E 'error|hint' | sort -u
+"$bin" topology --parallel.mode=balanced 2>&1 | tail -$((gpus + 6))
+
+step "all-reduce bus bandwidth (ranktune communicator vs plain NCCL)"
+for n in "${sizes[@]}"; do
+  [ "$n" -ge 2 ] || [ "$gpus" -eq 1 ] || continue
+  mpi "$n" "$build/bench/ranktune_allreduce_bench" $((1 << 30)) 20 2>&1 | tee "$out/allreduce_np$n.md"
+done
+
+step "DDP weak scaling (1.1B shape, seq 2048, micro-batch 4 per GPU)"
+shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
+  --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
+  --train.seq_len=2048 --train.micro_batch=4 --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2
+  --train.lr=1e-5 --checkpoint.every_steps=0 --train.steps=${BENCH_STEPS:-12})
+for kind in full lora; do
+  extra=(); [ "$kind" = lora ] && extra=(--lora.r=16 --lora.alpha=32)
+  for n in "${sizes[@]}"; do
+    name=ddp_${kind}_np$n; rm -rf "$out/$name"
+    mpi "$n" "$bin" train "${shape[@]}" "${extra[@]}" --parallel.mode=ddp --output_dir="$out/$name" \
+      --checkpoint.dir="$out/$name/ckpt" >"$out/$name.log" 2>&1 || { echo "$name failed"; tail -5 "$out/$name.log"; }
+    rm -rf "$out/$name/ckpt"
+  done
+done
+python3 - "$out" "${sizes[@]}" <<'PY'
+import json, statistics, sys
+out, sizes = sys.argv[1], [int(s) for s in sys.argv[2:]]
+print("| mode | ranks | tokens/s (all GPUs) | tokens/s per GPU | efficiency vs 1 rank | MFU |")
+print("|---|---|---|---|---|---|")
+for kind in ("full", "lora"):
+    base = None
+    for n in sizes:
+        try: rows = [json.loads(l) for l in open(f"{out}/ddp_{kind}_np{n}/metrics.jsonl")][4:]
+        except OSError: continue
+        tps = statistics.median(r["tokens_per_s"] for r in rows); per = tps / n
+        base = base or per
+        print(f"| {kind} | {n} | {tps:,.0f} | {per:,.0f} | {100*per/base:.1f}% | {100*statistics.median(r['mfu'] for r in rows):.1f}% |")
+PY
+
+step "balanced pipelining over all GPUs"
+BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-"1 4 8 16"} RANKTUNE_BIN=$bin bash bench/balanced_pipeline.sh
+
+if [ "$gpus" -ge 2 ]; then
+  step "8B shape, full fine-tune, balanced over $gpus GPUs (does not fit one GPU)"
+  big=(--device=cuda --parallel.mode=balanced --model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32
+    --model.num_kv_heads=8 --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false
+    --model.max_seq_len=2048 --train.seq_len=2048 --train.micro_batch=8 --parallel.micro_batches=8
+    --train.activation_checkpointing=true --train.steps=6 --train.log_every=1 --train.eval_every=0
+    --checkpoint.every_steps=0)
+  "$bin" plan "${big[@]}" 2>&1 | head -12
+  "$bin" train "${big[@]}" --output_dir="$out/big" --checkpoint.dir="$out/big/ckpt" >"$out/big.log" 2>&1 \
+    || { echo "8B balanced run failed"; tail -5 "$out/big.log"; }
+  rm -rf "$out/big/ckpt"
+  grep -E '^(step|balanced:|done)' "$out/big.log" | tail -6
+fi
