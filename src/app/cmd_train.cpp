@@ -1,6 +1,8 @@
 // `ranktune train`: config -> topology -> mode -> communicator -> data -> model (+ LoRA) -> trainer -> sample.
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
@@ -64,6 +66,29 @@ void log_sample(LlamaImpl& model, const TokenData& data) {
   log0() << "sample: [" << data.tokenizer->decode(prompt) << "]" << data.tokenizer->decode(cont);
 }
 
+// train.epochs > 0: the number of steps that many passes over the training rows take (the incomplete last global
+// batch of an epoch is not used, as the sampler does).
+Config with_epochs(const Config& cfg, const AppContext& ctx, const TokenData& data) {
+  Config out = cfg;
+  if (cfg.train.epochs <= 0) return out;
+  agree_run(ctx.env, [&] {
+    if (const auto it = ctx.request.values.find("train.steps"); it != ctx.request.values.end())
+      throw ConfigError("train.steps (" + it->second.origin + ") and train.epochs are both given",
+                        "keep one of them: train.epochs derives the number of steps from the data");
+    const long global_rows = static_cast<long>(cfg.train.micro_batch) * cfg.train.grad_accum * ctx.env.size();
+    const long per_epoch = static_cast<long>(data.train.size()) / global_rows;
+    if (per_epoch == 0)
+      throw ConfigError("one epoch (" + std::to_string(data.train.size()) + " training rows) is smaller than one global batch (" +
+                            std::to_string(global_rows) + " rows)",
+                        "lower train.micro_batch or train.grad_accum, or give more data");
+    out.train.steps = static_cast<long>(std::ceil(cfg.train.epochs * static_cast<double>(per_epoch)));
+  });
+  log0() << "epochs: " << cfg.train.epochs << " x " << data.train.size() << " training rows / global batch of "
+         << static_cast<long>(cfg.train.micro_batch) * cfg.train.grad_accum * ctx.env.size() << " rows = "
+         << out.train.steps << " steps";
+  return out;
+}
+
 }  // namespace
 
 int cmd_train(const AppContext& ctx) {
@@ -121,9 +146,10 @@ int cmd_train(const AppContext& ctx) {
   log0() << "data: " << data.source << ", " << data.train.size() << " training rows, " << data.val.size()
          << " held-out rows of " << cfg.train.seq_len << " tokens; " << data.summary;
 
+  const Config run_cfg = with_epochs(cfg, ctx, data);
   std::unique_ptr<Trainer> trainer;
   agree_run(ctx.env, [&] {
-    trainer = std::make_unique<Trainer>(cfg, ctx.env, *comm, mode.mode == ParallelMode::ddp, model, data,
+    trainer = std::make_unique<Trainer>(run_cfg, ctx.env, *comm, mode.mode == ParallelMode::ddp, model, data,
                                         base_identity(cfg, *model), pipeline);
   });
   const TrainResult result = trainer->run();
@@ -135,7 +161,7 @@ int cmd_train(const AppContext& ctx) {
     return static_cast<int>(ExitCode::preempted_saved);
   }
   if (result.losses.empty()) {
-    log0() << "nothing to do: the checkpoint is already at step " << result.steps << " of " << cfg.train.steps;
+    log0() << "nothing to do: the checkpoint is already at step " << result.steps << " of " << run_cfg.train.steps;
     return 0;
   }
   if (pipeline && result.train_seconds > 0) {  // how busy each device was: the pipeline's whole point

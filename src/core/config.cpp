@@ -125,6 +125,7 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(S, "lora.target_modules", lora.target_modules, "comma list of q,k,v,o,gate,up,down"),
 
       RT_KEY(long, "train.steps", train.steps, "optimizer steps"),
+      RT_KEY(double, "train.epochs", train.epochs, "passes over the training rows; > 0 replaces train.steps"),
       RT_KEY(int, "train.micro_batch", train.micro_batch, "sequences per micro-batch per rank"),
       RT_KEY(int, "train.grad_accum", train.grad_accum, "micro-batches accumulated per step"),
       RT_KEY(int, "train.seq_len", train.seq_len, "tokens per sequence"),
@@ -226,6 +227,7 @@ void config_validate(const Config& c) {
   require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
   require(c.parallel.comm_timeout_s > 0, "parallel.comm_timeout_s must be > 0");
   require(c.parallel.micro_batches > 0, "parallel.micro_batches must be > 0");
+  require(c.train.epochs >= 0, "train.epochs must be >= 0 (0 = use train.steps)");
   require(c.parallel.stages >= 0, "parallel.stages must be >= 0 (0 = one stage per GPU)");
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb must be > 0");
   require(c.parallel.reserve_gib >= 0, "parallel.reserve_gib must be >= 0");

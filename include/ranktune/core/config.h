@@ -45,6 +45,7 @@ struct LoraConfig {
 
 struct TrainConfig {
   long steps = 200;
+  double epochs = 0;  // > 0: train this many passes over the training rows instead of `steps`
   int micro_batch = 8;
   int grad_accum = 1;
   int seq_len = 128;
