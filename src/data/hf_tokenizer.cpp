@@ -15,6 +15,7 @@
 
 #include "ranktune/data/bpe.h"
 #include "ranktune/data/data_error.h"
+#include "ranktune/data/nfc.h"
 #include "ranktune/data/pre_split.h"
 #include "ranktune/data/unicode.h"
 
@@ -104,7 +105,7 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
 enum class PrependScheme { always, first, never };
 
 struct NormStep {
-  enum Kind { prepend, replace } kind;
+  enum Kind { prepend, replace, nfc } kind;
   std::string a, b;
 };
 
@@ -196,6 +197,8 @@ class Parser {
       out.push_back({NormStep::prepend, str(j, "prepend", "normalizer Prepend"), {}});
     } else if (t == "Replace") {
       out.push_back({NormStep::replace, string_pattern(j, "normalizer Replace"), str(j, "content", "Replace")});
+    } else if (t == "NFC") {
+      out.push_back({NormStep::nfc, {}, {}});
     } else {
       refuse("normalizer " + t);
     }
@@ -500,6 +503,8 @@ class HfTokenizer final : public Tokenizer {
     for (const NormStep& n : norm_) {
       if (n.kind == NormStep::prepend) {
         if (!s.empty()) s = n.a + s;
+      } else if (n.kind == NormStep::nfc) {
+        s = nfc_normalize(std::move(s));
       } else {
         s = replace_all(s, n.a, n.b);
       }

@@ -1,10 +1,28 @@
 #!/usr/bin/env python3
-"""Writes src/data/unicode_tables.inc: the code point ranges of the Unicode general categories L (letters) and
-N (numbers) that the byte-level pre-tokenizer splits need (\\p{L}, \\p{N}). Generated from Python's unicodedata;
-run it again to move to a newer Unicode version. Usage: python3 src/data/make_unicode_tables.py"""
+"""Writes the Unicode tables of the data layer, from Python's unicodedata (Unicode 14.0.0 with Python 3.11):
+
+src/data/unicode_tables.inc: the code point ranges of the general categories L (letters) and N (numbers) that the
+  byte-level pre-tokenizer splits need (\\p{L}, \\p{N}), in Python's Unicode version.
+src/data/nfc_tables.inc: what Unicode normalization form C needs (UAX #15): canonical combining classes (ranges),
+  one-level canonical decompositions, the primary composites as (first, second) -> composed pairs, and the ranges
+  whose NFC quick check is not Yes. Hangul syllables are algorithmic and in no table.
+
+NFC tables are restricted to the characters assigned in Unicode 9.0, because HF `tokenizers` (0.23) normalizes
+with the Rust crate unicode-normalization-alignments 0.1.12, whose tables are Unicode 9.0: a character assigned
+later is, for HF, a starter (class 0) that neither decomposes nor composes, and so it is here. Normalization
+stability makes the 9.0 subset of Python's newer data equal to Unicode 9.0's own. Python's unicodedata has no Age
+property, so it is read from Perl's core module Unicode::UCD (`perl` must be on PATH).
+
+Run it again to move to a newer Unicode version. Usage: python3 src/data/make_unicode_tables.py"""
 import pathlib
+import subprocess
 import sys
 import unicodedata
+
+HF_UNICODE_VERSION = "9.0"  # unicode-normalization-alignments 0.1.12 (HF tokenizers 0.23)
+HANGUL_S = range(0xAC00, 0xAC00 + 11172)
+HANGUL_V = range(0x1161, 0x1161 + 21)
+HANGUL_T = range(0x11A8, 0x11A7 + 28)
 
 
 def ranges(pred):
@@ -24,12 +42,86 @@ def table(name, rs):
     return f"constexpr CodeRange {name}[] = {{\n{rows},\n}};\n"
 
 
+def packed_table(type_name, name, rows, per_line, comment):
+    """Rows of tuples (ints in hex, strings as they are), several to a line: the NFC tables have thousands of rows."""
+    cells = ["{" + ", ".join(f"0x{v:X}" if isinstance(v, int) else v for v in row) + "}" for row in rows]
+    lines = [", ".join(cells[i:i + per_line]) for i in range(0, len(cells), per_line)]
+    body = ",\n".join("    " + line for line in lines)
+    return f"// {comment}\nconstexpr {type_name} {name}[] = {{\n{body},\n}};\n"
+
+
+def assigned_in(version):
+    """Predicate: was the code point assigned in Unicode `version` (Perl's Age property, 'In=' = age <= version)."""
+    script = f'print join(" ", prop_invlist("In={version}"))'
+    out = subprocess.run(["perl", "-MUnicode::UCD=prop_invlist", "-e", script],
+                         check=True, capture_output=True, text=True).stdout.split()
+    bounds = [int(x) for x in out]  # an inversion list: starts of alternating in/out runs
+    inside = set()
+    for k in range(0, len(bounds), 2):
+        inside.update(range(bounds[k], bounds[k + 1] if k + 1 < len(bounds) else sys.maxunicode + 1))
+    return inside.__contains__
+
+
+def canonical_decomposition(cp):
+    d = unicodedata.decomposition(chr(cp))
+    if not d or d.startswith("<"):
+        return None
+    return [int(x, 16) for x in d.split()]
+
+
+def nfc_tables(assigned):
+    ccc = {cp: unicodedata.combining(chr(cp)) for cp in range(sys.maxunicode + 1) if assigned(cp)}
+    classes = []
+    for cp in sorted(c for c, v in ccc.items() if v):
+        if classes and classes[-1][1] == cp - 1 and classes[-1][2] == str(ccc[cp]):
+            classes[-1][1] = cp
+        else:
+            classes.append([cp, cp, str(ccc[cp])])
+    decomp, comp, no = [], [], set()
+    for cp in ccc:
+        d = canonical_decomposition(cp)
+        if d is None:
+            continue
+        assert len(d) in (1, 2) and all(assigned(x) for x in d), hex(cp)
+        decomp.append((cp, d[0], d[1] if len(d) == 2 else 0))
+        # A full composition exclusion (singleton, non-starter decomposition or CompositionExclusions.txt) is
+        # exactly a canonically decomposable character that NFC does not give back.
+        if unicodedata.normalize("NFC", chr(cp)) != chr(cp):
+            no.add(cp)
+        else:
+            assert len(d) == 2, hex(cp)
+            comp.append((d[0], d[1], cp))
+    decomp.sort()
+    comp.sort()
+    maybe = {second for _, second, _ in comp} | set(HANGUL_V) | set(HANGUL_T)
+    not_yes = ranges(lambda cp: cp in no or cp in maybe)
+    for cp in ccc:  # what the quick check calls Yes must be NFC on its own and after any starter
+        if cp not in no and cp not in maybe and not 0xD800 <= cp <= 0xDFFF:
+            assert unicodedata.is_normalized("NFC", "a" + chr(cp)), hex(cp)
+    return classes, decomp, comp, not_yes
+
+
 def main():
+    here = pathlib.Path(__file__)
+    version = unicodedata.unidata_version
     letters = ranges(lambda cp: unicodedata.category(chr(cp)).startswith("L"))
     numbers = ranges(lambda cp: unicodedata.category(chr(cp)).startswith("N"))
-    text = (f"// Generated by src/data/make_unicode_tables.py from Unicode {unicodedata.unidata_version}; do not edit.\n"
+    text = (f"// Generated by src/data/make_unicode_tables.py from Unicode {version}; do not edit.\n"
             + table("kLetterRanges", letters) + table("kNumberRanges", numbers))
-    pathlib.Path(__file__).with_name("unicode_tables.inc").write_text(text)
+    here.with_name("unicode_tables.inc").write_text(text)
+
+    classes, decomp, comp, not_yes = nfc_tables(assigned_in(HF_UNICODE_VERSION))
+    text = (f"// Generated by src/data/make_unicode_tables.py from Unicode {version}, restricted to the characters\n"
+            f"// assigned in Unicode {HF_UNICODE_VERSION} (the tables HF tokenizers normalizes with); do not edit.\n"
+            + packed_table("CombiningClassRange", "kCombiningClasses", classes, 4,
+                           "{first, last, canonical combining class}; absent: class 0")
+            + packed_table("Decomposition", "kDecompositions", decomp, 4,
+                           "{code point, first, second}: one level of canonical decomposition (second 0: a singleton)")
+            + packed_table("Composition", "kCompositions", comp, 4,
+                           "{first, second, composed}, sorted by (first, second): the primary composites")
+            + packed_table("CodeRange", "kNfcQuickCheckNotYes", not_yes, 6,
+                           "NFC_Quick_Check No (composition exclusions) or Maybe (second of a composition)"))
+    here.with_name("nfc_tables.inc").write_text(text)
 
 
 if __name__ == "__main__":

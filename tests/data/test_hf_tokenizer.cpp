@@ -62,8 +62,8 @@ TEST_P(HfTokenizerFixture, IdsAndDecodeEqualHf) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, HfTokenizerFixture,
-                         testing::Values("gpt2", "gpt2_prefix_space", "llama3", "qwen2", "llama2", "mistral",
-                                         "metaspace_split"));
+                         testing::Values("gpt2", "gpt2_prefix_space", "llama3", "qwen2", "qwen2_nfc", "llama2",
+                                         "mistral", "metaspace_split"));
 
 TEST(HfTokenizer, SpecialIdsFromTemplateAndNames) {
   const auto llama3 = hf_tokenizer_load(kDir + "llama3.tokenizer.json");
@@ -118,6 +118,21 @@ TEST(HfTokenizer, UnsupportedFeaturesAreRefusedByName) {
   EXPECT_THAT(refusal([](json& j) { j["truncation"] = {{"max_length", 8}}; }), HasSubstr("truncation"));
   EXPECT_THAT(refusal([](json& j) { j["model"]["merges"][0] = {"Q", "not-a-token"}; }),
               HasSubstr("not in the vocabulary"));
+}
+
+TEST(HfTokenizer, NfcNormalizerAloneOrInASequence) {
+  std::ifstream in(kDir + "llama3.tokenizer.json");
+  json j = json::parse(in);
+  const json nfc = {{"type", "NFC"}};
+  // "cafe" + U+0301, U+212B ANGSTROM SIGN are "caf" + U+00E9, U+00C5 after NFC (and only then).
+  const std::string decomposed = "cafe\xcc\x81 \xe2\x84\xab", composed = "caf\xc3\xa9 \xc3\x85";
+  const auto plain = hf_tokenizer_parse(j.dump(), "llama3.json");
+  EXPECT_NE(plain->encode(decomposed), plain->encode(composed));
+  for (const json& norm : {nfc, json{{"type", "Sequence"}, {"normalizers", json::array({nfc})}}}) {
+    j["normalizer"] = norm;
+    const auto tok = hf_tokenizer_parse(j.dump(), "nfc.json");
+    EXPECT_EQ(tok->encode(decomposed), tok->encode(composed)) << norm.dump();
+  }
 }
 
 TEST(HfTokenizer, InvalidUtf8IsAnErrorNotAGuess) {

@@ -6,7 +6,7 @@ Everything is generated here from a seed: a multilingual / code / numbers / whit
 and a test corpus of different lines. Nothing is downloaded. Writes tests/reference/fixtures/tokenizers/:
   <name>.tokenizer.json   a tokenizer of one family (trained on the training corpus)
   <name>.cases.jsonl      per test line: text, HF ids with and without special tokens, HF decode with and without
-                          skip_special_tokens
+                          skip_special_tokens (qwen2_nfc: also lines that NFC changes, see NFC_LINES)
   <name>.chat.jsonl       chat conversations rendered in the family's template, HF's ids for the rendered text and
                           the text each trained (assistant) span must decode to
 Usage: pip install tokenizers==0.23.3 && python3 tests/reference/make_tokenizer_fixtures.py
@@ -14,6 +14,7 @@ Usage: pip install tokenizers==0.23.3 && python3 tests/reference/make_tokenizer_
 import json
 import pathlib
 import random
+import unicodedata
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -92,6 +93,26 @@ EDGE_LINES = [
     "MiXeD CaSe", "über-cool", "naïve café", "C++ and C#", "a.b.c", "e.g. i.e.", "path/to/file.txt", "~user/$HOME",
     "ÿ", "\u0085next line", "\u2028line sep", "zero\u200bwidth", "\u1f00\u1f01", "ꙮ", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "\x7f\x01control",
 ]
+
+
+# Lines NFC changes (qwen2_nfc): decomposed accents, marks out of canonical order, Hangul jamo (L+V, L+V+T, LV+T),
+# singletons (Angstrom, Ohm, Kelvin signs), composition exclusions (Devanagari qa, U+0F73, U+0344), blocked marks,
+# two starters that compose (Bengali, Kannada vowel signs), plus the NFD of corpus lines and of Korean words.
+NFC_LINES = [
+    "cafe\u0301 nai\u0308ve", "e\u0301e\u0300e\u0302e\u0308", "Vie\u0323\u0302t Nam vs Vi\u1ec7t Nam",
+    "a\u0301\u0323 a\u0323\u0301 q\u0307\u0323", "\u1e0b\u0323 \u1e0d\u0307", "\u03b1\u0313\u0301\u0345 \u1f84",
+    "\u1100\u1161\u11a8 \u1100\u1161 \uac00\u11a8 \u1100\u1100\u1161", "\u1112\u1161\u11ab\u1100\u116e\u11a8\u110b\u1165",
+    "\u212b \u2126 \u212a \u00c5", "\u0958 \u0915\u093c \u0959\u095a", "\u0f73 \u0344 \u0340\u0341",
+    "a\u0305\u0301 a\u0334\u0301 e\u0301\u0301", "\u09c7\u09be \u0cc6\u0cd5 \u0cc6\u0cc2\u0cd5",
+    "A\u030a\u0301 \u01fa", "\u0301 leading mark", "x\u0327\u0301\u0316\u0300 mixed classes",
+    "cafe\u0301<tool>e\u0301", "cafe\u0301 caf\u00e9 cafe", "\u0915\u094d\u0937 \u0928\u092e\u0938\u094d\u0924\u0947",
+]
+
+
+def nfc_lines():
+    nfd = [unicodedata.normalize("NFD", line) for line in corpus(5, 40)]
+    korean = [unicodedata.normalize("NFD", " ".join(WORDS["ko"]))]
+    return NFC_LINES + [line for line in nfd if unicodedata.normalize("NFC", line) != line] + korean
 
 
 def corpus(seed, n):
@@ -189,11 +210,11 @@ def chat_cases(rng):
     return cases
 
 
-def write_fixture(name, tok, specials, chat_family=None):
+def write_fixture(name, tok, specials, chat_family=None, extra_lines=()):
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.tokenizer.json").write_text(tok.to_str(pretty=True) + "\n", encoding="utf-8")
     special_lines = [f"{s}hello {s} world{s}" for s in specials] + [" ".join(specials), "".join(specials) + " x"]
-    lines = EDGE_LINES + corpus(2, 150) + special_lines
+    lines = EDGE_LINES + corpus(2, 150) + special_lines + list(extra_lines)
     with open(OUT / f"{name}.cases.jsonl", "w", encoding="utf-8") as f:
         for text in lines:
             ids = tok.encode(text).ids
@@ -231,6 +252,13 @@ def main():
                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
         qwen_specials, extra_added=[AddedToken("<tool>", lstrip=True, rstrip=True, normalized=False)]),
         qwen_specials + ["<tool>"], "chatml")
+    write_fixture("qwen2_nfc", byte_level(
+        pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_RE), behavior="isolated"),
+                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+        qwen_specials, normalizer=normalizers.NFC(),
+        extra_added=[AddedToken("<tool>", lstrip=True, rstrip=True, normalized=False),
+                     AddedToken("caf\u00e9", normalized=True)]),
+        qwen_specials + ["<tool>"], extra_lines=nfc_lines())
     sp_decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                     decoders.Strip(" ", 1, 0)])
     write_fixture("llama2", sentencepiece_style("always", False, sp_decoder, True,
