@@ -67,25 +67,33 @@ void log_sample(LlamaImpl& model, const TokenData& data) {
 }
 
 // train.epochs > 0: the number of steps that many passes over the training rows take (the incomplete last global
-// batch of an epoch is not used, as the sampler does).
+// batch of an epoch is not used, as the sampler does). When train.steps is set too, the command line wins over the
+// config file; both at the same level is an error.
 Config with_epochs(const Config& cfg, const AppContext& ctx, const TokenData& data) {
   Config out = cfg;
   if (cfg.train.epochs <= 0) return out;
-  agree_run(ctx.env, [&] {
-    if (const auto it = ctx.request.values.find("train.steps"); it != ctx.request.values.end())
-      throw ConfigError("train.steps (" + it->second.origin + ") and train.epochs are both given",
-                        "keep one of them: train.epochs derives the number of steps from the data");
-    const long global_rows = static_cast<long>(cfg.train.micro_batch) * cfg.train.grad_accum * ctx.env.size();
-    const long per_epoch = static_cast<long>(data.train.size()) / global_rows;
-    if (per_epoch == 0)
-      throw ConfigError("one epoch (" + std::to_string(data.train.size()) + " training rows) is smaller than one global batch (" +
-                            std::to_string(global_rows) + " rows)",
-                        "lower train.micro_batch or train.grad_accum, or give more data");
-    out.train.steps = static_cast<long>(std::ceil(cfg.train.epochs * static_cast<double>(per_epoch)));
-  });
-  log0() << "epochs: " << cfg.train.epochs << " x " << data.train.size() << " training rows / global batch of "
-         << static_cast<long>(cfg.train.micro_batch) * cfg.train.grad_accum * ctx.env.size() << " rows = "
-         << out.train.steps << " steps";
+  const auto& given = ctx.request.values;
+  const auto steps = given.find("train.steps"), epochs = given.find("train.epochs");
+  if (steps != given.end() && epochs != given.end()) {
+    if (steps->second.source == epochs->second.source)
+      throw AgreedError(ExitCode::usage, "train.steps (" + steps->second.origin + ") and train.epochs (" +
+                                             epochs->second.origin + ") are both given",
+                        "keep one of them: train.epochs derives the number of steps from the data", 0);
+    if (steps->second.source == ConfigSource::command_line) {
+      log0() << "epochs: train.steps from the command line replaces train.epochs of " << epochs->second.origin;
+      return out;
+    }
+  }
+  const long global_rows = static_cast<long>(cfg.train.micro_batch) * cfg.train.grad_accum * ctx.env.size();
+  const long per_epoch = static_cast<long>(data.train.size()) / global_rows;
+  if (per_epoch == 0)
+    throw AgreedError(ExitCode::usage, "one epoch (" + std::to_string(data.train.size()) +
+                                           " training rows) is smaller than one global batch (" +
+                                           std::to_string(global_rows) + " rows)",
+                      "lower train.micro_batch or train.grad_accum, or give more data", 0);
+  out.train.steps = static_cast<long>(std::ceil(cfg.train.epochs * static_cast<double>(per_epoch)));
+  log0() << "epochs: " << cfg.train.epochs << " x (" << data.train.size() << " training rows / global batch of "
+         << global_rows << ") = " << out.train.steps << " steps";
   return out;
 }
 

@@ -11,13 +11,13 @@ trap 'rm -rf "$WORK"' EXIT
 ok() { PASSES=$((PASSES + 1)); echo "ok: $*"; }
 fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
 
-# run NAME EXPECTED_RC CMD...: runs CMD with a 120 s guard (a hang is a failure), keeps stdout/stderr in $WORK/NAME.*
+# run NAME EXPECTED_RC CMD...: runs CMD with a ${RUN_TIMEOUT:-120} s guard (a hang is a failure), keeps stdout/stderr in $WORK/NAME.*
 run() {
   local name=$1 want=$2
   shift 2
-  timeout 120 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+  timeout "${RUN_TIMEOUT:-120}" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
   local rc=$?
-  if [ "$rc" = 124 ]; then fail "$name: hung (killed after 120 s)"; return; fi
+  if [ "$rc" = 124 ]; then fail "$name: hung (killed after ${RUN_TIMEOUT:-120} s)"; return; fi
   if [ "$rc" != "$want" ]; then
     fail "$name: exit $rc, expected $want"; sed 's/^/    /' "$WORK/$name.err" | head -20; return
   fi

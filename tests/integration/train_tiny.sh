@@ -1,7 +1,7 @@
 # The embedded default job (configs/tiny.ini, 200 steps on CPU): the held-out loss ends below 1.0 (it starts at
-# ln(259) = 5.56 for the byte vocabulary), a sample is printed, metrics files are written.
+# ln(259) = 5.56 for the byte vocabulary), a sample is printed, metrics files are written; train.epochs sets the steps.
 source "$(dirname "$0")/lib.sh"
-run tiny 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --output_dir="$WORK/run" \
+RUN_TIMEOUT=400 run tiny 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --output_dir="$WORK/run" \
   --checkpoint.dir="$WORK/ckpt"
 expect tiny out "step 200/200"
 expect tiny out "sample: ["
@@ -10,4 +10,12 @@ python3 -c "import sys; sys.exit(0 if float('${held:-99}') < 1.0 else 1)" && ok 
   || fail "held-out loss '${held}' not below 1.0"
 [ -s "$WORK/run/metrics.jsonl" ] && [ -s "$WORK/run/metrics.csv" ] && ok "metrics written" || fail "metrics missing"
 run ckpt_verify 0 "$RANKTUNE_BIN" checkpoint verify "$WORK/ckpt"
+# Epochs instead of steps (the command line wins over the file's train.steps): 0.02 passes over 2760 rows in global batches of 8 = ceil(0.02 x 345) = 7 steps.
+run epochs 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.epochs=0.02 \
+  --train.eval_every=0 --train.log_every=1 --output_dir="$WORK/run3" --checkpoint.dir="$WORK/ckpt3"
+expect epochs out "= 7 steps"
+expect epochs out "step 7/7"
+run both 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.epochs=1 \
+  --train.steps=5 --output_dir="$WORK/run4"
+expect both err "train.steps (command line --train.steps) and train.epochs (command line --train.epochs) are both given"
 finish
