@@ -45,6 +45,15 @@ void check_target(const fs::path& out, bool overwrite) {
                      "choose another OUT_DIR, or replace it with --export.overwrite=true");
 }
 
+// An adapter is only usable with its base, so a LoRA run over a random initialisation cannot be exported.
+void require_base_dir(const TrainedModel& tm) {
+  if (tm.record.base_path.empty())
+    throw ConfigError("checkpoint " + tm.step_dir.string() + " holds LoRA adapters over a randomly initialised base (" +
+                          tm.record.base_identity + "), which no model directory holds",
+                      "to export, train LoRA over a model directory (--model.path), or train the whole model "
+                      "(lora.r=0)");
+}
+
 std::string adapter_config_json(const ModelRecord& r) {
   nlohmann::ordered_json j;
   j["peft_type"] = "LORA";
@@ -70,10 +79,7 @@ std::string adapter_config_json(const ModelRecord& r) {
 }
 
 std::string write_adapter(const TrainedModel& tm, const fs::path& dir, at::ScalarType dtype) {
-  if (tm.record.base_path.empty())
-    throw ConfigError("checkpoint " + tm.step_dir.string() + " holds LoRA adapters over a randomly initialised base (" +
-                          tm.record.base_identity + "), which no model directory holds",
-                      "LoRA exports need a run with --model.path; export a full fine-tune instead (lora.r=0)");
+  require_base_dir(tm);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, t] : tm.weights) {
     if (!is_adapter(name))
@@ -163,10 +169,7 @@ Llama trained_model_build(const TrainedModel& tm) {
   if (!lora) {
     model = Llama(llama_config_from_json(tm.record.config_json, where + " (attribute model.config)"), fp32);
   } else {
-    if (tm.record.base_path.empty())
-      throw ConfigError("checkpoint " + where + " holds LoRA adapters over a randomly initialised base (" +
-                            tm.record.base_identity + "), which no model directory holds",
-                        "LoRA exports need a run with --model.path; export a full fine-tune instead (lora.r=0)");
+    require_base_dir(tm);
     model = llama_from_pretrained(tm.record.base_path, fp32);
     if (llama_config_to_json(model->config()) != tm.record.config_json)
       throw CheckpointError("the base model " + tm.record.base_path + " no longer matches the config.json that " +

@@ -74,7 +74,8 @@ check "LoRA: peft's logits on the base equal ranktune's (1e-4)" \
 run export_merged 0 "$RANKTUNE_BIN" export "$WORK/lora/ckpt" "$WORK/merged" --export.dtype=fp32 --export.merge=true
 check "LoRA merged: transformers' logits equal ranktune's (1e-4)" logits full "$WORK/merged" "$WORK/lora.f32" 1e-4
 
-# Refusals: the documented codes (docs/exit-codes.md) and one error line with a hint.
+# Refusals: the documented codes (docs/exit-codes.md) and one error line with a hint. A LoRA run over a random base
+# has no base directory to export against.
 run no_args 2 "$RANKTUNE_BIN" export "$WORK/full/ckpt"
 run missing 5 "$RANKTUNE_BIN" export "$WORK/nowhere" "$WORK/x1"
 expect missing err "ranktune: hint:"
@@ -83,13 +84,16 @@ run exists 2 "$RANKTUNE_BIN" export "$WORK/full/ckpt" "$WORK/full16"
 expect exists err "--export.overwrite=true"
 run overwrite 0 "$RANKTUNE_BIN" export "$WORK/full/ckpt" "$WORK/full16" --export.overwrite=true --export.dtype=fp32
 dtype_is "$WORK/full16" float32 && ok "overwrite replaced the export" || fail "overwrite did not replace"
+STEPS=1 train lora_random "${SHAPE[@]}" --lora.r=4
+run lora_random 2 "$RANKTUNE_BIN" export "$WORK/lora_random/ckpt" "$WORK/x4"
+expect lora_random err "--model.path"
 cp -r "$WORK/full/ckpt/step_00000003" "$WORK/damaged"
 python3 -c "
 import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2] ^= 0x40; open(p, 'wb').write(b)" \
   "$WORK/damaged/rank_00000.h5"
 run damaged 5 "$RANKTUNE_BIN" export "$WORK/damaged" "$WORK/x3"
 expect damaged err "crc32c"
-[ ! -e "$WORK/x1" ] && [ ! -e "$WORK/x2" ] && [ ! -e "$WORK/x3" ] && ok "refused exports leave nothing behind" \
+[ ! -e "$WORK/x1" ] && [ ! -e "$WORK/x2" ] && [ ! -e "$WORK/x3" ] && [ ! -e "$WORK/x4" ] && ok "refused exports leave nothing behind" \
   || fail "a refused export left a directory"
 compgen -G "$WORK/*.tmp.*" >/dev/null && fail "temporary export directories left" || ok "no temporary directories left"
 
