@@ -83,8 +83,8 @@ std::string write_adapter(const TrainedModel& tm, const fs::path& dir, at::Scala
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, t] : tm.weights) {
     if (!is_adapter(name))
-      throw CheckpointError("checkpoint " + tm.step_dir.string() + " records lora.r=" + std::to_string(tm.record.lora.r) +
-                            " but holds the non-adapter tensor " + name);
+      throw CheckpointError("checkpoint " + tm.step_dir.string() + " records lora.r=" +
+                            std::to_string(tm.record.lora.r) + " but holds the non-adapter tensor " + name);
     tensors.emplace_back(lora_peft_name(name), t.to(dtype));
   }
   file_write_atomic(dir / "adapter_config.json", adapter_config_json(tm.record));
@@ -187,7 +187,8 @@ Llama trained_model_build(const TrainedModel& tm) {
                             "it does not match its recorded model (model.config, model.lora)");
     if (it->second.sizes() != item.value().sizes())
       throw CheckpointError("checkpoint " + where + ": tensor " + item.key() + " has shape " +
-                            c10::str(it->second.sizes()) + ", its recorded model has " + c10::str(item.value().sizes()));
+                            c10::str(it->second.sizes()) + ", its recorded model has " +
+                            c10::str(item.value().sizes()));
     item.value().copy_(it->second);
     used.insert(item.key());
   }
@@ -208,7 +209,8 @@ ExportResult checkpoint_export(const fs::path& checkpoint, const fs::path& out_d
   remove_tree(tmp);
   std::error_code ec;
   fs::create_directories(tmp, ec);
-  if (ec) throw CheckpointError("cannot create " + tmp.string() + ": " + ec.message(), "check the path and permissions");
+  if (ec)
+    throw CheckpointError("cannot create " + tmp.string() + ": " + ec.message(), "check the path and permissions");
   try {
     result.what = tm.record.lora.r > 0 && !o.merge ? write_adapter(tm, tmp, o.dtype)
                                                    : write_model(tm, tmp, o.dtype, o.merge);

@@ -15,7 +15,8 @@ SHAPE=(--model.num_layers=2 --model.hidden_size=64 --model.num_heads=4 --model.n
 
 train() {  # train NAME EXTRA...: a ${STEPS:-3}-step run into $WORK/NAME, checkpoints in $WORK/NAME/ckpt
   local name=$1; shift
-  run "train_$name" 0 "$RANKTUNE_BIN" train "${ARGS[@]}" --train.steps="${STEPS:-3}" --output_dir="$WORK/$name" --checkpoint.dir="$WORK/$name/ckpt" "$@"
+  run "train_$name" 0 "$RANKTUNE_BIN" train "${ARGS[@]}" --train.steps="${STEPS:-3}" --output_dir="$WORK/$name" \
+    --checkpoint.dir="$WORK/$name/ckpt" "$@"
 }
 logits() {  # logits CHECKPOINT OUT.f32: ranktune's logits of TOKENS
   "$RANKTUNE_LOGITS_BIN" "$1" "$2" "${TOKENS[@]}" >/dev/null && ok "ranktune logits of $1" || fail "checkpoint_logits $1"
@@ -93,8 +94,8 @@ import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2]
   "$WORK/damaged/rank_00000.h5"
 run damaged 5 "$RANKTUNE_BIN" export "$WORK/damaged" "$WORK/x3"
 expect damaged err "crc32c"
-[ ! -e "$WORK/x1" ] && [ ! -e "$WORK/x2" ] && [ ! -e "$WORK/x3" ] && [ ! -e "$WORK/x4" ] && ok "refused exports leave nothing behind" \
-  || fail "a refused export left a directory"
+[ ! -e "$WORK/x1" ] && [ ! -e "$WORK/x2" ] && [ ! -e "$WORK/x3" ] && [ ! -e "$WORK/x4" ] \
+  && ok "refused exports leave nothing behind" || fail "a refused export left a directory"
 compgen -G "$WORK/*.tmp.*" >/dev/null && fail "temporary export directories left" || ok "no temporary directories left"
 
 # A run with a tokenizer.json: the export carries it.
