@@ -14,7 +14,8 @@ APT_PACKAGES=(
 )
 # Only for the cluster-integration tests (tests/slurm): a real Slurm and Lmod.
 APT_CLUSTER_PACKAGES=(slurm-wlm munge lmod)
-PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py" "matplotlib")
+# transformers, peft and safetensors: the export test loads ranktune's exports with them (skips without them).
+PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py" "matplotlib" "transformers>=4.45" "peft>=0.13" "safetensors>=0.4")
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -44,8 +45,8 @@ python_has() { python3 -c "$1" >/dev/null 2>&1; }
 
 install_pip() {
   if python_has "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" \
-     && python_has "import numpy, h5py, matplotlib"; then
-    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py, matplotlib)"; return
+     && python_has "import numpy, h5py, matplotlib, transformers, peft, safetensors"; then
+    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py, matplotlib, transformers, peft, safetensors)"; return
   fi
   say "installing python packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"

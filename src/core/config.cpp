@@ -152,6 +152,10 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(int, "checkpoint.keep", checkpoint.keep, "committed checkpoints kept"),
       RT_KEY(S, "checkpoint.file_locking", checkpoint.file_locking, "HDF5 file locking",
              V{"best-effort", "true", "false"}),
+
+      RT_KEY(S, "export.dtype", export_.dtype, "dtype of the exported weights", V{"bf16", "fp16", "fp32"}),
+      RT_KEY(bool, "export.merge", export_.merge, "LoRA: write the merged full model instead of the adapter"),
+      RT_KEY(bool, "export.overwrite", export_.overwrite, "replace a non-empty output directory"),
   };
 }
 #undef RT_KEY

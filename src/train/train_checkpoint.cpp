@@ -4,9 +4,12 @@
 #include <ATen/Context.h>
 #include <torch/types.h>
 
+#include <filesystem>
 #include <mutex>
+#include <nlohmann/json.hpp>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/log.h"
 
 namespace ranktune {
 namespace {
@@ -26,10 +29,70 @@ at::Tensor saved_tensor(const CheckpointState& st, const std::string& name, cons
   return it->second;
 }
 
+void generator_restore(at::Generator gen, const std::vector<std::uint8_t>& blob) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(checkpoint_blob_tensor(blob));
+}
+
+std::vector<std::uint8_t> generator_state(at::Generator gen) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return checkpoint_blob(gen.get_state());
+}
+
 }  // namespace
 
+ModelRecord model_record_make(const Config& cfg, std::string config_json, std::string base_identity) {
+  ModelRecord r;
+  r.base_identity = std::move(base_identity);
+  r.config_json = std::move(config_json);
+  // Absolute: `ranktune export` may run from another directory.
+  if (!cfg.model.path.empty()) r.base_path = std::filesystem::absolute(cfg.model.path).lexically_normal().string();
+  r.lora = cfg.lora;
+  if (cfg.data.tokenizer != "byte")
+    r.tokenizer = std::filesystem::absolute(cfg.data.tokenizer).lexically_normal().string();
+  return r;
+}
+
+ModelRecord model_record_read(const CheckpointState& st, const std::string& where) {
+  auto get = [&](const char* key) {
+    auto it = st.strings.find(key);
+    if (it == st.strings.end())
+      throw CheckpointError("checkpoint " + where + " does not record its model (no '" + key + "' attribute)",
+                            "it was written by an older ranktune: resume it for one step with this build "
+                            "(--train.steps=N+1) and use the new checkpoint");
+    return it->second;
+  };
+  ModelRecord r;
+  r.base_identity = get("base_model");
+  r.config_json = get("model.config");
+  r.base_path = get("model.path");
+  r.tokenizer = get("data.tokenizer");
+  try {
+    const nlohmann::json j = nlohmann::json::parse(get("model.lora"));
+    r.lora.r = j.at("r").get<int>();
+    r.lora.alpha = j.at("alpha").get<double>();
+    r.lora.dropout = j.at("dropout").get<double>();
+    r.lora.target_modules = j.at("target_modules").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError("checkpoint " + where + ": attribute 'model.lora' is malformed (" + e.what() + ")");
+  }
+  return r;
+}
+
+std::map<std::string, at::Tensor> trained_weights(const CheckpointState& st) {
+  std::map<std::string, at::Tensor> out;
+  const std::string prefix = kWeights;
+  for (const auto& [name, t] : st.tensors) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string param = name.substr(prefix.size());
+    const auto master = st.tensors.find(kOptim + param + ".master");
+    out[param] = (master != st.tensors.end() ? master->second : t).to(at::kFloat);
+  }
+  return out;
+}
+
 CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt, const RunPosition& pos,
-                                    bool write_replicated, const std::string& base_identity) {
+                                    bool write_replicated, const ModelRecord& record, const c10::Device& device) {
   CheckpointState st;
   if (write_replicated) {
     for (const auto& item : params) st.tensors[kWeights + item.key()] = item.value().detach();
@@ -39,13 +102,22 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
   st.ints["tokens_seen"] = pos.tokens;
   st.ints["sampler_epoch"] = pos.cursor.epoch;
   st.ints["sampler_position"] = pos.cursor.position;
-  st.strings["base_model"] = base_identity;
-  st.blobs["rng.cpu"] = checkpoint_blob(at::detail::getDefaultCPUGenerator().get_state());
+  st.strings["base_model"] = record.base_identity;
+  st.strings["model.config"] = record.config_json;
+  st.strings["model.path"] = record.base_path;
+  st.strings["model.lora"] = nlohmann::json{{"r", record.lora.r},
+                                            {"alpha", record.lora.alpha},
+                                            {"dropout", record.lora.dropout},
+                                            {"target_modules", record.lora.target_modules}}
+                                 .dump();
+  st.strings["data.tokenizer"] = record.tokenizer;
+  st.blobs["rng.cpu"] = generator_state(at::detail::getDefaultCPUGenerator());
+  if (device.is_cuda()) st.blobs["rng.cuda"] = generator_state(at::globalContext().defaultGenerator(device));
   return st;
 }
 
 RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& params, AdamW& opt,
-                                const std::string& base_identity, bool require_same_base) {
+                                const std::string& base_identity, bool require_same_base, const c10::Device& device) {
   const CheckpointState& src = replicated_source(ck);
   const std::string where = ck.step_dir.string();
   auto base = src.strings.find("base_model");
@@ -80,11 +152,18 @@ RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& 
   pos.tokens = get("tokens_seen");
   pos.cursor = SamplerCursor{get("sampler_epoch"), get("sampler_position")};
   if (ck.has_rank_state) {
-    auto rng = ck.state.blobs.find("rng.cpu");
-    if (rng != ck.state.blobs.end()) {
-      at::Generator gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(checkpoint_blob_tensor(rng->second));
+    const auto& blobs = ck.state.blobs;
+    if (auto cpu = blobs.find("rng.cpu"); cpu != blobs.end())
+      generator_restore(at::detail::getDefaultCPUGenerator(), cpu->second);
+    const auto cuda = blobs.find("rng.cuda");
+    if (cuda != blobs.end() && device.is_cuda()) {
+      generator_restore(at::globalContext().defaultGenerator(device), cuda->second);
+    } else if (cuda != blobs.end()) {
+      log0() << "resume: " << where << " holds CUDA RNG states and this run is on CPU: the CPU generator is "
+             << "restored, the CUDA state is unused (a CPU continuation of a GPU run is not bit-identical)";
+    } else if (device.is_cuda()) {
+      log0() << "resume: " << where << " holds no CUDA RNG state (saved by a CPU run): the CUDA generator keeps "
+             << "its seed, so GPU dropout draws do not continue a saved sequence";
     }
   }
   return pos;

@@ -88,7 +88,7 @@ struct Trainer::State {
   std::unique_ptr<MetricsWriter> metrics;
   double flops_per_token = 0;
   bool ddp = false;
-  std::string base_identity;
+  ModelRecord record;  // what the checkpoints say about the model
   h5::FileLocking locking = h5::FileLocking::best_effort;
   RunPosition pos;       // where the run stands (restored on resume)
   long last_saved = -1;  // step of the newest checkpoint this run committed or resumed from
@@ -105,7 +105,7 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool 
   s.pipeline = std::move(pipeline);
   for (const auto& p : s.model->parameters())
     if (p.is_cuda() && std::find(s.gpus.begin(), s.gpus.end(), p.get_device()) == s.gpus.end()) s.gpus.push_back(p.get_device());
-  s.base_identity = std::move(base_identity);
+  s.record = model_record_make(cfg, llama_config_to_json(s.model->config()), std::move(base_identity));
   s.locking = h5::file_locking_parse(cfg.checkpoint.file_locking);
   s.device = s.model->parameters().front().device();
   s.params = trainable(*s.model);
@@ -143,7 +143,7 @@ void Trainer::resume() {
     return;
   }
   agree_run(s.env, [&] {
-    s.pos = train_state_restore(*loaded, s.params, *s.opt, s.base_identity, s.cfg.lora.r > 0);
+    s.pos = train_state_restore(*loaded, s.params, *s.opt, s.record.base_identity, s.cfg.lora.r > 0, s.device);
   });
   s.sampler->seek(s.pos.cursor);
   s.last_saved = s.pos.step;
@@ -170,7 +170,7 @@ bool Trainer::save(long step) {
   req.meta.config_hash = config_hash(s.cfg);
   req.meta.replicated = true;
   const SaveResult r = checkpoint_save(s.env, req, train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0,
-                                                                       s.base_identity));
+                                                                       s.record, s.device));
   char line[256];
   if (r.ok() || r.status == SaveStatus::exists) {
     s.last_saved = step;

@@ -77,6 +77,12 @@ struct CheckpointConfig {
   std::string file_locking = "best-effort";  // best-effort | true | false
 };
 
+struct ExportConfig {
+  std::string dtype = "bf16";  // bf16 | fp16 | fp32: the exported weights' dtype
+  bool merge = false;          // LoRA: fold the adapters into the base and write a full model instead of an adapter
+  bool overwrite = false;      // replace a non-empty output directory
+};
+
 struct Config {
   std::string device = "cuda";  // cuda | cpu
   long seed = 1234;
@@ -88,6 +94,7 @@ struct Config {
   TrainConfig train;
   DataConfig data;
   CheckpointConfig checkpoint;
+  ExportConfig export_;  // `export` is a C++ keyword; the section is [export]
 };
 
 // Where an effective value came from.

@@ -1,13 +1,18 @@
-// defines: what a training run puts into a checkpoint and takes back on resume (RunPosition, train_state_capture,
-// train_state_restore). Trainable weights and optimizer state (moments, step counts, fp32 masters) are replicated in
-// DDP, so rank 0 alone writes them; every rank writes its RNG state and the run position. A LoRA checkpoint records
-// the base model's identity and refuses to resume on another base.
+// defines: what a training run puts into a checkpoint and takes back on resume (RunPosition, ModelRecord,
+// train_state_capture, train_state_restore). Trainable weights and optimizer state (moments, step counts, fp32
+// masters) are replicated in DDP, so rank 0 alone writes them; every rank writes its RNG states (CPU, and CUDA when
+// it trains on a GPU) and the run position. The ModelRecord makes a checkpoint self-describing for `ranktune export`;
+// a LoRA checkpoint refuses to resume on another base.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <c10/core/Device.h>
+
+#include <map>
 #include <string>
 
+#include "ranktune/core/config.h"
 #include "ranktune/data/sampler.h"
 #include "ranktune/io/checkpoint.h"
 #include "ranktune/train/optimizer.h"
@@ -20,12 +25,35 @@ struct RunPosition {
   SamplerCursor cursor;   // where the data order continues
 };
 
+// The model the saved weights belong to, as root attributes of every rank file (`base_model`, `model.config`,
+// `model.path`, `model.lora`, `data.tokenizer`): enough to rebuild it without the run's config.
+struct ModelRecord {
+  std::string base_identity;  // where the base came from and a hash of its architecture (the resume check)
+  std::string config_json;    // the model's config.json (llama_config_to_json)
+  std::string base_path;      // --model.path; empty for a random initialisation
+  LoraConfig lora;            // lora.r == 0: a full fine-tune
+  std::string tokenizer;      // the tokenizer.json the run read; empty for the byte tokenizer
+};
+
+// config_json: llama_config_to_json of the model being trained.
+ModelRecord model_record_make(const Config& cfg, std::string config_json, std::string base_identity);
+// Reads the record back; a checkpoint written before the record existed is a CheckpointError saying so.
+ModelRecord model_record_read(const CheckpointState& st, const std::string& where);
+
+// The trained parameters in a state with weights (rank 0's), by model name, in fp32: the optimizer's master copy
+// where the run kept one (a bf16 parameter), else the saved weight.
+std::map<std::string, at::Tensor> trained_weights(const CheckpointState& st);
+
+// device: where the model trains; a CUDA device adds that device's generator state (`rng.cuda`) to `rng.cpu`.
 CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt, const RunPosition& pos,
-                                    bool write_replicated, const std::string& base_identity);
+                                    bool write_replicated, const ModelRecord& record, const c10::Device& device);
 
 // Copies the saved weights and optimizer state into params/opt (they must match by name and shape: a mismatch is a
 // CheckpointError naming the tensor), restores this rank's RNG when its own file exists, returns the position.
+// RNG: the CPU generator always; the CUDA generator of `device` when both the checkpoint and this run are on CUDA.
+// Across kinds (a GPU checkpoint resumed on CPU or the reverse) the other kind's state is left as seeded, and rank 0
+// says so once: such a continuation is not bit-identical anyway.
 RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& params, AdamW& opt,
-                                const std::string& base_identity, bool require_same_base);
+                                const std::string& base_identity, bool require_same_base, const c10::Device& device);
 
 }  // namespace ranktune

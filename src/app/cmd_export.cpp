@@ -1,0 +1,33 @@
+// `ranktune export CHECKPOINT OUT_DIR`: rank 0 verifies the checkpoint and writes a PEFT adapter (LoRA) or a Hugging
+// Face model directory (full fine-tune, or LoRA with --export.merge=true); see docs/checkpoint-format.md#export.
+#include "ranktune/app/commands.h"
+#include "ranktune/core/error.h"
+#include "ranktune/core/log.h"
+#include "ranktune/dist/agree.h"
+#include "ranktune/dist/mpi_env.h"
+#include "ranktune/train/export.h"
+
+namespace ranktune {
+
+int cmd_export(const AppContext& ctx) {
+  const auto& args = ctx.request.args;
+  agree_run(ctx.env, [&] {
+    if (args.size() != 2)
+      throw UsageError("`ranktune export` takes a checkpoint and an output directory",
+                       "ranktune export CHECKPOINT OUT_DIR (CHECKPOINT: a step directory or a checkpoint root)");
+  });
+  ExportOptions options;
+  const std::string& dtype = ctx.cfg.export_.dtype;
+  options.dtype = dtype == "fp32" ? at::kFloat : dtype == "fp16" ? at::kHalf : at::kBFloat16;
+  options.merge = ctx.cfg.export_.merge;
+  options.overwrite = ctx.cfg.export_.overwrite;
+  options.locking = h5::file_locking_parse(ctx.cfg.checkpoint.file_locking);
+  agree_run(ctx.env, [&] {
+    if (ctx.env.rank() != 0) return;
+    const ExportResult r = checkpoint_export(args[0], args[1], options);
+    log0() << "export: step " << r.step << " of " << r.step_dir.string() << " -> " << args[1] << ": " << r.what;
+  });
+  return 0;
+}
+
+}  // namespace ranktune
