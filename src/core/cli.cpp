@@ -94,6 +94,7 @@ const std::vector<Subcommand>& cli_subcommands() {
       {"topology", "show every rank, its GPU and the parallel mode that would run, then exit"},
       {"plan", "print the balanced placement of the model over the GPUs (or --parallel.max_memory budgets)"},
       {"checkpoint", "summarise or verify a checkpoint (step directory or checkpoint root)", "inspect|verify PATH"},
+      {"prepare", "tokenize and pack text/JSONL (--data.path) into an HDF5 token dataset (--prepare.output)"},
   };
   return subs;
 }

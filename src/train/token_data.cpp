@@ -3,10 +3,10 @@
 #include <ATen/ATen.h>
 
 #include "ranktune/core/error.h"
-#include "ranktune/data/chat_template.h"
 #include "ranktune/data/document.h"
-#include "ranktune/data/record.h"
+#include "ranktune/data/sources.h"
 #include "ranktune/data/tiny_corpus.h"
+#include "ranktune/io/token_dataset.h"
 
 namespace ranktune {
 namespace {
@@ -14,8 +14,55 @@ namespace {
 // Enough generated documents that the default 200 steps of 8 rows rarely repeat a row.
 constexpr std::size_t kTinyDocuments = 2000;
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+std::vector<PackedRow> tiny_rows(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+  std::vector<PackedRow> rows;
+  PackOptions pack;
+  pack.seq_len = cfg.train.seq_len;
+  pack.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
+  Packer packer(pack, [&rows](const PackedRow& r) { rows.push_back(r); });
+  const auto docs = tiny_corpus_generate(static_cast<std::uint64_t>(cfg.seed), kTinyDocuments);
+  for (const auto& d : docs) packer.add(document_from_text(tok, d));
+  packer.finish();
+  data.source = "generated tiny corpus (" + std::to_string(docs.size()) + " documents)";
+  data.summary = packer.stats().summary();
+  return rows;
+}
+
+// Text/JSONL files, tokenized and packed now, exactly as `ranktune prepare` would store them.
+std::vector<PackedRow> text_rows(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+  std::vector<PackedRow> rows;
+  const SourcesStats st = sources_pack(sources_split(cfg.data.path), tok, sources_options_from(cfg),
+                                       [&rows](const PackedRow& r) { rows.push_back(r); });
+  data.source = cfg.data.path + " (" + std::to_string(st.records) + " records)";
+  data.summary = st.pack.summary();
+  if (st.skipped) data.summary += "; " + std::to_string(st.skipped) + " bad records skipped (first: " + st.first_skipped + ")";
+  return rows;
+}
+
+// A dataset written by `ranktune prepare`: its rows must have this run's length and its tokenizer must be ours.
+// All rows are read into memory here (12 bytes per token plus a few vectors per row; see docs/data.md).
+std::vector<PackedRow> prepared_rows(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+  const std::string& path = cfg.data.path;
+  TokenDatasetReader reader(path);
+  const TokenDatasetInfo& info = reader.info();
+  if (info.seq_len != cfg.train.seq_len)
+    throw ConfigError("data.path '" + path + "' holds rows of " + std::to_string(info.seq_len) +
+                          " tokens but train.seq_len is " + std::to_string(cfg.train.seq_len),
+                      "set --train.seq_len=" + std::to_string(info.seq_len) + ", or run `ranktune prepare` again with "
+                      "--train.seq_len=" + std::to_string(cfg.train.seq_len));
+  const std::string mine = tokenizer_fingerprint(cfg.data.tokenizer);
+  if (info.tokenizer_fingerprint != mine || info.vocab_size != tok.vocab_size())
+    throw ConfigError("data.path '" + path + "' was tokenized with '" + info.tokenizer + "' (" +
+                          info.tokenizer_fingerprint + ", vocabulary " + std::to_string(info.vocab_size) +
+                          ") but data.tokenizer is '" + cfg.data.tokenizer + "' (" + mine + ", vocabulary " +
+                          std::to_string(tok.vocab_size()) + ")",
+                      "set --data.tokenizer=" + info.tokenizer + " (or a copy of that file), or run `ranktune "
+                      "prepare` again with this tokenizer");
+  data.source = path + " (prepared from " + std::to_string(info.sources.size()) + " file(s), " +
+                std::to_string(info.records) + " records)";
+  data.summary = info.pack.summary();
+  if (info.skipped_records) data.summary += "; " + std::to_string(info.skipped_records) + " bad records skipped at prepare";
+  return reader.read(0, info.rows);
 }
 
 }  // namespace
@@ -30,31 +77,13 @@ TokenData token_data_load(const Config& cfg) {
     throw ConfigError("data.tokenizer '" + cfg.data.tokenizer + "': " + e.what());
   }
   const Tokenizer& tok = *data.tokenizer;
-  PackOptions pack;
-  pack.seq_len = cfg.train.seq_len;
-  pack.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
-  std::vector<PackedRow> rows;
-  Packer packer(pack, [&rows](const PackedRow& r) { rows.push_back(r); });
-
-  if (cfg.data.path.empty()) {
-    const auto docs = tiny_corpus_generate(static_cast<std::uint64_t>(cfg.seed), kTinyDocuments);
-    for (const auto& d : docs) packer.add(document_from_text(tok, d));
-    data.source = "generated tiny corpus (" + std::to_string(docs.size()) + " documents)";
-  } else {
-    if (ends_with(cfg.data.path, ".h5") || ends_with(cfg.data.path, ".hdf5"))
-      throw ConfigError("data.path '" + cfg.data.path + "': HDF5 token files are not readable by this build",
-                        "point data.path at a .txt or .jsonl file; it is tokenized and packed at start");
-    RecordReader reader(cfg.data.path, RecordReaderOptions{});
-    const ChatFamily family = chat_family_detect(tok);
-    while (auto rec = reader.next()) packer.add(record_tokenize(*rec, tok, family));
-    data.source = cfg.data.path + " (" + std::to_string(reader.stats().records) + " records)";
-  }
-  packer.finish();
-  data.summary = packer.stats().summary();
+  std::vector<PackedRow> rows = cfg.data.path.empty()                                  ? tiny_rows(cfg, tok, data)
+                                : TokenDatasetReader::is_dataset_path(cfg.data.path) ? prepared_rows(cfg, tok, data)
+                                                                                      : text_rows(cfg, tok, data);
   if (rows.size() < 2)
-    throw ConfigError("data: only " + std::to_string(rows.size()) + " row(s) of " + std::to_string(pack.seq_len) +
+    throw ConfigError("data: only " + std::to_string(rows.size()) + " row(s) of " + std::to_string(cfg.train.seq_len) +
                       " tokens from " + data.source, "give more text or a smaller train.seq_len");
-  // Held-out rows: the tail, so the split does not depend on the world size.
+  // Held-out rows: the tail, so the split does not depend on the world size (nor on whether the rows were prepared).
   const auto n_val = std::min<std::size_t>(rows.size() - 1,
                                            static_cast<std::size_t>(cfg.data.val_fraction * static_cast<double>(rows.size())));
   data.val.assign(rows.end() - static_cast<std::ptrdiff_t>(n_val), rows.end());

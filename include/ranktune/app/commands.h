@@ -24,6 +24,7 @@ int cmd_topology(const AppContext& ctx);
 int cmd_train(const AppContext& ctx);
 int cmd_plan(const AppContext& ctx);
 int cmd_checkpoint(const AppContext& ctx);
+int cmd_prepare(const AppContext& ctx);
 
 std::string version_string();
 

@@ -1,7 +1,7 @@
 // defines: TokenData (the packed training and held-out rows of a run) and token_data_load, which builds them from
-// [data]: the generated default corpus when data.path is empty, else a text or JSONL file (records as in
-// docs/data.md) tokenized with data.tokenizer and packed into rows of train.seq_len. Also batch_tensors, which turns
-// a set of row indices into the model's input tensors on a device.
+// [data]: the generated default corpus when data.path is empty, a dataset written by `ranktune prepare` (.h5 or a
+// shard directory), else text/JSONL files (records as in docs/data.md) tokenized with data.tokenizer and packed into
+// rows of train.seq_len. Also batch_tensors, which turns a set of row indices into the model's input tensors.
 #pragma once
 
 #include <ATen/core/Tensor.h>
