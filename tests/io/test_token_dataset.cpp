@@ -1,6 +1,6 @@
 // Prepared token datasets: writer -> reader round trip (rows and attributes), shards concatenated in order and read
-// across shard boundaries, a missing shard / foreign file / garbage file refused naming the file, and nothing
-// visible at the output until commit.
+// across shard boundaries, a missing shard / foreign file / garbage file / flipped byte refused naming the file, and
+// nothing visible at the output until commit.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -178,6 +178,40 @@ TEST_F(TokenDatasetTest, GarbageAndForeignFilesAreRefusedNamingTheFile) {
     EXPECT_THAT(e.what(), HasSubstr("not a ranktune token dataset"));
   }
   EXPECT_THROW(TokenDatasetReader(path("absent.h5")), DataError);
+}
+
+TEST_F(TokenDatasetTest, AFlippedByteIsAnErrorNamingTheShard) {
+  const std::string out = path("flip");
+  write(out, make_rows(40, 16), 16, 20);
+  const std::string victim = (fs::path(out) / "shard-00001.h5").string();
+  haddr_t addr = 0;
+  hsize_t size = 0;
+  {
+    h5::File f = h5::file_open(victim, h5::FileLocking::best_effort);
+    h5::Dataset ds(H5Dopen2(f.get(), "targets", H5P_DEFAULT));
+    h5::Dataspace space(H5Dget_space(ds.get()));
+    hsize_t offset[2];
+    unsigned mask = 0;
+    ASSERT_GE(H5Dget_chunk_info(ds.get(), space.get(), 0, offset, &mask, &addr, &size), 0);
+  }
+  {
+    std::fstream io(victim, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(addr + size / 2));
+    char c = 0;
+    io.read(&c, 1);
+    c = static_cast<char>(c ^ 0x10);
+    io.seekp(static_cast<std::streamoff>(addr + size / 2));
+    io.write(&c, 1);
+  }
+  TokenDatasetReader reader(out);  // opening reads attributes only
+  EXPECT_NO_THROW(reader.read(0, 20));
+  try {
+    reader.read(15, 10);
+    FAIL() << "a flipped byte was not detected";
+  } catch (const DataError& e) {
+    EXPECT_THAT(e.what(), HasSubstr(victim));
+    EXPECT_THAT(e.what(), HasSubstr("Fletcher32"));
+  }
 }
 
 TEST_F(TokenDatasetTest, NothingAppearsWithoutCommit) {
