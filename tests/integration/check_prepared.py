@@ -1,7 +1,8 @@
 """Reads a prepared token dataset (one .h5 or a shard directory) with h5py and checks its documented layout:
 root attributes, int32 [rows, T] tokens/targets/positions, chunked with Fletcher32, targets pre-shifted with -100
 for no loss, positions restarting at every document, attribute counts equal to what the arrays hold, and prompt
-tokens masked out of the loss. Usage: check_prepared.py PATH [--skipped N] [--same-as OTHER] [--shards N]"""
+tokens masked out of the loss (--instruction: the chat and prompt/response records of prepare.sh's corpus).
+Usage: check_prepared.py PATH [--skipped N] [--same-as OTHER] [--shards N] [--instruction]"""
 import argparse
 import glob
 import os
@@ -39,6 +40,7 @@ def main():
     ap.add_argument("--skipped", type=int, default=0)
     ap.add_argument("--same-as")
     ap.add_argument("--shards", type=int)
+    ap.add_argument("--instruction", action="store_true")
     args = ap.parse_args()
     attrs, d, nfiles = load(args.path)
     tok, tgt, pos = d["tokens"], d["targets"], d["positions"]
@@ -65,7 +67,8 @@ def main():
     assert (tgt[:, :-1][trained] == tok[:, 1:][trained]).all(), "a target differs from the next token"
     assert not (trained & ~same_doc).any(), "a target crosses a document boundary"
     # Prompt masking (byte tokenizer): the chat and prompt/response records of the test corpus.
-    if attrs["tokenizer"] == "byte":
+    if args.instruction:
+        assert attrs["tokenizer"] == "byte", "--instruction needs a dataset made with the byte tokenizer"
         text = bytes(int(t) if t < 256 else 0 for t in tok.reshape(-1))
         checked = 0
         for prompt, reply in ((b"User: Where does Ada live?\nAssistant: ", b"Ada lives in Oslo."),

@@ -37,17 +37,17 @@ run skip 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/bad.jsonl" --train.seq_len
   --data.on_bad_record=skip
 expect skip out "1 skipped"
 expect skip out "skipped 1 bad record(s); first: $WORK/bad.jsonl:5"
-run check_skip 0 python3 "$CHECK" "$WORK/skip.h5" --skipped=1
+run check_skip 0 python3 "$CHECK" "$WORK/skip.h5" --skipped=1 --instruction
 
 run one 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=64 --prepare.output="$WORK/one.h5"
 expect one out "prepared $WORK/one.h5: 163 records"
 expect one out "1 split"
 expect one out "prepare 100%"
-run check_one 0 python3 "$CHECK" "$WORK/one.h5"
+run check_one 0 python3 "$CHECK" "$WORK/one.h5" --instruction
 
 run shards 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=64 \
   --prepare.output="$WORK/shards" --prepare.shard_rows=16
-run check_shards 0 python3 "$CHECK" "$WORK/shards" --same-as="$WORK/one.h5"
+run check_shards 0 python3 "$CHECK" "$WORK/shards" --same-as="$WORK/one.h5" --shards=11
 [ -f "$WORK/shards/shard-00000.h5" ] && [ -f "$WORK/shards/shard-00001.h5" ] && ok "shard files written" \
   || fail "no shard files"
 
