@@ -40,11 +40,11 @@ std::vector<PackedRow> text_rows(const Config& cfg, const Tokenizer& tok, TokenD
 }
 
 // A dataset written by `ranktune prepare`: its rows must have this run's length and its tokenizer must be ours.
-// All rows are read into memory here (12 bytes per token plus a few vectors per row; see docs/data.md).
-std::vector<PackedRow> prepared_rows(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+// Only the attributes are read here; rows are read when a batch needs them (RowStore).
+std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const Tokenizer& tok, TokenData& data) {
   const std::string& path = cfg.data.path;
-  TokenDatasetReader reader(path);
-  const TokenDatasetInfo& info = reader.info();
+  auto reader = std::make_shared<const TokenDatasetReader>(path);
+  const TokenDatasetInfo& info = reader->info();
   if (info.seq_len != cfg.train.seq_len)
     throw ConfigError("data.path '" + path + "' holds rows of " + std::to_string(info.seq_len) +
                           " tokens but train.seq_len is " + std::to_string(cfg.train.seq_len),
@@ -62,7 +62,15 @@ std::vector<PackedRow> prepared_rows(const Config& cfg, const Tokenizer& tok, To
                 std::to_string(info.records) + " records)";
   data.summary = info.pack.summary();
   if (info.skipped_records) data.summary += "; " + std::to_string(info.skipped_records) + " bad records skipped at prepare";
-  return reader.read(0, info.rows);
+  return reader;
+}
+
+// Held-out rows: the tail, so the split does not depend on the world size (nor on whether the rows were prepared).
+std::int64_t held_out_rows(const Config& cfg, std::int64_t rows, const std::string& source) {
+  if (rows < 2)
+    throw ConfigError("data: only " + std::to_string(rows) + " row(s) of " + std::to_string(cfg.train.seq_len) +
+                      " tokens from " + source, "give more text or a smaller train.seq_len");
+  return std::min<std::int64_t>(rows - 1, static_cast<std::int64_t>(cfg.data.val_fraction * static_cast<double>(rows)));
 }
 
 }  // namespace
@@ -77,30 +85,30 @@ TokenData token_data_load(const Config& cfg) {
     throw ConfigError("data.tokenizer '" + cfg.data.tokenizer + "': " + e.what());
   }
   const Tokenizer& tok = *data.tokenizer;
-  std::vector<PackedRow> rows = cfg.data.path.empty()                                  ? tiny_rows(cfg, tok, data)
-                                : TokenDatasetReader::is_dataset_path(cfg.data.path) ? prepared_rows(cfg, tok, data)
-                                                                                      : text_rows(cfg, tok, data);
-  if (rows.size() < 2)
-    throw ConfigError("data: only " + std::to_string(rows.size()) + " row(s) of " + std::to_string(cfg.train.seq_len) +
-                      " tokens from " + data.source, "give more text or a smaller train.seq_len");
-  // Held-out rows: the tail, so the split does not depend on the world size (nor on whether the rows were prepared).
-  const auto n_val = std::min<std::size_t>(rows.size() - 1,
-                                           static_cast<std::size_t>(cfg.data.val_fraction * static_cast<double>(rows.size())));
-  data.val.assign(rows.end() - static_cast<std::ptrdiff_t>(n_val), rows.end());
+  if (!cfg.data.path.empty() && TokenDatasetReader::is_dataset_path(cfg.data.path)) {
+    auto reader = prepared_open(cfg, tok, data);
+    const std::int64_t rows = reader->info().rows, n_val = held_out_rows(cfg, rows, data.source);
+    data.train = RowStore(reader, 0, rows - n_val);
+    data.val = RowStore(reader, rows - n_val, n_val);
+    return data;
+  }
+  std::vector<PackedRow> rows = cfg.data.path.empty() ? tiny_rows(cfg, tok, data) : text_rows(cfg, tok, data);
+  const auto n_val = static_cast<std::size_t>(held_out_rows(cfg, static_cast<std::int64_t>(rows.size()), data.source));
+  data.val = RowStore(std::vector<PackedRow>(rows.end() - static_cast<std::ptrdiff_t>(n_val), rows.end()));
   rows.resize(rows.size() - n_val);
-  data.train = std::move(rows);
+  data.train = RowStore(std::move(rows));
   return data;
 }
 
-long count_loss_tokens(const std::vector<PackedRow>& rows, const std::vector<std::int64_t>& indices) {
+long count_loss_tokens(const RowStore& rows, const std::vector<std::int64_t>& indices) {
   long n = 0;
-  for (auto i : indices)
-    for (auto t : rows.at(static_cast<std::size_t>(i)).targets) n += t != kIgnoreTarget;
+  for (const PackedRow& row : rows.rows(indices))
+    for (auto t : row.targets) n += t != kIgnoreTarget;
   return n;
 }
 
-BatchTensors batch_tensors(const std::vector<PackedRow>& rows, const std::vector<std::int64_t>& indices,
-                           const at::Device& device) {
+BatchTensors batch_tensors(const RowStore& store, const std::vector<std::int64_t>& indices, const at::Device& device) {
+  const std::vector<PackedRow> rows = store.rows(indices);
   const auto b = static_cast<std::int64_t>(indices.size());
   const auto T = static_cast<std::int64_t>(rows.at(0).input_ids.size());
   at::Tensor tok = at::empty({b, T}, at::kLong), tgt = at::empty({b, T}, at::kLong), pos = at::empty({b, T}, at::kLong);
@@ -109,7 +117,7 @@ BatchTensors batch_tensors(const std::vector<PackedRow>& rows, const std::vector
   auto* pp = pos.data_ptr<std::int64_t>();
   BatchTensors out;
   for (std::int64_t r = 0; r < b; ++r) {
-    const PackedRow& row = rows.at(static_cast<std::size_t>(indices[static_cast<std::size_t>(r)]));
+    const PackedRow& row = rows[static_cast<std::size_t>(r)];
     for (std::int64_t t = 0; t < T; ++t) {
       tp[r * T + t] = row.input_ids[t];
       gp[r * T + t] = row.targets[t];

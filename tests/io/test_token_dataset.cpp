@@ -11,6 +11,7 @@
 #include "ranktune/data/data_error.h"
 #include "ranktune/io/durable_file.h"
 #include "ranktune/io/h5.h"
+#include "ranktune/io/row_store.h"
 #include "ranktune/io/token_dataset.h"
 
 namespace fs = std::filesystem;
@@ -124,6 +125,20 @@ TEST_F(TokenDatasetTest, ShardsConcatenateInOrder) {
   expect_rows_equal(reader.read(0, 10), rows);
   expect_rows_equal(reader.read(2, 6), std::vector<PackedRow>(rows.begin() + 2, rows.begin() + 8));  // 3 shards
   EXPECT_THROW(reader.read(8, 3), DataError);
+}
+
+TEST_F(TokenDatasetTest, RowStoreOverARangeEqualsRowsInMemory) {
+  const auto rows = make_rows(12, 8);
+  const std::string out = path("store");
+  write(out, rows, 8, 5);
+  auto reader = std::make_shared<const TokenDatasetReader>(out);
+  const RowStore lazy(reader, 4, 6);  // rows 4..9, across shards 0, 1
+  const RowStore memory(std::vector<PackedRow>(rows.begin() + 4, rows.begin() + 10));
+  EXPECT_EQ(lazy.size(), 6u);
+  const std::vector<std::int64_t> order = {5, 0, 3, 3, 1};
+  expect_rows_equal(lazy.rows(order), memory.rows(order));
+  EXPECT_THROW(lazy.row(6), DataError);
+  EXPECT_TRUE(RowStore().empty());
 }
 
 TEST_F(TokenDatasetTest, ShardRowsMultipleOfTotalMakesNoEmptyShard) {

@@ -13,13 +13,14 @@
 #include "ranktune/core/config.h"
 #include "ranktune/data/packer.h"
 #include "ranktune/data/tokenizer.h"
+#include "ranktune/io/row_store.h"
 
 namespace ranktune {
 
 struct TokenData {
   std::unique_ptr<Tokenizer> tokenizer;
-  std::vector<PackedRow> train;
-  std::vector<PackedRow> val;
+  RowStore train;  // a prepared dataset's rows are read when a batch needs them; other sources are in memory
+  RowStore val;
   std::string source;   // "generated tiny corpus (2000 documents)" or the file path
   std::string summary;  // packing statistics, for the log
 };
@@ -33,9 +34,8 @@ struct BatchTensors {
   long loss_tokens = 0;  // targets that count
 };
 
-BatchTensors batch_tensors(const std::vector<PackedRow>& rows, const std::vector<std::int64_t>& indices,
-                           const at::Device& device);
+BatchTensors batch_tensors(const RowStore& rows, const std::vector<std::int64_t>& indices, const at::Device& device);
 
-long count_loss_tokens(const std::vector<PackedRow>& rows, const std::vector<std::int64_t>& indices);
+long count_loss_tokens(const RowStore& rows, const std::vector<std::int64_t>& indices);
 
 }  // namespace ranktune
