@@ -45,9 +45,10 @@ std::string base_identity(const Config& cfg, const LlamaImpl& model) {
 
 // What the run learned, in words: greedy continuation of the start of a held-out document.
 void log_sample(LlamaImpl& model, const TokenData& data) {
-  const auto& rows = data.val.empty() ? data.train : data.val;
+  const RowStore& rows = data.val.empty() ? data.train : data.val;
   std::vector<std::int32_t> prompt;
-  for (const auto& row : rows) {  // the first document that starts inside a row, with room for a prompt
+  for (std::int64_t r = 0; r < static_cast<std::int64_t>(rows.size()); ++r) {
+    const PackedRow row = rows.row(r);  // the first document that starts inside a row, with room for a prompt
     for (std::size_t i = 0; i + 24 <= row.input_ids.size() && prompt.empty(); ++i)
       if (row.position_ids[i] == 0 && row.position_ids[i + 23] == 23 &&
           std::none_of(row.targets.begin() + static_cast<std::ptrdiff_t>(i),
@@ -57,7 +58,10 @@ void log_sample(LlamaImpl& model, const TokenData& data) {
                       row.input_ids.begin() + static_cast<std::ptrdiff_t>(i + 24));
     if (!prompt.empty()) break;
   }
-  if (prompt.empty()) prompt.assign(rows.front().input_ids.begin(), rows.front().input_ids.begin() + 8);
+  if (prompt.empty()) {
+    const PackedRow first = rows.row(0);
+    prompt.assign(first.input_ids.begin(), first.input_ids.begin() + 8);
+  }
   GenerateOptions o;
   o.max_new_tokens = 80;
   o.stop_token = data.tokenizer->eos_id().value_or(-1);

@@ -143,9 +143,20 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(long, "train.eval_every", train.eval_every, "evaluate every N steps; 0 = never"),
       RT_KEY(long, "train.log_every", train.log_every, "print a log line every N steps"),
 
-      RT_KEY(S, "data.path", data.path, "HDF5 token file; empty = the generated default corpus"),
+      RT_KEY(S, "data.path", data.path,
+             "text/JSONL files (comma list) or a prepared .h5 / shard directory; empty = the generated corpus"),
       RT_KEY(S, "data.tokenizer", data.tokenizer, "byte, or a tokenizer.json path"),
-      RT_KEY(double, "data.val_fraction", data.val_fraction, "held-out fraction for evaluation"),
+      RT_KEY(double, "data.val_fraction", data.val_fraction, "held-out fraction for evaluation (the last rows)"),
+      RT_KEY(S, "data.on_bad_record", data.on_bad_record, "a malformed record: error, or skip and count it",
+             V{"error", "skip"}),
+      RT_KEY(S, "data.overlong", data.overlong, "a document longer than a row", V{"split", "truncate"}),
+      RT_KEY(S, "data.packing", data.packing, "documents: a new row rather than cut one; fill: fill every row",
+             V{"documents", "fill"}),
+      RT_KEY(S, "data.chat_template", data.chat_template, "template of messages records",
+             V{"auto", "llama3", "llama2", "mistral", "chatml", "plain"}),
+
+      RT_KEY(S, "prepare.output", prepare.output, "prepare: output OUT.h5, or a directory when shard_rows > 0"),
+      RT_KEY(long, "prepare.shard_rows", prepare.shard_rows, "prepare: rows per shard file; 0 = one file"),
 
       RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory"),
       RT_KEY(long, "checkpoint.every_steps", checkpoint.every_steps, "save every N steps; 0 = end and preemption only"),
@@ -235,6 +246,7 @@ void config_validate(const Config& c) {
   require(c.parallel.stages >= 0, "parallel.stages must be >= 0 (0 = one stage per GPU)");
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb must be > 0");
   require(c.parallel.reserve_gib >= 0, "parallel.reserve_gib must be >= 0");
+  require(c.prepare.shard_rows >= 0, "prepare.shard_rows must be >= 0 (0 = one file)");
   require(c.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0");
   require(c.checkpoint.keep >= 1, "checkpoint.keep must be >= 1");
 }

@@ -15,7 +15,7 @@ using json = nlohmann::json;
 [[noreturn]] void bad(const std::string& where, const std::string& what) {
   throw DataError(where + ": " + what,
                   "each line must be {\"text\": ...}, {\"messages\": [{\"role\": ..., \"content\": ...}]} or "
-                  "{\"prompt\": ..., \"response\": ...}; or enable skip_malformed to skip and count bad lines");
+                  "{\"prompt\": ..., \"response\": ...}; or pass --data.on_bad_record=skip to skip and count bad lines");
 }
 
 std::string need_string(const json& obj, const char* key, const std::string& where) {
@@ -80,6 +80,7 @@ std::optional<Record> RecordReader::next() {
     long first_line = 0;
     while (std::getline(in_, line)) {
       ++stats_.lines;
+      stats_.bytes += line.size() + 1;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       const bool blank = line.find_first_not_of(" \t") == std::string::npos;
       if (blank) {
@@ -97,6 +98,7 @@ std::optional<Record> RecordReader::next() {
   }
   while (std::getline(in_, line)) {
     ++stats_.lines;
+    stats_.bytes += line.size() + 1;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path_ + ":" + std::to_string(stats_.lines);
     try {

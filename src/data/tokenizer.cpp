@@ -1,7 +1,13 @@
 // tokenizer_load: the one place that maps `data.tokenizer` to an implementation.
 #include "ranktune/data/tokenizer.h"
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include "ranktune/data/byte_tokenizer.h"
+#include "ranktune/data/data_error.h"
 #include "ranktune/data/hf_tokenizer.h"
 
 namespace ranktune {
@@ -9,6 +15,26 @@ namespace ranktune {
 std::unique_ptr<Tokenizer> tokenizer_load(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
   return hf_tokenizer_load(spec);
+}
+
+std::string tokenizer_fingerprint(const std::string& spec) {
+  if (spec == "byte") return "byte";
+  std::filesystem::path file(spec);
+  if (std::filesystem::is_directory(file)) file /= "tokenizer.json";
+  std::uint64_t h = 1469598103934665603ull;
+  for (const auto& part : {file, file.parent_path() / "tokenizer_config.json"}) {
+    std::ifstream in(part, std::ios::binary);
+    if (!in) {
+      if (part == file) throw DataError("cannot read tokenizer file '" + file.string() + "'");
+      continue;
+    }
+    for (auto it = std::istreambuf_iterator<char>(in); it != std::istreambuf_iterator<char>(); ++it)
+      h = (h ^ static_cast<unsigned char>(*it)) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;  // keeps "ab" + "" apart from "a" + "b"
+  }
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "fnv1a64:%016llx", static_cast<unsigned long long>(h));
+  return hex;
 }
 
 }  // namespace ranktune

@@ -283,6 +283,10 @@ File file_open(const std::string& path, FileLocking locking) {
   return file_with(path, locking, [&](hid_t fapl) { return H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl); }, "open");
 }
 
+File file_open_rw(const std::string& path, FileLocking locking) {
+  return file_with(path, locking, [&](hid_t fapl) { return H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl); }, "open");
+}
+
 void file_close(File& file) {
   if (file) RANKTUNE_H5_CHECK(H5Fclose(file.release()));
 }

@@ -3,10 +3,10 @@
 #include <ATen/ATen.h>
 
 #include "ranktune/core/error.h"
-#include "ranktune/data/chat_template.h"
 #include "ranktune/data/document.h"
-#include "ranktune/data/record.h"
+#include "ranktune/data/sources.h"
 #include "ranktune/data/tiny_corpus.h"
+#include "ranktune/io/token_dataset.h"
 
 namespace ranktune {
 namespace {
@@ -14,8 +14,63 @@ namespace {
 // Enough generated documents that the default 200 steps of 8 rows rarely repeat a row.
 constexpr std::size_t kTinyDocuments = 2000;
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+std::vector<PackedRow> tiny_rows(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+  std::vector<PackedRow> rows;
+  PackOptions pack;
+  pack.seq_len = cfg.train.seq_len;
+  pack.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
+  Packer packer(pack, [&rows](const PackedRow& r) { rows.push_back(r); });
+  const auto docs = tiny_corpus_generate(static_cast<std::uint64_t>(cfg.seed), kTinyDocuments);
+  for (const auto& d : docs) packer.add(document_from_text(tok, d));
+  packer.finish();
+  data.source = "generated tiny corpus (" + std::to_string(docs.size()) + " documents)";
+  data.summary = packer.stats().summary();
+  return rows;
+}
+
+// Text/JSONL files, tokenized and packed now, exactly as `ranktune prepare` would store them.
+std::vector<PackedRow> text_rows(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+  std::vector<PackedRow> rows;
+  const SourcesStats st = sources_pack(sources_split(cfg.data.path), tok, sources_options_from(cfg),
+                                       [&rows](const PackedRow& r) { rows.push_back(r); });
+  data.source = cfg.data.path + " (" + std::to_string(st.records) + " records)";
+  data.summary = st.pack.summary();
+  if (st.skipped) data.summary += "; " + std::to_string(st.skipped) + " bad records skipped (first: " + st.first_skipped + ")";
+  return rows;
+}
+
+// A dataset written by `ranktune prepare`: its rows must have this run's length and its tokenizer must be ours.
+// Only the attributes are read here; rows are read when a batch needs them (RowStore).
+std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+  const std::string& path = cfg.data.path;
+  auto reader = std::make_shared<const TokenDatasetReader>(path);
+  const TokenDatasetInfo& info = reader->info();
+  if (info.seq_len != cfg.train.seq_len)
+    throw ConfigError("data.path '" + path + "' holds rows of " + std::to_string(info.seq_len) +
+                          " tokens but train.seq_len is " + std::to_string(cfg.train.seq_len),
+                      "set --train.seq_len=" + std::to_string(info.seq_len) + ", or run `ranktune prepare` again with "
+                      "--train.seq_len=" + std::to_string(cfg.train.seq_len));
+  const std::string mine = tokenizer_fingerprint(cfg.data.tokenizer);
+  if (info.tokenizer_fingerprint != mine || info.vocab_size != tok.vocab_size())
+    throw ConfigError("data.path '" + path + "' was tokenized with '" + info.tokenizer + "' (" +
+                          info.tokenizer_fingerprint + ", vocabulary " + std::to_string(info.vocab_size) +
+                          ") but data.tokenizer is '" + cfg.data.tokenizer + "' (" + mine + ", vocabulary " +
+                          std::to_string(tok.vocab_size()) + ")",
+                      "set --data.tokenizer=" + info.tokenizer + " (or a copy of that file), or run `ranktune "
+                      "prepare` again with this tokenizer");
+  data.source = path + " (prepared from " + std::to_string(info.sources.size()) + " file(s), " +
+                std::to_string(info.records) + " records)";
+  data.summary = info.pack.summary();
+  if (info.skipped_records) data.summary += "; " + std::to_string(info.skipped_records) + " bad records skipped at prepare";
+  return reader;
+}
+
+// Held-out rows: the tail, so the split does not depend on the world size (nor on whether the rows were prepared).
+std::int64_t held_out_rows(const Config& cfg, std::int64_t rows, const std::string& source) {
+  if (rows < 2)
+    throw ConfigError("data: only " + std::to_string(rows) + " row(s) of " + std::to_string(cfg.train.seq_len) +
+                      " tokens from " + source, "give more text or a smaller train.seq_len");
+  return std::min<std::int64_t>(rows - 1, static_cast<std::int64_t>(cfg.data.val_fraction * static_cast<double>(rows)));
 }
 
 }  // namespace
@@ -30,48 +85,30 @@ TokenData token_data_load(const Config& cfg) {
     throw ConfigError("data.tokenizer '" + cfg.data.tokenizer + "': " + e.what());
   }
   const Tokenizer& tok = *data.tokenizer;
-  PackOptions pack;
-  pack.seq_len = cfg.train.seq_len;
-  pack.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
-  std::vector<PackedRow> rows;
-  Packer packer(pack, [&rows](const PackedRow& r) { rows.push_back(r); });
-
-  if (cfg.data.path.empty()) {
-    const auto docs = tiny_corpus_generate(static_cast<std::uint64_t>(cfg.seed), kTinyDocuments);
-    for (const auto& d : docs) packer.add(document_from_text(tok, d));
-    data.source = "generated tiny corpus (" + std::to_string(docs.size()) + " documents)";
-  } else {
-    if (ends_with(cfg.data.path, ".h5") || ends_with(cfg.data.path, ".hdf5"))
-      throw ConfigError("data.path '" + cfg.data.path + "': HDF5 token files are not readable by this build",
-                        "point data.path at a .txt or .jsonl file; it is tokenized and packed at start");
-    RecordReader reader(cfg.data.path, RecordReaderOptions{});
-    const ChatFamily family = chat_family_detect(tok);
-    while (auto rec = reader.next()) packer.add(record_tokenize(*rec, tok, family));
-    data.source = cfg.data.path + " (" + std::to_string(reader.stats().records) + " records)";
+  if (!cfg.data.path.empty() && TokenDatasetReader::is_dataset_path(cfg.data.path)) {
+    auto reader = prepared_open(cfg, tok, data);
+    const std::int64_t rows = reader->info().rows, n_val = held_out_rows(cfg, rows, data.source);
+    data.train = RowStore(reader, 0, rows - n_val);
+    data.val = RowStore(reader, rows - n_val, n_val);
+    return data;
   }
-  packer.finish();
-  data.summary = packer.stats().summary();
-  if (rows.size() < 2)
-    throw ConfigError("data: only " + std::to_string(rows.size()) + " row(s) of " + std::to_string(pack.seq_len) +
-                      " tokens from " + data.source, "give more text or a smaller train.seq_len");
-  // Held-out rows: the tail, so the split does not depend on the world size.
-  const auto n_val = std::min<std::size_t>(rows.size() - 1,
-                                           static_cast<std::size_t>(cfg.data.val_fraction * static_cast<double>(rows.size())));
-  data.val.assign(rows.end() - static_cast<std::ptrdiff_t>(n_val), rows.end());
+  std::vector<PackedRow> rows = cfg.data.path.empty() ? tiny_rows(cfg, tok, data) : text_rows(cfg, tok, data);
+  const auto n_val = static_cast<std::size_t>(held_out_rows(cfg, static_cast<std::int64_t>(rows.size()), data.source));
+  data.val = RowStore(std::vector<PackedRow>(rows.end() - static_cast<std::ptrdiff_t>(n_val), rows.end()));
   rows.resize(rows.size() - n_val);
-  data.train = std::move(rows);
+  data.train = RowStore(std::move(rows));
   return data;
 }
 
-long count_loss_tokens(const std::vector<PackedRow>& rows, const std::vector<std::int64_t>& indices) {
+long count_loss_tokens(const RowStore& rows, const std::vector<std::int64_t>& indices) {
   long n = 0;
-  for (auto i : indices)
-    for (auto t : rows.at(static_cast<std::size_t>(i)).targets) n += t != kIgnoreTarget;
+  for (const PackedRow& row : rows.rows(indices))
+    for (auto t : row.targets) n += t != kIgnoreTarget;
   return n;
 }
 
-BatchTensors batch_tensors(const std::vector<PackedRow>& rows, const std::vector<std::int64_t>& indices,
-                           const at::Device& device) {
+BatchTensors batch_tensors(const RowStore& store, const std::vector<std::int64_t>& indices, const at::Device& device) {
+  const std::vector<PackedRow> rows = store.rows(indices);
   const auto b = static_cast<std::int64_t>(indices.size());
   const auto T = static_cast<std::int64_t>(rows.at(0).input_ids.size());
   at::Tensor tok = at::empty({b, T}, at::kLong), tgt = at::empty({b, T}, at::kLong), pos = at::empty({b, T}, at::kLong);
@@ -80,7 +117,7 @@ BatchTensors batch_tensors(const std::vector<PackedRow>& rows, const std::vector
   auto* pp = pos.data_ptr<std::int64_t>();
   BatchTensors out;
   for (std::int64_t r = 0; r < b; ++r) {
-    const PackedRow& row = rows.at(static_cast<std::size_t>(indices[static_cast<std::size_t>(r)]));
+    const PackedRow& row = rows[static_cast<std::size_t>(r)];
     for (std::int64_t t = 0; t < T; ++t) {
       tp[r * T + t] = row.input_ids[t];
       gp[r * T + t] = row.targets[t];

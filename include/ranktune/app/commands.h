@@ -25,6 +25,7 @@ int cmd_train(const AppContext& ctx);
 int cmd_plan(const AppContext& ctx);
 int cmd_checkpoint(const AppContext& ctx);
 int cmd_export(const AppContext& ctx);
+int cmd_prepare(const AppContext& ctx);
 
 std::string version_string();
 

@@ -65,9 +65,18 @@ struct TrainConfig {
 };
 
 struct DataConfig {
-  std::string path;            // HDF5 token file; empty = the generated default corpus
+  std::string path;  // text/JSONL files (comma list), or a prepared .h5 / shard directory; empty = generated corpus
   std::string tokenizer = "byte";  // byte | <path to tokenizer.json>
   double val_fraction = 0.05;
+  std::string on_bad_record = "error";  // error | skip (skipped records are counted and reported)
+  std::string overlong = "split";       // a document longer than a row: split | truncate
+  std::string packing = "documents";    // documents (start a new row rather than cut one) | fill
+  std::string chat_template = "auto";   // auto | llama3 | llama2 | mistral | chatml | plain
+};
+
+struct PrepareConfig {
+  std::string output;    // OUT.h5, or the directory of shards when shard_rows > 0
+  long shard_rows = 0;   // 0 = one file
 };
 
 struct CheckpointConfig {
@@ -93,6 +102,7 @@ struct Config {
   LoraConfig lora;
   TrainConfig train;
   DataConfig data;
+  PrepareConfig prepare;
   CheckpointConfig checkpoint;
   ExportConfig export_;  // `export` is a C++ keyword; the section is [export]
 };

@@ -53,4 +53,8 @@ class Tokenizer {
 // Throws DataError naming the file and the unsupported feature.
 std::unique_ptr<Tokenizer> tokenizer_load(const std::string& spec);
 
+// What identifies a tokenizer in a prepared dataset, independent of where its file lies: "byte", or
+// "fnv1a64:<16 hex>" over tokenizer.json and the tokenizer_config.json beside it (bos/eos/pad come from there).
+std::string tokenizer_fingerprint(const std::string& spec);
+
 }  // namespace ranktune

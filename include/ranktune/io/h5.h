@@ -100,6 +100,8 @@ const char* file_locking_name(FileLocking locking);
 // HDF5_USE_FILE_LOCKING.
 File file_create(const std::string& path, FileLocking locking);
 File file_open(const std::string& path, FileLocking locking);
+// Opens an existing file for reading and writing (to add attributes to a file whose data is written).
+File file_open_rw(const std::string& path, FileLocking locking);
 // Checked close: the last flush happens here, so a full disk shows up here and not in a destructor.
 void file_close(File& file);
 

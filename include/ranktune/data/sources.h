@@ -1,0 +1,47 @@
+// defines: sources_pack, the one path from input files to packed rows that both `ranktune prepare` and
+// `ranktune train` on text take (so a prepared dataset holds exactly the rows training on the text would see):
+// text/JSONL files read in order, malformed records an error naming file:line or skipped and counted, each record
+// tokenized (chat template for messages, prompt tokens masked) and packed. Also sources_split for "a.jsonl,b.txt".
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ranktune/core/config.h"
+#include "ranktune/data/packer.h"
+#include "ranktune/data/tokenizer.h"
+
+namespace ranktune {
+
+struct SourcesOptions {
+  int seq_len = 128;
+  Overflow overflow = Overflow::split;  // a document longer than a row: truncate or split
+  bool fill_rows = false;               // PackOptions::fill_rows
+  bool skip_bad_records = false;        // false: a malformed record is a DataError naming file:line
+  std::string chat_template = "auto";   // chat_family_parse name
+};
+
+struct SourcesStats {
+  long records = 0;            // records read (skipped ones not included)
+  long skipped = 0;            // malformed or unencodable records skipped under skip_bad_records
+  std::string first_skipped;   // the message of the first one
+  std::string chat_template;   // the family used for messages records
+  std::int32_t pad_id = 0;     // the input id of padding: the tokenizer's pad, else eos, else 0
+  PackStats pack;
+};
+
+// The [data] keys (on_bad_record, overlong, packing, chat_template) and train.seq_len.
+SourcesOptions sources_options_from(const Config& cfg);
+
+// Called after every record with the bytes consumed so far and the total size of the files.
+using SourcesProgress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
+                          const Packer::Sink& sink, const SourcesProgress& progress = {});
+
+// "a.jsonl,b.txt" -> {"a.jsonl", "b.txt"}; DataError on an empty item.
+std::vector<std::string> sources_split(const std::string& list);
+
+}  // namespace ranktune

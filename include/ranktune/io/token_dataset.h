@@ -1,0 +1,75 @@
+// defines: the prepared token dataset (docs/data.md, "Prepared datasets"): TokenDatasetInfo (the root attributes),
+// TokenDatasetWriter (rows -> OUT.h5, or OUT/shard-00000.h5... of at most shard_rows rows, committed by temp +
+// fsync + rename) and TokenDatasetReader (a file or a shard directory; rows by global index, read by hyperslab).
+// No LibTorch here: rows are PackedRow; token_data.cpp turns them into tensors.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ranktune/data/packer.h"
+
+namespace ranktune {
+
+constexpr const char* kTokenDatasetFormat = "ranktune-tokens";
+constexpr std::int64_t kTokenDatasetVersion = 1;
+
+struct TokenDatasetInfo {
+  std::string tokenizer;              // data.tokenizer as given at prepare time ("byte" or a path)
+  std::string tokenizer_fingerprint;  // tokenizer_fingerprint(): what train compares
+  std::int64_t vocab_size = 0;
+  std::int64_t seq_len = 0;           // row length T
+  std::int64_t pad_id = 0;
+  std::string packing = "documents";  // "documents" (a document never starts mid-way in a row unless split) | "fill"
+  std::string overlong = "split";     // truncate | split
+  std::string chat_template;          // family used for messages records
+  std::vector<std::string> sources;   // input files, in order
+  std::int64_t rows = 0;              // in the whole dataset (all shards)
+  std::int64_t records = 0;
+  std::int64_t skipped_records = 0;
+  PackStats pack;                     // documents, tokens, loss (target) tokens, truncated/split counts
+};
+
+class TokenDatasetWriter {
+ public:
+  // shard_rows = 0: one file at `path`; > 0: a directory `path` of shard files. Nothing is visible at `path`
+  // before commit(). Throws DataError if `path` is an existing directory (shards are never mixed).
+  TokenDatasetWriter(std::string path, std::int64_t seq_len, std::int64_t shard_rows);
+  ~TokenDatasetWriter();  // without commit(): the temporary file or directory is removed
+  TokenDatasetWriter(const TokenDatasetWriter&) = delete;
+  TokenDatasetWriter& operator=(const TokenDatasetWriter&) = delete;
+
+  void add(const PackedRow& row);
+  // Writes `info` (rows set to the count added) as root attributes of every file, then commits.
+  void commit(TokenDatasetInfo info);
+  std::int64_t rows() const;
+  int shards() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class TokenDatasetReader {
+ public:
+  // A file, or a directory of shard-NNNNN.h5 files. Throws DataError naming the file that is unreadable, is not
+  // a token dataset, or disagrees with the first shard.
+  explicit TokenDatasetReader(const std::string& path);
+  ~TokenDatasetReader();
+  TokenDatasetReader(TokenDatasetReader&&) noexcept;
+
+  const TokenDatasetInfo& info() const;
+  // Rows [begin, begin + n) of the whole dataset (shards concatenated in order), one hyperslab read per shard.
+  std::vector<PackedRow> read(std::int64_t begin, std::int64_t n) const;
+
+  // A path `data.path` treats as prepared: ending in .h5 / .hdf5, or a directory.
+  static bool is_dataset_path(const std::string& path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ranktune
