@@ -5,7 +5,7 @@
 #include <optional>
 
 #include "ranktune/app/commands.h"  // defines: cmd_topology, cmd_plan, cmd_train, cmd_checkpoint,
-                                    //          cmd_export, cmd_prepare, version_string
+                                    //          cmd_export, cmd_prepare, cmd_generate, version_string
 #include "ranktune/core/cli.h"      // defines: cli_parse, cli_usage
 #include "ranktune/core/error.h"    // defines: Error, ExitCode
 #include "ranktune/core/log.h"      // defines: log0, log_error
@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
     if (request.subcommand == "checkpoint") return cmd_checkpoint(ctx);
     if (request.subcommand == "export") return cmd_export(ctx);
     if (request.subcommand == "prepare") return cmd_prepare(ctx);
+    if (request.subcommand == "generate") return cmd_generate(ctx);
     return cmd_train(ctx);
   } catch (const AgreedError& e) {
     // Every rank holds the same error: rank 0 speaks, all exit with its code.

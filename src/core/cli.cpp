@@ -96,6 +96,8 @@ const std::vector<Subcommand>& cli_subcommands() {
       {"checkpoint", "summarise or verify a checkpoint (step directory or checkpoint root)", "inspect|verify PATH"},
       {"export", "write a checkpoint as a PEFT adapter (LoRA) or a Hugging Face model directory",
        "CHECKPOINT OUT_DIR"},
+      {"generate", "continue a prompt with a checkpoint or a Hugging Face model directory (--generate.prompt)",
+       "[CHECKPOINT_OR_MODEL_DIR]"},
       {"prepare", "tokenize and pack text/JSONL (--data.path) into an HDF5 token dataset (--prepare.output)"},
   };
   return subs;

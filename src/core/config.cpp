@@ -164,6 +164,10 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(S, "checkpoint.file_locking", checkpoint.file_locking, "HDF5 file locking",
              V{"best-effort", "true", "false"}),
 
+      RT_KEY(S, "generate.prompt", generate.prompt, "text to continue (ranktune generate)"),
+      RT_KEY(int, "generate.max_new_tokens", generate.max_new_tokens, "tokens to generate"),
+      RT_KEY(double, "generate.temperature", generate.temperature, "0 = greedy; > 0 samples"),
+      RT_KEY(double, "generate.top_p", generate.top_p, "nucleus sampling: keep the smallest set of tokens with this mass"),
       RT_KEY(S, "export.dtype", export_.dtype, "dtype of the exported weights", V{"bf16", "fp16", "fp32"}),
       RT_KEY(bool, "export.merge", export_.merge, "LoRA: write the merged full model instead of the adapter"),
       RT_KEY(bool, "export.overwrite", export_.overwrite, "replace a non-empty output directory"),
@@ -242,6 +246,9 @@ void config_validate(const Config& c) {
   require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
   require(c.parallel.comm_timeout_s > 0, "parallel.comm_timeout_s must be > 0");
   require(c.parallel.micro_batches > 0, "parallel.micro_batches must be > 0");
+  require(c.generate.max_new_tokens > 0, "generate.max_new_tokens must be > 0");
+  require(c.generate.temperature >= 0, "generate.temperature must be >= 0 (0 = greedy)");
+  require(c.generate.top_p > 0 && c.generate.top_p <= 1, "generate.top_p must be in (0, 1]");
   require(c.train.epochs >= 0, "train.epochs must be >= 0 (0 = use train.steps)");
   require(c.parallel.stages >= 0, "parallel.stages must be >= 0 (0 = one stage per GPU)");
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb must be > 0");

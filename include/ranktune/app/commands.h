@@ -26,6 +26,7 @@ int cmd_plan(const AppContext& ctx);
 int cmd_checkpoint(const AppContext& ctx);
 int cmd_export(const AppContext& ctx);
 int cmd_prepare(const AppContext& ctx);
+int cmd_generate(const AppContext& ctx);
 
 std::string version_string();
 

@@ -86,6 +86,13 @@ struct CheckpointConfig {
   std::string file_locking = "best-effort";  // best-effort | true | false
 };
 
+struct GenerateConfig {
+  std::string prompt;
+  int max_new_tokens = 64;
+  double temperature = 0;  // 0 = greedy
+  double top_p = 1.0;
+};
+
 struct ExportConfig {
   std::string dtype = "bf16";  // bf16 | fp16 | fp32: the exported weights' dtype
   bool merge = false;          // LoRA: fold the adapters into the base and write a full model instead of an adapter
@@ -104,6 +111,7 @@ struct Config {
   DataConfig data;
   PrepareConfig prepare;
   CheckpointConfig checkpoint;
+  GenerateConfig generate;
   ExportConfig export_;  // `export` is a C++ keyword; the section is [export]
 };
 

@@ -1,0 +1,113 @@
+// `ranktune generate [PATH] --generate.prompt=TEXT`: what a run learned, in words. PATH is a checkpoint (a step
+// directory or a checkpoint root: its `latest`) or a Hugging Face model directory; without PATH, the newest checkpoint
+// under checkpoint.dir of the config, else model.path. The checkpoint's model is rebuilt as the run held it (full
+// weights, or the base + LoRA adapters) and the prompt is continued greedily (temperature 0) or sampled with
+// temperature and top-p from the run's seed. One process (rank 0's output only under a launcher).
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "ranktune/app/commands.h"
+#include "ranktune/core/error.h"
+#include "ranktune/core/log.h"
+#include "ranktune/data/tokenizer.h"
+#include "ranktune/dist/agree.h"
+#include "ranktune/dist/mpi_env.h"
+#include "ranktune/model/hf_checkpoint.h"
+#include "ranktune/train/export.h"
+#include "ranktune/train/generate.h"
+
+namespace ranktune {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Source {
+  Llama model{nullptr};
+  std::string tokenizer;  // data.tokenizer spec: "byte" or a tokenizer.json path
+  std::string what;       // for the log
+};
+
+Source load_source(const Config& cfg, const std::vector<std::string>& args) {
+  std::string path = args.empty() ? std::string() : args.front();
+  if (path.empty()) {
+    if (fs::exists(fs::path(cfg.checkpoint.dir) / "latest")) path = cfg.checkpoint.dir;
+    else if (!cfg.model.path.empty()) path = cfg.model.path;
+    else
+      throw UsageError("nothing to generate from: no checkpoint under checkpoint.dir (" + cfg.checkpoint.dir +
+                           ") and no model.path",
+                       "ranktune generate CHECKPOINT_OR_MODEL_DIR --generate.prompt=\"...\" (or the training run's "
+                       "--config, after it saved a checkpoint)");
+  }
+  if (!fs::exists(path))
+    throw UsageError("'" + path + "' does not exist", "give a checkpoint (step directory or root) or a model directory");
+  Source s;
+  if (fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "manifest.json")) {
+    s.model = llama_from_pretrained(path, at::TensorOptions().dtype(at::kFloat));
+    const fs::path tok = fs::path(path) / "tokenizer.json";
+    s.tokenizer = fs::exists(tok) ? tok.string() : cfg.data.tokenizer;
+    s.what = "model directory " + path;
+    return s;
+  }
+  const TrainedModel tm = trained_model_read(path, h5::file_locking_parse(cfg.checkpoint.file_locking));
+  s.model = trained_model_build(tm);
+  s.tokenizer = tm.record.tokenizer.empty() ? "byte" : tm.record.tokenizer;
+  s.what = "checkpoint " + tm.step_dir.string() + " (step " + std::to_string(tm.step) +
+           (tm.record.lora.r > 0 ? ", LoRA r=" + std::to_string(tm.record.lora.r) + " on " + tm.record.base_path
+                                 : std::string(", full weights")) + ")";
+  return s;
+}
+
+}  // namespace
+
+int cmd_generate(const AppContext& ctx) {
+  const Config& cfg = ctx.cfg;
+  const GenerateConfig& g = cfg.generate;
+  agree_run(ctx.env, [&] {
+    if (ctx.env.size() > 1)
+      throw UsageError("`ranktune generate` runs in one process, but " + std::to_string(ctx.env.size()) +
+                           " were started", "run it without mpirun/srun");
+    if (ctx.request.args.size() > 1)
+      throw UsageError("`ranktune generate` takes at most one path", "ranktune generate [CHECKPOINT_OR_MODEL_DIR]");
+    if (g.prompt.empty())
+      throw UsageError("no prompt: generate.prompt is empty", "add --generate.prompt=\"Once upon a time\"");
+  });
+  Source src;
+  std::unique_ptr<Tokenizer> tok;
+  agree_run(ctx.env, [&] {
+    src = load_source(cfg, ctx.request.args);
+    tok = tokenizer_load(src.tokenizer);
+    if (tok->vocab_size() > src.model->config().vocab_size)
+      throw ConfigError("tokenizer " + tok->describe() + " has " + std::to_string(tok->vocab_size()) +
+                            " tokens but the model's vocabulary holds " + std::to_string(src.model->config().vocab_size),
+                        "use the tokenizer the model was trained with (--data.tokenizer)");
+  });
+  const bool cuda = cfg.device == "cuda" && at::hasCUDA();
+  if (cuda) src.model->to(at::Device(at::kCUDA, 0), at::kBFloat16);
+  src.model->eval();
+  char sampling[96] = "greedy";
+  if (g.temperature > 0) std::snprintf(sampling, sizeof sampling, "temperature %.2f, top-p %.2f, seed %ld", g.temperature, g.top_p, cfg.seed);
+  log0() << "generate: " << src.what << ", tokenizer " << tok->describe() << ", on " << (cuda ? "cuda:0 (bf16)" : "cpu")
+         << ", " << sampling;
+  const std::vector<std::int32_t> prompt = tok->encode(g.prompt, /*add_special=*/true);
+  GenerateOptions o;
+  o.max_new_tokens = g.max_new_tokens;
+  o.temperature = g.temperature;
+  o.top_p = g.top_p;
+  o.seed = static_cast<std::uint64_t>(cfg.seed);
+  o.stop_token = tok->eos_id().value_or(-1);
+  o.vocab_limit = tok->vocab_size();
+  const auto t0 = std::chrono::steady_clock::now();
+  at::NoGradGuard no_grad;
+  const std::vector<std::int32_t> out = generate(*src.model, prompt, o);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log0() << g.prompt << tok->decode(out);
+  char line[160];
+  std::snprintf(line, sizeof line, "generated %zu tokens after a %zu-token prompt in %.2f s", out.size(), prompt.size(), s);
+  log0() << line;
+  return 0;
+}
+
+}  // namespace ranktune
