@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Balanced mode: pipelined (GPipe, m = 4, 8) against naive sequential (m = 1), tokens/s and each stage's busy time,
-# for the TinyLlama-1.1B shape with LoRA r=16, seq 2048, micro-batch 8. One stage per GPU; on a one-GPU machine two
+# for the TinyLlama-1.1B shape with LoRA r=16, seq 2048, micro-batch 8 (BENCH_PIPELINE_BATCH). One stage per GPU; on a one-GPU machine two
 # stages share GPU 0 (that checks the executor end to end; no speed-up is possible there). Prints a markdown table.
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=balanced_pipeline.sh) after the build.
 set -uo pipefail
@@ -12,12 +12,13 @@ gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
 stages=$(( gpus < 2 ? 2 : gpus ))
 STEPS=${BENCH_STEPS:-10}
 MICRO=${BENCH_PIPELINE_M:-"1 4 8"}
+BATCH=${BENCH_PIPELINE_BATCH:-8}  # sequences per micro-step, split into m pipeline micro-batches
 shape=(--device=cuda --parallel.mode=balanced --parallel.stages="$stages" --model.hidden_size=2048
   --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4 --model.intermediate_size=5632
   --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048 --train.seq_len=2048
-  --train.micro_batch=8 --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2 --train.lr=1e-4
+  --train.micro_batch=$BATCH --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2 --train.lr=1e-4
   --lora.r=16 --lora.alpha=32 --checkpoint.every_steps=0)
-echo "balanced pipeline bench: $gpus GPU(s), $stages stages, m in {$MICRO}, $STEPS steps"
+echo "balanced pipeline bench: $gpus GPU(s), $stages stages, $BATCH sequences per micro-step, m in {$MICRO}, $STEPS steps"
 for m in $MICRO; do
   rm -rf "$out/m$m"
   "$bin" train "${shape[@]}" --train.steps="$STEPS" --parallel.micro_batches="$m" --output_dir="$out/m$m" \

@@ -61,7 +61,8 @@ for kind in ("full", "lora"):
 PY
 
 step "balanced pipelining over all GPUs"
-BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-"1 4 8 16"} RANKTUNE_BIN=$bin bash bench/balanced_pipeline.sh
+if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16" batch=16; else m_list="1 4 8" batch=8; fi
+BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-$m_list} BENCH_PIPELINE_BATCH=$batch RANKTUNE_BIN=$bin bash bench/balanced_pipeline.sh
 
 if [ "$gpus" -ge 2 ]; then
   step "8B shape, full fine-tune, balanced over $gpus GPUs (does not fit one GPU)"
