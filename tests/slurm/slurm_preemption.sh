@@ -46,6 +46,22 @@ preempt_once balanced_batch slurm/balanced.sbatch 1 batch
 expect balanced_batch out "forwarded to ranktune"
 expect balanced_batch out "probe: start world=1 restart=1 args=train --config=configs/tiny.ini --parallel.mode=balanced --resume=auto"
 
+# The mpirun launcher (sites without PMIx): the script forwards SIGUSR1 to mpirun and also has Slurm signal every
+# process of the job, since some mpirun builds do not forward it (docs/slurm.md). Here mpirun forwards it too: every
+# rank gets it twice, and the job still stops once, at one step, and resumes.
+job=$(RANKTUNE_LAUNCHER=mpirun RANKTUNE_MPIRUN_FLAGS="$MPIEXEC_FLAGS" \
+        job_submit mpirun2 --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=2 slurm/ddp.sbatch)
+if preempt_and_resume mpirun2 "$job" "^probe: step $((3 + RANDOM % 10))\$" batch 1; then
+  job_wait_done "$job" 120
+  job_expect "$job" COMPLETED 0:0 1
+  expect mpirun2 out "forwarded to the ranks"
+  lines mpirun2 out "has a stop request" 2
+  lines mpirun2 out "probe: stop at step" 1
+  expect mpirun2 out "exit 75 (preempted, checkpoint saved): requeueing job $job"
+  expect mpirun2 out "probe: start world=2 restart=1"
+  expect mpirun2 out "probe: done after 30 steps"
+fi
+
 # Preempted twice: the second restart continues too.
 job=$(job_submit twice --ntasks-per-node=2 --gpus-per-node=2 --cpus-per-task=2 slurm/ddp.sbatch)
 preempt_and_resume twice "$job" "^probe: step 4\$" batch 1
