@@ -110,12 +110,15 @@ done
 
 name=killed
 job=$(train_job "$name")
-at=$((12 + RANDOM % 30))
-job_wait_output "$name" "^step $at/" 300
+# The ranks are found once they train; the kill then follows the step line at once (a run of 60 steps takes a few
+# seconds here: looking for the ranks after the line could let it reach its end first).
+job_wait_output "$name" "^step 1/" 300
 pids=()
 for p in $(job_procs); do
   [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$RANKTUNE_BIN")" ] && pids+=("$p")
 done
+at=$((12 + RANDOM % 9))
+job_wait_output "$name" "^step $at/" 300
 pid=""
 [ "${#pids[@]}" -gt 0 ] && pid=${pids[RANDOM % ${#pids[@]}]}
 if [ -n "$pid" ]; then
