@@ -12,9 +12,9 @@
 source "$(dirname "$0")/lib.sh"
 if [ "${RANKTUNE_TEST_SKIP_REQUEUE:-0}" = 1 ]; then echo "SKIP: RANKTUNE_TEST_SKIP_REQUEUE=1"; exit 77; fi
 
-TRAIN_ARGS=${RANKTUNE_TRAIN_ARGS:-"--device=cpu --seed=7 --train.steps=60 --train.log_every=1 --train.warmup_steps=4
+TRAIN_ARGS=${RANKTUNE_TRAIN_ARGS:-"--device=cpu --seed=7 --train.steps=200 --train.log_every=1 --train.warmup_steps=4
   --train.micro_batch=2 --train.seq_len=32 --model.num_layers=2 --model.hidden_size=64 --model.num_heads=4
-  --model.num_kv_heads=2 --model.intermediate_size=128 --train.eval_every=0 --checkpoint.every_steps=10 --checkpoint.keep=20"}
+  --model.num_kv_heads=2 --model.intermediate_size=128 --train.eval_every=0 --checkpoint.every_steps=25 --checkpoint.keep=20"}
 probe=$("$RANKTUNE_BIN" train --config="$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=1 \
           --output_dir="$WORK/probe" --checkpoint.dir="$WORK/probe/ckpt" 2>&1)
 if grep -q "the training loop is not part of this build yet" <<<"$probe"; then
@@ -84,7 +84,7 @@ round=0
 for how in step batch step; do
   round=$((round + 1))
   name=preempt$round
-  at=$((3 + RANDOM % 23))
+  at=$((3 + RANDOM % 38))
   job=$(train_job "$name")
   preempt_and_resume "$name" "$job" "^step $at/" "$how" 1 || continue
   job_wait_done "$job" 300
@@ -110,14 +110,14 @@ done
 
 name=killed
 job=$(train_job "$name")
-# The ranks are found once they train; the kill then follows the step line at once (a run of 60 steps takes a few
-# seconds here: looking for the ranks after the line could let it reach its end first).
+# The ranks are found once they train; the kill then follows the step line at once. Signals and kills go out early
+# in a run of 200 steps: on an idle machine a step takes ~10 ms, and the run must not reach its end first.
 job_wait_output "$name" "^step 1/" 300
 pids=()
 for p in $(job_procs); do
   [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$RANKTUNE_BIN")" ] && pids+=("$p")
 done
-at=$((12 + RANDOM % 9))
+at=$((30 + RANDOM % 21))
 job_wait_output "$name" "^step $at/" 300
 pid=""
 [ "${#pids[@]}" -gt 0 ] && pid=${pids[RANDOM % ${#pids[@]}]}
