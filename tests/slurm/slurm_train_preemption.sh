@@ -114,10 +114,10 @@ job=$(train_job "$name")
 # in a run of 200 steps: on an idle machine a step takes ~10 ms, and the run must not reach its end first.
 job_wait_output "$name" "^step 1/" 300
 pids=()
-for p in $(job_procs); do
+for p in $(pgrep -f -- "--output_dir=$WORK/$name "); do   # quick: job_procs reads every process's environment
   [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$RANKTUNE_BIN")" ] && pids+=("$p")
 done
-at=$((30 + RANDOM % 21))
+at=$((20 + RANDOM % 21))
 job_wait_output "$name" "^step $at/" 300
 pid=""
 [ "${#pids[@]}" -gt 0 ] && pid=${pids[RANDOM % ${#pids[@]}]}
