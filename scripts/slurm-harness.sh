@@ -6,6 +6,7 @@
 #   eval "$(scripts/slurm-harness.sh start)"    starts, waits until the node is idle, prints
 #                                               `export SLURM_CONF=... RANKTUNE_SLURM_DIR=...` for eval
 #   scripts/slurm-harness.sh procs DIR          pids of job processes still alive (steps, tasks), one a line
+#   scripts/slurm-harness.sh stepds DIR [JOB]   pids of this Slurm's slurmstepd processes (of job JOB), one a line
 #   scripts/slurm-harness.sh stop DIR           cancels the jobs, stops the daemons and whatever their jobs left
 #                                               behind, removes DIR (RANKTUNE_SLURM_KEEP=1 keeps it); exit 3 if job
 #                                               processes had to be killed
@@ -188,6 +189,22 @@ procs() {
   done
 }
 
+# slurmstepd does not keep the marker (slurmd starts it with a clean environment), but it inherits slurmd's log file
+# and working directory, both inside DIR. A step's slurmstepd outlives its tasks by a few seconds (PMIx finalize),
+# and while it lives it holds the step's sockets in the spool dir: a requeued job started again in that window gets
+# the same step ids and its steps fail to launch (see job_release_requeued in tests/slurm/lib.sh).
+stepds() {
+  local dir=${1:?stepds DIR [JOB]} job=${2:-} p args
+  dir=$(cd "$dir" && pwd)
+  for p in /proc/[0-9]*; do
+    [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] || continue
+    case "$(readlink "$p/cwd" 2>/dev/null)" in "$dir"/*) ;; *) continue ;; esac
+    args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)
+    if [ -n "$job" ]; then case "$args" in *"[$job."*) ;; *) continue ;; esac; fi
+    echo "${p#/proc/}"
+  done
+}
+
 # Sends TERM, waits up to $2 seconds, then KILL.
 end_pids() {
   local grace=$1 i p alive
@@ -242,6 +259,7 @@ case "${1:-}" in
   start) start "${2:-}" ;;
   stop) stop "${2:-}" ;;
   procs) procs "${2:-}" ;;
+  stepds) stepds "${2:-}" "${3:-}" ;;
   check) check ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -21,6 +21,9 @@ slurm_up() {
   trap 'slurm_down; rm -rf "$WORK"' EXIT
   # Jobs inherit this environment (sbatch --export=ALL): keep launcher leftovers of the CTest process out of it.
   unset OMPI_COMM_WORLD_SIZE PMI_SIZE SLURM_JOB_ID
+  # The test node advertises 8 CPUs on a 2-core machine: OpenMP threads that spin while they wait (libgomp's default)
+  # take the cores from the other ranks' threads, and a 40-step CPU run takes minutes instead of seconds.
+  export OMP_WAIT_POLICY=PASSIVE
 }
 
 slurm_down() {
@@ -37,6 +40,8 @@ slurm_down() {
 # Seconds since the epoch with a fraction.
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# past T0 LIMIT: more than LIMIT seconds have passed since T0 (from now).
+past() { awk -v e="$(elapsed "$1")" -v l="$2" 'BEGIN { exit !(e > l) }'; }
 
 # job_submit NAME SBATCH_ARGS... : submits, prints the job id; the job writes $WORK/NAME.out (appended on requeue).
 job_submit() {
@@ -64,7 +69,7 @@ job_wait_state() {
     state=$(job_state "$job")
     local s
     for s in "$@"; do [ "$state" = "$s" ] && return 0; done
-    if awk -v e="$(elapsed "$t0")" -v l="$limit" 'BEGIN { exit !(e > l) }'; then
+    if past "$t0" "$limit"; then
       fail "job $job: still ${state:-unknown} after ${limit} s (waited for $*)"
       return 1
     fi
@@ -108,22 +113,33 @@ expect_no_job_procs() {
   ps -o pid=,ppid=,stat=,args= -p "$(echo $left | tr ' ' ',')" | sed 's/^/    /'
 }
 
+# Slurm's slurmstepd processes of JOB still alive (they are not job processes: job_procs does not list them).
+job_stepds() { bash "$HARNESS" stepds "$RANKTUNE_SLURM_DIR" "$1"; }
+
 # job_release_requeued JOB RESTARTS: waits until the job is pending again after its RESTARTS-th requeue and lets it
-# start now rather than after Slurm's requeue delay (~120 s). Slurm refuses a new start in the same second as the
-# requeue ("Job credential revoked"), and the old steps must be gone: wait for both first.
+# start now rather than after Slurm's requeue delay (~120 s). Two things must be over first, else the restart runs
+# nothing:
+# - the previous run's slurmstepd processes. The job is PENDING again while they still finalize PMIx (2-3 s, more on
+#   a loaded machine), holding the spool sockets named after JOB.STEP. The restart reuses the step ids, so its step
+#   fails to launch ("Cannot bind() UNIX socket .../stepd.slurm.pmix.JOB.0: Address already in use" in slurmd.log,
+#   "launch failed" from srun), and srun of Slurm 22.05 then exits 0: the job ends COMPLETED with no rank output.
+# - the second of the requeue: slurmd refuses a credential from that second ("Job credential revoked").
 job_release_requeued() {
-  local job=$1 want=$2 i
-  for ((i = 0; i < 300; i++)); do
-    [ "$(job_state "$job")" = PENDING ] && [ "$(job_field "$job" Restarts)" = "$want" ] && break
+  local job=$1 want=$2 t0 since
+  t0=$(now)
+  until [ "$(job_state "$job")" = PENDING ] && [ "$(job_field "$job" Restarts)" = "$want" ]; do
+    if past "$t0" 120; then
+      fail "job $job was not requeued (state $(job_state "$job"), restarts $(job_field "$job" Restarts), want $want)"
+      return 1
+    fi
     sleep 0.2
   done
-  if [ "$(job_state "$job")" != PENDING ] || [ "$(job_field "$job" Restarts)" != "$want" ]; then
-    fail "job $job was not requeued (state $(job_state "$job"), restarts $(job_field "$job" Restarts), want $want)"
-    return 1
-  fi
+  since=$(date +%s)
   ok "job $job requeued (restarts=$want)"
-  for ((i = 0; i < 100; i++)); do [ -z "$(job_procs)" ] && break; sleep 0.1; done
-  sleep 2
+  until [ -z "$(job_stepds "$job")" ] && [ -z "$(job_procs)" ] && [ "$(date +%s)" -gt "$since" ]; do
+    if past "$t0" 180; then fail "job $job: the previous run's slurmstepd outlived it: $(job_stepds "$job" | tr '\n' ' ')"; return 1; fi
+    sleep 0.2
+  done
   scontrol update JobId="$job" StartTime=now
 }
 
