@@ -215,6 +215,7 @@ TrainResult Trainer::run() {
   const auto start = Clock::now();
   auto last = start;
   result.first_step = s.pos.step + 1;
+  result.steps = s.pos.step;  // a run resumed at or past train.steps takes no step
   for (long step = s.pos.step; step < t.steps; ++step) {
     const double lr = lr_at(s.schedule, step);
     const auto micro = s.sampler->next_step();

@@ -67,6 +67,9 @@ train half 1 --train.steps=$STEPS "${CONST[@]}" --parallel.mode=balanced --paral
   --parallel.micro_batches=4 --resume=auto && same_losses constant half 5
 expect half out "resume: "
 train half_single 1 --train.steps=$STEPS "${CONST[@]}" --resume=auto && same_losses constant half_single 5
+run again 0 "$RANKTUNE_BIN" train "${ARGS[@]}" --train.micro_batch=4 --train.steps=$STEPS "${CONST[@]}" --resume=auto \
+  --output_dir="$WORK/half" --checkpoint.dir="$WORK/half/ckpt"
+expect again out "nothing to do: the checkpoint is already at step $STEPS of $STEPS"
 "$RANKTUNE_BIN" checkpoint verify "$WORK/half/ckpt" >"$WORK/verify.out" 2>&1 && ok "balanced checkpoint verifies" \
   || fail "balanced checkpoint does not verify: $(tail -2 "$WORK/verify.out")"
 
