@@ -92,7 +92,8 @@ std::map<std::string, at::Tensor> trained_weights(const CheckpointState& st) {
 }
 
 CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt, const RunPosition& pos,
-                                    bool write_replicated, const ModelRecord& record, const c10::Device& device) {
+                                    bool write_replicated, const ModelRecord& record, const c10::Device& device,
+                                    const std::vector<int>& other_gpus) {
   CheckpointState st;
   if (write_replicated) {
     for (const auto& item : params) st.tensors[kWeights + item.key()] = item.value().detach();
@@ -113,11 +114,15 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
   st.strings["data.tokenizer"] = record.tokenizer;
   st.blobs["rng.cpu"] = generator_state(at::detail::getDefaultCPUGenerator());
   if (device.is_cuda()) st.blobs["rng.cuda"] = generator_state(at::globalContext().defaultGenerator(device));
+  for (int g : other_gpus)
+    st.blobs["rng.cuda." + std::to_string(g)] =
+        generator_state(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))));
   return st;
 }
 
 RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& params, AdamW& opt,
-                                const std::string& base_identity, bool require_same_base, const c10::Device& device) {
+                                const std::string& base_identity, bool require_same_base, const c10::Device& device,
+                                const std::vector<int>& other_gpus) {
   const CheckpointState& src = replicated_source(ck);
   const std::string where = ck.step_dir.string();
   auto base = src.strings.find("base_model");
@@ -165,6 +170,10 @@ RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& 
       log0() << "resume: " << where << " holds no CUDA RNG state (saved by a CPU run): the CUDA generator keeps "
              << "its seed, so GPU dropout draws do not continue a saved sequence";
     }
+    for (int g : other_gpus)
+      if (auto it = blobs.find("rng.cuda." + std::to_string(g)); it != blobs.end())
+        generator_restore(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))),
+                          it->second);
   }
   return pos;
 }

@@ -82,6 +82,13 @@ struct Trainer::State {
   std::unique_ptr<GradSync> sync;
   std::shared_ptr<PipelineExecutor> pipeline;  // balanced mode
   std::vector<int> gpus;                       // the CUDA devices holding weights (memory and MFU figures)
+  // Balanced mode's GPUs besides the first stage's: their generators are checkpointed too (LoRA dropout draws there).
+  std::vector<int> other_gpus() const {
+    std::vector<int> out;
+    for (int g : gpus)
+      if (!(device.is_cuda() && g == device.index())) out.push_back(g);
+    return out;
+  }
   BatchPlan plan;
   LrSchedule schedule;
   std::unique_ptr<Sampler> sampler;
@@ -143,7 +150,8 @@ void Trainer::resume() {
     return;
   }
   agree_run(s.env, [&] {
-    s.pos = train_state_restore(*loaded, s.params, *s.opt, s.record.base_identity, s.cfg.lora.r > 0, s.device);
+    s.pos = train_state_restore(*loaded, s.params, *s.opt, s.record.base_identity, s.cfg.lora.r > 0, s.device,
+                                s.other_gpus());
   });
   s.sampler->seek(s.pos.cursor);
   s.last_saved = s.pos.step;
@@ -170,7 +178,7 @@ bool Trainer::save(long step) {
   req.meta.config_hash = config_hash(s.cfg);
   req.meta.replicated = true;
   const SaveResult r = checkpoint_save(s.env, req, train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0,
-                                                                       s.record, s.device));
+                                                                       s.record, s.device, s.other_gpus()));
   char line[256];
   if (r.ok() || r.status == SaveStatus::exists) {
     s.last_saved = step;

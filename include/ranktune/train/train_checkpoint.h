@@ -11,6 +11,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "ranktune/core/config.h"
 #include "ranktune/data/sampler.h"
@@ -45,15 +46,19 @@ ModelRecord model_record_read(const CheckpointState& st, const std::string& wher
 std::map<std::string, at::Tensor> trained_weights(const CheckpointState& st);
 
 // device: where the model trains; a CUDA device adds that device's generator state (`rng.cuda`) to `rng.cpu`.
+// other_gpus: balanced mode's further stage devices, each saved as `rng.cuda.<index>`.
 CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt, const RunPosition& pos,
-                                    bool write_replicated, const ModelRecord& record, const c10::Device& device);
+                                    bool write_replicated, const ModelRecord& record, const c10::Device& device,
+                                    const std::vector<int>& other_gpus = {});
 
 // Copies the saved weights and optimizer state into params/opt (they must match by name and shape: a mismatch is a
 // CheckpointError naming the tensor), restores this rank's RNG when its own file exists, returns the position.
 // RNG: the CPU generator always; the CUDA generator of `device` when both the checkpoint and this run are on CUDA.
 // Across kinds (a GPU checkpoint resumed on CPU or the reverse) the other kind's state is left as seeded, and rank 0
 // says so once: such a continuation is not bit-identical anyway.
+// other_gpus: as for capture; a saved `rng.cuda.<index>` is restored into that device when the run has it.
 RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& params, AdamW& opt,
-                                const std::string& base_identity, bool require_same_base, const c10::Device& device);
+                                const std::string& base_identity, bool require_same_base, const c10::Device& device,
+                                const std::vector<int>& other_gpus = {});
 
 }  // namespace ranktune
