@@ -115,7 +115,7 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
   st.blobs["rng.cpu"] = generator_state(at::detail::getDefaultCPUGenerator());
   if (device.is_cuda()) st.blobs["rng.cuda"] = generator_state(at::globalContext().defaultGenerator(device));
   for (int g : other_gpus)
-    st.blobs["rng.cuda." + std::to_string(g)] =
+    st.blobs["rng.cuda_gpu" + std::to_string(g)] =
         generator_state(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))));
   return st;
 }
@@ -171,7 +171,7 @@ RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& 
              << "its seed, so GPU dropout draws do not continue a saved sequence";
     }
     for (int g : other_gpus)
-      if (auto it = blobs.find("rng.cuda." + std::to_string(g)); it != blobs.end())
+      if (auto it = blobs.find("rng.cuda_gpu" + std::to_string(g)); it != blobs.end())
         generator_restore(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))),
                           it->second);
   }

@@ -46,7 +46,7 @@ ModelRecord model_record_read(const CheckpointState& st, const std::string& wher
 std::map<std::string, at::Tensor> trained_weights(const CheckpointState& st);
 
 // device: where the model trains; a CUDA device adds that device's generator state (`rng.cuda`) to `rng.cpu`.
-// other_gpus: balanced mode's further stage devices, each saved as `rng.cuda.<index>`.
+// other_gpus: balanced mode's further stage devices, each saved as `rng.cuda_gpu<index>`.
 CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt, const RunPosition& pos,
                                     bool write_replicated, const ModelRecord& record, const c10::Device& device,
                                     const std::vector<int>& other_gpus = {});
@@ -56,7 +56,7 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
 // RNG: the CPU generator always; the CUDA generator of `device` when both the checkpoint and this run are on CUDA.
 // Across kinds (a GPU checkpoint resumed on CPU or the reverse) the other kind's state is left as seeded, and rank 0
 // says so once: such a continuation is not bit-identical anyway.
-// other_gpus: as for capture; a saved `rng.cuda.<index>` is restored into that device when the run has it.
+// other_gpus: as for capture; a saved `rng.cuda_gpu<index>` is restored into that device when the run has it.
 RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& params, AdamW& opt,
                                 const std::string& base_identity, bool require_same_base, const c10::Device& device,
                                 const std::vector<int>& other_gpus = {});
