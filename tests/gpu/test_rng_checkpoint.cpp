@@ -3,6 +3,7 @@
 // device draws the same numbers as right after the save. The CUDA cases skip where no GPU is visible.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <filesystem>
 #include <unistd.h>
@@ -29,8 +30,8 @@ class RngCheckpoint : public testing::Test {
   void TearDown() override { remove_tree(dir); }
 
   // Captures on `device`, writes the state to a rank file and reads it back, as a save and a resume do.
-  LoadedCheckpoint save_and_read(const c10::Device& device) {
-    const CheckpointState st = train_state_capture(params, *opt, RunPosition{}, true, record, device);
+  LoadedCheckpoint save_and_read(const c10::Device& device, const std::vector<int>& other_gpus = {}) {
+    const CheckpointState st = train_state_capture(params, *opt, RunPosition{}, true, record, device, other_gpus);
     const fs::path file = dir / "rank_00000.h5";
     checkpoint_file_write(file, st, RankFileHeader{}, h5::FileLocking::best_effort);
     LoadedCheckpoint ck;
@@ -71,6 +72,19 @@ TEST_F(RngCheckpoint, CudaRunRestoresItsDeviceGenerator) {
   train_state_restore(ck, params, *opt, record.base_identity, false, dev);
   EXPECT_TRUE(at::equal(at::rand({4096}, at::TensorOptions(dev)).cpu(), want));
   EXPECT_TRUE(at::equal(at::rand({64}), want_cpu));
+}
+
+// Balanced mode over two GPUs: the second stage's generator is saved and restored as well.
+TEST_F(RngCheckpoint, BalancedRunRestoresEveryStageGenerator) {
+  if (!at::hasCUDA() || torch::cuda::device_count() < 2) GTEST_SKIP() << "needs 2 GPUs";
+  const c10::Device dev0(at::kCUDA, 0), dev1(at::kCUDA, 1);
+  at::manual_seed(14);
+  const LoadedCheckpoint ck = save_and_read(dev0, {1});
+  ASSERT_EQ(ck.state.blobs.count("rng.cuda_gpu1"), 1u);
+  const at::Tensor want = at::rand({4096}, at::TensorOptions(dev1)).cpu();
+  at::rand({100000}, at::TensorOptions(dev1));
+  train_state_restore(ck, params, *opt, record.base_identity, false, dev0, {1});
+  EXPECT_TRUE(at::equal(at::rand({4096}, at::TensorOptions(dev1)).cpu(), want));
 }
 
 TEST_F(RngCheckpoint, CudaCheckpointResumesOnCpu) {
