@@ -14,6 +14,7 @@
 #include "ranktune/model/hf_checkpoint.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/plan/layer_cost.h"
+#include "ranktune/train/batch_plan.h"
 #include "ranktune/train/generate.h"
 #include "ranktune/train/pipeline.h"
 #include "ranktune/train/token_data.h"
@@ -88,7 +89,7 @@ Config with_epochs(const Config& cfg, const AppContext& ctx, const TokenData& da
       return out;
     }
   }
-  const long global_rows = static_cast<long>(cfg.train.micro_batch) * cfg.train.grad_accum * ctx.env.size();
+  const long global_rows = batch_plan_from_config(cfg.train, ctx.env.size()).global_batch();
   const long per_epoch = static_cast<long>(data.train.size()) / global_rows;
   if (per_epoch == 0)
     throw AgreedError(ExitCode::usage, "one epoch (" + std::to_string(data.train.size()) +
