@@ -5,7 +5,7 @@
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=balanced_pipeline.sh) after the build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin=${RANKTUNE_BIN:-build-gpu/bin/ranktune}
+bin=${RANKTUNE_BIN:-${RANKTUNE_BIN_DIR:-build-gpu/bin}/ranktune}
 out=${OUT:-/tmp/ranktune-out}/bench-balanced
 mkdir -p "$out"
 gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)
@@ -17,9 +17,11 @@ shape=(--device=cuda --parallel.mode=balanced --parallel.stages="$stages" --mode
   --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4 --model.intermediate_size=5632
   --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048 --train.seq_len=2048
   --train.micro_batch=$BATCH --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2 --train.lr=1e-4
-  --lora.r=16 --lora.alpha=32 --checkpoint.every_steps=0)
+  --lora.r=16 --lora.alpha=32 --checkpoint.every_steps=0 ${BENCH_PIPELINE_EXTRA:-})
 echo "balanced pipeline bench: $gpus GPU(s), $stages stages, $BATCH sequences per micro-step, m in {$MICRO}, $STEPS steps"
 for m in $MICRO; do
+  left=$(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) ))
+  [ "$left" -ge 50 ] || { echo "m=$m skipped: ${left} s left in this lease"; continue; }
   rm -rf "$out/m$m"
   "$bin" train "${shape[@]}" --train.steps="$STEPS" --parallel.micro_batches="$m" --output_dir="$out/m$m" \
     --checkpoint.dir="$out/m$m/ckpt" >"$out/m$m.log" 2>&1 || { echo "m=$m failed:"; tail -5 "$out/m$m.log"; continue; }

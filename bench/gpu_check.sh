@@ -15,6 +15,24 @@ step "machine"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
 nproc
 
+# A deadline (epoch seconds) for the benchmarks, so that a short lease ends with results rather than a kill.
+export BENCH_DEADLINE=$(( $(date +%s) + ${RANKTUNE_BUDGET_S:-100000} ))
+bin_dir=build-gpu/bin
+tests_dir=""
+if [ -n "${RANKTUNE_PREBUILT:-}" ]; then
+  step "prebuilt binaries from $RANKTUNE_PREBUILT (bench/carry_build.sh)"
+  site=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+  libs="$PWD/$RANKTUNE_PREBUILT/lib:$site/torch/lib"
+  for d in "$site"/nvidia/*/lib; do libs="$libs:$d"; done
+  export LD_LIBRARY_PATH="$libs:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  if "$RANKTUNE_PREBUILT/bin/ranktune" --version; then
+    bin_dir=$RANKTUNE_PREBUILT/bin tests_dir=$RANKTUNE_PREBUILT/bin RANKTUNE_SKIP_CTEST=1
+  else
+    ldd "$RANKTUNE_PREBUILT/bin/ranktune" | grep 'not found'; echo "prebuilt binaries do not start here: building"
+  fi
+fi
+
+if [ "$bin_dir" = build-gpu/bin ]; then
 step "configure + build"
 start=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -24,6 +42,8 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
 ninja -C build-gpu >"$OUT/build.log" 2>&1 || { grep -E 'error|FAILED' -A3 "$OUT/build.log" | head -60; exit 1; }
 echo "built in $(( $(date +%s) - start )) s"
 for o in $(find build-gpu -name '*.cu.o'); do echo "$o:"; cuobjdump --list-elf --list-ptx "$o" | sed 's/^/  /'; done
+fi
+export RANKTUNE_BIN_DIR=$bin_dir
 
 if [ "${RANKTUNE_SKIP_CTEST:-0}" != 1 ]; then
 step "ctest (all labels)"
@@ -31,12 +51,24 @@ RANKTUNE_RESUME_STOPS=${RANKTUNE_RESUME_STOPS:-3} ctest --test-dir build-gpu -j8
 grep -E 'tests passed|Failed|\*\*\*|Skipped|Not Run' "$OUT/ctest.log" | head -40
 step "GPU test output"
 ctest --test-dir build-gpu -L gpu -V >"$OUT/ctest-gpu.log" 2>&1
-grep -E '\[ +(OK|FAILED|SKIPPED) +\]|rel(ative)? err|bucket|launch|DDP:' "$OUT/ctest-gpu.log" | sed 's/^[0-9]*: //' | head -60
-
+grep -E '\[ +(OK|FAILED|SKIPPED) +\]|rel(ative)? err|bucket|launch|DDP:|abandoned' "$OUT/ctest-gpu.log" | sed 's/^[0-9]*: //' | head -60
+elif [ -n "$tests_dir" ]; then
+step "GPU tests (prebuilt), NCCL ones at 1 and every-GPU ranks"
+ngpu=$(nvidia-smi --list-gpus | wc -l)
+{
+  for t in test_nccl_communicator test_grad_sync_gpu; do
+    for n in 1 $([ "$ngpu" -ge 2 ] && echo 2); do
+      echo "--- $t at $n rank(s)"; mpirun --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np "$n" "$tests_dir/$t"
+      echo "exit $?"
+    done
+  done
+  for t in test_pipeline_gpu test_rng_checkpoint; do echo "--- $t"; "$tests_dir/$t"; echo "exit $?"; done
+} >"$OUT/gpu-tests.log" 2>&1
+grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST' "$OUT/gpu-tests.log" | head -60
 fi
 
 step "ranktune topology on the GPU"
-bin=build-gpu/bin/ranktune
+bin=$bin_dir/ranktune
 $bin --version
 $bin topology
 echo "exit $?"

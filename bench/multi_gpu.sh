@@ -10,14 +10,22 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-build=${RANKTUNE_BUILD_DIR:-build-gpu}
-bin=$build/bin/ranktune
+bindir=${RANKTUNE_BIN_DIR:-build-gpu/bin}
+bin=$bindir/ranktune
+allreduce=$bindir/ranktune_allreduce_bench
+[ -x "$allreduce" ] || allreduce=${bindir%/bin}/bench/ranktune_allreduce_bench
 out=${OUT:-/tmp/ranktune-out}/bench-multi
 mkdir -p "$out"
 gpus=$(nvidia-smi --list-gpus | wc -l)
 sizes=(); for n in 1 2 4 8; do [ "$n" -le "$gpus" ] && sizes+=("$n"); done
 mpi() { mpirun --bind-to none --oversubscribe -x NCCL_NVLS_ENABLE -np "$@"; }
 step() { printf '\n=== %s ===\n' "$*"; }
+# BENCH_DEADLINE (epoch seconds, set by gpu_check.sh): a part that would not finish before it is skipped, and says so.
+time_for() {
+  local need=$1 left=$(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) ))
+  [ "$left" -ge "$need" ] && return 0
+  echo "skipped: $2 (needs ~${need} s, ${left} s left in this lease)"; return 1
+}
 step "$gpus GPU(s); world sizes ${sizes[*]}"
 
 step "topology at every world size; balanced refused under mpirun -np 2"
@@ -28,7 +36,7 @@ for n in "${sizes[@]}"; do mpi "$n" "$bin" topology --parallel.mode=ddp 2>&1 | g
 step "all-reduce bus bandwidth (ranktune communicator vs plain NCCL)"
 for n in "${sizes[@]}"; do
   [ "$n" -ge 2 ] || [ "$gpus" -eq 1 ] || continue
-  mpi "$n" "$build/bench/ranktune_allreduce_bench" $((1 << 30)) 20 2>&1 | tee "$out/allreduce_np$n.md"
+  mpi "$n" "$allreduce" $((1 << 30)) 20 2>&1 | tee "$out/allreduce_np$n.md"
 done
 
 step "DDP weak scaling (1.1B shape, seq 2048, micro-batch 4 per GPU)"
@@ -40,6 +48,7 @@ for kind in full lora; do
   extra=(); [ "$kind" = lora ] && extra=(--lora.r=16 --lora.alpha=32)
   for n in "${sizes[@]}"; do
     name=ddp_${kind}_np$n; rm -rf "$out/$name"
+    time_for 45 "$name" || continue
     mpi "$n" "$bin" train "${shape[@]}" "${extra[@]}" --parallel.mode=ddp --output_dir="$out/$name" \
       --checkpoint.dir="$out/$name/ckpt" >"$out/$name.log" 2>&1 || { echo "$name failed"; tail -5 "$out/$name.log"; }
     rm -rf "$out/$name/ckpt"
@@ -61,10 +70,14 @@ for kind in ("full", "lora"):
 PY
 
 step "balanced pipelining over all GPUs"
-if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16" batch=16; else m_list="1 4 8" batch=8; fi
-BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-$m_list} BENCH_PIPELINE_BATCH=$batch RANKTUNE_BIN=$bin bash bench/balanced_pipeline.sh
+# Chunks of >= 2 sequences: below ~4 sequences of 2048 tokens per kernel launch the per-sequence speed falls steeply.
+# 32 sequences of 2048 tokens hold their activations only with activation checkpointing (the same for every m).
+if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16" batch=32 extra=--train.activation_checkpointing=true
+else m_list="1 4 8" batch=8 extra=""; fi
+BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-$m_list} BENCH_PIPELINE_BATCH=$batch BENCH_PIPELINE_EXTRA=$extra RANKTUNE_BIN=$bin \
+  bash bench/balanced_pipeline.sh
 
-if [ "$gpus" -ge 2 ]; then
+if [ "$gpus" -ge 2 ] && time_for 120 "8B balanced run"; then
   step "8B shape, full fine-tune, balanced over $gpus GPUs (does not fit one GPU)"
   big=(--device=cuda --parallel.mode=balanced --model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32
     --model.num_kv_heads=8 --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false

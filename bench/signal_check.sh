@@ -4,7 +4,7 @@
 # tests/integration/train_resume.sh.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin=${RANKTUNE_BIN:-build-gpu/bin/ranktune}
+bin=${RANKTUNE_BIN:-${RANKTUNE_BIN_DIR:-build-gpu/bin}/ranktune}
 dir=$(mktemp -d)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 args=(train --config configs/tiny.ini --device=cpu --train.steps=200 --train.log_every=1 --output_dir="$dir/run"

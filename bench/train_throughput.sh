@@ -6,7 +6,7 @@
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=train_throughput.sh) after the build; prints a markdown table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin=${RANKTUNE_BIN:-build-gpu/bin/ranktune}
+bin=${RANKTUNE_BIN:-${RANKTUNE_BIN_DIR:-build-gpu/bin}/ranktune}
 out=${OUT:-/tmp/ranktune-out}/bench
 mkdir -p "$out"
 STEPS=${BENCH_STEPS:-14}

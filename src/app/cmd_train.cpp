@@ -186,6 +186,15 @@ int cmd_train(const AppContext& ctx) {
       line += part;
     }
     log0() << line;
+    if (!result.device_peak_gib.empty()) {
+      line = "balanced: peak memory per GPU:";
+      for (const auto& [device, gib] : result.device_peak_gib) {
+        char part[48];
+        std::snprintf(part, sizeof part, " cuda:%d %.1f GiB", device, gib);
+        line += part;
+      }
+      log0() << line;
+    }
   }
   if (ctx.env.rank() == 0) log_sample(*model, data);
   char line[200];

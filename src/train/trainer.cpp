@@ -274,7 +274,12 @@ TrainResult Trainer::run() {
     row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, gpus) : NAN;
     if (s.device.is_cuda()) {
       row.gpu_mem_gib = 0;  // the fullest device
-      for (int d : s.gpus) row.gpu_mem_gib = std::max(row.gpu_mem_gib, cuda_peak_memory_gib(d, true));
+      result.device_peak_gib.resize(s.gpus.size());
+      for (std::size_t i = 0; i < s.gpus.size(); ++i) {
+        const double peak = cuda_peak_memory_gib(s.gpus[i], true);
+        row.gpu_mem_gib = std::max(row.gpu_mem_gib, peak);
+        result.device_peak_gib[i] = {s.gpus[i], std::max(result.device_peak_gib[i].second, peak)};
+      }
     }
     row.elapsed_s = std::chrono::duration<double>(now - start).count();
     row.tokens = s.pos.tokens;

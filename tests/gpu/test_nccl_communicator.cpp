@@ -4,6 +4,9 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <iostream>
+
 #include "ranktune/core/error.h"
 #include "ranktune/dist/nccl_communicator.h"
 
@@ -54,6 +57,32 @@ TEST_F(NcclTest, BroadcastAndAllGather) {
   comm->synchronize();
   EXPECT_TRUE(at::equal(t.cpu(), at::arange(100, at::kFloat)));
   for (int i = 0; i < n; ++i) EXPECT_TRUE(at::equal(out[i].cpu(), at::full({8}, static_cast<double>(i))));
+}
+
+// A peer that never joins a collective: the waiting rank's synchronize() gives up at the deadline, aborts the
+// communicator and throws, instead of hanging (needs one GPU per rank, so at least 2 GPUs).
+TEST_F(NcclTest, StuckPeerEndsInCommErrorAtTheDeadline) {
+  if (env->size() < 2) GTEST_SKIP() << "needs 2 ranks, one GPU each";
+  comm.reset();
+  constexpr double timeout_s = 3.0;
+  comm = std::make_unique<NcclCommunicator>(*env, env->local_rank(), timeout_s);
+  if (env->rank() == 0) {
+    at::Tensor t = at::ones({1024}, at::TensorOptions(dev).dtype(at::kFloat));
+    const auto start = std::chrono::steady_clock::now();
+    // With lazy connection set-up the enqueue itself may be what waits for the peer: either call may throw.
+    EXPECT_THROW(
+        {
+          comm->all_reduce(t, ReduceOp::sum);
+          comm->synchronize();
+        },
+        CommError);
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << "rank 0: collective abandoned after " << waited << " s (timeout " << timeout_s << " s)\n";
+    EXPECT_GE(waited, timeout_s);
+    EXPECT_LT(waited, timeout_s + 10.0);
+    EXPECT_THROW(comm->synchronize(), CommError);  // an aborted communicator stays unusable, loudly
+  }
+  MPI_Barrier(MPI_COMM_WORLD);  // the other ranks never entered the collective
 }
 
 TEST_F(NcclTest, RejectsCpuTensor) {

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "ranktune/core/config.h"
@@ -26,6 +27,7 @@ struct TrainResult {
   std::vector<double> losses;  // the global training loss of every step this run took
   std::vector<double> stage_busy_s;  // balanced: seconds each stage's device computed (summed over the run)
   double train_seconds = 0;          // wall time of the steps
+  std::vector<std::pair<int, double>> device_peak_gib;  // GPU runs: (CUDA index, peak GiB allocated over the run)
   double final_eval_loss = -1;
   bool stopped = false;        // a stop signal ended the run early (all ranks agreed)
   bool saved = false;          // ... and its checkpoint is committed
