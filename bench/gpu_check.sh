@@ -28,7 +28,9 @@ if [ -n "${RANKTUNE_PREBUILT:-}" ]; then
   if "$RANKTUNE_PREBUILT/bin/ranktune" --version; then
     bin_dir=$RANKTUNE_PREBUILT/bin tests_dir=$RANKTUNE_PREBUILT/bin RANKTUNE_SKIP_CTEST=1
   else
-    ldd "$RANKTUNE_PREBUILT/bin/ranktune" | grep 'not found'; echo "prebuilt binaries do not start here: building"
+    ldd "$RANKTUNE_PREBUILT/bin/ranktune" | grep 'not found'; echo "prebuilt binaries do not start here"
+    [ "${RANKTUNE_NO_BUILD:-0}" = 1 ] && exit 3  # a short lease has no time for a build
+    echo "building instead"
   fi
 fi
 
