@@ -65,10 +65,15 @@ int main(int argc, char** argv) {
     std::printf("| bytes | ranktune us | ranktune busbw GB/s | NCCL us | NCCL busbw GB/s | ranktune / NCCL (busbw; 1 rank: speed) |\n");
     std::printf("|---|---|---|---|---|---|\n");
   }
+  int early_returns = 0;
   for (std::int64_t bytes = 1024; bytes <= max_bytes; bytes *= 4) {
     at::Tensor t = at::ones({bytes / 2}, at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA, device));
     const int it = bytes >= (std::int64_t{1} << 26) ? std::max(5, iters / 4) : iters;
-    const double ours_s = time_per_call(env, 3, it, [&] { ours.all_reduce(t, ReduceOp::sum); }, [&] { ours.synchronize(); });
+    // synchronize() must return only once the stream has drained; a stream still busy then means it returned early.
+    const double ours_s = time_per_call(env, 3, it, [&] { ours.all_reduce(t, ReduceOp::sum); }, [&] {
+      ours.synchronize();
+      if (cudaStreamQuery(stream) != cudaSuccess) ++early_returns;
+    });
     const double plain_s = time_per_call(
         env, 3, it,
         [&] {
@@ -82,6 +87,10 @@ int main(int argc, char** argv) {
       std::printf("| %lld | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", static_cast<long long>(bytes), ours_s * 1e6, ours_bw,
                   plain_s * 1e6, plain_bw, n > 1 ? 100 * ours_bw / plain_bw : 100 * plain_s / ours_s);
   }
+  RANKTUNE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &early_returns, 1, MPI_INT, MPI_SUM, env.world()));
+  if (env.rank() == 0)
+    std::printf("\nNcclCommunicator::synchronize() returned before its stream drained: %d time(s)%s\n", early_returns,
+                early_returns ? " (its timings above are wrong)" : "");
   RANKTUNE_NCCL_CHECK(ncclCommDestroy(plain));
   return 0;
 }

@@ -3,7 +3,7 @@
 # device tool's `carry`), so that a short device lease runs instead of compiling: stripped copies of the ranktune
 # binary, the benchmark binaries and the GPU test binaries, plus the one shared library the GPU image lacks
 # (Boost.Program_options). bench/gpu_check.sh uses them when RANKTUNE_PREBUILT=.deps/prebuilt and they start there;
-# otherwise it builds. Both machines are x86-64 with the same torch wheel, CUDA 13.0 and NCCL 2.28.
+# otherwise it builds. RANKTUNE_BUILD_DIR may name another worktree's build. Both machines are x86-64 with the same torch wheel, CUDA 13.0 and NCCL 2.28.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${RANKTUNE_BUILD_DIR:-build}
@@ -17,6 +17,9 @@ for t in test_nccl_communicator test_grad_sync_gpu test_pipeline_gpu test_rng_ch
   f=$(find "$build/tests" -name "$t" -type f -perm -u+x | head -1)
   [ -n "$f" ] && pack "$f"
 done
-boost=$(ldd "$build/bin/ranktune" | awk '/libboost_program_options/ {print $3}')
-[ -n "$boost" ] && cp -L "$boost" "$out/lib/"
+# Boost.Program_options is absent there; Open MPI's C++ binding library may be too (Ubuntu builds it optionally).
+for lib in libboost_program_options libmpi_cxx; do
+  path=$(ldd "$build/bin/ranktune" | awk -v l="$lib" '$1 ~ l {print $3}')
+  if [ -n "$path" ]; then cp -L "$path" "$out/lib/"; fi
+done
 du -sh "$out"/*

@@ -90,6 +90,15 @@ void NcclCommunicator::abort_with(const std::string& what) {
                   "raise --parallel.comm_timeout_s; NCCL_DEBUG=INFO shows NCCL's view");
 }
 
+// A lone collective on a non-blocking communicator can report success before its kernel is on the stream (measured
+// here: synchronize() then returned before a 1 GiB all-reduce had run). Inside a group, ncclGroupEnd returns
+// ncclInProgress until the launch is done and the communicator's async state turns ncclSuccess only after it, so
+// an event recorded on the stream afterwards really follows the collective.
+void NcclCommunicator::end_group_and_wait(const char* what) {
+  RANKTUNE_NCCL_CHECK(ncclGroupEnd());
+  wait_enqueued(what);
+}
+
 void NcclCommunicator::wait_enqueued(const char* what) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s_);
   ncclResult_t state = ncclInProgress;
@@ -113,17 +122,19 @@ cudaStream_t NcclCommunicator::stream_for(const at::Tensor& t) const {
 void NcclCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
   if (aborted_) throw CommError("NCCL communicator was aborted earlier");
   last_stream_ = stream_for(t);
+  RANKTUNE_NCCL_CHECK(ncclGroupStart());
   RANKTUNE_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                     nccl_type(t.scalar_type()), nccl_op(op), comm_, last_stream_));
-  wait_enqueued("ncclAllReduce");
+  end_group_and_wait("ncclAllReduce");
 }
 
 void NcclCommunicator::broadcast(const at::Tensor& t, int root) {
   if (aborted_) throw CommError("NCCL communicator was aborted earlier");
   last_stream_ = stream_for(t);
+  RANKTUNE_NCCL_CHECK(ncclGroupStart());
   RANKTUNE_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                     nccl_type(t.scalar_type()), root, comm_, last_stream_));
-  wait_enqueued("ncclBroadcast");
+  end_group_and_wait("ncclBroadcast");
 }
 
 void NcclCommunicator::all_gather(const at::Tensor& in, const at::Tensor& out) {
@@ -132,9 +143,10 @@ void NcclCommunicator::all_gather(const at::Tensor& in, const at::Tensor& out) {
     throw CommError("NCCL communicator: all_gather output must hold size() copies of the input's dtype and shape");
   last_stream_ = stream_for(in);
   stream_for(out);
+  RANKTUNE_NCCL_CHECK(ncclGroupStart());
   RANKTUNE_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                                     nccl_type(in.scalar_type()), comm_, last_stream_));
-  wait_enqueued("ncclAllGather");
+  end_group_and_wait("ncclAllGather");
 }
 
 void NcclCommunicator::barrier() {

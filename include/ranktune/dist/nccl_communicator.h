@@ -32,6 +32,7 @@ class NcclCommunicator final : public Communicator {
  private:
   cudaStream_t stream_for(const at::Tensor& t) const;
   void wait_enqueued(const char* what);  // non-blocking NCCL: wait until the call has been enqueued
+  void end_group_and_wait(const char* what);  // ncclGroupEnd of a one-collective group, then wait_enqueued
   [[noreturn]] void abort_with(const std::string& what);
 
   const MpiEnv& env_;

@@ -2,16 +2,19 @@
 // the model's units (embedding, decoder layers, final norm + lm_head) split into contiguous stages, each stage's
 // weights on its device. forward_backward() runs one micro-step through the stages in gpipe_schedule order:
 // chunks = 1 is naive sequential execution, chunks = m splits the micro-step's sequences into m pipeline
-// micro-batches. Activations cross stages with an explicit copy to the next device; each stage's backward starts
+// micro-batches. Activations cross stages with an explicit copy to the next device (on a side stream, so that the
+// producing GPU goes on with the next chunk); each stage's backward starts
 // from the gradient its successor produced for the copied input. Gradients of all chunks accumulate in the
 // parameters (on their own devices); the optimizer then steps each device's parameters there (AdamW groups by device).
 // Knows nothing of MPI: balanced mode runs at world size 1.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Stream.h>
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ranktune/model/llama.h"
@@ -54,10 +57,13 @@ class PipelineExecutor {
 
  private:
   struct Timer;
+  at::Tensor hop(const at::Tensor& t, at::Device to);  // to another stage's device without stalling the source
+  c10::Stream side_stream(at::Device d);               // one copy stream per source GPU, made on first use
   LlamaImpl& model_;
   std::vector<StageRange> stages_;
   int chunks_;
   std::vector<std::unique_ptr<Timer>> timers_;
+  std::vector<std::pair<at::Device, c10::Stream>> side_streams_;
 };
 
 }  // namespace ranktune
