@@ -69,6 +69,7 @@ ngpu=$(nvidia-smi --list-gpus | wc -l)
 grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST' "$OUT/gpu-tests.log" | head -60
 fi
 
+if [ "${RANKTUNE_SKIP_TOPOLOGY:-0}" != 1 ]; then
 step "ranktune topology on the GPU"
 bin=$bin_dir/ranktune
 $bin --version
@@ -86,6 +87,8 @@ mpirun -np 2 --oversubscribe bash -c "$bin topology --parallel.mode=ddp; echo ra
 CUDA_VISIBLE_DEVICES= $bin topology; echo "exit $?"
 CUDA_VISIBLE_DEVICES=0,0 $bin topology; echo "exit $?"
 CUDA_VISIBLE_DEVICES=5 $bin topology; echo "exit $?"
+
+fi
 
 for b in ${RANKTUNE_BENCH:-}; do
   step "bench/$b"

@@ -20,6 +20,8 @@ gpus=$(nvidia-smi --list-gpus | wc -l)
 sizes=(); for n in 1 2 4 8; do [ "$n" -le "$gpus" ] && sizes+=("$n"); done
 mpi() { mpirun --bind-to none --oversubscribe -x NCCL_NVLS_ENABLE -np "$@"; }
 step() { printf '\n=== %s ===\n' "$*"; }
+# BENCH_PARTS picks parts (default: all of topology allreduce ddp balanced big), e.g. to re-measure one in a short lease.
+part() { [[ " ${BENCH_PARTS:-topology allreduce ddp balanced big} " == *" $1 "* ]]; }
 # BENCH_DEADLINE (epoch seconds, set by gpu_check.sh): a part that would not finish before it is skipped, and says so.
 time_for() {
   local need=$1 left=$(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) ))
@@ -28,17 +30,20 @@ time_for() {
 }
 step "$gpus GPU(s); world sizes ${sizes[*]}"
 
+if part topology; then
 step "topology at every world size; balanced refused under mpirun -np 2"
 for n in "${sizes[@]}"; do mpi "$n" "$bin" topology --parallel.mode=ddp 2>&1 | grep -vE '^\s*$' | head -$((n + 8)); done
 [ "$gpus" -ge 2 ] && mpi 2 "$bin" topology --parallel.mode=balanced 2>&1 | grep -E 'error|hint' | sort -u
 "$bin" topology --parallel.mode=balanced 2>&1 | tail -$((gpus + 6))
+fi
 
-step "all-reduce bus bandwidth (ranktune communicator vs plain NCCL)"
-for n in "${sizes[@]}"; do
+part allreduce && step "all-reduce bus bandwidth (ranktune communicator vs plain NCCL)"
+part allreduce && for n in "${sizes[@]}"; do
   [ "$n" -ge 2 ] || [ "$gpus" -eq 1 ] || continue
   mpi "$n" "$allreduce" $((1 << 30)) 20 2>&1 | tee "$out/allreduce_np$n.md"
 done
 
+if part ddp; then
 step "DDP weak scaling (1.1B shape, seq 2048, micro-batch 4 per GPU)"
 shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
   --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
@@ -68,7 +73,9 @@ for kind in ("full", "lora"):
         base = base or per
         print(f"| {kind} | {n} | {tps:,.0f} | {per:,.0f} | {100*per/base:.1f}% | {100*statistics.median(r['mfu'] for r in rows):.1f}% |")
 PY
+fi
 
+if part balanced; then
 step "balanced pipelining over all GPUs"
 # Chunks of >= 2 sequences: below ~4 sequences of 2048 tokens per kernel launch the per-sequence speed falls steeply.
 # 32 sequences of 2048 tokens hold their activations only with activation checkpointing (the same for every m).
@@ -76,8 +83,9 @@ if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16" batch=32 extra=--train.activation_c
 else m_list="1 4 8" batch=8 extra=""; fi
 BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-$m_list} BENCH_PIPELINE_BATCH=$batch BENCH_PIPELINE_EXTRA=$extra RANKTUNE_BIN=$bin \
   bash bench/balanced_pipeline.sh
+fi
 
-if [ "$gpus" -ge 2 ] && time_for 120 "8B balanced run"; then
+if part big && [ "$gpus" -ge 2 ] && time_for 120 "8B balanced run"; then
   step "8B shape, full fine-tune, balanced over $gpus GPUs (does not fit one GPU)"
   big=(--device=cuda --parallel.mode=balanced --model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32
     --model.num_kv_heads=8 --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false
