@@ -90,10 +90,10 @@ void NcclCommunicator::abort_with(const std::string& what) {
                   "raise --parallel.comm_timeout_s; NCCL_DEBUG=INFO shows NCCL's view");
 }
 
-// A lone collective on a non-blocking communicator can report success before its kernel is on the stream (measured
-// here: synchronize() then returned before a 1 GiB all-reduce had run). Inside a group, ncclGroupEnd returns
-// ncclInProgress until the launch is done and the communicator's async state turns ncclSuccess only after it, so
-// an event recorded on the stream afterwards really follows the collective.
+// Each collective is issued as a group of one: on a non-blocking communicator ncclGroupEnd reports ncclInProgress
+// until the launch is done, and the async state turns ncclSuccess only after it, so an event recorded on the stream
+// afterwards follows the collective. (NCCL has had lone non-blocking calls report success before their kernel was
+// enqueued; the group form does not depend on that being fixed.)
 void NcclCommunicator::end_group_and_wait(const char* what) {
   RANKTUNE_NCCL_CHECK(ncclGroupEnd());
   wait_enqueued(what);
@@ -122,6 +122,7 @@ cudaStream_t NcclCommunicator::stream_for(const at::Tensor& t) const {
 void NcclCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
   if (aborted_) throw CommError("NCCL communicator was aborted earlier");
   last_stream_ = stream_for(t);
+  issued_ = true;
   RANKTUNE_NCCL_CHECK(ncclGroupStart());
   RANKTUNE_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                     nccl_type(t.scalar_type()), nccl_op(op), comm_, last_stream_));
@@ -131,6 +132,7 @@ void NcclCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
 void NcclCommunicator::broadcast(const at::Tensor& t, int root) {
   if (aborted_) throw CommError("NCCL communicator was aborted earlier");
   last_stream_ = stream_for(t);
+  issued_ = true;
   RANKTUNE_NCCL_CHECK(ncclGroupStart());
   RANKTUNE_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                     nccl_type(t.scalar_type()), root, comm_, last_stream_));
@@ -142,6 +144,7 @@ void NcclCommunicator::all_gather(const at::Tensor& in, const at::Tensor& out) {
   if (out.numel() != in.numel() * env_.size() || out.scalar_type() != in.scalar_type())
     throw CommError("NCCL communicator: all_gather output must hold size() copies of the input's dtype and shape");
   last_stream_ = stream_for(in);
+  issued_ = true;
   stream_for(out);
   RANKTUNE_NCCL_CHECK(ncclGroupStart());
   RANKTUNE_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
@@ -156,7 +159,7 @@ void NcclCommunicator::barrier() {
 
 void NcclCommunicator::synchronize() {
   if (aborted_) throw CommError("NCCL communicator was aborted earlier");
-  if (!last_stream_) return;
+  if (!issued_) return;  // (not `!last_stream_`: the default stream's handle is null, and collectives run on it too)
   cudaEvent_t done = nullptr;
   RANKTUNE_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
   RANKTUNE_CUDA_CHECK(cudaEventRecord(done, last_stream_));

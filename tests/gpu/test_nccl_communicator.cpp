@@ -1,6 +1,7 @@
 // NCCL bootstrap over MPI and the NCCL communicator's collectives. Skips where no GPU is visible; run on the GPU
 // machine (bench/gpu_check.sh) at world size 1, and at more ranks wherever there are as many GPUs.
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -38,6 +39,8 @@ TEST_F(NcclTest, AllReduceFloatAndBf16) {
   at::Tensor f = at::arange(1 << 20, at::TensorOptions(dev).dtype(at::kFloat)) + r;
   comm->all_reduce(f, ReduceOp::sum);
   comm->synchronize();
+  // synchronize() returns only once the stream has drained (the default stream, whose handle is null, included).
+  EXPECT_EQ(cudaStreamQuery(c10::cuda::getCurrentCUDAStream(dev.index()).stream()), cudaSuccess);
   at::Tensor want = at::arange(1 << 20, at::kFloat) * n + n * (n - 1) / 2.0;
   EXPECT_TRUE(at::allclose(f.cpu(), want));
   at::Tensor b = at::full({4096}, 1.0 + r, at::TensorOptions(dev).dtype(at::kBFloat16));

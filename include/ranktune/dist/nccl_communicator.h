@@ -40,7 +40,8 @@ class NcclCommunicator final : public Communicator {
   double timeout_s_;
   ncclComm_t comm_ = nullptr;
   bool aborted_ = false;
-  cudaStream_t last_stream_ = nullptr;
+  cudaStream_t last_stream_ = nullptr;  // where the latest collective ran (null is the default stream)
+  bool issued_ = false;                  // a collective has been issued since construction
 };
 
 }  // namespace ranktune
