@@ -1,7 +1,8 @@
 # Balanced mode on CPU stages, end to end through `ranktune train`: 3 stages sequential and pipelined (GPipe, 2 and 4
 # micro-batches), with activation checkpointing, full fine-tune and LoRA, log the same loss at every step as the
 # single-device run (fp32, 1e-5 relative); the placement table and per-stage busy times are printed; a balanced
-# checkpoint resumes in balanced and in single mode (same tensors) with the uninterrupted run's losses; activation
+# checkpoint resumes in balanced, single and DDP (2 ranks) mode and a DDP checkpoint in balanced mode (same tensors)
+# with the uninterrupted run's losses; activation
 # checkpointing under DDP (2 ranks) matches too. The refusal of balanced under mpirun -np 2 is
 # topology_refuses_balanced.sh.
 source "$(dirname "$0")/lib.sh"
@@ -58,15 +59,23 @@ MB=2 train ddp_ac 2 --train.steps=$STEPS --train.activation_checkpointing=true \
   && same_losses single ddp_ac
 
 # Checkpoints: a balanced run ends at step 4 (constant LR, so 4 and 8 steps share a schedule) and is resumed to step 8
-# balanced (other micro-batching) and in single mode.
+# balanced (other micro-batching), in single mode and by DDP.
 CONST=(--train.schedule=constant)
 train constant 1 --train.steps=$STEPS "${CONST[@]}"
 train half 1 --train.steps=4 "${CONST[@]}" --parallel.mode=balanced --parallel.stages=3 --parallel.micro_batches=2
 cp -r "$WORK/half" "$WORK/half_single"
+cp -r "$WORK/half" "$WORK/half_ddp"
 train half 1 --train.steps=$STEPS "${CONST[@]}" --parallel.mode=balanced --parallel.stages=3 \
   --parallel.micro_batches=4 --resume=auto && same_losses constant half 5
 expect half out "resume: "
 train half_single 1 --train.steps=$STEPS "${CONST[@]}" --resume=auto && same_losses constant half_single 5
+# The same balanced checkpoint resumed by DDP at 2 ranks (same global batch), and a DDP checkpoint resumed balanced.
+MB=2 train half_ddp 2 --train.steps=$STEPS "${CONST[@]}" --resume=auto && same_losses constant half_ddp 5
+expect half_ddp out "resume: "
+MB=2 train ddp_half 2 --train.steps=4 "${CONST[@]}"
+train ddp_half 1 --train.steps=$STEPS "${CONST[@]}" --parallel.mode=balanced --parallel.stages=3 \
+  --parallel.micro_batches=2 --resume=auto && same_losses constant ddp_half 5
+expect ddp_half out "resume: "
 run again 0 "$RANKTUNE_BIN" train "${ARGS[@]}" --train.micro_batch=4 --train.steps=$STEPS "${CONST[@]}" --resume=auto \
   --output_dir="$WORK/half" --checkpoint.dir="$WORK/half/ckpt"
 expect again out "nothing to do: the checkpoint is already at step $STEPS of $STEPS"
