@@ -6,8 +6,15 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/autograd.h>
 
+#include <ATen/ThreadLocalState.h>
+
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "ranktune/core/error.h"
 #include "ranktune/model/loss.h"
@@ -69,8 +76,9 @@ c10::Stream current_stream(at::Device d) { return c10::impl::getDeviceGuardImpl(
 // between the two GPUs where the hardware allows it. CPU and same-device hops are plain (no-op) copies.
 at::Tensor PipelineExecutor::hop(const at::Tensor& t, at::Device to) {
   const at::Device from = t.device();
-  if (from == to || !from.is_cuda() || !to.is_cuda()) return t.to(to);
-  const c10::Stream side = side_stream(from);
+  const c10::Stream* side_ptr = from == to || !from.is_cuda() || !to.is_cuda() ? nullptr : side_stream(from);
+  if (!side_ptr) return t.to(to);
+  const c10::Stream side = *side_ptr;
   c10::Event produced(from.type());
   produced.record(current_stream(from));
   produced.block(side);
@@ -83,11 +91,10 @@ at::Tensor PipelineExecutor::hop(const at::Tensor& t, at::Device to) {
   return out;
 }
 
-c10::Stream PipelineExecutor::side_stream(at::Device d) {
+const c10::Stream* PipelineExecutor::side_stream(at::Device d) const {
   for (const auto& [device, stream] : side_streams_)
-    if (device == d) return stream;
-  side_streams_.emplace_back(d, c10::impl::getDeviceGuardImpl(d.type())->getStreamFromGlobalPool(d));
-  return side_streams_.back().second;
+    if (device == d) return &stream;
+  return nullptr;  // not a stage's GPU (the batch may arrive on another): a plain copy
 }
 
 std::vector<StageRange> stages_from_plan(const BalancedPlan& plan, const std::vector<at::Device>& devices) {
@@ -121,84 +128,157 @@ void place_stages(LlamaImpl& model, const std::vector<StageRange>& stages) {
                                         std::to_string(layers + 2) + " units");
 }
 
-PipelineExecutor::PipelineExecutor(LlamaImpl& model, std::vector<StageRange> stages, int chunks)
+PipelineExecutor::PipelineExecutor(LlamaImpl& model, std::vector<StageRange> stages, int chunks, StageThreads threads)
     : model_(model), stages_(std::move(stages)), chunks_(chunks) {
   if (stages_.empty()) throw Error(ExitCode::internal, "balanced execution without stages");
   if (chunks_ < 1) throw ConfigError("parallel.micro_batches must be >= 1, got " + std::to_string(chunks_));
-  for (const auto& st : stages_) timers_.push_back(std::make_unique<Timer>(st.device));
+  std::vector<at::Device> gpus;
+  for (const auto& st : stages_) {
+    timers_.push_back(std::make_unique<Timer>(st.device));
+    if (st.device.is_cuda() && std::find(gpus.begin(), gpus.end(), st.device) == gpus.end()) {
+      gpus.push_back(st.device);
+      side_streams_.emplace_back(st.device, c10::impl::getDeviceGuardImpl(st.device.type())->getStreamFromGlobalPool(st.device));
+    }
+  }
+  threaded_ = threads == StageThreads::on || (threads == StageThreads::automatic && gpus.size() > 1);
 }
 
 PipelineExecutor::~PipelineExecutor() = default;
 
+// One micro-step's state, shared by the stages (and their threads).
+// inputs[s][c]: what stage s received for chunk c (a leaf on its device; the gradient handed back comes from it).
+// outputs[s][c]: what it produced (for the last stage: the scaled loss). done[s][c]: how far stage s is with chunk c
+// (0 nothing, 1 forward issued, 2 backward issued); a stage's thread waits on it for its neighbour's hand-off.
+struct PipelineExecutor::Step {
+  std::vector<at::Tensor> tokens, targets;
+  std::vector<std::vector<at::Tensor>> positions, inputs, outputs;
+  std::vector<at::Tensor> losses;
+  double scale = 1;
+  std::vector<std::vector<int>> done;
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool failed = false;
+
+  void mark(int stage, int chunk, int level) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      done[stage][chunk] = level;
+    }
+    changed.notify_all();
+  }
+  // False when another stage failed: stop without waiting for a hand-off that will never come.
+  bool wait_for(int stage, int chunk, int level) {
+    std::unique_lock<std::mutex> lock(mutex);
+    changed.wait(lock, [&] { return failed || done[stage][chunk] >= level; });
+    return !failed;
+  }
+  void fail() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      failed = true;
+    }
+    changed.notify_all();
+  }
+};
+
 at::Tensor PipelineExecutor::forward_backward(const BatchTensors& batch, double scale) {
   const int S = static_cast<int>(stages_.size());
-  const int layers = static_cast<int>(model_.num_layers());
   const std::int64_t b = batch.tokens.size(0);
   if (chunks_ > b)
     throw ConfigError("parallel.micro_batches=" + std::to_string(chunks_) + " splits a micro-batch of " +
                           std::to_string(b) + " sequences",
                       "set parallel.micro_batches <= train.micro_batch (each pipeline chunk needs a sequence)");
+  Step step;
   // Each stage's inputs moved once per micro-step, before any of its compute is queued: tokens to the first stage,
   // targets to the last, positions to every stage.
-  const auto tokens = hop(batch.tokens, stages_.front().device).tensor_split(chunks_);
-  const auto targets = hop(batch.targets, stages_.back().device).tensor_split(chunks_);
-  std::vector<std::vector<at::Tensor>> positions;
-  for (const auto& st : stages_) positions.push_back(hop(batch.positions, st.device).tensor_split(chunks_));
-  const at::ScalarType dtype = model_.model->norm->weight.scalar_type();
+  step.tokens = hop(batch.tokens, stages_.front().device).tensor_split(chunks_);
+  step.targets = hop(batch.targets, stages_.back().device).tensor_split(chunks_);
+  for (const auto& st : stages_) step.positions.push_back(hop(batch.positions, st.device).tensor_split(chunks_));
+  step.inputs.assign(S, std::vector<at::Tensor>(chunks_));
+  step.outputs.assign(S, std::vector<at::Tensor>(chunks_));
+  step.losses.resize(chunks_);
+  step.done.assign(S, std::vector<int>(chunks_, 0));
+  step.scale = scale;
 
-  // inputs[s][c]: what stage s received for chunk c (a leaf on its device; the gradient handed back comes from it).
-  // outputs[s][c]: what it produced (for the last stage: the scaled loss).
-  std::vector<std::vector<at::Tensor>> inputs(S, std::vector<at::Tensor>(chunks_));
-  std::vector<std::vector<at::Tensor>> outputs(S, std::vector<at::Tensor>(chunks_));
-  std::vector<at::Tensor> losses(chunks_);
-
-  for (const PipeAction& a : gpipe_schedule(S, chunks_)) {
-    const StageRange& st = stages_[a.stage];
-    Timer& timer = *timers_[a.stage];
-    const int c = a.chunk;
-    if (a.kind == PipeAction::forward) {
-      at::Tensor h;
-      if (a.stage > 0) {  // the hop: copy the predecessor's activation, cut the graph, keep a leaf for its gradient
-        h = hop(outputs[a.stage - 1][c], st.device).detach().requires_grad_(true);
-        inputs[a.stage][c] = h;
-      }
-      const at::Tensor& pos = positions[a.stage][c];
-      timer.start();
-      RopeCache rope;
-      if (st.last_unit >= 1 && st.first_unit <= layers) rope = model_.rope(pos, dtype);
-      for (int u = st.first_unit; u <= st.last_unit; ++u) {
-        if (u == 0) h = model_.embed(tokens[c]);
-        else if (u <= layers) h = model_.run_block(u - 1, h, rope);
-        else h = model_.head(h);
-      }
-      if (a.stage == S - 1) {
-        losses[c] = token_loss_sum(h, targets[c]);
-        h = losses[c] * scale;
-      }
-      outputs[a.stage][c] = h;
-      timer.stop();
-    } else {
-      at::Tensor grad;
-      if (a.stage < S - 1) {
-        grad = inputs[a.stage + 1][c].grad();
-        inputs[a.stage + 1][c] = at::Tensor();  // the successor is done with this chunk
-        if (!grad.defined() || !outputs[a.stage][c].requires_grad()) {
-          outputs[a.stage][c] = at::Tensor();
-          continue;  // nothing trainable upstream of this boundary
+  const std::vector<PipeAction> schedule = gpipe_schedule(S, chunks_);
+  if (!threaded_ || S == 1) {
+    for (const PipeAction& a : schedule) run_action(a, step);
+  } else {
+    // One host thread per stage, each taking its stage's actions in schedule order and waiting only for the hand-offs
+    // it needs: one thread issuing every GPU's kernels cannot keep more than one GPU busy once launching a chunk
+    // costs the host about as long as the chunk runs on its GPU.
+    const at::ThreadLocalState caller;  // grad mode and the like, as in the calling thread
+    std::vector<std::exception_ptr> errors(S);
+    std::vector<std::thread> threads;
+    for (int s = 0; s < S; ++s)
+      threads.emplace_back([&, s] {
+        at::ThreadLocalStateGuard same_state(caller);
+        try {
+          for (const PipeAction& a : schedule)
+            if (a.stage == s && !run_action(a, step)) return;
+        } catch (...) {
+          errors[s] = std::current_exception();
+          step.fail();
         }
-        grad = hop(grad, st.device);
-      }
-      timer.start();
-      if (outputs[a.stage][c].requires_grad())
-        torch::autograd::backward({outputs[a.stage][c]}, grad.defined() ? torch::autograd::variable_list{grad}
-                                                                         : torch::autograd::variable_list{});
-      timer.stop();
-      outputs[a.stage][c] = at::Tensor();  // frees this chunk's activations on this stage
-    }
+      });
+    for (auto& t : threads) t.join();
+    for (auto& e : errors)
+      if (e) std::rethrow_exception(e);
   }
-  at::Tensor total = losses[0].detach();
-  for (int c = 1; c < chunks_; ++c) total = total + losses[c].detach();
+  at::Tensor total = step.losses[0].detach();
+  for (int c = 1; c < chunks_; ++c) total = total + step.losses[c].detach();
   return total;
+}
+
+bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
+  const int S = static_cast<int>(stages_.size());
+  const int layers = static_cast<int>(model_.num_layers());
+  const StageRange& st = stages_[a.stage];
+  Timer& timer = *timers_[a.stage];
+  const int c = a.chunk;
+  if (a.kind == PipeAction::forward) {
+    at::Tensor h;
+    if (a.stage > 0) {  // the hop: copy the predecessor's activation, cut the graph, keep a leaf for its gradient
+      if (!step.wait_for(a.stage - 1, c, 1)) return false;
+      h = hop(step.outputs[a.stage - 1][c], st.device).detach().requires_grad_(true);
+      step.inputs[a.stage][c] = h;
+    }
+    timer.start();
+    RopeCache rope;
+    if (st.last_unit >= 1 && st.first_unit <= layers)
+      rope = model_.rope(step.positions[a.stage][c], model_.model->norm->weight.scalar_type());
+    for (int u = st.first_unit; u <= st.last_unit; ++u) {
+      if (u == 0) h = model_.embed(step.tokens[c]);
+      else if (u <= layers) h = model_.run_block(u - 1, h, rope);
+      else h = model_.head(h);
+    }
+    if (a.stage == S - 1) {
+      step.losses[c] = token_loss_sum(h, step.targets[c]);
+      h = step.losses[c] * step.scale;
+    }
+    step.outputs[a.stage][c] = h;
+    timer.stop();
+    step.mark(a.stage, c, 1);
+    return true;
+  }
+  at::Tensor grad;
+  at::Tensor& out = step.outputs[a.stage][c];
+  if (a.stage < S - 1) {
+    if (!step.wait_for(a.stage + 1, c, 2)) return false;
+    grad = step.inputs[a.stage + 1][c].grad();
+    step.inputs[a.stage + 1][c] = at::Tensor();  // the successor is done with this chunk
+    if (grad.defined() && out.requires_grad()) grad = hop(grad, st.device);
+  }
+  const bool upstream = out.requires_grad() && (a.stage == S - 1 || grad.defined());
+  if (upstream) {  // else nothing trainable upstream of this boundary
+    timer.start();
+    torch::autograd::backward({out}, grad.defined() ? torch::autograd::variable_list{grad}
+                                                    : torch::autograd::variable_list{});
+    timer.stop();
+  }
+  out = at::Tensor();  // frees this chunk's activations on this stage
+  step.mark(a.stage, c, 2);
+  return true;
 }
 
 std::vector<double> PipelineExecutor::take_busy_seconds() {
@@ -214,7 +294,8 @@ std::string PipelineExecutor::describe() const {
   os << "balanced: " << stages_.size() << " stage(s), "
      << (chunks_ == 1 ? std::string("sequential (one stage busy at a time)")
                       : "GPipe with " + std::to_string(chunks_) + " micro-batches per micro-step")
-     << (model_.activation_checkpointing() ? ", activation checkpointing" : "") << ":";
+     << (model_.activation_checkpointing() ? ", activation checkpointing" : "")
+     << (threaded_ ? ", one host thread per stage" : "") << ":";
   for (std::size_t s = 0; s < stages_.size(); ++s)
     os << (s ? ";" : "") << " [" << stages_[s].device.str() << "] " << unit(stages_[s].first_unit)
        << (stages_[s].last_unit > stages_[s].first_unit ? " .. " + unit(stages_[s].last_unit) : "");

@@ -59,14 +59,15 @@ void check_case(const Case& k) {
   const double ref_loss = test::reference_step(*ref, bt, scale);
   const auto ref_grads = test::grads_of(*ref);
   ASSERT_FALSE(ref_grads.empty());
-  for (int m : {1, 2, 4}) {
-    SCOPED_TRACE("micro_batches " + std::to_string(m));
+  for (int m : {1, 2, 4})
+  for (StageThreads threads : {StageThreads::off, StageThreads::on}) {
+    SCOPED_TRACE("micro_batches " + std::to_string(m) + (threads == StageThreads::on ? ", a thread per stage" : ""));
     Llama model = test::make_model(k.tied, k.lora_r, cpu);
     model->set_activation_checkpointing(k.checkpointing);
     std::vector<StageRange> stages;
     for (auto [a, b] : k.stages) stages.push_back({at::Device(at::kCPU), a, b});
     place_stages(*model, stages);
-    PipelineExecutor exec(*model, stages, m);
+    PipelineExecutor exec(*model, stages, m, threads);
     const double loss = exec.forward_backward(bt, scale).item<double>();
     EXPECT_NEAR(loss, ref_loss, 1e-6 * std::abs(ref_loss));
     test::expect_same_grads(test::grads_of(*model), ref_grads, 1e-5);
@@ -89,6 +90,18 @@ TEST(Pipeline, RefusesMoreChunksThanSequences) {
   std::vector<StageRange> stages{{at::Device(at::kCPU), 0, 5}};
   PipelineExecutor exec(*model, stages, 8);
   EXPECT_THROW(exec.forward_backward(test::make_batch(4, 8), 1.0), ConfigError);
+}
+
+// A stage that fails in its own thread (here the last: a target outside the vocabulary) ends the micro-step with its
+// error on the caller's thread; the stages waiting for its hand-off stop instead of hanging.
+TEST(Pipeline, FailureInOneStageThreadReachesTheCaller) {
+  Llama model = test::make_model(false, 0, at::TensorOptions().dtype(at::kFloat));
+  const std::vector<StageRange> stages{{at::Device(at::kCPU), 0, 2}, {at::Device(at::kCPU), 3, 5}};
+  place_stages(*model, stages);
+  PipelineExecutor exec(*model, stages, 2, StageThreads::on);
+  BatchTensors bt = test::make_batch(4, 8);
+  bt.targets.fill_(1 << 20);
+  EXPECT_THROW(exec.forward_backward(bt, 1.0), c10::Error);
 }
 
 TEST(Pipeline, RefusesGapsInThePlacement) {

@@ -37,9 +37,18 @@ std::vector<StageRange> stages_from_plan(const BalancedPlan& plan, const std::ve
 // identity, so collect trainable parameters after this call or before, either works.
 void place_stages(LlamaImpl& model, const std::vector<StageRange>& stages);
 
+// Who issues each stage's work: one host thread per stage (on) or the caller alone (off). `automatic` gives each
+// stage its own thread when the stages span several GPUs (the case where the host's launch rate limits the
+// pipeline) and keeps one thread otherwise, which also keeps CPU runs bit-reproducible (a tied embedding would
+// otherwise accumulate its two gradients in thread order).
+enum class StageThreads { automatic, on, off };
+
+struct PipeAction;
+
 class PipelineExecutor {
  public:
-  PipelineExecutor(LlamaImpl& model, std::vector<StageRange> stages, int chunks);
+  PipelineExecutor(LlamaImpl& model, std::vector<StageRange> stages, int chunks,
+                   StageThreads threads = StageThreads::automatic);
   ~PipelineExecutor();
 
   // Forward and backward of one micro-step (tokens, targets, positions [b, T] on any device). Gradients of
@@ -57,13 +66,16 @@ class PipelineExecutor {
 
  private:
   struct Timer;
+  struct Step;
+  bool run_action(const PipeAction& a, Step& step);    // false: another stage failed, stop
   at::Tensor hop(const at::Tensor& t, at::Device to);  // to another stage's device without stalling the source
-  c10::Stream side_stream(at::Device d);               // one copy stream per source GPU, made on first use
+  const c10::Stream* side_stream(at::Device d) const;  // the copy stream of a stage's GPU (null: not one)
   LlamaImpl& model_;
   std::vector<StageRange> stages_;
   int chunks_;
   std::vector<std::unique_ptr<Timer>> timers_;
-  std::vector<std::pair<at::Device, c10::Stream>> side_streams_;
+  std::vector<std::pair<at::Device, c10::Stream>> side_streams_;  // one per GPU of the stages
+  bool threaded_ = false;
 };
 
 }  // namespace ranktune
