@@ -2,12 +2,20 @@
 # Slurm: scancel sends SIGTERM to every process of the job and SIGKILL KillWait seconds later (10 s in the harness).
 # `ranktune train` under slurm/ddp.sbatch (srun, 2 CPU ranks) with no periodic checkpoints; cancelled once a random
 # step is logged -> every rank stops at the next step boundary, commits a checkpoint of that step and exits 75
-# before KillWait runs out (not killed) -> no process is left -> the checkpoint passes `ranktune checkpoint verify`
-# -> the next run resumes from it (--resume=auto) and logs the same loss at every step as an uninterrupted run.
-# The next run: ddp.sbatch requeues on 75 even after a scancel (docs/slurm.md), so today the job comes back PENDING
-# and is released; should the script stop requeueing cancelled jobs, the job ends CANCELLED and is resubmitted.
+# before KillWait runs out (not killed) -> the script sees a cancel (JobState=COMPLETING Reason=None) and does NOT
+# requeue: the job ends CANCELLED with Restarts=0 -> no process is left -> the checkpoint passes `ranktune checkpoint
+# verify` -> a resubmission resumes from it (--resume=auto) and logs the same loss at every step as an uninterrupted
+# run. Alongside, with signal_probe as the job (runs while the reference trains):
+# - the time limit, which sends the same SIGTERM as scancel, still requeues (JobState=COMPLETING Reason=TimeLimit):
+#   ddp.sbatch with --time=1; --signal=B:URG@1 replaces the script's B:USR1@300, which a 1-minute job would get at
+#   once, with a signal bash ignores, so the job meets its limit as one submitted without --signal does. Slurm
+#   checks time limits every 30 s or so: the SIGTERM comes 60-90 s after the start. The requeued job is then
+#   cancelled while it is PENDING.
+# - balanced.sbatch does not requeue a cancelled job either.
+# SIGUSR1 (`scancel --signal=USR1`, --signal=B:USR1) requeues: slurm_preemption, slurm_train_preemption.
 # The non-Slurm side (SIGTERM to the ranks of mpirun, to one process) is tests/integration/train_sigterm.sh.
-# About two minutes; skipped (77) with RANKTUNE_TEST_SKIP_REQUEUE=1, like the other requeue tests.
+# About two and a half minutes (the time-limit job sets the pace); skipped (77) with RANKTUNE_TEST_SKIP_REQUEUE=1,
+# like the other requeue tests.
 source "$(dirname "$0")/lib.sh"
 if [ "${RANKTUNE_TEST_SKIP_REQUEUE:-0}" = 1 ]; then echo "SKIP: RANKTUNE_TEST_SKIP_REQUEUE=1"; exit 77; fi
 slurm_up
@@ -19,6 +27,9 @@ TRAIN_ARGS="--device=cpu --seed=9 --train.steps=$STEPS --train.log_every=1 --tra
   --train.micro_batch=2 --train.seq_len=32 --model.num_layers=2 --model.hidden_size=64 --model.num_heads=4
   --model.num_kv_heads=2 --model.intermediate_size=128 --train.eval_every=0 --checkpoint.every_steps=0"
 KILL_WAIT=$(sed -n 's/^KillWait=//p' "$SLURM_CONF")
+# What the batch scripts print after a cancel, and after the time limit (each followed by the resume hint / state).
+CANCELLED="exit 75 (checkpoint saved), cancelled by scancel (JobState=COMPLETING Reason=None): not requeueing;"
+REQUEUED="exit 75 (preempted, checkpoint saved): requeueing job"
 T0=$(now)
 
 # "step S loss L" for every step the job logged; for a resumed run the last value logged for a step wins.
@@ -34,10 +45,47 @@ train_job() {
 }
 
 job=$(train_job reference)
+# The probe jobs (1 CPU each, next to the reference's 4 of the node's 8).
+probe_job() {
+  local name=$1
+  shift
+  RANKTUNE_BIN=$RANKTUNE_PROBE RANKTUNE_PROBE_STEPS=100000 RANKTUNE_PROBE_STEP_MS=200 \
+    job_submit "$name" --cpus-per-task=1 --gpus-per-node=1 "$@"
+}
+timelimit=$(probe_job timelimit --ntasks-per-node=1 --time=1 --signal=B:URG@1 slurm/ddp.sbatch)
+timelimit_t0=$(now)
+balanced=$(probe_job balanced slurm/balanced.sbatch)
+if job_wait_output balanced "^probe: step 3\$" 120; then
+  scancel "$balanced"
+  job_wait_output balanced "^ranktune-balanced: exit " $((KILL_WAIT + 30))
+  job_wait_done "$balanced" 60
+  expect balanced out "probe: stop at step"
+  # The probe logs no "checkpoint committed at step" line: the script names no step.
+  expect balanced out "ranktune-balanced: $CANCELLED resubmit to resume from that checkpoint (--resume=auto)"
+  lines balanced out "requeueing job" 0
+  job_expect "$balanced" CANCELLED 75:0 0   # the exit code of the batch script
+else
+  scancel "$balanced"
+fi
+
 job_wait_done "$job" 600
 job_expect "$job" COMPLETED 0:0 0
 [ "$(losses reference | wc -l)" = "$STEPS" ] && ok "reference run: $STEPS steps ($(elapsed "$T0") s so far)" \
   || fail "reference run logged $(losses reference | wc -l) steps, expected $STEPS"
+
+# The time limit: the same SIGTERM, exit 75, and this time a requeue (Reason=TimeLimit). Then cancel the pending job.
+if job_wait_output timelimit "^ranktune-ddp: exit " 150; then
+  ok "timelimit: the step ended $(elapsed "$timelimit_t0") s after the submission (--time=1)"
+  expect timelimit out "SIGTERM received"
+  expect timelimit out "probe: stop at step"
+  expect timelimit out "ranktune-ddp: $REQUEUED $timelimit to resume (JobState=COMPLETING Reason=TimeLimit)"
+  lines timelimit out "cancelled by scancel" 0
+  t1=$(now)
+  until [ "$(job_state "$timelimit")" = PENDING ] || past "$t1" 30; do sleep 0.2; done
+  job_expect "$timelimit" PENDING 0:0 1
+fi
+scancel "$timelimit"
+job_wait_done "$timelimit" 60
 
 name=cancelled
 at=$((3 + RANDOM % 38))
@@ -49,7 +97,6 @@ if job_wait_output "$name" "^step $at/" 300; then
   job_wait_output "$name" "^ranktune-ddp: exit " $((KILL_WAIT + 30))
   ok "$name: scancel after step $at was logged; the step ended in $(elapsed "$t0") s (KillWait ${KILL_WAIT} s)"
   expect "$name" out "ranktune-ddp: SIGTERM received"
-  expect "$name" out "ranktune-ddp: exit 75 (preempted, checkpoint saved)"
   stopped=$(sed -n 's/^preempted: checkpoint committed at step \([0-9]*\);.*/\1/p' "$WORK/$name.out")
   if [ -n "$stopped" ] && [ "$stopped" -gt "$at" ] && [ "$stopped" -lt "$STEPS" ] &&
      grep -qE "^stop: SIGTERM on rank [0-9]+: best-effort save and exit at step $stopped\$" "$WORK/$name.out"; then
@@ -67,31 +114,25 @@ if job_wait_output "$name" "^step $at/" 300; then
   else
     fail "$name: checkpoint verify of $latest failed:"; sed 's/^/    /' "$WORK/$name.verify"
   fi
-  # The batch script requeues on exit 75 whatever sent the SIGTERM, and Slurm 22.05 accepts `scontrol requeue` of
-  # a job that scancel is ending: the job comes back PENDING (Restarts=1) instead of ending CANCELLED. Either way it
-  # must resume from the SIGTERM checkpoint: the requeued job once released, else a resubmission.
+  # Not requeued: the batch script saw the cancel, the job ends CANCELLED and stays so, with Restarts=0.
+  if [ -n "$stopped" ]; then
+    expect "$name" out "ranktune-ddp: $CANCELLED resubmit to resume from step $stopped (--resume=auto)"
+  fi
+  lines "$name" out "requeueing job" 0
+  job_wait_done "$job" 60
   t1=$(now)
-  while :; do
-    state=$(job_state "$job")
-    [ "$state" = PENDING ] && break
-    [ "$state" = CANCELLED ] && [ -z "$(job_stepds "$job")" ] && break   # the batch script is over: no requeue
-    past "$t1" 60 && { fail "$name: job $job still $state 60 s after the step ended"; break; }
+  until [ -z "$(job_stepds "$job")" ]; do   # the batch script is over: nothing can requeue the job any more
+    past "$t1" 60 && { fail "$name: job $job: slurmstepd still alive 60 s after the job ended"; break; }
     sleep 0.2
   done
+  sleep 2
+  job_expect "$job" CANCELLED 75:0 0
   expect_no_job_procs 10
-  if [ "$(job_state "$job")" = PENDING ]; then
-    ok "$name: NOTE: job $job was requeued after scancel (restarts=$(job_field "$job" Restarts)); releasing it"
-    job_release_requeued "$job" 1
-    header="ranktune-ddp: job $job restart 1 on "
-    job_wait_done "$job" 600
-    job_expect "$job" COMPLETED 0:0 1
-  else
-    job_expect "$job" CANCELLED "$(job_field "$job" ExitCode)" 0
-    job=$(train_job "$name")
-    header="ranktune-ddp: job $job restart 0 on "
-    job_wait_done "$job" 600
-    job_expect "$job" COMPLETED 0:0 0
-  fi
+  # The user resubmits the same script: --resume=auto continues from the SIGTERM checkpoint.
+  job=$(train_job "$name")
+  header="ranktune-ddp: job $job restart 0 on "
+  job_wait_done "$job" 600
+  job_expect "$job" COMPLETED 0:0 0
   first=$(awk -v h="$header" 'index($0, h) { on = 1; next }
             on && /^step [0-9]+\// { split($2, a, "/"); print a[1]; exit }' "$WORK/$name.out")
   if [ -n "$stopped" ] && [ "$first" = $((stopped + 1)) ] &&
