@@ -263,7 +263,8 @@ SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const Chec
   try {
     if (!copy_error.empty()) throw CheckpointError("device-to-host copy failed: " + copy_error);
     fs::create_directories(res.step_dir);
-    checkpoint_file_write(tmp_path, host, RankFileHeader{req.step, rank, env.size()}, req.locking);
+    checkpoint_file_write(tmp_path, host, RankFileHeader{req.step, rank, env.size(), req.meta.mode, req.meta.topology},
+                          req.locking);
     file_commit(tmp_path, final_path,
                 phase_hook(req, SavePhase::rank_file_written, SavePhase::rank_file_synced,
                            SavePhase::rank_file_renamed));

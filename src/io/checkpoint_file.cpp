@@ -1,5 +1,5 @@
-// One rank file: root attributes identify it (format, version, step, rank, world size), datasets hold tensors and
-// blobs at the group paths of their dotted names.
+// One rank file: root attributes identify it (format, version, step, rank, world size, mode, topology), datasets hold
+// tensors and blobs at the group paths of their dotted names.
 #include "ranktune/io/checkpoint_file.h"
 
 #include <ATen/ATen.h>
@@ -18,7 +18,7 @@ namespace {
 
 constexpr const char* kFormatName = "ranktune-checkpoint";
 const std::set<std::string> kReservedAttrs = {"format", "format_version", "ranktune_version", "step", "rank",
-                                              "world_size"};
+                                              "world_size", "mode", "topology"};
 constexpr const char* kReservedGroup = "_types";  // h5.h keeps the committed bfloat16 type there
 
 std::string hex32(std::uint32_t v) {
@@ -37,6 +37,14 @@ void require_attr(hid_t root, const char* name, std::int64_t want) {
                           std::to_string(want));
 }
 
+// Optional: files of format version 1 written before `mode` and `topology` existed lack them and still load.
+void require_text_attr_if_present(hid_t root, const char* name, const std::string& want) {
+  if (!h5::attr_exists(root, name)) return;
+  const std::string got = h5::attr_read_string(root, name);
+  if (got != want)
+    throw CheckpointError(std::string("root attribute ") + name + " is '" + got + "', expected '" + want + "'");
+}
+
 CheckpointState read_impl(const std::filesystem::path& path, const RankFileHeader& expect, h5::FileLocking locking,
                           bool keep = true) {
   h5::File f = h5::file_open(path.string(), locking);
@@ -49,6 +57,8 @@ CheckpointState read_impl(const std::filesystem::path& path, const RankFileHeade
   require_attr(root, "step", expect.step);
   require_attr(root, "rank", expect.rank);
   require_attr(root, "world_size", expect.world_size);
+  require_text_attr_if_present(root, "mode", expect.mode);
+  require_text_attr_if_present(root, "topology", expect.topology);
 
   CheckpointState s;
   for (const auto& name : h5::attr_names(root)) {
@@ -147,6 +157,8 @@ void checkpoint_file_write(const std::filesystem::path& path, const CheckpointSt
     h5::attr_write_int(root, "step", header.step);
     h5::attr_write_int(root, "rank", header.rank);
     h5::attr_write_int(root, "world_size", header.world_size);
+    h5::attr_write_string(root, "mode", header.mode);
+    h5::attr_write_string(root, "topology", header.topology);
     for (const auto& [name, value] : state.strings) h5::attr_write_string(root, name, value);
     for (const auto& [name, value] : state.ints) h5::attr_write_int(root, name, value);
     for (const auto& [name, t] : state.tensors) h5::tensor_write(root, h5::path_from_dotted(name), t);
@@ -177,7 +189,8 @@ CheckpointState load_impl(const std::filesystem::path& step_dir, const Manifest&
     if (d.crc32c != entry.crc32c)
       throw CheckpointError("crc32c " + hex32(d.crc32c) + " differs from the manifest's " + hex32(entry.crc32c) +
                             ": the file is damaged");
-    return read_impl(path, RankFileHeader{manifest.step, rank, manifest.world_size}, locking, keep);
+    return read_impl(path, RankFileHeader{manifest.step, rank, manifest.world_size, manifest.mode, manifest.topology},
+                     locking, keep);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "ranktune/core/error.h"
@@ -35,20 +36,41 @@ std::string string_preview(const std::string& v) {
   return "(" + std::to_string(v.size()) + " chars, " + std::to_string(lines) + " lines)";
 }
 
-void describe_file(std::ostringstream& os, const fs::path& path, int rank, h5::FileLocking locking) {
+// The run's configuration (`config`, INI text) in full, indented: it is what a reader of a stray checkpoint needs.
+void print_config(std::ostringstream& os, const std::string& text) {
+  os << "  config:\n";
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) os << (line.empty() ? "" : "    ") << line << '\n';
+}
+
+// shown_config: the `config` text already printed for an earlier file; a file with the same text says so instead.
+void describe_file(std::ostringstream& os, const fs::path& path, int rank, h5::FileLocking locking,
+                   std::optional<std::string>& shown_config) {
   os << path.filename().string() << " (rank " << rank << "):\n";
   try {
     h5::File f = h5::file_open(path.string(), locking);
     const hid_t root = f.get();
     os << "  attributes:\n";
+    std::optional<std::string> config;
     for (const auto& name : h5::attr_names(root)) {
       os << "    " << name << " = ";
       switch (h5::attr_kind(root, name)) {
-        case h5::AttrKind::string: os << string_preview(h5::attr_read_string(root, name)); break;
+        case h5::AttrKind::string: {
+          std::string value = h5::attr_read_string(root, name);
+          os << string_preview(value);
+          if (name == "config") config = std::move(value);
+          break;
+        }
         case h5::AttrKind::integer: os << h5::attr_read_int(root, name); break;
         default: os << "(other)";
       }
       os << '\n';
+    }
+    if (config && config == shown_config) {
+      os << "  config: as above\n";
+    } else if (config) {
+      print_config(os, *config);
+      shown_config = *config;
     }
     std::ostringstream tensors, blobs;
     std::uint64_t tensor_bytes = 0, blob_bytes = 0;
@@ -130,7 +152,8 @@ std::string checkpoint_inspect(const VerifyReport& r, h5::FileLocking locking) {
       std::snprintf(crc, sizeof crc, "%08" PRIx32, f.crc32c);
       os << "    " << f.name << "  rank " << f.rank << "  " << f.size << " bytes  crc32c " << crc << "\n";
     }
-    for (const auto& f : m.files) describe_file(os, r.step_dir / f.name, f.rank, locking);
+    std::optional<std::string> shown_config;
+    for (const auto& f : m.files) describe_file(os, r.step_dir / f.name, f.rank, locking, shown_config);
   }
   os << verify_report_text(r);
   return os.str();

@@ -111,9 +111,12 @@ def check_file(path, rank):
         check(isinstance(a["format"], str) and a["format"] == "ranktune-checkpoint", f"{path}: format attr is str")
         check(int(a["format_version"]) == 1 and int(a["step"]) == 7, f"{path}: version/step attrs")
         check(int(a["rank"]) == rank and int(a["world_size"]) == 2, f"{path}: rank/world attrs")
+        check(isinstance(a["mode"], str) and a["mode"] == "ddp", f"{path}: mode attr is str 'ddp'")
+        check(isinstance(a["topology"], str) and a["topology"] == "fixture", f"{path}: topology attr is str")
         check(int(a["data.cursor"]) == 1000 + rank, f"{path}: cursor")
         if rank == 0:
-            check(a["config"] == "[train]\nlr = 0.001\nnote = Grüße ☃\n", f"{path}: UTF-8 config attr")
+            check(isinstance(a["config"], str) and a["config"] == "[train]\nlr = 0.001\nnote = Grüße ☃\n",
+                  f"{path}: UTF-8 config attr is str")
             check(int(a["tokens_seen"]) == 123456789012, f"{path}: int64 attr")
 
         def visit(name, obj):

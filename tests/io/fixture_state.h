@@ -44,7 +44,7 @@ inline CheckpointState fixture_state(int rank, long step) {
   s.tensors["optim.exp_avg.model.layers.0.attn.wq.weight"] = at::full({64, 48}, 0.125, at::kFloat);
   s.tensors["scalar"] = at::scalar_tensor(2.5, at::kFloat);
   s.strings["config"] = "[train]\nlr = 0.001\nnote = Grüße ☃\n";
-  s.strings["mode"] = "ddp";
+  s.strings["note"] = "ddp";
   s.ints["tokens_seen"] = 123456789012LL;
   return s;
 }

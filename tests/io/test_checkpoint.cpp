@@ -136,6 +136,55 @@ TEST_F(CheckpointTest, PerRankRoundTripFromAnExplicitPath) {
   EXPECT_FALSE(checkpoint_resume(*env_, "none", dir_, kLock));
 }
 
+// Every rank file repeats the manifest's mode and topology as root attributes (a file read alone says which run wrote
+// it); a file that disagrees is refused, a file from before these attributes existed still loads, and a state may not
+// take the reserved names.
+TEST_F(CheckpointTest, RankFilesRecordModeAndTopology) {
+  const SaveResult r = save(5);
+  ASSERT_TRUE(r.ok()) << r.message;
+  const fs::path mine = r.step_dir / rank_file_name(rank());
+  {
+    h5::File f = h5::file_open(mine.string(), kLock);
+    EXPECT_EQ(h5::attr_read_string(f.get(), "mode"), "ddp");
+    EXPECT_EQ(h5::attr_read_string(f.get(), "topology"), "test topology");
+    EXPECT_EQ(h5::attr_read_int(f.get(), "world_size"), size());
+    h5::file_close(f);
+  }
+  const RankFileHeader expect{5, rank(), size(), "ddp", "test topology"};
+  EXPECT_NO_THROW(checkpoint_file_read(mine, expect, kLock));
+  RankFileHeader other = expect;
+  other.mode = "balanced";
+  try {
+    checkpoint_file_read(mine, other, kLock);
+    ADD_FAILURE() << "a file whose mode disagrees was read";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("root attribute mode is 'ddp', expected 'balanced'"), std::string::npos)
+        << e.what();
+  }
+
+  // An older file: the same without the two attributes.
+  const fs::path old = dir_ / ("old_" + std::to_string(rank()) + ".h5");
+  fs::copy_file(mine, old);
+  {
+    h5::File f = h5::file_open_rw(old.string(), kLock);
+    ASSERT_GE(H5Adelete(f.get(), "mode"), 0);
+    ASSERT_GE(H5Adelete(f.get(), "topology"), 0);
+    h5::file_close(f);
+  }
+  std::string why;
+  try {
+    EXPECT_TRUE(states_equal(checkpoint_file_read(old, expect, kLock), fixture_state(rank(), 5), &why)) << why;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "a file without mode/topology was refused: " << e.what();
+  }
+
+  for (const char* reserved : {"mode", "topology"}) {
+    CheckpointState st = fixture_state(rank(), 6);
+    st.strings[reserved] = "x";
+    EXPECT_THROW(checkpoint_state_validate(st), CheckpointError) << reserved;
+  }
+}
+
 TEST_F(CheckpointTest, BadStateIsAFailedSaveNotAnException) {
   CheckpointState bad = fixture_state(rank(), 1);
   if (rank() == size() - 1) bad.blobs["rng.cpu.more"] = {1, 2};  // "rng.cpu" would be data and a group

@@ -13,10 +13,13 @@
 namespace ranktune {
 
 // Written on the root of every rank file next to the state's own attributes (which may not use these names).
+// mode and topology repeat the manifest's so that each file read alone (h5py, h5dump) says which run wrote it.
 struct RankFileHeader {
   long step = 0;
   int rank = 0;
   int world_size = 1;
+  std::string mode;      // single | ddp | balanced
+  std::string topology;  // free text: ranks, devices
 };
 
 // Throws CheckpointError naming the offending entry when names collide, are malformed or use a reserved name.
@@ -27,7 +30,8 @@ void checkpoint_file_write(const std::filesystem::path& path, const CheckpointSt
                            const RankFileHeader& header, h5::FileLocking locking);
 
 // Reads a file written by checkpoint_file_write: every dataset (so HDF5 verifies every Fletcher32 chunk) and
-// every attribute. The root attributes must match `expect`. Throws CheckpointError naming the file.
+// every attribute. The root attributes must match `expect`; `mode` and `topology` only where the file has them (files
+// written before they existed lack them). Throws CheckpointError naming the file.
 CheckpointState checkpoint_file_read(const std::filesystem::path& path, const RankFileHeader& expect,
                                      h5::FileLocking locking);
 

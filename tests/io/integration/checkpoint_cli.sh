@@ -11,6 +11,14 @@ expect inspect out "rank_00001.h5  rank 1"
 expect inspect out "special.bf16_all_bits  bfloat16  [256, 256]  128.0 KiB"
 expect inspect out "rng.cpu  "
 expect inspect out ": ok (step 7, 2 file(s)"
+# Each file's own record of the run: mode, topology, world size, and the config text in full (indented).
+lines inspect out '    mode = "ddp"' 2
+lines inspect out '    topology = "fixture"' 2
+lines inspect out '    world_size = 2' 2
+python3 - "$WORK/inspect.out" <<'PY' && ok "inspect prints the config text in full" || fail "inspect: no full config"
+import sys
+sys.exit(0 if "  config:\n    [train]\n    lr = 0.001\n    note = Grüße ☃\n" in open(sys.argv[1], encoding="utf-8").read() else 1)
+PY
 
 run verify 0 "$RANKTUNE_BIN" checkpoint verify "$FIX/step_00000007"
 expect verify out ": ok (step 7, 2 file(s)"
