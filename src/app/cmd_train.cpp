@@ -2,6 +2,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <optional>
+#include <string_view>
 
 #include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
@@ -18,6 +20,7 @@
 #include "ranktune/train/generate.h"
 #include "ranktune/train/pipeline.h"
 #include "ranktune/train/token_data.h"
+#include "ranktune/train/train_checkpoint.h"
 #include "ranktune/train/trainer.h"
 
 namespace ranktune {
@@ -34,14 +37,28 @@ Llama build_model(const Config& cfg, const at::Device& device, const at::Device&
   return model;
 }
 
-// Names the frozen base a LoRA checkpoint belongs to: where the weights came from and a hash of the architecture.
+std::uint64_t fnv1a(std::uint64_t h, std::string_view text) {
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Names the frozen base a LoRA checkpoint belongs to: where the weights came from, a hash of the architecture and,
+// for a model directory, a hash of its tensor index (sorted names, dtypes, shapes from the safetensors headers), so
+// that the same path holding other tensors under the same config.json is another base.
 std::string base_identity(const Config& cfg, const LlamaImpl& model) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : llama_config_to_json(model.config())) h = (h ^ c) * 1099511628211ull;
-  char hex[20];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return (cfg.model.path.empty() ? "random init, seed " + std::to_string(cfg.seed) : cfg.model.path) +
-         ", config " + hex;
+  const std::uint64_t fnv_offset = 1469598103934665603ull;
+  const std::uint64_t config = fnv1a(fnv_offset, llama_config_to_json(model.config()));
+  if (cfg.model.path.empty())
+    return base_identity_text("random init, seed " + std::to_string(cfg.seed), config, std::nullopt);
+  const HfCheckpoint files(cfg.model.path);  // maps the files again: headers only, no tensor is read
+  std::uint64_t index = fnv_offset;
+  for (const auto& name : files.names()) {
+    const SafetensorsEntry& e = *files.find(name);
+    std::string line = name + '\t' + safetensors_dtype_name(e.dtype) + '\t';
+    for (std::int64_t d : e.shape) line += std::to_string(d) + ',';
+    index = fnv1a(index, line + '\n');
+  }
+  return base_identity_text(cfg.model.path, config, index);
 }
 
 // What the run learned, in words: greedy continuation of the start of a held-out document.

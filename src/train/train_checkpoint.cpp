@@ -4,7 +4,10 @@
 #include <ATen/Context.h>
 #include <torch/types.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <iterator>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -39,7 +42,50 @@ std::vector<std::uint8_t> generator_state(at::Generator gen) {
   return checkpoint_blob(gen.get_state());
 }
 
+constexpr const char* kTensorsTag = ", tensors ";
+
+std::string hex64(std::uint64_t v) {
+  char hex[20];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(v));
+  return hex;
+}
+
 }  // namespace
+
+std::string config_ini(const Config& cfg) {
+  std::string top;
+  std::vector<std::pair<std::string, std::string>> sections;  // in order of first appearance
+  for (const auto& k : config_schema()) {
+    const auto dot = k.name.find('.');
+    const std::string line = k.name.substr(dot == std::string::npos ? 0 : dot + 1) + " = " + k.show(cfg) + "\n";
+    if (dot == std::string::npos) {
+      top += line;
+      continue;
+    }
+    const std::string section = k.name.substr(0, dot);
+    auto it = std::find_if(sections.begin(), sections.end(), [&](const auto& s) { return s.first == section; });
+    if (it == sections.end()) {
+      sections.emplace_back(section, "");
+      it = std::prev(sections.end());
+    }
+    it->second += line;
+  }
+  std::string out = top;
+  for (const auto& [name, body] : sections) out += "\n[" + name + "]\n" + body;
+  return out;
+}
+
+std::string base_identity_text(const std::string& origin, std::uint64_t config_hash,
+                               std::optional<std::uint64_t> tensor_index_hash) {
+  return origin + ", config " + hex64(config_hash) +
+         (tensor_index_hash ? kTensorsTag + hex64(*tensor_index_hash) : std::string());
+}
+
+bool base_identity_same(const std::string& saved, const std::string& now) {
+  if (saved == now) return true;
+  const auto cut = now.rfind(kTensorsTag);
+  return cut != std::string::npos && saved.find(kTensorsTag) == std::string::npos && saved == now.substr(0, cut);
+}
 
 ModelRecord model_record_make(const Config& cfg, std::string config_json, std::string base_identity) {
   ModelRecord r;
@@ -50,6 +96,7 @@ ModelRecord model_record_make(const Config& cfg, std::string config_json, std::s
   r.lora = cfg.lora;
   if (cfg.data.tokenizer != "byte")
     r.tokenizer = std::filesystem::absolute(cfg.data.tokenizer).lexically_normal().string();
+  r.run_config = config_ini(cfg);
   return r;
 }
 
@@ -67,6 +114,7 @@ ModelRecord model_record_read(const CheckpointState& st, const std::string& wher
   r.config_json = get("model.config");
   r.base_path = get("model.path");
   r.tokenizer = get("data.tokenizer");
+  if (auto it = st.strings.find("config"); it != st.strings.end()) r.run_config = it->second;
   try {
     const nlohmann::json j = nlohmann::json::parse(get("model.lora"));
     r.lora.r = j.at("r").get<int>();
@@ -112,6 +160,7 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
                                             {"target_modules", record.lora.target_modules}}
                                  .dump();
   st.strings["data.tokenizer"] = record.tokenizer;
+  st.strings["config"] = record.run_config;
   st.blobs["rng.cpu"] = generator_state(at::detail::getDefaultCPUGenerator());
   if (device.is_cuda()) st.blobs["rng.cuda"] = generator_state(at::globalContext().defaultGenerator(device));
   for (int g : other_gpus)
@@ -126,11 +175,14 @@ RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& 
   const CheckpointState& src = replicated_source(ck);
   const std::string where = ck.step_dir.string();
   auto base = src.strings.find("base_model");
-  if (require_same_base && (base == src.strings.end() || base->second != base_identity))
+  if (require_same_base && (base == src.strings.end() || !base_identity_same(base->second, base_identity)))
     throw CheckpointError("checkpoint " + where + " was trained on base model '" +
                               (base == src.strings.end() ? std::string("?") : base->second) + "', this run uses '" +
                               base_identity + "'",
-                          "resume with the same --model.path (and shape/seed for a random base)");
+                          "resume with the same --model.path, unchanged (and shape/seed for a random base)");
+  if (require_same_base && base->second != base_identity)
+    log0() << "resume: " << where << " records its base without a tensor index (an older ranktune): only the path "
+           << "and config of the base are compared";
   {
     torch::NoGradGuard no_grad;
     for (const auto& item : params) {

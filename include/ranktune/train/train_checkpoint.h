@@ -9,7 +9,9 @@
 
 #include <c10/core/Device.h>
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,19 +29,35 @@ struct RunPosition {
 };
 
 // The model the saved weights belong to, as root attributes of every rank file (`base_model`, `model.config`,
-// `model.path`, `model.lora`, `data.tokenizer`): enough to rebuild it without the run's config.
+// `model.path`, `model.lora`, `data.tokenizer`): enough to rebuild it without the run's config. `config` adds the
+// run's whole effective configuration, so a checkpoint read alone (h5py, `ranktune checkpoint inspect`) says how it
+// was trained.
 struct ModelRecord {
-  std::string base_identity;  // where the base came from and a hash of its architecture (the resume check)
+  std::string base_identity;  // base_identity_text: where the base came from, hashes of its config and tensor index
   std::string config_json;    // the model's config.json (llama_config_to_json)
   std::string base_path;      // --model.path; empty for a random initialisation
   LoraConfig lora;            // lora.r == 0: a full fine-tune
   std::string tokenizer;      // the tokenizer.json the run read; empty for the byte tokenizer
+  std::string run_config;     // every key of the effective config as INI text; empty in older checkpoints
 };
 
 // config_json: llama_config_to_json of the model being trained.
 ModelRecord model_record_make(const Config& cfg, std::string config_json, std::string base_identity);
 // Reads the record back; a checkpoint written before the record existed is a CheckpointError saying so.
 ModelRecord model_record_read(const CheckpointState& st, const std::string& where);
+
+// The effective configuration as INI text that `--config` reads back: the keys without a section first, then one
+// [section] per dotted prefix, every key of the schema in schema order.
+std::string config_ini(const Config& cfg);
+
+// The `base_model` identity: "<origin>, config <hex>" plus ", tensors <hex>" when the base has a tensor index.
+// origin: --model.path as given, or "random init, seed N" (whose tensors follow from its config, so no index);
+// the hashes are FNV-1a 64 of the model's config.json and of its tensor index (sorted names, dtypes, shapes).
+std::string base_identity_text(const std::string& origin, std::uint64_t config_hash,
+                               std::optional<std::uint64_t> tensor_index_hash);
+// True when a checkpoint's recorded base is this run's. An identity recorded before the tensor index was part of it
+// (no ", tensors") is compared with this run's without its index, so those LoRA checkpoints still resume.
+bool base_identity_same(const std::string& saved, const std::string& now);
 
 // The trained parameters in a state with weights (rank 0's), by model name, in fp32: the optimizer's master copy
 // where the run kept one (a bf16 parameter), else the saved weight.
