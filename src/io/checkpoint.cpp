@@ -177,6 +177,15 @@ std::pair<std::optional<LoadedCheckpoint>, Verdict> load_agreed(const MpiEnv& en
   return {std::move(lc), v};
 }
 
+// Said on both resume paths (a strict PATH and --resume=auto): a reshard changes which file each rank reads.
+void log_reshard(const MpiEnv& env, const LoadedCheckpoint& lc) {
+  if (!lc.resharded) return;
+  log0() << "checkpoint: resharded: " << lc.step_dir.string() << " was saved by " << lc.manifest.world_size
+         << " rank(s), this run has " << env.size() << ": replicated state comes from rank 0's file"
+         << (env.size() > lc.manifest.world_size ? "; ranks without a file of their own start without per-rank state"
+                                                 : "");
+}
+
 [[noreturn]] void throw_agreed(const Verdict& v) {
   if (v.code == incompatible)
     throw AgreedError(ExitCode::checkpoint, v.message,
@@ -368,12 +377,7 @@ LoadedCheckpoint checkpoint_load(const MpiEnv& env, const fs::path& path, h5::Fi
   bcast_string(step_dir, 0, env.world());
   auto [loaded, verdict] = load_agreed(env, step_dir, locking);
   if (!loaded) throw_agreed(verdict);
-  if (loaded->resharded)
-    log0() << "checkpoint: " << step_dir << " was saved by " << loaded->manifest.world_size
-           << " rank(s), this run has " << env.size() << ": replicated state comes from rank 0's file"
-           << (env.size() > loaded->manifest.world_size ? "; ranks without a file of their own start without "
-                                                          "per-rank state"
-                                                        : "");
+  log_reshard(env, *loaded);
   return std::move(*loaded);
 }
 
@@ -433,6 +437,7 @@ std::optional<LoadedCheckpoint> checkpoint_resume(const MpiEnv& env, const std::
         log0() << "checkpoint: resuming from " << loaded->step_dir.string() << " (step " << loaded->manifest.step
                << ")";
       }
+      log_reshard(env, *loaded);
       return std::move(*loaded);
     }
     if (verdict.code == incompatible) throw_agreed(verdict);
