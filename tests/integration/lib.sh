@@ -36,6 +36,15 @@ lines() {
   if [ "$got" = "$4" ]; then ok "$1 $2: $4 line(s) with '$3'"; else fail "$1 $2: $got line(s) with '$3', expected $4"; fi
 }
 
+# losses DIR: "step loss" per step from DIR/metrics.jsonl (the last row written for a step wins), each loss as
+# Python's repr, so that equal text means bit-identical losses.
+losses() { python3 -c '
+import json, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line); rows[r["step"]] = r["loss"]
+for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
+
 # "${MPIRUN[@]}" N CMD...: CMD on N ranks.
 # shellcheck disable=SC2206
 MPIRUN=("$MPIEXEC" $MPIEXEC_FLAGS -n)

@@ -68,17 +68,11 @@ lines ranks2 err "ranktune: error:" 1
 ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=5 --train.log_every=1 --train.steps=8
   --train.warmup_steps=2 --model.num_layers=2 --model.hidden_size=128 --model.num_heads=4
   --model.num_kv_heads=2 --model.intermediate_size=256 --train.eval_every=0 --checkpoint.every_steps=0)
-losses() { python3 -c '
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line); rows[r["step"]] = r["loss"]
-for s in sorted(rows): print(s, repr(rows[s]))' "$WORK/$1/metrics.jsonl"; }
 train() {  # train NAME RANKS DATA EXTRA...
   local name=$1 n=$2 data=$3; shift 3
   run "$name" 0 "${MPIRUN[@]}" "$n" "$RANKTUNE_BIN" train "${ARGS[@]}" --train.seq_len=64 --data.path="$data" \
     --output_dir="$WORK/$name" --checkpoint.dir="$WORK/$name/ckpt" "$@"
-  losses "$name" >"$WORK/$name.loss"
+  losses "$WORK/$name" >"$WORK/$name.loss"
 }
 train text 1 "$WORK/good.jsonl" --train.micro_batch=4
 train h5 1 "$WORK/one.h5" --train.micro_batch=4

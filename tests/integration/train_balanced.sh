@@ -11,12 +11,6 @@ ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=7 --train
   --model.num_kv_heads=2 --model.intermediate_size=160 --train.eval_every=0 --checkpoint.every_steps=0)
 STEPS=8
 
-losses() { python3 -c '
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line); rows[r["step"]] = r["loss"]
-for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
 
 train() {  # train NAME RANKS EXTRA...
   local name=$1 n=$2; shift 2

@@ -17,13 +17,6 @@ ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=7 --train
   --model.num_kv_heads=2 --model.intermediate_size=256 --train.eval_every=0 --checkpoint.every_steps=4
   --checkpoint.keep=10)
 
-# losses DIR: "step loss" per step from the run's metrics (the last row written for a step wins).
-losses() { python3 -c '
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line); rows[r["step"]] = r["loss"]
-for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
 
 # train NAME RANKS EXTRA...: a run in $WORK/NAME (checkpoints in $WORK/NAME/ckpt); the global batch is 4 rows.
 train() {

@@ -13,12 +13,6 @@ ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=11 --trai
   --checkpoint.keep=10)
 LIMIT_KIB=512
 
-losses() { python3 -c '
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line); rows[r["step"]] = r["loss"]
-for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
 
 # train NAME RANKS LIMIT EXTRA...: a run in $WORK/NAME; LIMIT (KiB, or "unlimited") caps every file the ranks write.
 # The limit is set inside each rank, by a shell that mpirun starts and that then becomes ranktune: mpirun's own

@@ -29,13 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# "step loss" per step from the run's metrics (the last row written for a step wins).
-losses() { python3 -c '
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line); rows[r["step"]] = r["loss"]
-for s in sorted(rows): print(s, repr(rows[s]))' "$1/metrics.jsonl"; }
 
 # train NAME RANKS EXTRA...: in $WORK/NAME, stdout/stderr appended to $WORK/NAME.out/.err; RANKS=0: no mpirun.
 train() {
