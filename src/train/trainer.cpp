@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "ranktune/core/error.h"
@@ -25,6 +26,7 @@
 #include "ranktune/model/loss.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/train/batch_plan.h"
+#include "ranktune/train/fault_hook.h"
 #include "ranktune/train/flops.h"
 #include "ranktune/train/generate.h"
 #include "ranktune/train/grads.h"
@@ -33,6 +35,7 @@
 #include "ranktune/train/optimizer.h"
 #include "ranktune/train/pipeline.h"
 #include "ranktune/train/progress.h"
+#include "ranktune/train/replica_check.h"
 #include "ranktune/train/train_checkpoint.h"
 
 namespace ranktune {
@@ -99,6 +102,16 @@ struct Trainer::State {
   h5::FileLocking locking = h5::FileLocking::best_effort;
   RunPosition pos;       // where the run stands (restored on resume)
   long last_saved = -1;  // step of the newest checkpoint this run committed or resumed from
+  FaultHook fault;       // test hook (RANKTUNE_TEST_FAIL_AT_STEP); inert in real runs
+  // DDP over several ranks: the replicas' trainable parameters compared byte for byte at each checkpoint and at the
+  // end, before anything is written from rank 0's copy alone.
+  std::optional<ReplicaDigest> replicas;
+  long replicas_step = -1;
+  void check_replicas(long step) {
+    if (!ddp || env.size() < 2 || step == replicas_step) return;
+    replicas = replica_check(env, params, step);
+    replicas_step = step;
+  }
 
   State(const Config& c, const MpiEnv& e, Communicator& cm, Llama m, const TokenData& d)
       : cfg(c), env(e), comm(cm), model(std::move(m)), data(d) {}
@@ -132,6 +145,7 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool 
   so.grad_accum = cfg.train.grad_accum;
   so.seed = static_cast<std::uint64_t>(cfg.seed);
   s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
+  s.fault = fault_hook_from_env(env.rank());
   resume();
   s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/s.pos.step > 0, env.rank() == 0);
   s.flops_per_token = train_flops_per_token(flops_shape(*s.model, s.params, cfg.lora.r > 0, cfg.train.seq_len));
@@ -168,6 +182,7 @@ void Trainer::resume() {
 bool Trainer::save(long step) {
   State& s = *s_;
   if (step == s.last_saved) return true;
+  s.check_replicas(step);  // a diverged replica must not be committed as the run's state
   SaveRequest req;
   req.dir = s.cfg.checkpoint.dir;
   req.step = step;
@@ -225,6 +240,7 @@ TrainResult Trainer::run() {
   result.first_step = s.pos.step + 1;
   result.steps = s.pos.step;  // a run resumed at or past train.steps takes no step
   for (long step = s.pos.step; step < t.steps; ++step) {
+    fault_hook_fire(s.fault, s.env.rank(), step + 1);
     const double lr = lr_at(s.schedule, step);
     const auto micro = s.sampler->next_step();
     std::vector<double> counts{0};
@@ -311,10 +327,12 @@ TrainResult Trainer::run() {
   }
   signals_hold_term(false);
   result.train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  s.check_replicas(s.pos.step);
   if (s.env.rank() == 0) {
     progress.finish();
     log0() << "metrics: " << s.metrics->jsonl_path() << " and " << s.metrics->csv_path();
   }
+  if (s.replicas) log0() << replica_digest_describe(*s.replicas);
   return result;
 }
 

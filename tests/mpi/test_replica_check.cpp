@@ -1,0 +1,78 @@
+// replica_check at 1, 2 and 4 ranks: identical parameters give one digest (the CRC32C of all their bytes), and one
+// flipped bit on some ranks is an error on every rank naming the first of them and the tensor.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ranktune/dist/agree.h"
+#include "ranktune/dist/mpi_env.h"
+#include "ranktune/io/crc32c.h"
+#include "ranktune/train/replica_check.h"
+
+namespace ranktune {
+namespace {
+
+class ReplicaCheckTest : public testing::Test {
+ protected:
+  MpiEnv env{nullptr, nullptr};
+  // The same values on every rank; bf16 too, since bf16 replicas are compared by their raw bits as well.
+  NamedTensors params() const {
+    NamedTensors p;
+    p.insert("a", at::arange(12, at::kFloat).reshape({3, 4}) / 7);
+    p.insert("b", at::linspace(-1, 1, 33, at::kFloat));
+    p.insert("c", (at::arange(8, at::kFloat) / 3).to(at::kBFloat16));
+    return p;
+  }
+};
+
+TEST_F(ReplicaCheckTest, IdenticalReplicasGiveTheCrcOfAllBytes) {
+  const NamedTensors p = params();
+  const ReplicaDigest d = replica_check(env, p, 7);
+  std::uint32_t want = 0;
+  std::uint64_t bytes = 0;
+  for (const auto& item : p) {
+    const at::Tensor& t = item.value();
+    want = crc32c(t.data_ptr(), t.nbytes(), want);
+    bytes += t.nbytes();
+  }
+  EXPECT_EQ(d.crc32c, want);
+  EXPECT_EQ(d.bytes, bytes);
+  EXPECT_EQ(d.tensors, 3u);
+  EXPECT_EQ(d.ranks, env.size());
+  EXPECT_NE(replica_digest_describe(d).find("replicas identical on " + std::to_string(env.size()) + " ranks: crc32c 0x"),
+            std::string::npos)
+      << replica_digest_describe(d);
+}
+
+// The lowest bit of one float: a difference no tolerance-based comparison at 1e-6 would see.
+TEST_F(ReplicaCheckTest, OneFlippedBitOnSomeRanksIsNamedOnEveryRank) {
+  if (env.size() < 2) GTEST_SKIP() << "needs 2 ranks or more";
+  const int first = std::max(1, env.size() - 2);  // 2 ranks: rank 1; 4 ranks: ranks 2 and 3 differ
+  NamedTensors p = params();
+  if (env.rank() >= first) {
+    float* v = p["b"].data_ptr<float>() + 5;
+    std::uint32_t bits;
+    std::memcpy(&bits, v, sizeof bits);
+    bits ^= 1u;
+    std::memcpy(v, &bits, sizeof bits);
+  }
+  try {
+    replica_check(env, p, 42);
+    FAIL() << "no error";
+  } catch (const AgreedError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.failing_rank(), first);
+    EXPECT_EQ(e.code(), ExitCode::internal);
+    EXPECT_NE(what.find("replicas diverged at step 42: rank " + std::to_string(first) + "'s"), std::string::npos) << what;
+    EXPECT_NE(what.find("first at 'b'"), std::string::npos) << what;
+    EXPECT_NE(what.find(std::to_string(env.size() - first) + " of " + std::to_string(env.size() - 1) + " other rank(s)"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(e.hint().find("hardware fault"), std::string::npos) << e.hint();
+  }
+}
+
+}  // namespace
+}  // namespace ranktune
