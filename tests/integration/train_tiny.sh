@@ -1,5 +1,8 @@
 # The embedded default job (configs/tiny.ini, 200 steps on CPU): the held-out loss ends below 1.0 (it starts at
-# ln(259) = 5.56 for the byte vocabulary), a sample is printed, metrics files are written; train.epochs sets the steps; `ranktune generate` reproduces the sample.
+# ln(259) = 5.56 for the byte vocabulary), a sample is printed, metrics files are written; train.epochs sets the steps.
+# `ranktune generate` from the checkpoint, from its export as a Hugging Face directory (equal to transformers' greedy
+# generate when transformers is importable) and from a LoRA checkpoint reproduces the runs' greedy samples; sampling
+# is deterministic given the seed. The same job under mpirun -np 2 (40 steps): the loss falls, the replicas agree.
 source "$(dirname "$0")/lib.sh"
 RUN_TIMEOUT=400 run tiny 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --output_dir="$WORK/run" \
   --checkpoint.dir="$WORK/ckpt"
@@ -23,9 +26,70 @@ assert m and g, "sample or generation missing"
 print("  " + repr(g.group(1)[:70]))
 sys.exit(0 if g.group(1) == m.group(1) + m.group(2) else 1)
 PY
-run gen_sampled 0 "$RANKTUNE_BIN" generate "$WORK/ckpt" --generate.prompt="$prompt" --generate.temperature=0.8 \
-  --generate.top_p=0.9 --device=cpu
-expect gen_sampled out "temperature 0.80, top-p 0.90"
+
+# continuation NAME: what `ranktune generate` wrote after the prompt (bytes, to stdout), without the timing line.
+continuation() {
+  python3 - "$WORK/$1.out" <<'PY'
+import re, sys
+m = re.search(rb"^generate: [^\n]*\n(.*)\ngenerated \d+ tokens after", open(sys.argv[1], "rb").read(), re.S | re.M)
+sys.stdout.buffer.write(m.group(1) if m else b"<no generation>")
+PY
+}
+# Sampling is deterministic given the seed: the same seed twice gives the same text, another seed another text; a
+# top-p so small that only the most likely token survives gives the greedy text at temperature 1.
+sampled() {  # sampled NAME ARGS...
+  run "$1" 0 "$RANKTUNE_BIN" generate "$WORK/ckpt" --generate.prompt="$prompt" --generate.max_new_tokens=80 \
+    --device=cpu "${@:2}"
+}
+sampled gen_sampled --generate.temperature=0.8 --generate.top_p=0.9
+expect gen_sampled out "temperature 0.80, top-p 0.90, seed 1234"
+sampled gen_sampled_again --generate.temperature=0.8 --generate.top_p=0.9
+sampled gen_sampled_seed --generate.temperature=0.8 --generate.top_p=0.9 --seed=99
+sampled gen_top_p_tiny --generate.temperature=1 --generate.top_p=0.001
+cmp -s <(continuation gen_sampled) <(continuation gen_sampled_again) && ok "same seed, same sampled text" \
+  || fail "same seed, different sampled text"
+cmp -s <(continuation gen_sampled) <(continuation gen_sampled_seed) && fail "seed 99 sampled the same text as 1234" \
+  || ok "another seed, another sampled text"
+cmp -s <(continuation gen_sampled) <(continuation gen) && fail "temperature 0.8 sampled exactly the greedy text" \
+  || ok "sampling at temperature 0.8 departs from greedy"
+cmp -s <(continuation gen_top_p_tiny) <(continuation gen) && ok "top-p 0.001 keeps only the argmax: the greedy text" \
+  || fail "top-p 0.001 differs from greedy"
+
+# From a Hugging Face model directory: the final checkpoint exported in fp32 (config.json, model.safetensors; the byte
+# tokenizer needs no tokenizer.json). Its greedy continuation is the run's sample, and transformers' own greedy
+# generate on the same directory gives the same token ids (check_generate.py; skipped without transformers).
+run export_hf 0 "$RANKTUNE_BIN" export "$WORK/ckpt" "$WORK/hf" --export.dtype=fp32
+run gen_hf 0 "$RANKTUNE_BIN" generate "$WORK/hf" --generate.prompt="$prompt" --generate.max_new_tokens=80 --device=cpu
+expect gen_hf out "generate: model directory $WORK/hf, tokenizer byte (259)"
+cmp -s <(continuation gen_hf) <(continuation gen) && ok "generate from the HF directory gives the checkpoint's text" \
+  || fail "generate from the HF directory differs from the checkpoint's"
+python3 "$RANKTUNE_SOURCE/tests/integration/check_generate.py" "$WORK/hf" "$prompt" "$WORK/gen_hf.out" 80
+case $? in
+  0) ok "greedy token ids equal transformers' generate(do_sample=False)" ;;
+  77) echo "skip: transformers comparison (not importable)" ;;
+  *) fail "greedy token ids differ from transformers'" ;;
+esac
+
+# From a LoRA checkpoint: 5 LoRA steps over that directory, at a learning rate that moves the greedy text. generate
+# rebuilds the base from model.path plus the adapters and must reproduce the LoRA run's own sample.
+RUN_TIMEOUT=300 run lora 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu \
+  --model.path="$WORK/hf" --lora.r=8 --train.steps=5 --train.warmup_steps=0 --train.lr=1e-2 --train.eval_every=0 \
+  --output_dir="$WORK/lora_run" --checkpoint.dir="$WORK/lora_ckpt"
+run gen_lora 0 "$RANKTUNE_BIN" generate "$WORK/lora_ckpt" --generate.prompt="$prompt" --generate.max_new_tokens=80 \
+  --device=cpu
+expect gen_lora out "LoRA r=8 on $WORK/hf"
+python3 - "$WORK/lora.out" "$WORK/gen_lora.out" "$WORK/tiny.out" <<'PY' && ok "generate from the LoRA checkpoint reproduces its run's sample" \
+  || fail "generate from the LoRA checkpoint differs from its run's sample"
+import re, sys
+lora, gen, base = (open(p).read() for p in sys.argv[1:])
+sample = lambda t: re.search(r"^sample: \[(.*?)\](.*?)\ndone: ", t, re.M | re.S).groups()
+(lp, lc), (bp, bc) = sample(lora), sample(base)
+g = re.search(r"^generate: .*?\n(.*)\ngenerated \d+ tokens", gen, re.S).group(1)
+print("  " + repr(g[:70]))
+assert lp == bp, "the LoRA run sampled another prompt"
+assert lc != bc, "the adapters did not change the greedy text: this check would not see them"
+sys.exit(0 if g == lp + lc else 1)
+PY
 run gen_noprompt 2 "$RANKTUNE_BIN" generate "$WORK/ckpt"
 expect gen_noprompt err "no prompt"
 # Epochs instead of steps (the command line wins over the file's train.steps): 0.02 passes over 2760 rows in global batches of 8 = ceil(0.02 x 345) = 7 steps.
@@ -36,4 +100,19 @@ expect epochs out "step 7/7"
 run both 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.epochs=1 \
   --train.steps=5 --output_dir="$WORK/run4"
 expect both err "train.steps (command line --train.steps) and train.epochs (command line --train.epochs) are both given"
+
+# The same job under mpirun -np 2 as the README launches it (DDP over MPI on CPU, micro batch 4 per rank: the
+# single process's global batch of 8), 40 steps to bound the time.
+RUN_TIMEOUT=400 run tiny_np2 0 "${MPIRUN[@]}" 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" \
+  --device=cpu --train.micro_batch=4 --train.steps=40 --output_dir="$WORK/np2" --checkpoint.dir="$WORK/ckpt_np2"
+expect tiny_np2 out "global batch 8 = micro batch 4 x grad_accum 1 x world size 2"
+expect tiny_np2 out "step 40/40"
+expect tiny_np2 out "replicas identical on 2 ranks: crc32c"
+python3 - "$WORK/np2/metrics.jsonl" <<'PY' && ok "2 ranks: the loss falls" || fail "2 ranks: the loss did not fall"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+first, last = rows[0]["loss"], rows[-1]["loss"]
+print(f"  {len(rows)} steps, loss {first:.3f} -> {last:.3f}")
+sys.exit(0 if len(rows) == 40 and last < 0.7 * first else 1)
+PY
 finish
