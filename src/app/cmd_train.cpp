@@ -187,7 +187,7 @@ int cmd_train(const AppContext& ctx) {
     if (!result.saved)
       throw AgreedError(ExitCode::internal, "stopped by " + result.stop_reason + " but the checkpoint failed", "", 0);
     log0() << "preempted: checkpoint committed at step " << result.steps << "; exit "
-           << static_cast<int>(ExitCode::preempted_saved) << " so the batch script requeues";
+           << static_cast<int>(ExitCode::preempted_saved) << " (the batch scripts requeue on it unless the job was cancelled)";
     return static_cast<int>(ExitCode::preempted_saved);
   }
   if (result.losses.empty()) {
