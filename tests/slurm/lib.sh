@@ -155,3 +155,18 @@ preempt_and_resume() {
   job_wait_output "$name" "restart $restarts on " 120 || return 1
   ok "$name: preempted at '$at' ($how signal), requeued, restarted"
 }
+
+# job_losses NAME: "step S loss L" for every step job NAME logged in $WORK/NAME.out; for a resumed run the last value
+# logged for a step wins.
+job_losses() {
+  sed -nE 's/^step ([0-9]+)\/[0-9]+ loss ([0-9.naife+-]+) .*/\1 \2/p' "$WORK/$1.out" |
+    awk '{ v[$1] = $2 } END { for (s in v) print s, v[s] }' | sort -n
+}
+
+# train_job NAME: slurm/ddp.sbatch training on $N tasks with the options in $TRAIN_ARGS, output and checkpoints in
+# $WORK/NAME; prints the job id.
+train_job() {
+  local name=$1
+  RANKTUNE_ARGS="$(echo $TRAIN_ARGS) --output_dir=$WORK/$name --checkpoint.dir=$WORK/$name/ckpt" \
+    job_submit "$name" --ntasks-per-node=$N --gpus-per-node=$N --cpus-per-task=2 slurm/ddp.sbatch
+}

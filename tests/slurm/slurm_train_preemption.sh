@@ -28,17 +28,6 @@ export RANKTUNE_BIN RANKTUNE_ENV=none RANKTUNE_COMMAND=train RANKTUNE_CONFIG=con
 N=2
 T0=$(now)
 
-# "step S loss L" for every step the run logged; for a resumed run the last value logged for a step wins.
-losses() {
-  sed -nE 's/^step ([0-9]+)\/[0-9]+ loss ([0-9.naife+-]+) .*/\1 \2/p' "$WORK/$1.out" |
-    awk '{ v[$1] = $2 } END { for (s in v) print s, v[s] }' | sort -n
-}
-
-train_job() {
-  local name=$1
-  RANKTUNE_ARGS="$(echo $TRAIN_ARGS) --output_dir=$WORK/$name --checkpoint.dir=$WORK/$name/ckpt" \
-    job_submit "$name" --ntasks-per-node=$N --gpus-per-node=$N --cpus-per-task=2 slurm/ddp.sbatch
-}
 
 # resumed NAME HEADER STEP: after the script's HEADER line, the run read the checkpoint of STEP and its first step
 # is STEP + 1.
@@ -56,8 +45,8 @@ resumed() {
 
 same_losses() {
   local name=$1
-  if [ "$(losses reference | wc -l)" -lt 10 ]; then fail "reference run logged $(losses reference | wc -l) steps"; return; fi
-  if diff <(losses reference) <(losses "$name") >"$WORK/$name.diff"; then
+  if [ "$(job_losses reference | wc -l)" -lt 10 ]; then fail "reference run logged $(job_losses reference | wc -l) steps"; return; fi
+  if diff <(job_losses reference) <(job_losses "$name") >"$WORK/$name.diff"; then
     ok "$name: loss of every step identical to the uninterrupted run"
   else
     fail "$name: losses differ from the uninterrupted run:"; head -20 "$WORK/$name.diff" | sed 's/^/    /'
@@ -78,7 +67,7 @@ verified() {
 job=$(train_job reference)
 job_wait_done "$job" 300
 job_expect "$job" COMPLETED 0:0 0
-ok "reference run: $(losses reference | wc -l) steps ($(elapsed "$T0") s so far)"
+ok "reference run: $(job_losses reference | wc -l) steps ($(elapsed "$T0") s so far)"
 
 round=0
 for how in step batch step; do

@@ -32,17 +32,6 @@ CANCELLED="exit 75 (checkpoint saved), cancelled by scancel (JobState=COMPLETING
 REQUEUED="exit 75 (preempted, checkpoint saved): requeueing job"
 T0=$(now)
 
-# "step S loss L" for every step the job logged; for a resumed run the last value logged for a step wins.
-losses() {
-  sed -nE 's/^step ([0-9]+)\/[0-9]+ loss ([0-9.naife+-]+) .*/\1 \2/p' "$WORK/$1.out" |
-    awk '{ v[$1] = $2 } END { for (s in v) print s, v[s] }' | sort -n
-}
-
-train_job() {
-  local name=$1
-  RANKTUNE_ARGS="$(echo $TRAIN_ARGS) --output_dir=$WORK/$name --checkpoint.dir=$WORK/$name/ckpt" \
-    job_submit "$name" --ntasks-per-node=$N --gpus-per-node=$N --cpus-per-task=2 slurm/ddp.sbatch
-}
 
 job=$(train_job reference)
 # The probe jobs (1 CPU each, next to the reference's 4 of the node's 8).
@@ -77,8 +66,8 @@ fi
 
 job_wait_done "$job" 600
 job_expect "$job" COMPLETED 0:0 0
-[ "$(losses reference | wc -l)" = "$STEPS" ] && ok "reference run: $STEPS steps ($(elapsed "$T0") s so far)" \
-  || fail "reference run logged $(losses reference | wc -l) steps, expected $STEPS"
+[ "$(job_losses reference | wc -l)" = "$STEPS" ] && ok "reference run: $STEPS steps ($(elapsed "$T0") s so far)" \
+  || fail "reference run logged $(job_losses reference | wc -l) steps, expected $STEPS"
 
 # The time limit: the same SIGTERM, exit 75, and this time a requeue (Reason=TimeLimit). Then cancel the pending job.
 if job_wait_output timelimit "^ranktune-ddp: exit " 150; then
@@ -149,7 +138,7 @@ if job_wait_output "$name" "^step $at/" 300; then
     fail "$name: the next run did not resume from step '${stopped:-none}' (first step '${first:-none}')"
     grep -E '^resume:' "$WORK/$name.out" | sed 's/^/    /'
   fi
-  if diff <(losses reference) <(losses "$name") >"$WORK/$name.diff"; then
+  if diff <(job_losses reference) <(job_losses "$name") >"$WORK/$name.diff"; then
     ok "$name: loss of every step identical to the uninterrupted run"
   else
     fail "$name: losses differ from the uninterrupted run:"; head -10 "$WORK/$name.diff" | sed 's/^/    /'
