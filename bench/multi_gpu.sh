@@ -4,7 +4,8 @@
 #   2. all-reduce bus bandwidth of ranktune's NcclCommunicator vs a plain NCCL loop at 2/4/8 ranks;
 #   3. DDP weak scaling, 1.1B shape, full fine-tune and LoRA r=16: tokens/s per GPU at 1, 2, 4, 8 ranks (mpirun);
 #   4. balanced mode over all GPUs: pipelined m = 4, 8, 16 vs sequential (bench/balanced_pipeline.sh);
-#   5. an 8B-shaped model that does not fit one GPU for full fine-tuning, trained in balanced mode (plan + peak memory).
+#   5. an 8B-shaped model that does not fit one GPU for full fine-tuning (micro-batch 16: ~151 GiB; the plan for one
+#      stage is refused with the numbers), trained in balanced mode over all GPUs (plan + peak memory per GPU).
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=multi_gpu.sh) after the build. NVLink multicast stays off.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +80,7 @@ if part balanced; then
 step "balanced pipelining over all GPUs"
 # Chunks of >= 2 sequences: below ~4 sequences of 2048 tokens per kernel launch the per-sequence speed falls steeply.
 # 32 sequences of 2048 tokens hold their activations only with activation checkpointing (the same for every m).
-if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16" batch=32 extra=--train.activation_checkpointing=true
+if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16 8/off" batch=32 extra=--train.activation_checkpointing=true
 else m_list="1 4 8" batch=8 extra=""; fi
 BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-$m_list} BENCH_PIPELINE_BATCH=$batch BENCH_PIPELINE_EXTRA=$extra RANKTUNE_BIN=$bin \
   bash bench/balanced_pipeline.sh
@@ -89,10 +90,11 @@ if part big && [ "$gpus" -ge 2 ] && time_for 120 "8B balanced run"; then
   step "8B shape, full fine-tune, balanced over $gpus GPUs (does not fit one GPU)"
   big=(--device=cuda --parallel.mode=balanced --model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32
     --model.num_kv_heads=8 --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false
-    --model.max_seq_len=2048 --train.seq_len=2048 --train.micro_batch=8 --parallel.micro_batches=8
+    --model.max_seq_len=2048 --train.seq_len=2048 --train.micro_batch=16 --parallel.micro_batches=8
     --train.activation_checkpointing=true --train.steps=6 --train.log_every=1 --train.eval_every=0
     --checkpoint.every_steps=0)
-  "$bin" plan "${big[@]}" 2>&1 | head -12
+  echo "on one GPU:"; "$bin" plan "${big[@]}" --parallel.stages=1 2>&1 | grep -E 'error|hint'
+  "$bin" plan "${big[@]}" 2>&1 | grep -vE '^\s*$' | tail -9
   "$bin" train "${big[@]}" --output_dir="$out/big" --checkpoint.dir="$out/big/ckpt" >"$out/big.log" 2>&1 \
     || { echo "8B balanced run failed"; tail -5 "$out/big.log"; }
   rm -rf "$out/big/ckpt"

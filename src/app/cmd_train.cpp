@@ -165,7 +165,10 @@ int cmd_train(const AppContext& ctx) {
       for (int d : placed.stage_device) stage_devices.push_back(device_of(d));
       const auto stages = stages_from_plan(placed.plan, stage_devices);
       place_stages(*model, stages);
-      pipeline = std::make_shared<PipelineExecutor>(*model, stages, cfg.parallel.micro_batches);
+      const StageThreads threads = cfg.parallel.stage_threads == "on"    ? StageThreads::on
+                                   : cfg.parallel.stage_threads == "off" ? StageThreads::off
+                                                                         : StageThreads::automatic;
+      pipeline = std::make_shared<PipelineExecutor>(*model, stages, cfg.parallel.micro_batches, threads);
       log0() << pipeline->describe();
     }
     if (data.tokenizer->vocab_size() > model->config().vocab_size)

@@ -105,6 +105,8 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(double, "parallel.reserve_gib", parallel.reserve_gib, "GiB kept free on every GPU"),
       RT_KEY(int, "parallel.micro_batches", parallel.micro_batches, "balanced: micro-batches pipelined per step"),
       RT_KEY(int, "parallel.stages", parallel.stages, "balanced: pipeline stages; 0 = one per GPU (CPU: 1)"),
+      RT_KEY(S, "parallel.stage_threads", parallel.stage_threads,
+             "balanced: a host thread per stage; auto = when the stages span several GPUs", V{"auto", "on", "off"}),
       RT_KEY(double, "parallel.bucket_mb", parallel.bucket_mb, "DDP gradient bucket size in MB"),
 
       RT_KEY(S, "model.path", model.path, "Hugging Face model directory; empty = random init from the shape keys"),

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -65,6 +66,13 @@ namespace {
 
 c10::Stream current_stream(at::Device d) { return c10::impl::getDeviceGuardImpl(d.type())->getStream(d); }
 
+// Marks the point on a GPU stage's current stream up to which a hand-off's work is queued (nothing on CPU).
+void record_ready(std::optional<c10::Event>& slot, at::Device d) {
+  if (!d.is_cuda()) return;
+  slot.emplace(d.type());
+  slot->record(current_stream(d));
+}
+
 }  // namespace
 
 // ATen copies between two GPUs on the source device's current stream after a two-way barrier with the destination's
@@ -74,14 +82,21 @@ c10::Stream current_stream(at::Device d) { return c10::impl::getDeviceGuardImpl(
 // the side stream waits for the producer (an event) and takes the barrier instead, the destination's compute stream
 // waits for the copy, and the source's compute stream goes straight on to the next chunk. ATen enables peer access
 // between the two GPUs where the hardware allows it. CPU and same-device hops are plain (no-op) copies.
-at::Tensor PipelineExecutor::hop(const at::Tensor& t, at::Device to) {
+// `ready`, when given, was recorded by the producer right after it queued t's work: with a host thread per stage the
+// producer may already have queued its next chunk by the time the consumer gets here, and an event recorded now
+// would make the hop wait for that chunk too.
+at::Tensor PipelineExecutor::hop(const at::Tensor& t, at::Device to, const c10::Event* ready) {
   const at::Device from = t.device();
   const c10::Stream* side_ptr = from == to || !from.is_cuda() || !to.is_cuda() ? nullptr : side_stream(from);
   if (!side_ptr) return t.to(to);
   const c10::Stream side = *side_ptr;
-  c10::Event produced(from.type());
-  produced.record(current_stream(from));
-  produced.block(side);
+  if (ready) {
+    ready->block(side);
+  } else {
+    c10::Event produced(from.type());
+    produced.record(current_stream(from));
+    produced.block(side);
+  }
   at::Tensor out;
   {
     c10::StreamGuard on_side(side);
@@ -152,6 +167,9 @@ PipelineExecutor::~PipelineExecutor() = default;
 struct PipelineExecutor::Step {
   std::vector<at::Tensor> tokens, targets;
   std::vector<std::vector<at::Tensor>> positions, inputs, outputs;
+  // GPU stages: recorded on the stage's stream right after it queued chunk c's forward (the activation it hands on)
+  // or backward (the gradient of its input), before it marks the chunk done.
+  std::vector<std::vector<std::optional<c10::Event>>> forwarded, backwarded;
   std::vector<at::Tensor> losses;
   double scale = 1;
   std::vector<std::vector<int>> done;
@@ -198,6 +216,12 @@ at::Tensor PipelineExecutor::forward_backward(const BatchTensors& batch, double 
   step.outputs.assign(S, std::vector<at::Tensor>(chunks_));
   step.losses.resize(chunks_);
   step.done.assign(S, std::vector<int>(chunks_, 0));
+  step.forwarded.resize(S);
+  step.backwarded.resize(S);
+  for (int s = 0; s < S; ++s) {
+    step.forwarded[s].resize(chunks_);
+    step.backwarded[s].resize(chunks_);
+  }
   step.scale = scale;
 
   const std::vector<PipeAction> schedule = gpipe_schedule(S, chunks_);
@@ -240,7 +264,8 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     at::Tensor h;
     if (a.stage > 0) {  // the hop: copy the predecessor's activation, cut the graph, keep a leaf for its gradient
       if (!step.wait_for(a.stage - 1, c, 1)) return false;
-      h = hop(step.outputs[a.stage - 1][c], st.device).detach().requires_grad_(true);
+      const auto& ready = step.forwarded[a.stage - 1][c];
+      h = hop(step.outputs[a.stage - 1][c], st.device, ready ? &*ready : nullptr).detach().requires_grad_(true);
       step.inputs[a.stage][c] = h;
     }
     timer.start();
@@ -258,6 +283,7 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     }
     step.outputs[a.stage][c] = h;
     timer.stop();
+    record_ready(step.forwarded[a.stage][c], st.device);
     step.mark(a.stage, c, 1);
     return true;
   }
@@ -267,7 +293,8 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     if (!step.wait_for(a.stage + 1, c, 2)) return false;
     grad = step.inputs[a.stage + 1][c].grad();
     step.inputs[a.stage + 1][c] = at::Tensor();  // the successor is done with this chunk
-    if (grad.defined() && out.requires_grad()) grad = hop(grad, st.device);
+    const auto& ready = step.backwarded[a.stage + 1][c];
+    if (grad.defined() && out.requires_grad()) grad = hop(grad, st.device, ready ? &*ready : nullptr);
   }
   const bool upstream = out.requires_grad() && (a.stage == S - 1 || grad.defined());
   if (upstream) {  // else nothing trainable upstream of this boundary
@@ -277,6 +304,7 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     timer.stop();
   }
   out = at::Tensor();  // frees this chunk's activations on this stage
+  if (a.stage > 0) record_ready(step.backwarded[a.stage][c], st.device);
   step.mark(a.stage, c, 2);
   return true;
 }

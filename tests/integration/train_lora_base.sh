@@ -71,31 +71,16 @@ lines same_base out "without a tensor index" 0
 mkdir -p "$WORK/legacy"
 cp -r "$WORK/ckpt/step_00000006" "$WORK/legacy/"
 echo step_00000006 >"$WORK/legacy/latest"
-python3 - "$WORK/legacy/step_00000006" <<'PY' && ok "legacy identity written" || fail "legacy identity not written"
-import json, pathlib, sys
+python3 - "$WORK/legacy/step_00000006" "$RANKTUNE_SOURCE/tests/io" <<'PY' && ok "legacy identity written" || fail "legacy identity not written"
+import pathlib, sys
 import h5py
+sys.path.insert(0, sys.argv[2])
+from crc32c_ref import reseal_manifest
 step = pathlib.Path(sys.argv[1])
 for f in sorted(step.glob("rank_*.h5")):
     with h5py.File(f, "r+") as h:
         h.attrs["base_model"] = h.attrs["base_model"].split(", tensors ")[0]
-table = []
-for i in range(256):
-    c = i
-    for _ in range(8):
-        c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
-    table.append(c)
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = table[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-m = json.loads((step / "manifest.json").read_text())
-m.pop("manifest_crc32c")
-for f in m["files"]:
-    data = (step / f["name"]).read_bytes()
-    f["size"], f["crc32c"] = len(data), f"{crc32c(data):08x}"
-m["manifest_crc32c"] = f"{crc32c(json.dumps(m, indent=2, ensure_ascii=False).encode()):08x}"
-(step / "manifest.json").write_text(json.dumps(m, indent=2, ensure_ascii=False))
+reseal_manifest(step)
 PY
 run legacy 0 "$RANKTUNE_BIN" train "${ARGS[@]}" --model.path="$WORK/base" --train.steps=7 --resume=auto \
   --checkpoint.dir="$WORK/legacy" --output_dir="$WORK/legacy_run"

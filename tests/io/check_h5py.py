@@ -17,26 +17,9 @@ import h5py
 import numpy as np
 import torch
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from crc32c_ref import crc32c, manifest_text  # noqa: E402
 
-def crc32c(data: bytes, crc: int = 0) -> int:
-    table = crc32c.table
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
-        t.append(c)
-    return t
-
-
-crc32c.table = _table()
 
 TORCH_NAMES = {  # at::toString names used in the fixture -> torch dtype
     "Float": torch.float32, "Double": torch.float64, "Half": torch.float16, "BFloat16": torch.bfloat16,
@@ -93,7 +76,7 @@ def check_manifest(step_dir):
     m = json.loads(text)
     body = dict(m)
     stored = body.pop("manifest_crc32c")
-    again = json.dumps(body, indent=2, ensure_ascii=False)
+    again = manifest_text(body)
     check(f"{crc32c(again.encode()):08x}" == stored, f"{step_dir}: manifest self-checksum")
     check(m["format"] == "ranktune-checkpoint" and m["format_version"] == 1, f"{step_dir}: manifest format")
     check(m["step"] == 7 and m["world_size"] == 2, f"{step_dir}: step/world size")

@@ -1,6 +1,6 @@
 // Balanced execution on the GPU(s): stages on cuda:0 (and cuda:1 .. when there are more), bf16 weights with LoRA
-// adapters in fp32, sequential and pipelined (m = 1, 2, 4) against the unsharded bf16 model on cuda:0, within bf16
-// tolerance. Skips without CUDA.
+// adapters in fp32, sequential and pipelined (m = 1, 2, 4), issued by one host thread and by a host thread per stage,
+// against the unsharded bf16 model on cuda:0, within bf16 tolerance. Skips without CUDA.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
@@ -23,13 +23,15 @@ void check_gpu(bool tied, int lora_r, bool checkpointing) {
   ref->to(dev(0));
   const double ref_loss = test::reference_step(*ref, bt, scale);
   const auto ref_grads = test::grads_of(*ref);
+  for (StageThreads threads : {StageThreads::off, StageThreads::on})
   for (int m : {1, 2, 4}) {
-    SCOPED_TRACE("micro_batches " + std::to_string(m) + " over " + std::to_string(gpus) + " GPU(s)");
+    SCOPED_TRACE("micro_batches " + std::to_string(m) + " over " + std::to_string(gpus) + " GPU(s), " +
+                 (threads == StageThreads::on ? "a host thread per stage" : "one host thread"));
     Llama model = test::make_model(tied, lora_r, bf16);
     model->set_activation_checkpointing(checkpointing);
     const std::vector<StageRange> stages{{dev(0), 0, 2}, {dev(1), 3, 5}};
     place_stages(*model, stages);
-    PipelineExecutor exec(*model, stages, m);
+    PipelineExecutor exec(*model, stages, m, threads);
     const double loss = exec.forward_backward(bt, scale).item<double>();
     EXPECT_NEAR(loss, ref_loss, 1e-2 * std::abs(ref_loss));
     test::expect_same_grads(test::grads_of(*model), ref_grads, 3e-2);

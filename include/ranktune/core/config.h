@@ -19,6 +19,7 @@ struct ParallelConfig {
   double reserve_gib = 2.0;     // kept free on every GPU for the CUDA context, allocator slack and NCCL
   int micro_batches = 1;        // balanced: >1 pipelines micro-batches through the stages
   int stages = 0;               // balanced: pipeline stages; 0 = one per GPU
+  std::string stage_threads = "auto";  // balanced: auto | on | off (a host thread issuing each stage's work)
   double bucket_mb = 25;        // DDP gradient bucket size
 };
 

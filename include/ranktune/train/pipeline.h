@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Event.h>
 #include <c10/core/Stream.h>
 
 #include <memory>
@@ -68,7 +69,8 @@ class PipelineExecutor {
   struct Timer;
   struct Step;
   bool run_action(const PipeAction& a, Step& step);    // false: another stage failed, stop
-  at::Tensor hop(const at::Tensor& t, at::Device to);  // to another stage's device without stalling the source
+  // To another stage's device without stalling the source; `ready` (optional): the producer's event for t.
+  at::Tensor hop(const at::Tensor& t, at::Device to, const c10::Event* ready = nullptr);
   const c10::Stream* side_stream(at::Device d) const;  // the copy stream of a stage's GPU (null: not one)
   LlamaImpl& model_;
   std::vector<StageRange> stages_;
