@@ -1,7 +1,7 @@
 // ranktune_allreduce_bench: all-reduce bandwidth of ranktune's NcclCommunicator against a plain NCCL loop on the same
 // ranks, GPUs and streams, over message sizes. One rank per GPU (mpirun -np N); prints a markdown table on rank 0:
 // time per all-reduce, algbw = bytes / time and busbw = algbw * 2(n-1)/n (nccl-tests' definition), for both, and
-// ranktune's busbw as a share of plain NCCL's. Usage: mpirun -np N ranktune_allreduce_bench [max_bytes] [iters]
+// ranktune's busbw as a share of plain NCCL's; and the time of a plain loop on a non-blocking communicator. Usage: mpirun -np N ranktune_allreduce_bench [max_bytes] [iters]
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -55,6 +55,20 @@ int main(int argc, char** argv) {
   RANKTUNE_MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, env.world()));
   ncclComm_t plain;
   RANKTUNE_NCCL_CHECK(ncclCommInitRank(&plain, env.size(), id, env.rank()));
+  // The same plain loop on a non-blocking communicator (what NcclCommunicator uses, for its timeouts), each call
+  // spinning on ncclCommGetAsyncError until NCCL has enqueued it: NCCL's own cost of non-blocking mode, without ours.
+  if (env.rank() == 0) RANKTUNE_NCCL_CHECK(ncclGetUniqueId(&id));
+  RANKTUNE_MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, env.world()));
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t nonblocking;
+  ncclResult_t state = ncclCommInitRankConfig(&nonblocking, env.size(), id, env.rank(), &config);
+  const auto spin = [&] {
+    do RANKTUNE_NCCL_CHECK(ncclCommGetAsyncError(nonblocking, &state));
+    while (state == ncclInProgress);
+    if (state != ncclSuccess) RANKTUNE_NCCL_CHECK(state);
+  };
+  spin();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device)).stream();
 
   const int n = env.size();
@@ -62,8 +76,9 @@ int main(int argc, char** argv) {
   if (env.rank() == 0) {
     std::printf("all-reduce (sum, bf16) over %d rank(s); busbw = algbw x 2(n-1)/n%s\n\n", n,
                 n > 1 ? "" : " = 0: at one rank an in-place all-reduce moves nothing, the times are call overheads");
-    std::printf("| bytes | ranktune us | ranktune busbw GB/s | NCCL us | NCCL busbw GB/s | ranktune / NCCL (busbw; 1 rank: speed) |\n");
-    std::printf("|---|---|---|---|---|---|\n");
+    std::printf("| bytes | ranktune us | ranktune busbw GB/s | NCCL us | NCCL busbw GB/s | ranktune / NCCL (busbw; 1 rank: speed) "
+                "| NCCL non-blocking us |\n");
+    std::printf("|---|---|---|---|---|---|---|\n");
   }
   int early_returns = 0;
   for (std::int64_t bytes = 1024; bytes <= max_bytes; bytes *= 4) {
@@ -81,16 +96,31 @@ int main(int argc, char** argv) {
                                             ncclSum, plain, stream));
         },
         [&] { RANKTUNE_CUDA_CHECK(cudaStreamSynchronize(stream)); });
+    const double nonblocking_s = time_per_call(
+        env, 3, it,
+        [&] {
+          RANKTUNE_NCCL_CHECK(ncclGroupStart());
+          RANKTUNE_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()), ncclBfloat16,
+                                            ncclSum, nonblocking, stream));
+          const ncclResult_t end = ncclGroupEnd();
+          if (end != ncclInProgress) RANKTUNE_NCCL_CHECK(end);
+          spin();
+        },
+        [&] { RANKTUNE_CUDA_CHECK(cudaStreamSynchronize(stream)); });
     const double ours_bw = static_cast<double>(bytes) / ours_s * bus / 1e9;
     const double plain_bw = static_cast<double>(bytes) / plain_s * bus / 1e9;
     if (env.rank() == 0)
-      std::printf("| %lld | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", static_cast<long long>(bytes), ours_s * 1e6, ours_bw,
-                  plain_s * 1e6, plain_bw, n > 1 ? 100 * ours_bw / plain_bw : 100 * plain_s / ours_s);
+      std::printf("| %lld | %.1f | %.1f | %.1f | %.1f | %.0f%% | %.1f |\n", static_cast<long long>(bytes), ours_s * 1e6,
+                  ours_bw, plain_s * 1e6, plain_bw, n > 1 ? 100 * ours_bw / plain_bw : 100 * plain_s / ours_s,
+                  nonblocking_s * 1e6);
   }
   RANKTUNE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &early_returns, 1, MPI_INT, MPI_SUM, env.world()));
   if (env.rank() == 0)
     std::printf("\nNcclCommunicator::synchronize() returned before its stream drained: %d time(s)%s\n", early_returns,
                 early_returns ? " (its timings above are wrong)" : "");
   RANKTUNE_NCCL_CHECK(ncclCommDestroy(plain));
+  RANKTUNE_NCCL_CHECK(ncclCommFinalize(nonblocking));
+  spin();
+  RANKTUNE_NCCL_CHECK(ncclCommDestroy(nonblocking));
   return 0;
 }

@@ -31,7 +31,7 @@ for run in $MICRO; do
     --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" >"$out/$name.log" 2>&1 \
     || { echo "$run failed:"; tail -5 "$out/$name.log"; continue; }
   rm -rf "$out/$name/ckpt"
-  grep -E '^(cuda|pipeline:|balanced:)' "$out/$name.log" | sed "s/^/  $run  /"
+  grep -E '^(cuda|pipeline:|balanced:)' "$out/$name.log" | sed "s|^|  $run  |"
 done
 python3 - "$out" $MICRO <<'PY'
 import json, re, statistics, sys
@@ -45,7 +45,7 @@ for run in ms:
     except OSError:
         continue
     steady = metrics[3:] or metrics
-    busy = re.search(r"busy time per stage over ([\d.]+) s:(.*)", log)
+    busy = re.search(r"busy time per stage over ([\d.]+) s[^:]*:(.*)", log)
     shares = re.findall(r"\((\d+)%\)", busy.group(2)) if busy else []
     pred = re.search(r"predicted ([\d.]+)x", log)
     rows[run] = dict(threads="one per stage" if "one host thread per stage" in log else "one",tps=statistics.median(r["tokens_per_s"] for r in steady),

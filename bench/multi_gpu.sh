@@ -80,23 +80,27 @@ if part balanced; then
 step "balanced pipelining over all GPUs"
 # Chunks of >= 2 sequences: below ~4 sequences of 2048 tokens per kernel launch the per-sequence speed falls steeply.
 # 32 sequences of 2048 tokens hold their activations only with activation checkpointing (the same for every m).
-if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16 8/off" batch=32 extra=--train.activation_checkpointing=true
+if [ "$gpus" -ge 2 ]; then m_list="1 4 8 16 8/off" batch=${BENCH_PIPELINE_BATCH:-32} extra=--train.activation_checkpointing=true
 else m_list="1 4 8" batch=8 extra=""; fi
 BENCH_PIPELINE_M=${BENCH_PIPELINE_M:-$m_list} BENCH_PIPELINE_BATCH=$batch BENCH_PIPELINE_EXTRA=$extra RANKTUNE_BIN=$bin \
   bash bench/balanced_pipeline.sh
 fi
 
-if part big && [ "$gpus" -ge 2 ] && time_for 120 "8B balanced run"; then
+if part big && [ "$gpus" -ge 2 ]; then
   step "8B shape, full fine-tune, balanced over $gpus GPUs (does not fit one GPU)"
   big=(--device=cuda --parallel.mode=balanced --model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32
     --model.num_kv_heads=8 --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false
-    --model.max_seq_len=2048 --train.seq_len=2048 --train.micro_batch=16 --parallel.micro_batches=8
-    --train.activation_checkpointing=true --train.steps=6 --train.log_every=1 --train.eval_every=0
-    --checkpoint.every_steps=0)
+    --model.max_seq_len=2048 --train.seq_len=2048 --train.micro_batch=16 --train.activation_checkpointing=true
+    --train.steps=6 --train.log_every=1 --train.eval_every=0 --train.lr=2e-5 --checkpoint.at_end=false)
   echo "on one GPU:"; "$bin" plan "${big[@]}" --parallel.stages=1 2>&1 | grep -E 'error|hint'
-  "$bin" plan "${big[@]}" 2>&1 | grep -vE '^\s*$' | tail -9
-  "$bin" train "${big[@]}" --output_dir="$out/big" --checkpoint.dir="$out/big/ckpt" >"$out/big.log" 2>&1 \
-    || { echo "8B balanced run failed"; tail -5 "$out/big.log"; }
-  rm -rf "$out/big/ckpt"
-  grep -E '^(step|balanced:|done)' "$out/big.log" | tail -6
+  "$bin" plan "${big[@]}" --parallel.micro_batches=8 2>&1 | grep -vE '^\s*$' | tail -9
+  # BENCH_BIG_M: pipeline micro-batches of each 8B run (1 = naive sequential, for the speed-up at this size).
+  for m in ${BENCH_BIG_M:-8}; do
+    time_for 120 "8B balanced run, m = $m" || continue
+    t0=$(date +%s)
+    "$bin" train "${big[@]}" --parallel.micro_batches="$m" --output_dir="$out/big_m$m" \
+      --checkpoint.dir="$out/big_m$m/ckpt" >"$out/big_m$m.log" 2>&1 || { echo "8B m=$m failed"; tail -5 "$out/big_m$m.log"; }
+    echo "m = $m: $(( $(date +%s) - t0 )) s including start-up"
+    grep -aE '^(step|balanced:|done)' "$out/big_m$m.log" | tail -5
+  done
 fi

@@ -197,12 +197,13 @@ int cmd_train(const AppContext& ctx) {
     log0() << "nothing to do: the checkpoint is already at step " << result.steps << " of " << run_cfg.train.steps;
     return 0;
   }
-  if (pipeline && result.train_seconds > 0) {  // how busy each device was: the pipeline's whole point
-    std::string line = "balanced: busy time per stage over " + std::to_string(result.train_seconds).substr(0, 6) + " s:";
+  if (pipeline && result.step_seconds > 0) {  // how busy each device was: the pipeline's whole point
+    std::string line =
+        "balanced: busy time per stage over " + std::to_string(result.step_seconds).substr(0, 6) + " s of steps:";
     for (std::size_t i = 0; i < result.stage_busy_s.size(); ++i) {
       char part[96];
       std::snprintf(part, sizeof part, " %zu [%s] %.2f s (%.0f%%)", i, pipeline->stages()[i].device.str().c_str(),
-                    result.stage_busy_s[i], 100 * result.stage_busy_s[i] / result.train_seconds);
+                    result.stage_busy_s[i], 100 * result.stage_busy_s[i] / result.step_seconds);
       line += part;
     }
     log0() << line;

@@ -162,6 +162,7 @@ std::vector<ConfigKey> build_schema() {
 
       RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory"),
       RT_KEY(long, "checkpoint.every_steps", checkpoint.every_steps, "save every N steps; 0 = end and preemption only"),
+      RT_KEY(bool, "checkpoint.at_end", checkpoint.at_end, "save after the last step (a stop signal always saves)"),
       RT_KEY(int, "checkpoint.keep", checkpoint.keep, "committed checkpoints kept"),
       RT_KEY(S, "checkpoint.file_locking", checkpoint.file_locking, "HDF5 file locking",
              V{"best-effort", "true", "false"}),

@@ -281,6 +281,7 @@ TrainResult Trainer::run() {
     row.lr = lr;
     row.grad_norm = norm;
     row.tokens_per_s = static_cast<double>(s.plan.tokens_per_step()) / dt;
+    result.step_seconds += dt;
     if (s.pipeline) {
       const auto busy = s.pipeline->take_busy_seconds();
       result.stage_busy_s.resize(busy.size());
@@ -323,7 +324,8 @@ TrainResult Trainer::run() {
       result.saved = save(row.step);
       break;
     }
-    if (periodic || row.step == t.steps) save(row.step);
+    if (periodic || (row.step == t.steps && s.cfg.checkpoint.at_end)) save(row.step);
+    last = Clock::now();  // the next step's tokens/s counts its own work, not this step's evaluation or save
   }
   // After a stop the checkpoint is committed and the process is on its way to exit 75: a second SIGTERM (Slurm sends
   // one to every process) must not turn that into death by signal, which the batch script would not requeue.

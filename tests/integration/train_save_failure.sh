@@ -5,6 +5,7 @@
 # write fails instead of the signal killing the process. The run resumes from step 4 and tries to save at steps 6, 8
 # and 10: each save must fail with a message naming rank 0's file, the run must reach step 10 with exit 0 and the
 # same losses as a run without the limit, and the committed step 4 must still be `latest` and verify.
+# Also: checkpoint.at_end=false skips only the save after the last step.
 source "$(dirname "$0")/lib.sh"
 STEPS=10
 ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=11 --train.log_every=1 --train.steps=$STEPS
@@ -55,4 +56,14 @@ for n in 1 2; do
   run "verify$n" 0 "$RANKTUNE_BIN" checkpoint verify "$WORK/$name/ckpt"
   expect "verify$n" out ": ok (step 4, $n file(s)"
 done
+
+# checkpoint.at_end=false (for benchmarks): no save after the last step, periodic saves still happen. 5 steps saving
+# every 2: steps 2 and 4 are committed, step 5 is not.
+run no_end_save 0 "$RANKTUNE_BIN" train "${ARGS[@]/--train.steps=$STEPS/--train.steps=5}" --train.micro_batch=4 --checkpoint.at_end=false \
+  --output_dir="$WORK/no_end_save" --checkpoint.dir="$WORK/no_end_save/ckpt"
+expect no_end_save out "done: 5 steps"
+lines no_end_save out "checkpoint: step" 2
+left=$(cd "$WORK/no_end_save/ckpt" && ls -A | tr '\n' ' ')
+[ "$left" = "latest step_00000002 step_00000004 " ] && ok "at_end=false: steps 2 and 4 saved, not 5" \
+  || fail "at_end=false left: $left"
 finish

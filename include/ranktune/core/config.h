@@ -83,6 +83,7 @@ struct PrepareConfig {
 struct CheckpointConfig {
   std::string dir = "checkpoints";
   long every_steps = 0;  // 0 = only at the end and on preemption
+  bool at_end = true;    // save when the last step is done (benchmarks turn it off; a stop signal still saves)
   int keep = 3;
   std::string file_locking = "best-effort";  // best-effort | true | false
 };
