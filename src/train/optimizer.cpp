@@ -76,7 +76,22 @@ void AdamW::step(double lr) {
     if (!s.param.grad().defined()) continue;
     groups[{s.decay, s.work().device().str(), static_cast<int>(s.work().scalar_type())}].push_back(&s);
   }
-  for (auto& [key, slots] : groups) step_group(slots, lr, std::get<0>(key) ? options_.weight_decay : 0.0);
+  for (auto& [key, slots] : groups) {
+    const double decay = std::get<0>(key) ? options_.weight_decay : 0.0;
+    std::vector<Slot*> chunk;  // its fp32 gradient copies stay within max_cast_bytes (one tensor may exceed it alone)
+    std::int64_t cast = 0;
+    for (Slot* s : slots) {
+      const std::int64_t bytes = s->master.defined() ? s->param.numel() * 4 : 0;
+      if (!chunk.empty() && cast + bytes > options_.max_cast_bytes) {
+        step_group(chunk, lr, decay);
+        chunk.clear();
+        cast = 0;
+      }
+      chunk.push_back(s);
+      cast += bytes;
+    }
+    if (!chunk.empty()) step_group(chunk, lr, decay);
+  }
   for (auto& [key, slots] : groups)
     for (Slot* s : slots)
       if (s->master.defined()) s->param.copy_(s->master);

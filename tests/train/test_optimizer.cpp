@@ -111,6 +111,26 @@ TEST_P(AdamWReference, MasterWeightsForBf16) {
   }
 }
 
+// The step in chunks (every low-precision tensor alone: max_cast_bytes = 1) is the same computation as in one call.
+TEST_P(AdamWReference, ChunkedCastStepsEqualOneCall) {
+  NamedTensors whole = make_params(at::kBFloat16), chunked = make_params(at::kBFloat16);
+  AdamWOptions one_call = fixture_options(GetParam()), per_tensor = one_call;
+  one_call.max_cast_bytes = std::int64_t{1} << 40;
+  per_tensor.max_cast_bytes = 1;
+  AdamW a(whole, one_call), b(chunked, per_tensor);
+  const auto lrs = fixture()["lrs"].get<std::vector<double>>();
+  for (std::size_t i = 0; i < lrs.size(); ++i) {
+    set_grads(whole, i);
+    set_grads(chunked, i);
+    a.step(lrs[i]);
+    b.step(lrs[i]);
+  }
+  ASSERT_GT(whole.size(), 1u);
+  for (const auto& item : whole) EXPECT_TRUE(at::equal(item.value(), chunked[item.key()])) << item.key();
+  const NamedTensors sa = a.state(), sb = b.state();
+  for (const auto& item : sa) EXPECT_TRUE(at::equal(item.value(), sb[item.key()])) << item.key();
+}
+
 INSTANTIATE_TEST_SUITE_P(Impl, AdamWReference, testing::Values(AdamWImpl::foreach, AdamWImpl::fused),
                          [](const auto& info) { return info.param == AdamWImpl::fused ? "fused" : "foreach"; });
 
