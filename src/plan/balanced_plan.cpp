@@ -99,14 +99,10 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
   if (s_count == 0) throw ConfigError("balanced plan: no device to place the model on");
   if (req.micro_batches < 1) throw ConfigError("parallel.micro_batches must be >= 1");
 
-  std::vector<std::int64_t> pre_bytes(n + 1, 0);
   std::vector<double> pre_flops(n + 1, 0);
-  for (int i = 0; i < n; ++i) {
-    pre_bytes[i + 1] = pre_bytes[i] + units[i].bytes();
-    pre_flops[i + 1] = pre_flops[i] + units[i].flops;
-  }
+  for (int i = 0; i < n; ++i) pre_flops[i + 1] = pre_flops[i] + units[i].flops;
   auto seg_bytes = [&](int k, int u) {
-    std::int64_t b = pre_bytes[u] - pre_bytes[k];
+    std::int64_t b = stage_peak_bytes(units, k, u);
     if (k == 0 && u == n && n > 0) b -= req.tied_replica_bytes;
     return b;
   };
@@ -136,7 +132,7 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
     std::string largest_name;
     for (const auto& d : req.devices) offered += d.bytes, max_budget = std::max(max_budget, d.bytes);
     for (const auto& u : units)
-      if (u.bytes() > largest) largest = u.bytes(), largest_name = u.name;
+      if (u.bytes() + u.working_bytes > largest) largest = u.bytes() + u.working_bytes, largest_name = u.name;
     std::ostringstream os;
     os << "the model does not fit: training needs " << gib(total) << " in total across " << s_count
        << " device(s) offering " << gib(offered);
@@ -219,12 +215,14 @@ std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& la
      << std::setw(12) << "budget" << "time share\n";
   for (std::size_t k = 0; k < p.stages.size(); ++k) {
     const Stage& s = p.stages[k];
-    std::int64_t w = 0, st = 0, a = 0;
+    std::int64_t w = 0, st = 0, a = 0, working = 0;
     int layers = 0;
     for (int i = s.first; i <= s.last; ++i) {
       w += p.units[i].weight_bytes, st += p.units[i].state_bytes, a += p.units[i].activation_bytes;
+      working = std::max(working, p.units[i].working_bytes);
       layers += p.units[i].name.rfind("layer", 0) == 0;
     }
+    a += working;  // activations at the stage's peak: what is saved plus one unit's working set
     const std::string range = s.empty() ? "(none)" : p.units[s.first].name + (s.first == s.last ? "" : " .. " + p.units[s.last].name);
     char share[16];
     std::snprintf(share, sizeof share, "%.1f%%", total > 0 ? 100.0 * s.flops / total : 0.0);

@@ -151,6 +151,28 @@ TEST(BalancedPlan, TiedHeadReplicaOnlyWhenSplit) {
   EXPECT_GT(two.stages[0].bytes + two.stages[1].bytes, training_footprint_bytes(m, s));
 }
 
+// With activation checkpointing a stage needs its units' bytes plus the largest recompute working set among them:
+// a budget that holds only the sum is refused, one that holds the sum plus one layer's working set fits.
+TEST(BalancedPlan, CheckpointedStageHoldsOneLayersRecompute) {
+  TrainSetup s;
+  s.seq_len = 2048;
+  s.micro_batch = 4;
+  s.activation_checkpointing = true;
+  const auto units = layer_costs(tinyllama(), s);
+  std::int64_t sum = 0, working = 0;
+  for (const auto& u : units) sum += u.bytes(), working = std::max(working, u.working_bytes);
+  ASSERT_GT(working, 0);
+  EXPECT_EQ(units[1].working_bytes, working);  // every decoder layer recomputes the same amount
+  EXPECT_EQ(units.front().working_bytes, 0);   // the embedding and the head are not checkpointed
+  EXPECT_THROW(plan_balanced_for(tinyllama(), s, {{0, sum + working - 1}}, 1), OutOfMemoryError);
+  const auto fits = plan_balanced_for(tinyllama(), s, {{0, sum + working}}, 1);
+  EXPECT_EQ(fits.stages[0].bytes, sum + working);
+  EXPECT_EQ(training_footprint_bytes(tinyllama(), s), sum + working);
+  TrainSetup plain = s;
+  plain.activation_checkpointing = false;
+  for (const auto& u : layer_costs(tinyllama(), plain)) EXPECT_EQ(u.working_bytes, 0) << u.name;
+}
+
 TEST(BalancedPlan, PipelineSpeedupFollowsGpipe) {
   PlanRequest req;
   req.units = synthetic(std::vector<std::pair<std::int64_t, double>>(8, {1, 1.0}));

@@ -38,8 +38,14 @@ struct UnitCost {
   std::int64_t state_bytes = 0;   // gradients, fp32 masters, optimizer moments, LoRA adapters and their state
   std::int64_t activation_bytes = 0;  // saved for backward, for the whole micro-step
   double flops = 0;               // forward + backward per micro-step
+  // Held only while this unit runs its backward (with activation checkpointing: the layer's recomputed activations);
+  // a stage needs the largest of its units' working bytes on top of the sum of their bytes().
+  std::int64_t working_bytes = 0;
   std::int64_t bytes() const { return weight_bytes + state_bytes + activation_bytes; }
 };
+
+// Bytes a stage holding units [first, end) needs at its peak: their bytes() plus the largest working_bytes.
+std::int64_t stage_peak_bytes(const std::vector<UnitCost>& units, int first, int end);
 
 std::vector<UnitCost> layer_costs(const ModelShape& shape, const TrainSetup& setup);
 
