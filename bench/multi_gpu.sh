@@ -4,7 +4,7 @@
 #   2. all-reduce bus bandwidth of ranktune's NcclCommunicator vs a plain NCCL loop at 2/4/8 ranks;
 #   3. DDP weak scaling, 1.1B shape, full fine-tune and LoRA r=16: tokens/s per GPU at 1, 2, 4, 8 ranks (mpirun);
 #   4. balanced mode over all GPUs: pipelined m = 4, 8, 16 vs sequential (bench/balanced_pipeline.sh);
-#   5. an 8B-shaped model that does not fit one GPU for full fine-tuning (micro-batch 16: ~181 GiB planned; the plan for one
+#   5. an 8B-shaped model that does not fit one GPU for full fine-tuning (micro-batch 16: ~175 GiB planned; the plan for one
 #      stage is refused with the numbers), trained in balanced mode over all GPUs (plan + peak memory per GPU).
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=multi_gpu.sh) after the build. NVLink multicast stays off.
 set -uo pipefail

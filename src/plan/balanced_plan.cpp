@@ -165,7 +165,8 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
 
 BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup, const std::vector<DeviceBudget>& devices,
                                int micro_batches) {
-  auto request = [&](const TrainSetup& s) {
+  auto request = [&](TrainSetup s) {
+    s.pipeline_chunks = micro_batches;
     PlanRequest r;
     r.units = layer_costs(shape, s);
     r.devices = devices;

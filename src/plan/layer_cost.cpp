@@ -81,6 +81,8 @@ std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
     throw ConfigError("model shape is incomplete or inconsistent for planning");
   const bool lora = s.lora_r > 0;
   const std::int64_t tokens = s.micro_batch * s.seq_len;
+  const std::int64_t chunks = std::clamp<std::int64_t>(s.pipeline_chunks, 1, std::max<std::int64_t>(s.micro_batch, 1));
+  const std::int64_t chunk_tokens = (s.micro_batch + chunks - 1) / chunks * s.seq_len;  // the largest micro-batch's
   const std::int64_t act_bytes = s.on_gpu ? 2 : 4;
   const double fwd_bwd = lora ? 4.0 : 6.0;  // frozen weights get no weight-gradient matmul
   std::vector<UnitCost> units;
@@ -101,7 +103,7 @@ std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
     u.activation_bytes = tokens * act_bytes * (s.activation_checkpointing ? d : saved_per_token);
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted).
-    if (s.activation_checkpointing) u.working_bytes = tokens * act_bytes * saved_per_token;
+    if (s.activation_checkpointing) u.working_bytes = chunk_tokens * act_bytes * saved_per_token;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
                                              3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(d));
     units.push_back(u);
@@ -112,10 +114,12 @@ std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
   const std::int64_t head_params = m.embedding_params();
   UnitCost head = make_unit("head", d + (m.tied ? 0 : head_params), s, lora ? 0 : d + (m.tied ? 0 : head_params));
   if (m.tied) head.weight_bytes += head_params * precision(s).weight * (lora ? 1 : 2);
-  // The loss's peak is in its backward: three fp32 [tokens, vocab] buffers (the log-softmax output it saved, that
-  // output's gradient, the gradient of the fp32 logits); the compute-precision logits are not kept. Counting only
-  // logits + log-softmax (6 bytes in bf16) under-predicted an 8B head's GPU by 24 GiB at 16 x 2048 tokens (two H200s).
-  head.activation_bytes = tokens * (m.vocab * 3 * 4 + d * act_bytes);
+  // The loss saves its fp32 log-softmax output ([tokens, vocab], every pipeline micro-batch's until its backward), and
+  // its backward holds two more fp32 buffers of one micro-batch (that output's gradient, the fp32 logits' gradient);
+  // the compute-precision logits are not kept. Counting only logits + log-softmax (6 bytes in bf16) under-predicted
+  // an 8B head's GPU by 24 GiB at 16 x 2048 tokens, m = 1 (two H200s).
+  head.activation_bytes = tokens * (m.vocab * 4 + d * act_bytes);
+  head.working_bytes = chunk_tokens * m.vocab * 2 * 4;
   head.flops = static_cast<double>(tokens) * (lora ? 4.0 : 6.0) * static_cast<double>(head_params);
   units.push_back(head);
   return units;

@@ -151,8 +151,8 @@ TEST(BalancedPlan, TiedHeadReplicaOnlyWhenSplit) {
   EXPECT_GT(two.stages[0].bytes + two.stages[1].bytes, training_footprint_bytes(m, s));
 }
 
-// With activation checkpointing a stage needs its units' bytes plus the largest recompute working set among them:
-// a budget that holds only the sum is refused, one that holds the sum plus one layer's working set fits.
+// A stage needs its units' bytes plus the largest working set among them (a checkpointed layer's recompute, the
+// loss's backward buffers): a budget that holds only the sum is refused, the sum plus that working set fits.
 TEST(BalancedPlan, CheckpointedStageHoldsOneLayersRecompute) {
   TrainSetup s;
   s.seq_len = 2048;
@@ -162,15 +162,42 @@ TEST(BalancedPlan, CheckpointedStageHoldsOneLayersRecompute) {
   std::int64_t sum = 0, working = 0;
   for (const auto& u : units) sum += u.bytes(), working = std::max(working, u.working_bytes);
   ASSERT_GT(working, 0);
-  EXPECT_EQ(units[1].working_bytes, working);  // every decoder layer recomputes the same amount
-  EXPECT_EQ(units.front().working_bytes, 0);   // the embedding and the head are not checkpointed
+  EXPECT_EQ(units[1].working_bytes, units[2].working_bytes);  // every decoder layer recomputes the same amount
+  EXPECT_GT(units[1].working_bytes, 0);
+  EXPECT_EQ(units.front().working_bytes, 0);  // the embedding is not checkpointed
   EXPECT_THROW(plan_balanced_for(tinyllama(), s, {{0, sum + working - 1}}, 1), OutOfMemoryError);
   const auto fits = plan_balanced_for(tinyllama(), s, {{0, sum + working}}, 1);
   EXPECT_EQ(fits.stages[0].bytes, sum + working);
   EXPECT_EQ(training_footprint_bytes(tinyllama(), s), sum + working);
   TrainSetup plain = s;
   plain.activation_checkpointing = false;
-  for (const auto& u : layer_costs(tinyllama(), plain)) EXPECT_EQ(u.working_bytes, 0) << u.name;
+  for (const auto& u : layer_costs(tinyllama(), plain))
+    if (u.name.rfind("layer", 0) == 0) EXPECT_EQ(u.working_bytes, 0) << u.name;  // nothing recomputed
+}
+
+// Pipelined (GPipe), every micro-batch's saved activations stay until its backward, but a backward's working set is
+// one micro-batch's: the head's and the layers' working bytes shrink with m, what is saved does not.
+TEST(BalancedPlan, PipelineMicroBatchesShrinkOnlyWorkingSets) {
+  TrainSetup s;
+  s.seq_len = 2048;
+  s.micro_batch = 16;
+  s.activation_checkpointing = true;
+  TrainSetup piped = s;
+  piped.pipeline_chunks = 8;
+  const auto one = layer_costs(llama3_8b(), s), eight = layer_costs(llama3_8b(), piped);
+  ASSERT_EQ(one.size(), eight.size());
+  for (std::size_t i = 0; i < one.size(); ++i) {
+    EXPECT_EQ(eight[i].activation_bytes, one[i].activation_bytes) << one[i].name;
+    EXPECT_EQ(eight[i].working_bytes * 8, one[i].working_bytes) << one[i].name;
+  }
+  EXPECT_GT(one.back().working_bytes, 0);
+  // m larger than the micro-batch cannot split below one sequence.
+  TrainSetup over = s;
+  over.pipeline_chunks = 64;
+  EXPECT_EQ(layer_costs(llama3_8b(), over).back().working_bytes * 16, one.back().working_bytes);
+  const auto p1 = plan_balanced_for(llama3_8b(), s, {{0, 200 * GiB}, {1, 200 * GiB}}, 1);
+  const auto p8 = plan_balanced_for(llama3_8b(), s, {{0, 200 * GiB}, {1, 200 * GiB}}, 8);
+  EXPECT_LT(p8.stages[1].bytes, p1.stages[1].bytes);
 }
 
 TEST(BalancedPlan, PipelineSpeedupFollowsGpipe) {

@@ -29,6 +29,9 @@ struct TrainSetup {
   bool activation_checkpointing = false;
   std::int64_t micro_batch = 1;  // sequences per optimizer micro-step (all pipeline micro-batches together)
   std::int64_t seq_len = 2048;
+  // Balanced mode's pipeline micro-batches (GPipe): every micro-batch's saved activations are alive at once, but the
+  // working sets of a backward (a recomputed layer, the loss's buffers) are one micro-batch's.
+  int pipeline_chunks = 1;
 };
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu);
 
