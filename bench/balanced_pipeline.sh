@@ -48,9 +48,10 @@ for run in ms:
     busy = re.search(r"busy time per stage over ([\d.]+) s[^:]*:(.*)", log)
     shares = re.findall(r"\((\d+)%\)", busy.group(2)) if busy else []
     pred = re.search(r"predicted ([\d.]+)x", log)
-    rows[run] = dict(threads="one per stage" if "one host thread per stage" in log else "one",tps=statistics.median(r["tokens_per_s"] for r in steady),
-                   peak=max(r.get("gpu_mem_gib", 0) for r in metrics), busy="/".join(s + "%" for s in shares),
-                   pred=pred.group(1) if pred else "?", loss=metrics[-1]["loss"])
+    rows[run] = dict(threads="one per stage" if "one host thread per stage" in log else "one",
+                     tps=statistics.median(r["tokens_per_s"] for r in steady),
+                     peak=max(r.get("gpu_mem_gib", 0) for r in metrics), busy="/".join(s + "%" for s in shares),
+                     pred=pred.group(1) if pred else "?", loss=metrics[-1]["loss"])
 print("\n| micro-batches m | host threads | tokens/s | vs first | planner's prediction | busy per stage | peak GiB | final loss |")
 print("|---|---|---|---|---|---|---|---|")
 base = next(iter(rows.values()))["tps"] if rows else 1

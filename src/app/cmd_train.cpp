@@ -165,10 +165,8 @@ int cmd_train(const AppContext& ctx) {
       for (int d : placed.stage_device) stage_devices.push_back(device_of(d));
       const auto stages = stages_from_plan(placed.plan, stage_devices);
       place_stages(*model, stages);
-      const StageThreads threads = cfg.parallel.stage_threads == "on"    ? StageThreads::on
-                                   : cfg.parallel.stage_threads == "off" ? StageThreads::off
-                                                                         : StageThreads::automatic;
-      pipeline = std::make_shared<PipelineExecutor>(*model, stages, cfg.parallel.micro_batches, threads);
+      pipeline = std::make_shared<PipelineExecutor>(*model, stages, cfg.parallel.micro_batches,
+                                                    stage_threads_from(cfg.parallel.stage_threads));
       log0() << pipeline->describe();
     }
     if (data.tokenizer->vocab_size() > model->config().vocab_size)

@@ -131,8 +131,8 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
     std::int64_t total = seg_bytes(0, n), offered = 0, largest = 0, max_budget = 0;
     std::string largest_name;
     for (const auto& d : req.devices) offered += d.bytes, max_budget = std::max(max_budget, d.bytes);
-    for (const auto& u : units)
-      if (u.bytes() + u.working_bytes > largest) largest = u.bytes() + u.working_bytes, largest_name = u.name;
+    for (int i = 0; i < n; ++i)
+      if (const std::int64_t b = stage_peak_bytes(units, i, i + 1); b > largest) largest = b, largest_name = units[i].name;
     std::ostringstream os;
     os << "the model does not fit: training needs " << gib(total) << " in total across " << s_count
        << " device(s) offering " << gib(offered);

@@ -85,7 +85,7 @@ void record_ready(std::optional<c10::Event>& slot, at::Device d) {
 // `ready`, when given, was recorded by the producer right after it queued t's work: with a host thread per stage the
 // producer may already have queued its next chunk by the time the consumer gets here, and an event recorded now
 // would make the hop wait for that chunk too.
-at::Tensor PipelineExecutor::hop(const at::Tensor& t, at::Device to, const c10::Event* ready) {
+at::Tensor PipelineExecutor::hop(const at::Tensor& t, at::Device to, const std::optional<c10::Event>& ready) {
   const at::Device from = t.device();
   const c10::Stream* side_ptr = from == to || !from.is_cuda() || !to.is_cuda() ? nullptr : side_stream(from);
   if (!side_ptr) return t.to(to);
@@ -110,6 +110,13 @@ const c10::Stream* PipelineExecutor::side_stream(at::Device d) const {
   for (const auto& [device, stream] : side_streams_)
     if (device == d) return &stream;
   return nullptr;  // not a stage's GPU (the batch may arrive on another): a plain copy
+}
+
+StageThreads stage_threads_from(const std::string& value) {
+  if (value == "on") return StageThreads::on;
+  if (value == "off") return StageThreads::off;
+  if (value == "auto") return StageThreads::automatic;
+  throw ConfigError("parallel.stage_threads must be auto, on or off, got '" + value + "'");
 }
 
 std::vector<StageRange> stages_from_plan(const BalancedPlan& plan, const std::vector<at::Device>& devices) {
@@ -264,8 +271,7 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     at::Tensor h;
     if (a.stage > 0) {  // the hop: copy the predecessor's activation, cut the graph, keep a leaf for its gradient
       if (!step.wait_for(a.stage - 1, c, 1)) return false;
-      const auto& ready = step.forwarded[a.stage - 1][c];
-      h = hop(step.outputs[a.stage - 1][c], st.device, ready ? &*ready : nullptr).detach().requires_grad_(true);
+      h = hop(step.outputs[a.stage - 1][c], st.device, step.forwarded[a.stage - 1][c]).detach().requires_grad_(true);
       step.inputs[a.stage][c] = h;
     }
     timer.start();
@@ -293,8 +299,7 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     if (!step.wait_for(a.stage + 1, c, 2)) return false;
     grad = step.inputs[a.stage + 1][c].grad();
     step.inputs[a.stage + 1][c] = at::Tensor();  // the successor is done with this chunk
-    const auto& ready = step.backwarded[a.stage + 1][c];
-    if (grad.defined() && out.requires_grad()) grad = hop(grad, st.device, ready ? &*ready : nullptr);
+    if (grad.defined() && out.requires_grad()) grad = hop(grad, st.device, step.backwarded[a.stage + 1][c]);
   }
   const bool upstream = out.requires_grad() && (a.stage == S - 1 || grad.defined());
   if (upstream) {  // else nothing trainable upstream of this boundary

@@ -330,7 +330,6 @@ TrainResult Trainer::run() {
   // After a stop the checkpoint is committed and the process is on its way to exit 75: a second SIGTERM (Slurm sends
   // one to every process) must not turn that into death by signal, which the batch script would not requeue.
   if (!result.stopped) signals_hold_term(false);
-  result.train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   s.check_replicas(s.pos.step);
   if (s.env.rank() == 0) {
     progress.finish();

@@ -30,7 +30,8 @@ struct TrainSetup {
   std::int64_t micro_batch = 1;  // sequences per optimizer micro-step (all pipeline micro-batches together)
   std::int64_t seq_len = 2048;
   // Balanced mode's pipeline micro-batches (GPipe): every micro-batch's saved activations are alive at once, but the
-  // working sets of a backward (a recomputed layer, the loss's buffers) are one micro-batch's.
+  // working sets of a backward (a recomputed layer, the loss's buffers) are one micro-batch's. plan_balanced_for sets
+  // it from its micro_batches; elsewhere (one device, no pipeline) it stays 1.
   int pipeline_chunks = 1;
 };
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu);

@@ -14,6 +14,7 @@
 #include <c10/core/Stream.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,7 @@ void place_stages(LlamaImpl& model, const std::vector<StageRange>& stages);
 // pipeline) and keeps one thread otherwise, which also keeps CPU runs bit-reproducible (a tied embedding would
 // otherwise accumulate its two gradients in thread order).
 enum class StageThreads { automatic, on, off };
+StageThreads stage_threads_from(const std::string& value);  // parallel.stage_threads: "auto", "on" or "off"
 
 struct PipeAction;
 
@@ -69,8 +71,8 @@ class PipelineExecutor {
   struct Timer;
   struct Step;
   bool run_action(const PipeAction& a, Step& step);    // false: another stage failed, stop
-  // To another stage's device without stalling the source; `ready` (optional): the producer's event for t.
-  at::Tensor hop(const at::Tensor& t, at::Device to, const c10::Event* ready = nullptr);
+  // To another stage's device without stalling the source; `ready`: the producer's event for t, if it recorded one.
+  at::Tensor hop(const at::Tensor& t, at::Device to, const std::optional<c10::Event>& ready = std::nullopt);
   const c10::Stream* side_stream(at::Device d) const;  // the copy stream of a stage's GPU (null: not one)
   LlamaImpl& model_;
   std::vector<StageRange> stages_;
