@@ -10,6 +10,7 @@
 #include "ranktune/core/error.h"    // defines: Error, ExitCode
 #include "ranktune/core/log.h"      // defines: log0, log_error
 #include "ranktune/dist/agree.h"    // defines: agree_run, agree_config_hash
+#include "ranktune/dist/cpu_threads.h" // defines: cpu_threads_apply
 #include "ranktune/dist/mpi_env.h"  // defines: MpiEnv
 #include "ranktune/dist/signals.h"  // defines: signals_install
 #include "ranktune/dist/topology.h" // defines: launch_env_capture
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   try {
     env.emplace(&argc, &argv);
     log_set_context({env->rank(), env->size(), env->host()});
+    const CpuThreads cpu_threads = cpu_threads_apply(*env);  // ranks on one set of CPUs share them
 
     Config cfg;
     agree_run(*env, [&] {
@@ -49,7 +51,7 @@ int main(int argc, char** argv) {
     });
     agree_config_hash(*env, config_hash(cfg));
 
-    const AppContext ctx{*env, cfg, request, launch_env};
+    const AppContext ctx{*env, cfg, request, launch_env, cpu_threads};
     if (request.subcommand == "topology") return cmd_topology(ctx);
     if (request.subcommand == "plan") return cmd_plan(ctx);
     if (request.subcommand == "checkpoint") return cmd_checkpoint(ctx);

@@ -17,7 +17,11 @@ run() {
   shift 2
   timeout "${RUN_TIMEOUT:-120}" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
   local rc=$?
-  if [ "$rc" = 124 ]; then fail "$name: hung (killed after ${RUN_TIMEOUT:-120} s)"; return; fi
+  if [ "$rc" = 124 ]; then
+    fail "$name: hung (killed after ${RUN_TIMEOUT:-120} s); the last lines it wrote:"
+    tail -n 5 "$WORK/$name.out" "$WORK/$name.err" | sed 's/^/    /'
+    return
+  fi
   if [ "$rc" != "$want" ]; then
     fail "$name: exit $rc, expected $want"; sed 's/^/    /' "$WORK/$name.err" | head -20; return
   fi

@@ -102,11 +102,14 @@ run both 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --
 expect both err "train.steps (command line --train.steps) and train.epochs (command line --train.epochs) are both given"
 
 # The same job under mpirun -np 2 as the README launches it (DDP over MPI on CPU, micro batch 4 per rank: the
-# single process's global batch of 8), 40 steps to bound the time.
-RUN_TIMEOUT=400 run tiny_np2 0 "${MPIRUN[@]}" 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" \
+# single process's global batch of 8), 40 steps to bound the time. Without OMP_NUM_THREADS the two ranks share the
+# node's cores (mpirun here binds nothing).
+RUN_TIMEOUT=400 run tiny_np2 0 env -u OMP_NUM_THREADS "${MPIRUN[@]}" 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" \
   --device=cpu --train.micro_batch=4 --train.steps=40 --output_dir="$WORK/np2" --checkpoint.dir="$WORK/ckpt_np2"
 expect tiny_np2 out "global batch 8 = micro batch 4 x grad_accum 1 x world size 2"
 expect tiny_np2 out "step 40/40"
+cpus=$(env -u OMP_NUM_THREADS nproc)  # nproc itself obeys OMP_NUM_THREADS
+expect tiny_np2 out "$(( cpus / 2 > 0 ? cpus / 2 : 1 )) intra-op thread(s) per rank: $cpus CPU(s) in this rank's affinity mask, shared by 2 rank(s) on this node"
 expect tiny_np2 out "replicas identical on 2 ranks: crc32c"
 python3 - "$WORK/np2/metrics.jsonl" <<'PY' && ok "2 ranks: the loss falls" || fail "2 ranks: the loss did not fall"
 import json, sys

@@ -6,6 +6,7 @@
 
 #include "ranktune/core/cli.h"
 #include "ranktune/core/config.h"
+#include "ranktune/dist/cpu_threads.h"
 #include "ranktune/dist/topology.h"
 #include "ranktune/plan/layer_cost.h"
 
@@ -18,6 +19,7 @@ struct AppContext {
   const Config& cfg;
   const CliRequest& request;
   const LaunchEnv& launch_env;
+  const CpuThreads& cpu_threads;  // this rank's intra-op threads, set at start-up
 };
 
 int cmd_topology(const AppContext& ctx);
