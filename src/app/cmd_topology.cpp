@@ -24,7 +24,7 @@ int cmd_topology(const AppContext& ctx) {
     mode = mode_decide(facts, ModeRequest{ctx.cfg.parallel.mode, ctx.cfg.device, footprint, ctx.cfg.parallel.reserve_gib});
   });
   log0() << topology_table(facts, mode);
-  log0() << "cpu:    " << ctx.cpu_threads.threads << " intra-op thread(s) per rank: " << ctx.cpu_threads.reason;
+  log0() << "cpu:    " << ctx.cpu_threads.describe();
 
   std::unique_ptr<Communicator> comm;
   agree_run(ctx.env, [&] { comm = communicator_create(ctx.env, mode, ctx.cfg.parallel.comm_timeout_s); });

@@ -132,7 +132,7 @@ int cmd_train(const AppContext& ctx) {
     mode = mode_decide(facts, ModeRequest{cfg.parallel.mode, cfg.device, footprint, cfg.parallel.reserve_gib});
   });
   log0() << topology_table(facts, mode);
-  log0() << "cpu:    " << ctx.cpu_threads.threads << " intra-op thread(s) per rank: " << ctx.cpu_threads.reason;
+  log0() << "cpu:    " << ctx.cpu_threads.describe();
   const bool balanced = mode.mode == ParallelMode::balanced;
   BalancedSetup placed;
   if (balanced) {  // the placement, before any weight is loaded
