@@ -16,10 +16,10 @@
 #include <functional>
 
 #include "ranktune/core/cuda_check.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/nccl_check.h"
-#include "ranktune/dist/nccl_communicator.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/nccl_check.h"
+#include "ranktune/distributed/nccl_communicator.h"
 
 using namespace ranktune;
 

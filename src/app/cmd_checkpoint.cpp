@@ -2,8 +2,8 @@
 // prints the summary or the verdict; a damaged or missing checkpoint exits 5 on every rank.
 #include "ranktune/app/commands.h"
 #include "ranktune/core/error.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint_verify.h"
 
 #include <cstdio>

@@ -3,8 +3,8 @@
 #include "ranktune/app/commands.h"
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/train/export.h"
 
 namespace ranktune {

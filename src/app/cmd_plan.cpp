@@ -7,9 +7,9 @@
 #include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/topology_detect.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/topology_detect.h"
 #include "ranktune/plan/accelerate_balanced.h"
 #include "ranktune/plan/balanced_plan.h"
 

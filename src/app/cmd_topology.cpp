@@ -6,11 +6,11 @@
 
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/communicator.h"
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/parallel_mode.h"
-#include "ranktune/dist/topology_detect.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/communicator.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/parallel_mode.h"
+#include "ranktune/distributed/topology_detect.h"
 #include "ranktune/plan/layer_cost.h"
 
 namespace ranktune {

@@ -9,11 +9,11 @@
 #include "ranktune/core/cli.h"      // defines: cli_parse, cli_usage
 #include "ranktune/core/error.h"    // defines: Error, ExitCode
 #include "ranktune/core/log.h"      // defines: log0, log_error
-#include "ranktune/dist/agree.h"    // defines: agree_run, agree_config_hash
-#include "ranktune/dist/cpu_threads.h" // defines: cpu_threads_apply
-#include "ranktune/dist/mpi_env.h"  // defines: MpiEnv
-#include "ranktune/dist/signals.h"  // defines: signals_install
-#include "ranktune/dist/topology.h" // defines: launch_env_capture
+#include "ranktune/distributed/agree.h"    // defines: agree_run, agree_config_hash
+#include "ranktune/distributed/cpu_threads.h" // defines: cpu_threads_apply
+#include "ranktune/distributed/mpi_env.h"  // defines: MpiEnv
+#include "ranktune/distributed/signals.h"  // defines: signals_install
+#include "ranktune/distributed/topology.h" // defines: launch_env_capture
 
 using namespace ranktune;
 

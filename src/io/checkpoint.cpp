@@ -12,9 +12,9 @@
 #include <sstream>
 
 #include "ranktune/core/log.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/crc32c.h"
 #include "ranktune/io/durable_file.h"

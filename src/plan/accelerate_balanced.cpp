@@ -10,7 +10,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 namespace ranktune {
 namespace {

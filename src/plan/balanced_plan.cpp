@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 namespace ranktune {
 namespace {

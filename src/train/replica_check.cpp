@@ -7,9 +7,9 @@
 #include <cstdio>
 #include <vector>
 
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/crc32c.h"
 
 namespace ranktune {

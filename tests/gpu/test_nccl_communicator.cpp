@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/nccl_communicator.h"
+#include "ranktune/distributed/nccl_communicator.h"
 
 namespace ranktune {
 namespace {

@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "fixture_state.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint.h"
 #include "ranktune/io/durable_file.h"
 

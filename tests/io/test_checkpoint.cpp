@@ -13,8 +13,8 @@
 #include <sstream>
 
 #include "fixture_state.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint.h"
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/checkpoint_verify.h"

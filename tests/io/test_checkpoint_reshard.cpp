@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "fixture_state.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint.h"
 
 using namespace ranktune;

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/mpi_communicator.h"
+#include "ranktune/distributed/mpi_communicator.h"
 
 namespace ranktune {
 namespace {

@@ -2,9 +2,9 @@
 #include <gtest/gtest.h>
 
 #include "ranktune/core/config.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/topology_detect.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/topology_detect.h"
 
 namespace ranktune {
 namespace {

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/crc32c.h"
 #include "ranktune/train/replica_check.h"
 

@@ -16,8 +16,8 @@
 #include <thread>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/signals.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/signals.h"
 
 namespace {
 

@@ -10,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/signals.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/signals.h"
 
 namespace ranktune {
 namespace {

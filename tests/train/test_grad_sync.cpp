@@ -10,8 +10,8 @@
 #include <cmath>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/grad_sync.h"
-#include "ranktune/dist/mpi_communicator.h"
+#include "ranktune/distributed/grad_sync.h"
+#include "ranktune/distributed/mpi_communicator.h"
 #include "ranktune/train/grads.h"
 #include "ranktune/train/optimizer.h"
 

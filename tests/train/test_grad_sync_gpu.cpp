@@ -11,8 +11,8 @@
 
 #include <iostream>
 
-#include "ranktune/dist/grad_sync.h"
-#include "ranktune/dist/nccl_communicator.h"
+#include "ranktune/distributed/grad_sync.h"
+#include "ranktune/distributed/nccl_communicator.h"
 #include "ranktune/train/grads.h"
 #include "ranktune/train/optimizer.h"
 

@@ -2,7 +2,7 @@
 // same mask and OMP_NUM_THREADS.
 #include <gtest/gtest.h>
 
-#include "ranktune/dist/cpu_threads.h"
+#include "ranktune/distributed/cpu_threads.h"
 
 namespace ranktune {
 namespace {

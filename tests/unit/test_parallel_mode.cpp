@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/parallel_mode.h"
+#include "ranktune/distributed/parallel_mode.h"
 
 namespace ranktune {
 namespace {

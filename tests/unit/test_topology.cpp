@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 namespace ranktune {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "ranktune/core/config.h"
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 #include "ranktune/plan/balanced_plan.h"
 
 namespace ranktune {

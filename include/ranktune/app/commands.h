@@ -6,8 +6,8 @@
 
 #include "ranktune/core/cli.h"
 #include "ranktune/core/config.h"
-#include "ranktune/dist/cpu_threads.h"
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/cpu_threads.h"
+#include "ranktune/distributed/topology.h"
 #include "ranktune/plan/layer_cost.h"
 
 namespace ranktune {

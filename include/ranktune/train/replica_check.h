@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "ranktune/dist/grad_sync.h"  // NamedTensors
+#include "ranktune/distributed/grad_sync.h"  // NamedTensors
 
 namespace ranktune {
 

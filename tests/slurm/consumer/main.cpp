@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/mpi_env.h"
-#include "ranktune/dist/signals.h"
+#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/signals.h"
 
 int main(int argc, char** argv) {
   ranktune::signals_install();

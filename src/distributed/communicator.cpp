@@ -1,11 +1,11 @@
 // Chooses the communicator: NCCL when the ranks drive GPUs, MPI on CPU.
-#include "ranktune/dist/communicator.h"
+#include "ranktune/distributed/communicator.h"
 
 #include "ranktune/core/error.h"
-#include "ranktune/dist/mpi_communicator.h"
-#include "ranktune/dist/parallel_mode.h"
+#include "ranktune/distributed/mpi_communicator.h"
+#include "ranktune/distributed/parallel_mode.h"
 #ifdef RANKTUNE_HAVE_CUDA
-#include "ranktune/dist/nccl_communicator.h"
+#include "ranktune/distributed/nccl_communicator.h"
 #endif
 
 namespace ranktune {

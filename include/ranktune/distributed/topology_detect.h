@@ -2,7 +2,7 @@
 // every rank's facts over MPI, so every rank holds the same ClusterFacts.
 #pragma once
 
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 namespace ranktune {
 

@@ -1,5 +1,5 @@
 // The mode rules. Every message names what was launched, what was seen, and the command that fixes it.
-#include "ranktune/dist/parallel_mode.h"
+#include "ranktune/distributed/parallel_mode.h"
 
 #include <algorithm>
 #include <iomanip>

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 namespace ranktune {
 

@@ -1,11 +1,11 @@
 // Outcome agreement over MPI: one MIN-reduction of the failing rank (or size if none), then that rank broadcasts
 // its message, code and hint.
-#include "ranktune/dist/agree.h"
+#include "ranktune/distributed/agree.h"
 
 #include <vector>
 
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
 namespace {

@@ -1,5 +1,5 @@
 // The intra-op thread count of one rank (see the header for the rules).
-#include "ranktune/dist/cpu_threads.h"
+#include "ranktune/distributed/cpu_threads.h"
 
 #include <algorithm>
 #include <cstdlib>

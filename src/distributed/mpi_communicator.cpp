@@ -1,8 +1,8 @@
-#include "ranktune/dist/mpi_communicator.h"
+#include "ranktune/distributed/mpi_communicator.h"
 
 #include <ATen/ATen.h>
 
-#include "ranktune/dist/mpi_check.h"
+#include "ranktune/distributed/mpi_check.h"
 
 namespace ranktune {
 namespace {

@@ -1,12 +1,12 @@
 // Gathers every rank's facts to every rank (MPI_Allgatherv of the text encoding).
-#include "ranktune/dist/topology_detect.h"
+#include "ranktune/distributed/topology_detect.h"
 
 #include <vector>
 
 #include "gpu_probe.h"
-#include "ranktune/dist/agree.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
 

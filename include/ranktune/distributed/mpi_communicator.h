@@ -2,8 +2,8 @@
 // bf16/fp16 are reduced in fp32 and rounded back; avg is sum / size.
 #pragma once
 
-#include "ranktune/dist/communicator.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/communicator.h"
+#include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
 

@@ -1,10 +1,10 @@
 // MPI start-up: a duplicated world communicator with MPI_ERRORS_RETURN (so every call is checked, not fatal) and
 // the node-local communicator from MPI_Comm_split_type.
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/mpi_env.h"
 
 #include <cstdlib>
 
-#include "ranktune/dist/mpi_check.h"
+#include "ranktune/distributed/mpi_check.h"
 
 namespace ranktune {
 

@@ -1,4 +1,4 @@
-#include "ranktune/dist/grad_sync.h"
+#include "ranktune/distributed/grad_sync.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -14,7 +14,7 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
-#include "ranktune/dist/communicator.h"
+#include "ranktune/distributed/communicator.h"
 #ifdef RANKTUNE_HAVE_CUDA
 #include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>

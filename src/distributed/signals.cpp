@@ -2,7 +2,7 @@
 // no I/O, no MPI: none of those is async-signal-safe). Both signals are blocked while either handler runs, so the
 // "keep the most urgent" comparison cannot be interleaved with the other handler. An unheld SIGTERM restores the
 // default action and re-raises: the signal is delivered, and kills, as soon as the handler returns.
-#include "ranktune/dist/signals.h"
+#include "ranktune/distributed/signals.h"
 
 #include <mpi.h>
 
@@ -12,8 +12,8 @@
 
 #include "ranktune/core/check.h"
 #include "ranktune/core/error.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
 namespace {

@@ -1,5 +1,5 @@
 // Launcher variables, their description for messages, and the text encoding used to all-gather RankFacts.
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 #include <cstdio>
 #include <cstdlib>

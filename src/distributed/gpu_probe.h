@@ -3,7 +3,7 @@
 // rank will not use); NVML is loaded at run time so that machines without a driver still start.
 #pragma once
 
-#include "ranktune/dist/topology.h"
+#include "ranktune/distributed/topology.h"
 
 namespace ranktune {
 void gpu_probe(RankFacts& facts);

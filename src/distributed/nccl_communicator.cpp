@@ -1,4 +1,4 @@
-#include "ranktune/dist/nccl_communicator.h"
+#include "ranktune/distributed/nccl_communicator.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "ranktune/core/cuda_check.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/nccl_check.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/nccl_check.h"
 
 namespace ranktune {
 namespace {

@@ -7,8 +7,8 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
-#include "ranktune/dist/communicator.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/communicator.h"
+#include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
 

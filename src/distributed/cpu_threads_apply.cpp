@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <vector>
 
-#include "ranktune/dist/cpu_threads.h"
-#include "ranktune/dist/mpi_check.h"
-#include "ranktune/dist/mpi_env.h"
+#include "ranktune/distributed/cpu_threads.h"
+#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
 
