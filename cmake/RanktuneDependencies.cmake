@@ -52,6 +52,9 @@ add_library(ranktune_torch INTERFACE)
 target_link_libraries(ranktune_torch INTERFACE ${TORCH_LIBRARIES})
 target_compile_options(ranktune_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${TORCH_CXX_FLAGS}>)
 
+# --- nlohmann-json (header-only; data, model and io parse JSON with it; never exported) ---
+find_package(nlohmann_json 3.10 REQUIRED)
+
 # --- MPI ---
 find_package(MPI REQUIRED COMPONENTS C CXX)
 

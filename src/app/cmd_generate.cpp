@@ -15,7 +15,7 @@
 #include "ranktune/data/tokenizer.h"
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/mpi_env.h"
-#include "ranktune/model/hf_checkpoint.h"
+#include "ranktune/model/hf_model_dir.h"
 #include "ranktune/train/export.h"
 #include "ranktune/train/generate.h"
 

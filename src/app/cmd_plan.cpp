@@ -7,9 +7,11 @@
 #include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
 #include "ranktune/core/log.h"
+#include "ranktune/core/text.h"
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/topology_detect.h"
+#include "ranktune/model/llama_config.h"
 #include "ranktune/plan/accelerate_balanced.h"
 #include "ranktune/plan/balanced_plan.h"
 
@@ -39,12 +41,13 @@ int cmd_plan(const AppContext& ctx) {
   });
   const std::vector<DeviceBudget>& devices = placed.devices;
   const BalancedPlan& plan = placed.plan;
-  const ModelShape shape = configured_model_shape(cfg);
+  const LlamaConfig shape = configured_model_shape(cfg);
   const TrainSetup setup = train_setup_from(cfg, on_gpu);
 
   std::ostringstream head;
-  head << "model: " << shape.layers << " layers, d " << shape.hidden << ", " << shape.total_params() / 1e6
-       << "M parameters" << (shape.tied ? " (tied head)" : "") << "; "
+  head << "model: " << shape.num_layers << " layers, d " << shape.hidden_size << ", "
+       << static_cast<double>(llama_parameter_count(shape)) / 1e6 << "M parameters"
+       << (shape.tie_word_embeddings ? " (tied head)" : "") << "; "
        << (setup.lora_r ? "LoRA r=" + std::to_string(setup.lora_r) : std::string("full fine-tune")) << ", micro-batch "
        << setup.micro_batch << " x " << setup.seq_len << " tokens"
        << (setup.activation_checkpointing ? ", activation checkpointing" : "") << "; training footprint on one device "

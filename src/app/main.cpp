@@ -19,7 +19,7 @@ using namespace ranktune;
 
 int main(int argc, char** argv) {
   signals_install();  // before anything slow: Slurm's SIGUSR1 would otherwise kill the process
-  const LaunchEnv launch_env = launch_env_capture();  // before MPI_Init can add variables of its own
+  const LaunchEnv launch_env = launch_env_capture();  // before MPI starts and adds variables of its own
 
   CliRequest request;
   std::exception_ptr parse_error;

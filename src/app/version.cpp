@@ -1,11 +1,11 @@
 // `ranktune --version`: our version and the run-time versions of the libraries that matter on a cluster.
 #include <hdf5.h>
-#include <mpi.h>
 #include <torch/version.h>
 
 #include <string>
 
 #include "ranktune/app/commands.h"
+#include "ranktune/distributed/mpi_env.h"
 #include "ranktune/version.h"
 #ifdef RANKTUNE_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -30,12 +30,8 @@ std::string version_string() {
 #else
   s += ", built without CUDA";
 #endif
-  char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
-  int len = 0;
-  if (MPI_Get_library_version(mpi, &len) == MPI_SUCCESS) {
-    std::string m(mpi, static_cast<std::size_t>(len));
-    s += ", " + m.substr(0, m.find(','));
-  }
+  const std::string mpi = mpi_library_version();
+  if (!mpi.empty()) s += ", " + mpi.substr(0, mpi.find(','));
   unsigned maj = 0, min = 0, rel = 0;
   if (H5get_libversion(&maj, &min, &rel) >= 0)
     s += ", HDF5 " + std::to_string(maj) + "." + std::to_string(min) + "." + std::to_string(rel);

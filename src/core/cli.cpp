@@ -5,10 +5,12 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/text.h"
 
 namespace po = boost::program_options;
 
@@ -47,13 +49,6 @@ std::string closest_key(std::string name) {
     if (d < best_d) best_d = d, best = k.name;
   }
   return best;
-}
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
 }
 
 // Locates each key's line and rejects malformed lines with FILE:LINE before Boost sees the file, since Boost's own
@@ -104,8 +99,18 @@ const std::vector<Subcommand>& cli_subcommands() {
 }
 
 ConfigValues cli_read_ini(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError("config file '" + path + "' cannot be opened", "check the path given to --config");
+  // A directory opens as an empty stream on Linux, which would silently train on the built-in defaults.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError("config file '" + path + "' is a directory", "give --config the path of an INI file");
+  std::ifstream file(path);
+  if (!file) throw ConfigError("config file '" + path + "' cannot be opened", "check the path given to --config");
+  std::ostringstream text;
+  text << file.rdbuf();
+  std::string content = std::move(text).str();
+  // Editors on Windows save UTF-8 with a byte order mark; neither our line check nor Boost would accept it.
+  if (content.starts_with("\xEF\xBB\xBF")) content.erase(0, 3);
+  std::istringstream in(std::move(content));
   const auto key_lines = ini_key_lines(path, in);
   for (const auto& [key, line] : key_lines) {
     if (!config_find_key(key)) {

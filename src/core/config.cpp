@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/hash.h"
 
 namespace ranktune {
 namespace {
@@ -244,6 +245,8 @@ void config_validate(const Config& c) {
   require(t.warmup_steps >= 0, "train.warmup_steps must be >= 0");
   require(t.beta1 >= 0 && t.beta1 < 1 && t.beta2 >= 0 && t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)");
   require(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)");
+  // 0 would divide 0 by 0 for a parameter whose gradient is still all zero (an unused embedding row).
+  require(t.eps > 0, "train.eps must be > 0");
   require(t.log_every > 0, "train.log_every must be > 0");
   require(t.eval_every >= 0, "train.eval_every must be >= 0");
   require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
@@ -262,20 +265,9 @@ void config_validate(const Config& c) {
 }
 
 std::uint64_t config_hash(const Config& cfg) {
-  std::uint64_t h = 1469598103934665603ull;
-  auto feed = [&h](std::string_view s) {
-    for (unsigned char ch : s) {
-      h ^= ch;
-      h *= 1099511628211ull;
-    }
-  };
-  for (const auto& k : config_schema()) {
-    feed(k.name);
-    feed("=");
-    feed(k.show(cfg));
-    feed("\n");
-  }
-  return h;
+  Fnv1a h;
+  for (const auto& k : config_schema()) h.update(k.name).update("=").update(k.show(cfg)).update("\n");
+  return h.value();
 }
 
 std::string config_table(const Config& cfg, const ConfigValues& given) {

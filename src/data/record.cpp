@@ -18,14 +18,40 @@ using json = nlohmann::json;
                   "{\"prompt\": ..., \"response\": ...}; or pass --data.on_bad_record=skip to skip and count bad lines");
 }
 
+// Keeps what a message echoes from a record short: a 50 MB line would otherwise become a 50 MB error message.
+std::string shorten(const std::string& s, std::size_t max) {
+  if (s.size() <= max) return s;
+  std::size_t head = max / 2;
+  std::size_t tail = s.size() - max / 2;
+  // Cut between UTF-8 characters, never inside one.
+  while (head > 0 && (static_cast<unsigned char>(s[head]) & 0xC0) == 0x80) --head;
+  while (tail < s.size() && (static_cast<unsigned char>(s[tail]) & 0xC0) == 0x80) ++tail;
+  return s.substr(0, head) + "..." + s.substr(tail);
+}
+
+// The JSON parser quotes the whole lexeme it failed on ("last read: '...'", or "number overflow parsing '...'"),
+// which for an unterminated string is the rest of the line; the lexeme is shortened and the rest of the message
+// (what went wrong, what was expected) kept.
+std::string parser_message(const std::string& msg) {
+  constexpr std::size_t kMaxQuoted = 200;
+  std::size_t begin = std::string::npos;
+  for (const std::string open : {"last read: '", "parsing '"}) {
+    if (const std::size_t a = msg.find(open); a != std::string::npos) {
+      begin = a + open.size();
+      break;
+    }
+  }
+  std::size_t end = msg.rfind("'; expected ");
+  if (end == std::string::npos && !msg.empty() && msg.back() == '\'') end = msg.size() - 1;
+  if (begin == std::string::npos || end == std::string::npos || end < begin) return shorten(msg, kMaxQuoted + 100);
+  return shorten(msg.substr(0, begin) + shorten(msg.substr(begin, end - begin), kMaxQuoted) + msg.substr(end),
+                 kMaxQuoted + 200);
+}
+
 std::string need_string(const json& obj, const char* key, const std::string& where) {
   const json& v = obj.at(key);
   if (!v.is_string()) bad(where, std::string("\"") + key + "\" must be a string, got " + v.type_name());
   return v.get<std::string>();
-}
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
@@ -34,8 +60,8 @@ Record record_parse_json(const std::string& line, const std::string& where) {
   json j;
   try {
     j = json::parse(line);
-  } catch (const json::parse_error& e) {
-    bad(where, std::string("not valid JSON (") + e.what() + ")");
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number that overflows a double
+    bad(where, "not valid JSON (" + parser_message(e.what()) + ")");
   }
   if (!j.is_object()) bad(where, std::string("expected a JSON object, got ") + j.type_name());
   Record r;
@@ -68,7 +94,7 @@ Record record_parse_json(const std::string& line, const std::string& where) {
 RecordReader::RecordReader(std::string path, RecordReaderOptions options)
     : path_(std::move(path)),
       options_(options),
-      jsonl_(ends_with(path_, ".jsonl") || ends_with(path_, ".json")),
+      jsonl_(path_.ends_with(".jsonl") || path_.ends_with(".json")),
       in_(path_, std::ios::binary) {
   if (!in_) throw DataError("cannot open " + path_ + ": " + std::strerror(errno));
 }
@@ -121,7 +147,7 @@ TokenizedDoc record_tokenize(const Record& record, const Tokenizer& tok, ChatFam
       case Record::Kind::prompt_response: return document_from_prompt_response(tok, record.prompt, record.response);
     }
   } catch (const DataError& e) {
-    throw DataError(record.where + ": " + e.what(), e.hint());
+    throw DataError(record.where + ": " + shorten(e.what(), 400), e.hint());
   }
   return {};
 }

@@ -23,6 +23,25 @@ std::uint64_t total_bytes(const std::vector<std::string>& paths) {
   return total;
 }
 
+// Opening a FIFO blocks until a writer comes, /dev/zero never ends and a directory reads as nothing: all refused
+// before any file is read. A missing file is left to its reader, which says why it cannot be opened.
+void require_regular_files(const std::vector<std::string>& paths) {
+  namespace fs = std::filesystem;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    const fs::file_type type = fs::status(p, ec).type();
+    if (ec || type == fs::file_type::regular || type == fs::file_type::not_found) continue;
+    const char* kind = type == fs::file_type::directory   ? "a directory"
+                       : type == fs::file_type::fifo      ? "a FIFO"
+                       : type == fs::file_type::character ? "a character device"
+                       : type == fs::file_type::block     ? "a block device"
+                       : type == fs::file_type::socket    ? "a socket"
+                                                          : "not a regular file";
+    throw DataError("data.path '" + p + "' is " + kind + ", not a regular file",
+                    "point --data.path at text or JSONL files (or a directory prepared by `ranktune prepare`)");
+  }
+}
+
 }  // namespace
 
 SourcesOptions sources_options_from(const Config& cfg) {
@@ -38,6 +57,7 @@ SourcesOptions sources_options_from(const Config& cfg) {
 SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
                           const Packer::Sink& sink, const SourcesProgress& progress) {
   if (paths.empty()) throw DataError("no input files given", "set --data.path=FILE[,FILE...]");
+  require_regular_files(paths);
   SourcesStats stats;
   const ChatFamily family = chat_family_parse(options.chat_template, tok);
   stats.chat_template = chat_family_name(family);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "ranktune/core/hash.h"
 #include "ranktune/data/byte_tokenizer.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/hf_tokenizer.h"
@@ -21,7 +22,7 @@ std::string tokenizer_fingerprint(const std::string& spec) {
   if (spec == "byte") return "byte";
   std::filesystem::path file(spec);
   if (std::filesystem::is_directory(file)) file /= "tokenizer.json";
-  std::uint64_t h = 1469598103934665603ull;
+  Fnv1a h;
   for (const auto& part : {file, file.parent_path() / "tokenizer_config.json"}) {
     std::ifstream in(part, std::ios::binary);
     if (!in) {
@@ -29,11 +30,11 @@ std::string tokenizer_fingerprint(const std::string& spec) {
       continue;
     }
     for (auto it = std::istreambuf_iterator<char>(in); it != std::istreambuf_iterator<char>(); ++it)
-      h = (h ^ static_cast<unsigned char>(*it)) * 1099511628211ull;
-    h = (h ^ 0xffu) * 1099511628211ull;  // keeps "ab" + "" apart from "a" + "b"
+      h.update_byte(static_cast<std::uint8_t>(*it));
+    h.update_byte(0xff);  // keeps "ab" + "" apart from "a" + "b"
   }
   char hex[32];
-  std::snprintf(hex, sizeof hex, "fnv1a64:%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(hex, sizeof hex, "fnv1a64:%016llx", static_cast<unsigned long long>(h.value()));
   return hex;
 }
 

@@ -1,23 +1,13 @@
-// Outcome agreement over MPI: one MIN-reduction of the failing rank (or size if none), then that rank broadcasts
-// its message, code and hint.
+// Outcome agreement through host collectives: the lowest failing rank (a MIN over ranks, the size when none failed),
+// then that rank broadcasts its message, code and hint.
 #include "ranktune/distributed/agree.h"
 
 #include <vector>
 
-#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
-namespace {
-
-void bcast_string(std::string& s, int root, MPI_Comm comm) {
-  unsigned long long n = s.size();
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm));
-  s.resize(n);
-  if (n) RANKTUNE_MPI_CHECK(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, root, comm));
-}
-
-}  // namespace
 
 void agree_run(const MpiEnv& env, const std::function<void()>& phase) {
   int code = 0;
@@ -34,21 +24,19 @@ void agree_run(const MpiEnv& env, const std::function<void()>& phase) {
     code = static_cast<int>(ExitCode::internal);
     what = e.what();
   }
-  int mine = code ? env.rank() : env.size();
-  int first = env.size();
-  RANKTUNE_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, env.world()));
+  // Not host::worst: the agreed error is the first failing rank's, whatever its code (agree.h).
+  const int first = static_cast<int>(host::min(env, code ? env.rank() : env.size()));
   if (first == env.size()) return;
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, first, env.world()));
-  bcast_string(what, first, env.world());
-  bcast_string(hint, first, env.world());
+  std::int64_t agreed_code = code;
+  host::broadcast(env, agreed_code, first);
+  host::broadcast(env, what, first);
+  host::broadcast(env, hint, first);
   if (env.size() > 1 && first != 0) what = "rank " + std::to_string(first) + ": " + what;
-  throw AgreedError(static_cast<ExitCode>(code), what, hint, first);
+  throw AgreedError(static_cast<ExitCode>(agreed_code), what, hint, first);
 }
 
 void agree_config_hash(const MpiEnv& env, std::uint64_t hash) {
-  std::vector<unsigned long long> all(static_cast<std::size_t>(env.size()));
-  unsigned long long mine = hash;
-  RANKTUNE_MPI_CHECK(MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, env.world()));
+  const std::vector<std::uint64_t> all = host::all_gather(env, hash);
   std::string differ;
   for (std::size_t r = 1; r < all.size(); ++r)
     if (all[r] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);

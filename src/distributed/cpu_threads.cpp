@@ -8,6 +8,8 @@ namespace ranktune {
 
 namespace {
 
+constexpr int kMaxThreadsPerCpu = 4;
+
 std::optional<int> positive_int(const std::string& s) {
   if (s.empty() || s.size() > 6 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
     return std::nullopt;
@@ -26,7 +28,15 @@ CpuThreads cpu_threads_decide(int affinity_cpus, int sharing_ranks, const std::o
   sharing_ranks = std::max(1, sharing_ranks);
   std::string ignored;
   if (omp_num_threads) {
-    if (const auto v = positive_int(*omp_num_threads)) return {*v, "OMP_NUM_THREADS=" + *omp_num_threads};
+    if (const auto v = positive_int(*omp_num_threads)) {
+      // A typo such as 100000 would start that many threads and stall start-up; a few per CPU is the useful maximum.
+      const int cap = kMaxThreadsPerCpu * affinity_cpus;
+      if (*v > cap)
+        return {cap, "OMP_NUM_THREADS=" + *omp_num_threads + " capped at " + std::to_string(cap) + " (" +
+                         std::to_string(kMaxThreadsPerCpu) + "x the " + std::to_string(affinity_cpus) +
+                         " CPU(s) in this rank's affinity mask)"};
+      return {*v, "OMP_NUM_THREADS=" + *omp_num_threads};
+    }
     ignored = "; OMP_NUM_THREADS='" + *omp_num_threads + "' is not a positive integer, ignored";
   }
   return {std::max(1, affinity_cpus / sharing_ranks),

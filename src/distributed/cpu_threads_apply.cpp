@@ -8,9 +8,9 @@
 #include <cstdlib>
 #include <vector>
 
+#include "ranktune/core/hash.h"
 #include "ranktune/distributed/cpu_threads.h"
-#include "ranktune/distributed/mpi_check.h"
-#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/host_collectives.h"
 
 namespace ranktune {
 
@@ -18,14 +18,14 @@ CpuThreads cpu_threads_apply(const MpiEnv& env) {
   cpu_set_t set;
   CPU_ZERO(&set);
   int cpus = 1;
-  std::uint64_t mask_hash = 1469598103934665603ull;  // FNV-1a over the set CPUs' indices
+  Fnv1a mask;  // over the set CPUs' indices
   if (sched_getaffinity(0, sizeof set, &set) == 0) {
     cpus = CPU_COUNT(&set);
     for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set)) mask_hash = (mask_hash ^ static_cast<std::uint64_t>(c)) * 1099511628211ull;
+      if (CPU_ISSET(c, &set)) mask.update_word(static_cast<std::uint64_t>(c));
   }  // else (not seen on Linux): one CPU, its own mask; the decision then says "1 CPU(s)"
-  std::vector<std::uint64_t> hashes(static_cast<std::size_t>(env.local_size()));
-  RANKTUNE_MPI_CHECK(MPI_Allgather(&mask_hash, 1, MPI_UINT64_T, hashes.data(), 1, MPI_UINT64_T, env.local()));
+  const std::uint64_t mask_hash = mask.value();
+  const std::vector<std::uint64_t> hashes = host::all_gather(env, mask_hash, host::Scope::node);
   const int sharing = static_cast<int>(std::count(hashes.begin(), hashes.end(), mask_hash));
   std::optional<std::string> omp;
   if (const char* v = std::getenv("OMP_NUM_THREADS")) omp = v;

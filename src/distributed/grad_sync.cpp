@@ -7,12 +7,14 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <limits>
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/hash.h"
 #include "ranktune/core/log.h"
 #include "ranktune/distributed/communicator.h"
 #ifdef RANKTUNE_HAVE_CUDA
@@ -36,13 +38,8 @@ std::string describe_param(const std::string& name, const at::Tensor& p) {
   return os.str();
 }
 
-std::int64_t fnv1a(const std::string& s) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ULL;
-  std::int64_t out;
-  std::memcpy(&out, &h, sizeof out);
-  return out;
-}
+// fnv1a's bits as the int64 an at::kLong tensor carries.
+std::int64_t signed_fnv1a(const std::string& s) { return std::bit_cast<std::int64_t>(fnv1a(s)); }
 
 constexpr std::size_t kNameBytes = 512;
 
@@ -88,11 +85,11 @@ void GradSync::verify_parameter_lists(const NamedTensors& params) {
   std::vector<std::int64_t> hashes;
   std::string all;
   for (const auto& item : params) {
-    hashes.push_back(fnv1a(describe_param(item.key(), item.value())));
+    hashes.push_back(signed_fnv1a(describe_param(item.key(), item.value())));
     all += describe_param(item.key(), item.value()) + "\n";
   }
   const int n = comm_.size();
-  at::Tensor mine = at::tensor({static_cast<std::int64_t>(hashes.size()), fnv1a(all)}, i64);
+  at::Tensor mine = at::tensor({static_cast<std::int64_t>(hashes.size()), signed_fnv1a(all)}, i64);
   at::Tensor every = at::empty({n, 2}, i64);
   comm_.all_gather(mine, every);
   comm_.synchronize();

@@ -41,6 +41,13 @@ MpiEnv::~MpiEnv() {
   }
 }
 
+std::string mpi_library_version() {
+  char version[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  if (MPI_Get_library_version(version, &len) != MPI_SUCCESS) return "";
+  return std::string(version, static_cast<std::size_t>(len));
+}
+
 void MpiEnv::abort(int code) const {
   MPI_Abort(world_ != MPI_COMM_NULL ? world_ : MPI_COMM_WORLD, code);
   std::_Exit(code);  // MPI_Abort should not return; make sure the process ends if it does

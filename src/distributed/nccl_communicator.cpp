@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "ranktune/core/cuda_check.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_check.h"
 #include "ranktune/distributed/nccl_check.h"
 
@@ -62,6 +63,7 @@ NcclCommunicator::NcclCommunicator(const MpiEnv& env, int device, double timeout
   RANKTUNE_CUDA_CHECK(cudaSetDevice(device_));
   ncclUniqueId id{};
   if (env_.rank() == 0) RANKTUNE_NCCL_CHECK(ncclGetUniqueId(&id));
+  // Plain MPI rather than a host collective: the id is an opaque fixed-size struct, sent as its bytes in one call.
   RANKTUNE_MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, env_.world()));
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
@@ -73,9 +75,7 @@ NcclCommunicator::NcclCommunicator(const MpiEnv& env, int device, double timeout
   } catch (const Error& e) {
     failure = e.what();
   }
-  int ok = failure.empty() ? 1 : 0, all_ok = 0;
-  RANKTUNE_MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, env_.world()));
-  if (!all_ok) {
+  if (host::any(env_, !failure.empty())) {
     if (comm_ && !aborted_) ncclCommAbort(comm_);
     aborted_ = true;
     throw CommError(failure.empty() ? "NCCL initialisation failed on another rank" : failure,
@@ -169,7 +169,7 @@ void NcclCommunicator::all_gather(const at::Tensor& in, const at::Tensor& out) {
 
 void NcclCommunicator::barrier() {
   synchronize();
-  RANKTUNE_MPI_CHECK(MPI_Barrier(env_.world()));
+  host::barrier(env_);
 }
 
 void NcclCommunicator::synchronize() {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/text.h"
 
 namespace ranktune {
 namespace {

@@ -4,16 +4,13 @@
 // default action and re-raises: the signal is delivered, and kills, as soon as the handler returns.
 #include "ranktune/distributed/signals.h"
 
-#include <mpi.h>
-
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 
 #include "ranktune/core/check.h"
 #include "ranktune/core/error.h"
-#include "ranktune/distributed/mpi_check.h"
-#include "ranktune/distributed/mpi_env.h"
+#include "ranktune/distributed/host_collectives.h"
 
 namespace ranktune {
 namespace {
@@ -73,13 +70,10 @@ StopRequest signals_pending() noexcept { return static_cast<StopRequest>(g_reque
 void signals_clear() noexcept { g_request = 0; }
 
 StopAgreement signals_agree(const MpiEnv& env) {
-  struct {
-    int value;
-    int rank;
-  } mine{static_cast<int>(g_request), env.rank()}, all{0, 0};
-  RANKTUNE_MPI_CHECK(MPI_Allreduce(&mine, &all, 1, MPI_2INT, MPI_MAXLOC, env.world()));
-  if (all.value == 0) return {};
-  return {static_cast<StopRequest>(all.value), all.rank};
+  // StopRequest values grow with urgency, so the worst outcome is the most urgent request.
+  const host::Outcome most_urgent = host::worst(env, static_cast<int>(g_request), "");
+  if (most_urgent.code == 0) return {};
+  return {static_cast<StopRequest>(most_urgent.code), most_urgent.rank};
 }
 
 std::string stop_agreement_describe(const StopAgreement& a) {

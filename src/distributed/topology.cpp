@@ -1,7 +1,6 @@
 // Launcher variables, their description for messages, and the text encoding used to all-gather RankFacts.
 #include "ranktune/distributed/topology.h"
 
-#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -77,6 +76,10 @@ std::string launch_describe(const LaunchEnv& env, int mpi_world_size) {
   return os.str();
 }
 
+bool launch_is_managed(const LaunchEnv& env) {
+  return env.count("OMPI_COMM_WORLD_SIZE") > 0 || env.count("SLURM_JOB_ID") > 0 || env.count("PMI_SIZE") > 0;
+}
+
 std::optional<std::string> launch_stale_size(const LaunchEnv& env, int mpi_world_size) {
   for (const char* k : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
     auto it = env.find(k);
@@ -142,13 +145,6 @@ RankFacts rank_facts_decode(const std::string& s) {
     f.env[kv[0]] = kv[1];
   }
   return f;
-}
-
-std::string format_bytes(std::int64_t bytes) {
-  if (bytes < 0) return "?";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
-  return buf;
 }
 
 }  // namespace ranktune

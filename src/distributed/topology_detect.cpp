@@ -1,11 +1,11 @@
-// Gathers every rank's facts to every rank (MPI_Allgatherv of the text encoding).
+// Gathers every rank's facts to every rank (an all-gather of the text encoding).
 #include "ranktune/distributed/topology_detect.h"
 
 #include <vector>
 
 #include "gpu_probe.h"
 #include "ranktune/distributed/agree.h"
-#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 
 namespace ranktune {
@@ -28,19 +28,10 @@ ClusterFacts topology_detect(const MpiEnv& env, const LaunchEnv& launch_env) {
 }
 
 ClusterFacts topology_gather(const MpiEnv& env, const RankFacts& local) {
-  const std::string mine = rank_facts_encode(local);
-  const int n = env.size();
-  std::vector<int> sizes(n), offsets(n);
-  int len = static_cast<int>(mine.size());
-  RANKTUNE_MPI_CHECK(MPI_Allgather(&len, 1, MPI_INT, sizes.data(), 1, MPI_INT, env.world()));
-  int total = 0;
-  for (int r = 0; r < n; ++r) offsets[r] = total, total += sizes[r];
-  std::string all(static_cast<std::size_t>(total), '\0');
-  RANKTUNE_MPI_CHECK(MPI_Allgatherv(mine.data(), len, MPI_CHAR, all.data(), sizes.data(), offsets.data(), MPI_CHAR,
-                                    env.world()));
   ClusterFacts facts;
-  facts.world_size = n;
-  for (int r = 0; r < n; ++r) facts.ranks.push_back(rank_facts_decode(all.substr(offsets[r], sizes[r])));
+  facts.world_size = env.size();
+  for (const std::string& record : host::all_gather(env, rank_facts_encode(local)))
+    facts.ranks.push_back(rank_facts_decode(record));
   return facts;
 }
 

@@ -1,6 +1,6 @@
-// The commit protocol and resume rules (docs/checkpoint-format.md). Ranks agree on every outcome through MPI;
-// rank 0 alone touches the shared names (the step directory's life, manifest.json, `latest`, pruning) and broadcasts
-// what it saw, so ranks on other NFS clients never act on a stale directory listing.
+// The commit protocol and resume rules (docs/checkpoint-format.md). Ranks agree on every outcome through host
+// collectives; rank 0 alone touches the shared names (the step directory's life, manifest.json, `latest`, pruning)
+// and broadcasts what it saw, so ranks on other NFS clients never act on a stale directory listing.
 #include "ranktune/io/checkpoint.h"
 
 #include <ATen/ATen.h>
@@ -13,7 +13,7 @@
 
 #include "ranktune/core/log.h"
 #include "ranktune/distributed/agree.h"
-#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/crc32c.h"
@@ -35,24 +35,11 @@ struct Verdict {
   std::string message;  // of the first rank with the worst code, prefixed "rank r: " (the rank that found it)
 };
 
-void bcast_string(std::string& s, int root, MPI_Comm comm) {
-  unsigned long long n = s.size();
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm));
-  s.resize(n);
-  if (n) RANKTUNE_MPI_CHECK(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, root, comm));
-}
-
 // Every rank learns the worst outcome and the message of the first rank that had it.
-Verdict agree(const MpiEnv& env, int code, std::string message) {
-  int worst = 0;
-  RANKTUNE_MPI_CHECK(MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, env.world()));
-  if (worst == ok) return {};
-  int mine = code == worst ? env.rank() : env.size();
-  int first = 0;
-  RANKTUNE_MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, env.world()));
-  bcast_string(message, first, env.world());
-  message = "rank " + std::to_string(first) + ": " + message;
-  return {worst, message};
+Verdict agree(const MpiEnv& env, int code, const std::string& message) {
+  const host::Outcome worst = host::worst(env, code, message);
+  if (worst.code == ok) return {};
+  return {worst.code, "rank " + std::to_string(worst.rank) + ": " + worst.message};
 }
 
 fs::path clean(const fs::path& p) {
@@ -193,6 +180,174 @@ void log_reshard(const MpiEnv& env, const LoadedCheckpoint& lc) {
   throw AgreedError(ExitCode::checkpoint, v.message, kDamagedHint, 0);
 }
 
+// How a save ends: early, from a phase that failed, or after the commit.
+struct SaveOutcome {
+  SaveStatus status = SaveStatus::committed;
+  std::string message;
+  std::uint64_t bytes = 0;
+  std::vector<long> pruned;
+};
+
+// A save that ends before its commit phase: no bytes, nothing pruned.
+SaveOutcome save_ended(SaveStatus status, std::string message) {
+  SaveOutcome out;
+  out.status = status;
+  out.message = std::move(message);
+  return out;
+}
+
+std::string save_failed(long step, const std::string& why) {
+  return "checkpoint save of step " + std::to_string(step) + " failed: " + why;
+}
+
+// Moves every tensor to the CPU; returns what went wrong, which the write phase reports as this rank's failure.
+std::string copy_to_host(CheckpointState& state) {
+  try {
+    for (auto& [name, t] : state.tensors)
+      if (t.defined() && !t.is_cpu()) t = t.to(at::kCPU);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Phase 1. Rank 0 prepares the step directory: refuses a committed one, clears an uncommitted leftover. Every rank
+// learns the result; nullopt means go on.
+std::optional<SaveOutcome> save_prepare(const MpiEnv& env, const fs::path& dir, const fs::path& step_dir, long step) {
+  std::int64_t existing = 0;
+  std::string problem;
+  if (env.rank() == 0) {
+    try {
+      fs::create_directories(dir);
+      if (fs::exists(step_dir / kManifestName)) {
+        existing = 1;
+      } else {
+        remove_tree(step_dir);
+        fs::create_directory(step_dir);
+        fsync_dir(dir);
+        remove_stale_tmp(dir);
+      }
+    } catch (const std::exception& e) {
+      problem = "cannot prepare " + step_dir.string() + ": " + describe(e);
+    }
+  }
+  host::broadcast(env, existing);
+  if (existing)
+    return save_ended(SaveStatus::exists, step_dir.string() + " is already committed; a committed step is never "
+                                                              "overwritten, nothing was written");
+  const Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
+  if (v.code != ok) return save_ended(SaveStatus::failed, save_failed(step, v.message));
+  return std::nullopt;
+}
+
+// Phase 2. Every rank writes, commits and checksums its own file. If any rank failed, rank 0 removes the step
+// directory and every rank returns after it is gone; nullopt (and `digest` set) means go on.
+std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& req, const fs::path& step_dir,
+                                          const CheckpointState& state, const std::string& copy_error,
+                                          FileDigest& digest) {
+  const int rank = env.rank();
+  const fs::path final_path = step_dir / rank_file_name(rank);
+  const fs::path tmp_path = final_path.string() + tmp_suffix();
+  std::string problem;
+  try {
+    if (!copy_error.empty()) throw CheckpointError("device-to-host copy failed: " + copy_error);
+    fs::create_directories(step_dir);
+    checkpoint_file_write(tmp_path, state,
+                          RankFileHeader{req.step, rank, env.size(), req.meta.mode, req.meta.topology}, req.locking);
+    file_commit(tmp_path, final_path,
+                phase_hook(req, SavePhase::rank_file_written, SavePhase::rank_file_synced,
+                           SavePhase::rank_file_renamed));
+    digest = crc32c_file(final_path);
+    fire(req, SavePhase::before_agree);
+  } catch (const std::exception& e) {
+    std::string what = describe(e);
+    const std::string tmp_prefix = tmp_path.string() + ": ";  // checkpoint_file_write names the temp file
+    if (what.rfind(tmp_prefix, 0) == 0) what.erase(0, tmp_prefix.size());
+    problem = final_path.string() + " (rank " + std::to_string(rank) + "): " + what;
+    remove_quietly(tmp_path);
+  }
+  const Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
+  if (v.code == ok) return std::nullopt;
+  if (rank == 0) remove_quietly(step_dir);
+  host::barrier(env);  // the failed step is gone on every rank's return
+  return save_ended(SaveStatus::failed, save_failed(req.step, v.message));
+}
+
+// Rank 0's part of the commit: the manifest from every rank's {size, crc32c}, then `latest`, then pruning. A failure
+// before `latest` moved removes the step; after it, the step stays committed and the message says what failed.
+SaveOutcome save_commit_rank0(const MpiEnv& env, const SaveRequest& req, const fs::path& dir, const fs::path& step_dir,
+                              const std::vector<std::vector<std::uint64_t>>& digests) {
+  SaveOutcome out;
+  Manifest m;
+  m.ranktune_version = RANKTUNE_VERSION;
+  m.created_utc = now_utc();
+  m.step = req.step;
+  m.world_size = env.size();
+  m.mode = req.meta.mode;
+  m.topology = req.meta.topology;
+  m.replicated = req.meta.replicated;
+  m.config_hash = req.meta.config_hash;
+  for (int r = 0; r < env.size(); ++r) {
+    const std::vector<std::uint64_t>& d = digests[static_cast<std::size_t>(r)];
+    m.files.push_back({rank_file_name(r), r, d[0], static_cast<std::uint32_t>(d[1])});
+    out.bytes += d[0];
+  }
+  bool latest_moved = false;
+  try {
+    fire(req, SavePhase::before_manifest);
+    file_write_atomic(step_dir / kManifestName, manifest_to_json(m),
+                      phase_hook(req, SavePhase::manifest_written, SavePhase::manifest_synced,
+                                 SavePhase::manifest_renamed));
+    fire(req, SavePhase::before_latest);
+    file_write_atomic(dir / kLatestName, step_dir_name(req.step) + "\n",
+                      phase_hook(req, SavePhase::latest_written, SavePhase::latest_synced, SavePhase::latest_renamed,
+                                 &latest_moved));
+  } catch (const std::exception& e) {
+    if (latest_moved) {
+      // `latest` already names the new step: it stays committed; only the directory fsync is in doubt.
+      out.message = "committed, but " + describe(e);
+    } else {
+      out.status = SaveStatus::failed;
+      out.message = save_failed(req.step, "rank 0: " + describe(e));
+      try {
+        step_delete(step_dir);
+      } catch (const std::exception&) {
+        remove_quietly(step_dir);
+      }
+    }
+  }
+  if (out.status == SaveStatus::committed && out.message.empty()) {
+    try {
+      fire(req, SavePhase::before_prune);
+      out.pruned = prune(dir, req.keep, req.step);
+    } catch (const std::exception& e) {
+      out.message =
+          "committed, but removing old checkpoints (keep " + std::to_string(req.keep) + ") failed: " + describe(e);
+    }
+  }
+  return out;
+}
+
+// Phase 3. Rank 0 gathers sizes and checksums and commits; every rank learns its outcome, the total size and the
+// pruned steps.
+SaveOutcome save_commit(const MpiEnv& env, const SaveRequest& req, const fs::path& dir, const fs::path& step_dir,
+                        const FileDigest& digest) {
+  const std::vector<std::vector<std::uint64_t>> digests = host::gather(env, {digest.size, digest.crc32c});
+  SaveOutcome out;
+  if (env.rank() == 0) out = save_commit_rank0(env, req, dir, step_dir, digests);
+  std::int64_t status = static_cast<std::int64_t>(out.status);
+  std::int64_t bytes = static_cast<std::int64_t>(out.bytes);
+  std::vector<std::int64_t> pruned(out.pruned.begin(), out.pruned.end());
+  host::broadcast(env, status);
+  host::broadcast(env, bytes);
+  host::broadcast(env, out.message);
+  host::broadcast(env, pruned);
+  out.status = static_cast<SaveStatus>(status);
+  out.bytes = static_cast<std::uint64_t>(bytes);
+  out.pruned.assign(pruned.begin(), pruned.end());
+  return out;
+}
+
 }  // namespace
 
 const char* save_phase_name(SavePhase phase) {
@@ -216,151 +371,27 @@ const char* save_phase_name(SavePhase phase) {
 
 SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const CheckpointState& state) {
   const auto start = std::chrono::steady_clock::now();
-  const int rank = env.rank();
   const fs::path dir = clean(req.dir);
   SaveResult res;
   res.step_dir = dir / step_dir_name(req.step);
-  const std::string step_name = step_dir_name(req.step);
-  auto finish = [&](SaveStatus status, std::string message) {
-    res.status = status;
-    res.message = std::move(message);
+  auto finish = [&](SaveOutcome outcome) {
+    res.status = outcome.status;
+    res.message = std::move(outcome.message);
+    res.bytes = outcome.bytes;
+    res.pruned = std::move(outcome.pruned);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return res;
   };
 
   // Host copies before the first collective: after this no CUDA work is left in the save.
-  CheckpointState host = state;
-  std::string copy_error;
-  try {
-    for (auto& [name, t] : host.tensors)
-      if (t.defined() && !t.is_cpu()) t = t.to(at::kCPU);
-  } catch (const std::exception& e) {
-    copy_error = e.what();
-  }
+  CheckpointState on_host = state;
+  const std::string copy_error = copy_to_host(on_host);
 
-  // 1. Rank 0 prepares the step directory: refuses a committed one, clears an uncommitted leftover.
-  int existing = 0;
-  std::string problem;
-  if (rank == 0) {
-    try {
-      fs::create_directories(dir);
-      if (fs::exists(res.step_dir / kManifestName)) {
-        existing = 1;
-      } else {
-        remove_tree(res.step_dir);
-        fs::create_directory(res.step_dir);
-        fsync_dir(dir);
-        remove_stale_tmp(dir);
-      }
-    } catch (const std::exception& e) {
-      problem = "cannot prepare " + res.step_dir.string() + ": " + describe(e);
-    }
-  }
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&existing, 1, MPI_INT, 0, env.world()));
-  if (existing)
-    return finish(SaveStatus::exists, res.step_dir.string() + " is already committed; a committed step is never "
-                                                              "overwritten, nothing was written");
-  Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
-  if (v.code != ok) return finish(SaveStatus::failed, "checkpoint save of step " + std::to_string(req.step) +
-                                                          " failed: " + v.message);
-
-  // 2. Every rank writes, commits and checksums its own file.
-  const fs::path final_path = res.step_dir / rank_file_name(rank);
-  const fs::path tmp_path = final_path.string() + tmp_suffix();
+  if (auto ended = save_prepare(env, dir, res.step_dir, req.step)) return finish(std::move(*ended));
   FileDigest digest;
-  problem.clear();
-  try {
-    if (!copy_error.empty()) throw CheckpointError("device-to-host copy failed: " + copy_error);
-    fs::create_directories(res.step_dir);
-    checkpoint_file_write(tmp_path, host, RankFileHeader{req.step, rank, env.size(), req.meta.mode, req.meta.topology},
-                          req.locking);
-    file_commit(tmp_path, final_path,
-                phase_hook(req, SavePhase::rank_file_written, SavePhase::rank_file_synced,
-                           SavePhase::rank_file_renamed));
-    digest = crc32c_file(final_path);
-    fire(req, SavePhase::before_agree);
-  } catch (const std::exception& e) {
-    std::string what = describe(e);
-    const std::string tmp_prefix = tmp_path.string() + ": ";  // checkpoint_file_write names the temp file
-    if (what.rfind(tmp_prefix, 0) == 0) what.erase(0, tmp_prefix.size());
-    problem = final_path.string() + " (rank " + std::to_string(rank) + "): " + what;
-    remove_quietly(tmp_path);
-  }
-  v = agree(env, problem.empty() ? ok : damaged, problem);
-  if (v.code != ok) {
-    if (rank == 0) remove_quietly(res.step_dir);
-    RANKTUNE_MPI_CHECK(MPI_Barrier(env.world()));  // the failed step is gone on every rank's return
-    return finish(SaveStatus::failed, "checkpoint save of step " + std::to_string(req.step) + " failed: " + v.message);
-  }
-
-  // 3. Rank 0 gathers sizes and checksums, commits the manifest, then moves `latest`, then prunes.
-  const unsigned long long mine[2] = {digest.size, digest.crc32c};
-  std::vector<unsigned long long> all(rank == 0 ? 2 * static_cast<std::size_t>(env.size()) : 0);
-  RANKTUNE_MPI_CHECK(
-      MPI_Gather(mine, 2, MPI_UNSIGNED_LONG_LONG, all.data(), 2, MPI_UNSIGNED_LONG_LONG, 0, env.world()));
-  int status = static_cast<int>(SaveStatus::committed);
-  std::string message;
-  unsigned long long bytes = 0;
-  std::vector<long> pruned;
-  if (rank == 0) {
-    Manifest m;
-    m.ranktune_version = RANKTUNE_VERSION;
-    m.created_utc = now_utc();
-    m.step = req.step;
-    m.world_size = env.size();
-    m.mode = req.meta.mode;
-    m.topology = req.meta.topology;
-    m.replicated = req.meta.replicated;
-    m.config_hash = req.meta.config_hash;
-    for (int r = 0; r < env.size(); ++r) {
-      const auto i = 2 * static_cast<std::size_t>(r);
-      m.files.push_back({rank_file_name(r), r, all[i], static_cast<std::uint32_t>(all[i + 1])});
-      bytes += all[i];
-    }
-    bool latest_moved = false;
-    try {
-      fire(req, SavePhase::before_manifest);
-      file_write_atomic(res.step_dir / kManifestName, manifest_to_json(m),
-                        phase_hook(req, SavePhase::manifest_written, SavePhase::manifest_synced,
-                                   SavePhase::manifest_renamed));
-      fire(req, SavePhase::before_latest);
-      file_write_atomic(dir / kLatestName, step_name + "\n",
-                        phase_hook(req, SavePhase::latest_written, SavePhase::latest_synced,
-                                   SavePhase::latest_renamed, &latest_moved));
-    } catch (const std::exception& e) {
-      if (latest_moved) {
-        // `latest` already names the new step: it stays committed; only the directory fsync is in doubt.
-        message = "committed, but " + describe(e);
-      } else {
-        status = static_cast<int>(SaveStatus::failed);
-        message = "checkpoint save of step " + std::to_string(req.step) + " failed: rank 0: " + describe(e);
-        try {
-          step_delete(res.step_dir);
-        } catch (const std::exception&) {
-          remove_quietly(res.step_dir);
-        }
-      }
-    }
-    if (status == static_cast<int>(SaveStatus::committed) && message.empty()) {
-      try {
-        fire(req, SavePhase::before_prune);
-        pruned = prune(dir, req.keep, req.step);
-      } catch (const std::exception& e) {
-        message = "committed, but removing old checkpoints (keep " + std::to_string(req.keep) + ") failed: " +
-                  describe(e);
-      }
-    }
-  }
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&status, 1, MPI_INT, 0, env.world()));
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&bytes, 1, MPI_UNSIGNED_LONG_LONG, 0, env.world()));
-  bcast_string(message, 0, env.world());
-  int npruned = static_cast<int>(pruned.size());
-  RANKTUNE_MPI_CHECK(MPI_Bcast(&npruned, 1, MPI_INT, 0, env.world()));
-  pruned.resize(static_cast<std::size_t>(npruned));
-  if (npruned) RANKTUNE_MPI_CHECK(MPI_Bcast(pruned.data(), npruned, MPI_LONG, 0, env.world()));
-  res.bytes = bytes;
-  res.pruned = std::move(pruned);
-  return finish(static_cast<SaveStatus>(status), std::move(message));
+  if (auto ended = save_rank_file(env, req, res.step_dir, on_host, copy_error, digest))
+    return finish(std::move(*ended));
+  return finish(save_commit(env, req, dir, res.step_dir, digest));
 }
 
 LoadedCheckpoint checkpoint_load(const MpiEnv& env, const fs::path& path, h5::FileLocking locking) {
@@ -374,7 +405,7 @@ LoadedCheckpoint checkpoint_load(const MpiEnv& env, const fs::path& path, h5::Fi
   }
   Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
   if (v.code != ok) throw_agreed(v);
-  bcast_string(step_dir, 0, env.world());
+  host::broadcast(env, step_dir);
   auto [loaded, verdict] = load_agreed(env, step_dir, locking);
   if (!loaded) throw_agreed(verdict);
   log_reshard(env, *loaded);
@@ -413,8 +444,8 @@ std::optional<LoadedCheckpoint> checkpoint_resume(const MpiEnv& env, const std::
       latest_note = "cannot list " + root.string() + ": " + describe(e);
     }
   }
-  bcast_string(candidates, 0, env.world());
-  bcast_string(latest_note, 0, env.world());
+  host::broadcast(env, candidates);
+  host::broadcast(env, latest_note);
 
   std::vector<std::string> names;
   std::istringstream lines(candidates);

@@ -8,21 +8,12 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/text.h"
 #include "ranktune/io/checkpoint_file.h"
 
 namespace ranktune {
 namespace fs = std::filesystem;
 namespace {
-
-std::string human_bytes(std::uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) v /= 1024, ++u;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string s = "[";
@@ -85,11 +76,11 @@ void describe_file(std::ostringstream& os, const fs::path& path, int rank, h5::F
         ++ntensors;
         tensor_bytes += info.bytes;
         tensors << "    " << h5::dotted_from_path(p) << "  " << info.dtype << "  " << shape_text(info.shape) << "  "
-                << human_bytes(info.bytes) << (info.fletcher32 ? "" : "  (no chunk checksum)") << '\n';
+                << format_bytes_scaled(info.bytes) << (info.fletcher32 ? "" : "  (no chunk checksum)") << '\n';
       }
     }
-    os << "  tensors: " << ntensors << " (" << human_bytes(tensor_bytes) << ")\n" << tensors.str();
-    os << "  blobs: " << nblobs << " (" << human_bytes(blob_bytes) << ")\n" << blobs.str();
+    os << "  tensors: " << ntensors << " (" << format_bytes_scaled(tensor_bytes) << ")\n" << tensors.str();
+    os << "  blobs: " << nblobs << " (" << format_bytes_scaled(blob_bytes) << ")\n" << blobs.str();
     h5::file_close(f);
   } catch (const std::exception& e) {
     os << "  unreadable: " << e.what() << '\n';
@@ -124,7 +115,7 @@ std::string verify_report_text(const VerifyReport& r) {
     std::uint64_t bytes = 0;
     for (const auto& f : r.manifest->files) bytes += f.size;
     os << where << ": ok (step " << r.manifest->step << ", " << r.manifest->files.size() << " file(s), "
-       << human_bytes(bytes) << ", every checksum verified)\n";
+       << format_bytes_scaled(bytes) << ", every checksum verified)\n";
   } else {
     os << where << ": FAILED, " << r.problems.size() << " problem(s):\n";
     for (const auto& p : r.problems) os << "  - " << p << '\n';

@@ -5,17 +5,9 @@
 #include <ATen/core/grad_mode.h>
 
 #include "ranktune/core/error.h"
-#include "ranktune/model/checkpointing.h"
+#include "ranktune/model/activation_checkpoint.h"
 
 namespace ranktune {
-namespace {
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
-
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options) {
   embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
   layers = register_module("layers", torch::nn::ModuleList());
@@ -50,7 +42,7 @@ DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model-
 
 at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope) {
   DecoderBlockImpl& b = *model->layers->ptr<DecoderBlockImpl>(i);
-  return checkpointing_ ? block_forward_checkpointed(b, h, rope) : b.forward(h, rope);
+  return activation_checkpointing_ ? activation_checkpoint_forward(b, h, rope) : b.forward(h, rope);
 }
 
 at::Device LlamaImpl::block_device(std::int64_t i) const { return block(i)->input_layernorm->weight.device(); }
@@ -91,9 +83,9 @@ void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {
     const std::string& name = item.key();
     at::Tensor& p = item.value();
     if (name.find(".lora_") != std::string::npos) continue;
-    if (ends_with(name, "norm.weight")) {
+    if (name.ends_with("norm.weight")) {
       p.fill_(1.0);
-    } else if (ends_with(name, ".bias")) {
+    } else if (name.ends_with(".bias")) {
       p.zero_();
     } else {
       p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, std, gen));

@@ -332,7 +332,7 @@ std::string llama_config_to_json(const LlamaConfig& c) {
   return j.dump(2) + "\n";
 }
 
-std::int64_t llama_parameter_count(const LlamaConfig& c) {
+std::int64_t llama_layer_parameter_count(const LlamaConfig& c) {
   const std::int64_t d = c.hidden_size;
   const std::int64_t q = c.num_heads * c.head_dim;
   const std::int64_t kv = c.num_kv_heads * c.head_dim;
@@ -341,9 +341,14 @@ std::int64_t llama_parameter_count(const LlamaConfig& c) {
   if (c.o_bias) attn += d;
   std::int64_t mlp = 3 * d * c.intermediate_size;
   if (c.mlp_bias) mlp += 2 * c.intermediate_size + d;
-  const std::int64_t layer = attn + mlp + 2 * d;
-  const std::int64_t embed = c.vocab_size * d;
-  return embed + c.num_layers * layer + d + (c.tie_word_embeddings ? 0 : embed);
+  return attn + mlp + 2 * d;
+}
+
+std::int64_t llama_embedding_parameter_count(const LlamaConfig& c) { return c.vocab_size * c.hidden_size; }
+
+std::int64_t llama_parameter_count(const LlamaConfig& c) {
+  const std::int64_t embed = llama_embedding_parameter_count(c);
+  return embed + c.num_layers * llama_layer_parameter_count(c) + c.hidden_size + (c.tie_word_embeddings ? 0 : embed);
 }
 
 }  // namespace ranktune

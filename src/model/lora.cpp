@@ -11,6 +11,7 @@
 #include <set>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/text.h"
 #include "ranktune/model/safetensors.h"
 
 namespace ranktune {
@@ -36,12 +37,6 @@ void for_each_target(LlamaImpl& model, F&& f) {
     DecoderBlock block = model.block(i);
     for (const char* name : kModules) f(target(*block, name));
   }
-}
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  const auto e = s.find_last_not_of(" \t");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
 }
 
 }  // namespace

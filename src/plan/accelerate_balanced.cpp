@@ -10,7 +10,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "ranktune/distributed/topology.h"
+#include "ranktune/core/text.h"
 
 namespace ranktune {
 namespace {
@@ -33,27 +33,32 @@ struct Tree {
 
 }  // namespace
 
-AccelerateAssignment accelerate_balanced_map(const ModelShape& m, int w, const std::vector<DeviceBudget>& devices,
+AccelerateAssignment accelerate_balanced_map(const LlamaConfig& m, int w, const std::vector<DeviceBudget>& devices,
                                              bool low_zero) {
-  const std::int64_t L = m.layers;
-  const std::int64_t d = m.hidden, kv = m.kv_dim(), f = m.ffn;
-  const std::int64_t embed = m.vocab * d * w;
-  const std::int64_t layer = m.layer_params() * w;
-  const std::int64_t head = m.tied ? 0 : m.vocab * d * w;  // a tied head's weight is counted with the embedding
+  const std::int64_t L = m.num_layers;
+  const std::int64_t d = m.hidden_size, q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
+  const std::int64_t f = m.intermediate_size;
+  const bool tied = m.tie_word_embeddings;
+  const std::int64_t embed = llama_embedding_parameter_count(m) * w;
+  const std::int64_t layer = llama_layer_parameter_count(m) * w;
+  const std::int64_t head = tied ? 0 : embed;  // a tied head's weight is counted with the embedding
+  const std::int64_t rotary = m.head_dim / 2 * w;  // model.rotary_emb's buffer: head_dim / 2 entries
 
-  // Leaf modules (for the mean-leaf buffer): embedding, 9 per layer, final norm, rotary buffer, untied head.
+  // Leaf modules (for the mean-leaf buffer): embedding, 9 per layer (their sizes add up to `layer`), final norm,
+  // rotary buffer, untied head.
   std::vector<std::int64_t> leaves{embed};
-  const std::int64_t bias = m.qkv_bias ? 1 : 0;
+  const std::int64_t qkv_bias = m.qkv_bias ? 1 : 0, o_bias = m.o_bias ? 1 : 0, mlp_bias = m.mlp_bias ? 1 : 0;
   for (std::int64_t i = 0; i < L; ++i) {
-    for (std::int64_t s : {(d * d + bias * d) * w, (d * kv + bias * kv) * w, (d * kv + bias * kv) * w, d * d * w,
-                           d * f * w, d * f * w, f * d * w, d * w, d * w})
+    for (std::int64_t s : {(d * q + qkv_bias * q) * w, (d * kv + qkv_bias * kv) * w, (d * kv + qkv_bias * kv) * w,
+                           (q * d + o_bias * d) * w, (d * f + mlp_bias * f) * w, (d * f + mlp_bias * f) * w,
+                           (f * d + mlp_bias * d) * w, d * w, d * w})
       leaves.push_back(s);
   }
   leaves.push_back(d * w);
-  leaves.push_back(m.head_dim() / 2 * w);
-  if (!m.tied) leaves.push_back(head);
+  leaves.push_back(rotary);
+  if (!tied) leaves.push_back(head);
 
-  const std::int64_t total = embed + L * layer + d * w + m.head_dim() / 2 * w + head;
+  const std::int64_t total = embed + L * layer + d * w + rotary + head;
   const int n = static_cast<int>(devices.size());
   std::vector<std::int64_t> budget(n);
   for (int i = 0; i < n; ++i) budget[i] = devices[i].bytes;
@@ -81,8 +86,8 @@ AccelerateAssignment accelerate_balanced_map(const ModelShape& m, int w, const s
     layer_nodes.push_back(t.add({"model.layers." + std::to_string(i), layer, {}, true, static_cast<int>(i + 1)}));
   const int layers = t.add({"model.layers", L * layer, layer_nodes, false, -1});
   const int norm = t.add({"model.norm", d * w, {}, false, static_cast<int>(L + 1)});
-  const int rotary = t.add({"model.rotary_emb", m.head_dim() / 2 * w, {}, false, -1});
-  const int model = t.add({"model", embed + L * layer + d * w + m.head_dim() / 2 * w, {emb, layers, norm, rotary}, false, -1});
+  const int rotary_node = t.add({"model.rotary_emb", rotary, {}, false, -1});
+  const int model = t.add({"model", embed + L * layer + d * w + rotary, {emb, layers, norm, rotary_node}, false, -1});
   const int lm_head = t.add({"lm_head", head, {}, false, static_cast<int>(L + 1)});
 
   // The largest unsplittable piece among what is still to place (get_max_layer_size).
@@ -126,7 +131,7 @@ AccelerateAssignment accelerate_balanced_map(const ModelShape& m, int w, const s
     // GPU 0 keeps room for the largest piece still waiting (the current one excluded).
     const std::int64_t reserve = dev == 0 ? max_layer(todo) : 0;
     // The tied head travels with the embedding.
-    const bool tied_pair = m.tied && cur == emb;
+    const bool tied_pair = tied && cur == emb;
     const std::int64_t need = nd.size;
     if (used[dev] + need <= budget[dev] - reserve) {
       used[dev] += need;
@@ -148,7 +153,8 @@ AccelerateAssignment accelerate_balanced_map(const ModelShape& m, int w, const s
   return out;
 }
 
-std::string accelerate_table(const ModelShape& m, const AccelerateAssignment& a, const std::vector<DeviceBudget>& devices) {
+std::string accelerate_table(const LlamaConfig& m, const AccelerateAssignment& a,
+                             const std::vector<DeviceBudget>& devices) {
   std::ostringstream os;
   const int n = static_cast<int>(devices.size());
   for (int dv = -1; dv < n; ++dv) {
@@ -162,7 +168,8 @@ std::string accelerate_table(const ModelShape& m, const AccelerateAssignment& a,
     }
     if (dv < 0 && !layers && !embed && !head) continue;
     os << "  " << std::left << std::setw(8) << (dv < 0 ? "offload" : "cuda:" + std::to_string(devices[dv].device))
-       << (embed ? "embed + " : "") << layers << " layer(s)" << (head ? (m.tied ? " + head (tied)" : " + head") : "")
+       << (embed ? "embed + " : "") << layers << " layer(s)"
+       << (head ? (m.tie_word_embeddings ? " + head (tied)" : " + head") : "")
        << (dv >= 0 ? "   weights " + format_bytes(a.weight_bytes[dv]) : "") << '\n';
   }
   return os.str();

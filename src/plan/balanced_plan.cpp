@@ -10,20 +10,9 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
-#include "ranktune/distributed/topology.h"
+#include "ranktune/core/text.h"
 
 namespace ranktune {
-namespace {
-
-std::string trim(std::string s) {
-  s.erase(0, s.find_first_not_of(" \t"));
-  s.erase(s.find_last_not_of(" \t") + 1);
-  return s;
-}
-
-std::string gib(std::int64_t b) { return format_bytes(b); }
-
-}  // namespace
 
 std::int64_t parse_bytes(const std::string& text) {
   const std::string t = trim(text);
@@ -134,13 +123,13 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
     for (int i = 0; i < n; ++i)
       if (const std::int64_t b = stage_peak_bytes(units, i, i + 1); b > largest) largest = b, largest_name = units[i].name;
     std::ostringstream os;
-    os << "the model does not fit: training needs " << gib(total) << " in total across " << s_count
-       << " device(s) offering " << gib(offered);
+    os << "the model does not fit: training needs " << format_bytes(total) << " in total across " << s_count
+       << " device(s) offering " << format_bytes(offered);
     if (largest > max_budget)
-      os << ", and '" << largest_name << "' alone needs " << gib(largest) << " (largest device budget " << gib(max_budget)
-         << ")";
+      os << ", and '" << largest_name << "' alone needs " << format_bytes(largest) << " (largest device budget "
+         << format_bytes(max_budget) << ")";
     else
-      os << " (contiguous stages cannot be packed into the budgets, ~" << gib((total + s_count - 1) / s_count)
+      os << " (contiguous stages cannot be packed into the budgets, ~" << format_bytes((total + s_count - 1) / s_count)
          << " per device needed)";
     throw OutOfMemoryError(os.str());
   }
@@ -163,15 +152,16 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
   return plan;
 }
 
-BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup, const std::vector<DeviceBudget>& devices,
-                               int micro_batches) {
+BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup,
+                               const std::vector<DeviceBudget>& devices, int micro_batches) {
   auto request = [&](TrainSetup s) {
     s.pipeline_chunks = micro_batches;
     PlanRequest r;
-    r.units = layer_costs(shape, s);
+    r.units = layer_costs(model, s);
     r.devices = devices;
     r.micro_batches = micro_batches;
-    if (shape.tied) r.tied_replica_bytes = r.units.back().weight_bytes - shape.hidden * (s.on_gpu ? 2 : 4);
+    if (model.tie_word_embeddings)
+      r.tied_replica_bytes = r.units.back().weight_bytes - model.hidden_size * (s.on_gpu ? 2 : 4);
     return r;
   };
   try {
@@ -181,7 +171,7 @@ BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup,
     auto try_variant = [&](TrainSetup s, const std::string& what) {
       try {
         plan_balanced(request(s));
-        ways.push_back(what + " (" + gib(training_footprint_bytes(shape, s)) + " in total)");
+        ways.push_back(what + " (" + format_bytes(training_footprint_bytes(model, s)) + " in total)");
       } catch (const OutOfMemoryError&) {
       }
     };
@@ -228,8 +218,9 @@ std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& la
     char share[16];
     std::snprintf(share, sizeof share, "%.1f%%", total > 0 ? 100.0 * s.flops / total : 0.0);
     os << std::setw(8) << (k < labels.size() ? labels[k] : "cuda:" + std::to_string(s.device)) << std::setw(22) << range << std::setw(8) << layers
-       << std::setw(12) << gib(w) << std::setw(12) << gib(st) << std::setw(13) << gib(a) << std::setw(12)
-       << gib(s.bytes) << std::setw(12) << (s.budget >= (std::int64_t{1} << 45) ? std::string("host") : gib(s.budget)) << share << '\n';
+       << std::setw(12) << format_bytes(w) << std::setw(12) << format_bytes(st) << std::setw(13) << format_bytes(a)
+       << std::setw(12) << format_bytes(s.bytes) << std::setw(12)
+       << (s.budget >= (std::int64_t{1} << 45) ? std::string("host") : format_bytes(s.budget)) << share << '\n';
   }
   char line[160];
   std::snprintf(line, sizeof line,

@@ -2,7 +2,7 @@
 // moments; LoRA keeps the frozen base plus fp32 adapters with gradients and moments. Activations: the tensors one
 // decoder layer saves for backward with fused (flash) attention, per token; with activation checkpointing only the
 // layer input. Compute: 2 FLOPs per multiply-add, backward twice forward (once for frozen LoRA bases), attention
-// 4*T*d per token per layer forward (causal halving ignored, as MFU conventions do).
+// 4*T*(num_heads*head_dim) per token per layer forward (causal halving ignored, as MFU conventions do).
 #include "ranktune/plan/layer_cost.h"
 
 #include <algorithm>
@@ -17,15 +17,20 @@ bool targets(const TrainSetup& s, const char* name) {
   return std::find(s.lora_targets.begin(), s.lora_targets.end(), name) != s.lora_targets.end();
 }
 
+// Widths of one decoder layer's projections: q and attention output num_heads x head_dim, k and v
+// num_kv_heads x head_dim (hidden_size only when head_dim is hidden_size / num_heads).
+std::int64_t q_width(const LlamaConfig& m) { return m.num_heads * m.head_dim; }
+std::int64_t kv_width(const LlamaConfig& m) { return m.num_kv_heads * m.head_dim; }
+
 // LoRA adapter parameters of one layer: r * (in + out) per targeted projection.
-std::int64_t lora_params(const ModelShape& m, const TrainSetup& s) {
+std::int64_t lora_params(const LlamaConfig& m, const TrainSetup& s) {
   if (s.lora_r == 0) return 0;
-  const std::int64_t d = m.hidden, kv = m.kv_dim(), f = m.ffn, r = s.lora_r;
+  const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size, r = s.lora_r;
   std::int64_t p = 0;
-  if (targets(s, "q")) p += r * (d + d);
+  if (targets(s, "q")) p += r * (d + q);
   if (targets(s, "k")) p += r * (d + kv);
   if (targets(s, "v")) p += r * (d + kv);
-  if (targets(s, "o")) p += r * (d + d);
+  if (targets(s, "o")) p += r * (q + d);
   if (targets(s, "gate")) p += r * (d + f);
   if (targets(s, "up")) p += r * (d + f);
   if (targets(s, "down")) p += r * (f + d);
@@ -53,15 +58,6 @@ UnitCost make_unit(std::string name, std::int64_t params, const TrainSetup& s, s
 
 }  // namespace
 
-std::int64_t ModelShape::layer_params() const {
-  const std::int64_t attn = hidden * hidden * 2 + hidden * kv_dim() * 2 + (qkv_bias ? hidden + 2 * kv_dim() : 0);
-  return attn + 3 * hidden * ffn + 2 * hidden;
-}
-std::int64_t ModelShape::embedding_params() const { return vocab * hidden; }
-std::int64_t ModelShape::total_params() const {
-  return embedding_params() * (tied ? 1 : 2) + layers * layer_params() + hidden;
-}
-
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   TrainSetup s;
   s.on_gpu = on_gpu;
@@ -76,8 +72,9 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   return s;
 }
 
-std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
-  if (m.hidden <= 0 || m.layers <= 0 || m.heads <= 0 || m.kv_heads <= 0 || m.vocab <= 0 || m.hidden % m.heads)
+std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
+  if (m.hidden_size <= 0 || m.num_layers <= 0 || m.num_heads <= 0 || m.num_kv_heads <= 0 || m.head_dim <= 0 ||
+      m.vocab_size <= 0)
     throw ConfigError("model shape is incomplete or inconsistent for planning");
   const bool lora = s.lora_r > 0;
   const std::int64_t tokens = s.micro_batch * s.seq_len;
@@ -88,16 +85,18 @@ std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
   std::vector<UnitCost> units;
 
   // Embedding: trained in full fine-tune, frozen with LoRA. Saves only the token ids.
-  UnitCost embed = make_unit("embed", m.embedding_params(), s, lora ? 0 : m.embedding_params());
+  const std::int64_t embed_params = llama_embedding_parameter_count(m);
+  UnitCost embed = make_unit("embed", embed_params, s, lora ? 0 : embed_params);
   embed.activation_bytes = tokens * 8;
   units.push_back(embed);
 
-  const std::int64_t d = m.hidden, kv = m.kv_dim(), f = m.ffn;
-  const std::int64_t lp = m.layer_params();
+  const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
+  const std::int64_t lp = llama_layer_parameter_count(m);
   const std::int64_t adapters = lora_params(m, s);
-  // Saved per token: norm in/out, q, k, v, attention out, o_proj in, residual, norm in/out, gate, up, silu, product.
-  const std::int64_t saved_per_token = 9 * d + 2 * kv + 4 * f;
-  for (std::int64_t i = 0; i < m.layers; ++i) {
+  // Saved per token: norm in/out, q, k, v, attention out, o_proj in, residual, norm in/out, gate, up, silu, product:
+  // nine tensors counted hidden-wide, of which q, attention out and o_proj in are q-wide (num_heads x head_dim).
+  const std::int64_t saved_per_token = 6 * d + 3 * q + 2 * kv + 4 * f;
+  for (std::int64_t i = 0; i < m.num_layers; ++i) {
     UnitCost u = make_unit("layer " + std::to_string(i), lp, s, lora ? 0 : lp);
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
     u.activation_bytes = tokens * act_bytes * (s.activation_checkpointing ? d : saved_per_token);
@@ -105,21 +104,22 @@ std::vector<UnitCost> layer_costs(const ModelShape& m, const TrainSetup& s) {
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * act_bytes * saved_per_token;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
-                                             3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(d));
+                                             3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(q));
     units.push_back(u);
   }
 
   // Final norm + lm_head. A tied head reuses the embedding: its weight travels from the embedding's device (the
   // explicit hop), so it is counted here as a replica (weight + gradient) when the two land on different devices.
-  const std::int64_t head_params = m.embedding_params();
-  UnitCost head = make_unit("head", d + (m.tied ? 0 : head_params), s, lora ? 0 : d + (m.tied ? 0 : head_params));
-  if (m.tied) head.weight_bytes += head_params * precision(s).weight * (lora ? 1 : 2);
+  const std::int64_t head_params = embed_params;
+  const bool tied = m.tie_word_embeddings;
+  UnitCost head = make_unit("head", d + (tied ? 0 : head_params), s, lora ? 0 : d + (tied ? 0 : head_params));
+  if (tied) head.weight_bytes += head_params * precision(s).weight * (lora ? 1 : 2);
   // The loss saves its fp32 log-softmax output ([tokens, vocab], every pipeline micro-batch's until its backward), and
   // its backward holds two more fp32 buffers of one micro-batch (that output's gradient, the fp32 logits' gradient);
   // the compute-precision logits are not kept. Counting only logits + log-softmax (6 bytes in bf16) under-predicted
   // an 8B head's GPU by 24 GiB at 16 x 2048 tokens, m = 1 (two H200s).
-  head.activation_bytes = tokens * (m.vocab * 4 + d * act_bytes);
-  head.working_bytes = chunk_tokens * m.vocab * 2 * 4;
+  head.activation_bytes = tokens * (m.vocab_size * 4 + d * act_bytes);
+  head.working_bytes = chunk_tokens * m.vocab_size * 2 * 4;
   head.flops = static_cast<double>(tokens) * (lora ? 4.0 : 6.0) * static_cast<double>(head_params);
   units.push_back(head);
   return units;
@@ -131,11 +131,12 @@ std::int64_t stage_peak_bytes(const std::vector<UnitCost>& units, int first, int
   return sum + working;
 }
 
-std::int64_t training_footprint_bytes(const ModelShape& shape, const TrainSetup& setup) {
-  const auto units = layer_costs(shape, setup);
+std::int64_t training_footprint_bytes(const LlamaConfig& model, const TrainSetup& setup) {
+  const auto units = layer_costs(model, setup);
   std::int64_t total = stage_peak_bytes(units, 0, static_cast<int>(units.size()));
-  if (shape.tied) {  // on one device the tied head needs no replica
-    const std::int64_t replica = shape.embedding_params() * precision(setup).weight * (setup.lora_r > 0 ? 1 : 2);
+  if (model.tie_word_embeddings) {  // on one device the tied head needs no replica
+    const std::int64_t replica =
+        llama_embedding_parameter_count(model) * precision(setup).weight * (setup.lora_r > 0 ? 1 : 2);
     total -= replica;
   }
   return total;

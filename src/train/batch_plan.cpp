@@ -1,5 +1,7 @@
 #include "ranktune/train/batch_plan.h"
 
+#include <cmath>
+
 #include "ranktune/core/config.h"
 #include "ranktune/core/error.h"
 
@@ -20,6 +22,16 @@ double token_loss_scale(long global_loss_tokens, int world_size) {
     throw UsageError("a training step has no loss-bearing tokens on any rank",
                      "every sample is fully masked: check the prompt masking of the dataset (ranktune prepare)");
   return static_cast<double>(world_size) / static_cast<double>(global_loss_tokens);
+}
+
+long steps_for_epochs(const BatchPlan& plan, double epochs, long train_rows) {
+  const long global_rows = plan.global_batch();
+  const long per_epoch = train_rows / global_rows;
+  if (per_epoch == 0)
+    throw ConfigError("one epoch (" + std::to_string(train_rows) + " training rows) is smaller than one global batch (" +
+                          std::to_string(global_rows) + " rows)",
+                      "lower train.micro_batch or train.grad_accum, or give more data");
+  return static_cast<long>(std::ceil(epochs * static_cast<double>(per_epoch)));
 }
 
 }  // namespace ranktune

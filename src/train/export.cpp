@@ -14,7 +14,7 @@
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/checkpoint_verify.h"
 #include "ranktune/io/durable_file.h"
-#include "ranktune/model/hf_checkpoint.h"
+#include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/safetensors.h"
 

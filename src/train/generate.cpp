@@ -5,7 +5,12 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include <algorithm>
+
 #include "ranktune/core/error.h"
+#include "ranktune/data/packer.h"
+#include "ranktune/data/tokenizer.h"
+#include "ranktune/io/row_store.h"
 
 namespace ranktune {
 
@@ -41,6 +46,33 @@ std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int3
   }
   if (was_training) model.train();
   return out;
+}
+
+std::vector<std::int32_t> sample_prompt(const RowStore& rows) {
+  constexpr std::size_t n = kSamplePromptTokens;
+  for (std::int64_t r = 0; r < static_cast<std::int64_t>(rows.size()); ++r) {
+    const PackedRow row = rows.row(r);
+    for (std::size_t i = 0; i + n <= row.input_ids.size(); ++i) {
+      const auto targets = row.targets.begin() + static_cast<std::ptrdiff_t>(i);
+      if (row.position_ids[i] == 0 && row.position_ids[i + n - 1] == static_cast<std::int32_t>(n - 1) &&
+          std::none_of(targets, targets + static_cast<std::ptrdiff_t>(n - 1),
+                       [](std::int32_t t) { return t == kIgnoreTarget; }))
+        return {row.input_ids.begin() + static_cast<std::ptrdiff_t>(i),
+                row.input_ids.begin() + static_cast<std::ptrdiff_t>(i + n)};
+    }
+  }
+  const PackedRow first = rows.row(0);
+  return {first.input_ids.begin(), first.input_ids.begin() + kSampleFallbackTokens};
+}
+
+std::string sample_text(LlamaImpl& model, const RowStore& rows, const Tokenizer& tokenizer) {
+  const std::vector<std::int32_t> prompt = sample_prompt(rows);
+  GenerateOptions o;
+  o.max_new_tokens = kSampleNewTokens;
+  o.stop_token = tokenizer.eos_id().value_or(-1);
+  o.vocab_limit = tokenizer.vocab_size();
+  const std::vector<std::int32_t> continuation = generate(model, prompt, o);
+  return "[" + tokenizer.decode(prompt) + "]" + tokenizer.decode(continuation);
 }
 
 }  // namespace ranktune

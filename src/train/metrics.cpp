@@ -113,4 +113,14 @@ double cuda_peak_memory_gib(int device, bool reset_peak) {
 #endif
 }
 
+std::string peak_memory_describe(const std::vector<std::pair<int, double>>& device_peak_gib) {
+  std::string line = "peak memory per GPU:";
+  for (const auto& [device, gib] : device_peak_gib) {
+    char part[48];
+    std::snprintf(part, sizeof part, " cuda:%d %.1f GiB", device, gib);
+    line += part;
+  }
+  return line;
+}
+
 }  // namespace ranktune

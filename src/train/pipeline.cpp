@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -333,6 +334,18 @@ std::string PipelineExecutor::describe() const {
     os << (s ? ";" : "") << " [" << stages_[s].device.str() << "] " << unit(stages_[s].first_unit)
        << (stages_[s].last_unit > stages_[s].first_unit ? " .. " + unit(stages_[s].last_unit) : "");
   return os.str();
+}
+
+std::string stage_busy_describe(const std::vector<StageRange>& stages, const std::vector<double>& busy_s,
+                                double step_seconds) {
+  std::string line = "busy time per stage over " + std::to_string(step_seconds).substr(0, 6) + " s of steps:";
+  for (std::size_t i = 0; i < busy_s.size(); ++i) {
+    char part[96];
+    std::snprintf(part, sizeof part, " %zu [%s] %.2f s (%.0f%%)", i, stages.at(i).device.str().c_str(), busy_s[i],
+                  100 * busy_s[i] / step_seconds);
+    line += part;
+  }
+  return line;
 }
 
 }  // namespace ranktune

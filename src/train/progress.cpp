@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ranktune/distributed/topology.h"
+
 namespace ranktune {
 namespace {
 
@@ -48,7 +50,7 @@ Progress::Progress(std::ostream& out, long total_steps, long log_every, long sta
 bool Progress::stdout_is_tty() {
   const char* term = std::getenv("TERM");
   // Launchers give ranks a pseudo-terminal but forward it into job logs: under mpirun or Slurm, plain lines.
-  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("SLURM_JOB_ID") || std::getenv("PMI_SIZE");
+  const bool launched = launch_is_managed(launch_env_capture());
   return isatty(STDOUT_FILENO) == 1 && !launched && !(term && std::strcmp(term, "dumb") == 0);
 }
 

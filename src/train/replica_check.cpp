@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "ranktune/distributed/agree.h"
-#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/crc32c.h"
 
@@ -26,7 +26,7 @@ std::string hex(std::uint32_t v) {
 ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long step) {
   ReplicaDigest d;
   d.ranks = env.size();
-  std::vector<std::uint32_t> mine;  // one CRC per tensor, so a mismatch can name the tensor
+  std::vector<std::uint64_t> mine;  // one CRC per tensor, so a mismatch can name the tensor
   mine.reserve(params.size());
   for (const auto& item : params) {
     // A GPU tensor is copied to the host first; contiguous() because the CRC reads the storage in order.
@@ -38,18 +38,18 @@ ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long 
   }
   d.tensors = mine.size();
 
-  const int count = static_cast<int>(mine.size());
-  std::vector<std::uint32_t> all(mine.size() * static_cast<std::size_t>(env.size()));
-  RANKTUNE_MPI_CHECK(MPI_Allgather(mine.data(), count, MPI_UINT32_T, all.data(), count, MPI_UINT32_T, env.world()));
+  const std::vector<std::vector<std::uint64_t>> all = host::all_gather(env, mine);
+  for (const auto& theirs : all)  // every rank sees a count that differs from its own, so all of them throw
+    if (theirs.size() != mine.size()) throw CommError("replica check: the ranks hold different numbers of tensors");
 
   // Every rank holds the same table, so every rank reaches the same verdict and throws the same error: no rank is
   // left waiting in a collective, and main prints it once.
   int differing = 0, first_rank = -1;
   std::size_t first_tensor = 0;
   for (int r = 1; r < env.size(); ++r) {
-    const std::uint32_t* theirs = all.data() + static_cast<std::size_t>(r) * mine.size();
+    const std::vector<std::uint64_t>& theirs = all[static_cast<std::size_t>(r)];
     for (std::size_t i = 0; i < mine.size(); ++i)
-      if (theirs[i] != all[i]) {
+      if (theirs[i] != all[0][i]) {
         if (first_rank < 0) {
           first_rank = r;
           first_tensor = i;
@@ -59,8 +59,8 @@ ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long 
       }
   }
   if (first_rank < 0) return d;
-  const std::uint32_t ref = all[first_tensor];
-  const std::uint32_t got = all[static_cast<std::size_t>(first_rank) * mine.size() + first_tensor];
+  const auto ref = static_cast<std::uint32_t>(all[0][first_tensor]);
+  const auto got = static_cast<std::uint32_t>(all[static_cast<std::size_t>(first_rank)][first_tensor]);
   throw AgreedError(ExitCode::internal,
                     "DDP replicas diverged at step " + std::to_string(step) + ": rank " + std::to_string(first_rank) +
                         "'s trainable parameters differ from rank 0's, first at '" + params[first_tensor].key() +

@@ -12,7 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/hash.h"
 #include "ranktune/core/log.h"
+#include "ranktune/model/hf_model_dir.h"
+#include "ranktune/model/llama.h"
 
 namespace ranktune {
 namespace {
@@ -85,6 +88,21 @@ bool base_identity_same(const std::string& saved, const std::string& now) {
   if (saved == now) return true;
   const auto cut = now.rfind(kTensorsTag);
   return cut != std::string::npos && saved.find(kTensorsTag) == std::string::npos && saved == now.substr(0, cut);
+}
+
+std::string run_base_identity(const Config& cfg, const LlamaImpl& model) {
+  const std::uint64_t config = fnv1a(llama_config_to_json(model.config()));
+  if (cfg.model.path.empty())
+    return base_identity_text("random init, seed " + std::to_string(cfg.seed), config, std::nullopt);
+  const HfModelDir files(cfg.model.path);  // maps the files again: headers only, no tensor is read
+  Fnv1a index;
+  for (const auto& name : files.names()) {
+    const SafetensorsEntry& e = *files.find(name);
+    std::string line = name + '\t' + safetensors_dtype_name(e.dtype) + '\t';
+    for (std::int64_t d : e.shape) line += std::to_string(d) + ',';
+    index.update(line + '\n');
+  }
+  return base_identity_text(cfg.model.path, config, index.value());
 }
 
 ModelRecord model_record_make(const Config& cfg, std::string config_json, std::string base_identity) {

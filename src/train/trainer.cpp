@@ -4,11 +4,16 @@
 #include "ranktune/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <torch/types.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -19,7 +24,7 @@
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/communicator.h"
 #include "ranktune/distributed/grad_sync.h"
-#include "ranktune/distributed/mpi_check.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/signals.h"
 #include "ranktune/io/h5.h"
@@ -49,26 +54,39 @@ NamedTensors trainable(const torch::nn::Module& model) {
   return out;
 }
 
-// Sums in place over all ranks (MPI: small host values, once per step).
-void sum_over_ranks(const MpiEnv& env, std::vector<double>& v) {
-  RANKTUNE_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, MPI_SUM, env.world()));
+double seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
 }
 
-FlopsShape flops_shape(const LlamaImpl& m, const NamedTensors& params, bool lora, int seq_len) {
-  const LlamaConfig& c = m.config();
-  FlopsShape f;
-  double total = 0, embed = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-  for (const auto& p : m.parameters()) total += static_cast<double>(p.numel());
-  double adapters = 0;
-  if (lora)
-    for (const auto& p : params.values()) adapters += static_cast<double>(p.numel());
-  f.non_embedding_params = total - adapters - embed + (c.tie_word_embeddings ? embed : 0);
-  f.adapter_params = adapters;
-  f.frozen_base = lora;
-  f.layers = static_cast<int>(c.num_layers);
-  f.hidden = static_cast<int>(c.hidden_size);
-  f.seq_len = seq_len;
-  return f;
+// LoRA's adapter parameters (all that trains then), for the MFU formula; empty for a full fine-tune.
+std::optional<std::int64_t> lora_adapter_params(const NamedTensors& params, bool lora) {
+  if (!lora) return std::nullopt;
+  std::int64_t n = 0;
+  for (const auto& p : params.values()) n += p.numel();
+  return n;
+}
+
+// A checkpoint directory that cannot be written is found at start, not by a warning at every save of a run that then
+// ends with nothing saved. mkdir -p and a probe file, in POSIX calls like MetricsWriter's output_dir check.
+void require_writable_dir(const std::string& dir, int rank) {
+  const char* hint = "check checkpoint.dir";
+  for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    const std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0777) != 0 && errno != EEXIST)
+      throw UsageError("cannot create checkpoint directory " + prefix + ": " + std::strerror(errno), hint);
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw UsageError("checkpoint directory " + dir + " is not a directory", hint);
+  const std::string probe =
+      dir + "/.write_probe.rank" + std::to_string(rank) + "." + std::to_string(static_cast<long>(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const bool wrote = fd >= 0 && ::write(fd, "x", 1) == 1;
+  const int err = errno;
+  if (fd >= 0) ::close(fd);
+  ::unlink(probe.c_str());
+  if (!wrote) throw UsageError("cannot write in checkpoint directory " + dir + ": " + std::strerror(err), hint);
 }
 
 }  // namespace
@@ -97,7 +115,8 @@ struct Trainer::State {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<MetricsWriter> metrics;
   double flops_per_token = 0;
-  bool ddp = false;
+  ParallelMode mode = ParallelMode::single;
+  bool ddp() const { return mode == ParallelMode::ddp; }
   ModelRecord record;  // what the checkpoints say about the model
   h5::FileLocking locking = h5::FileLocking::best_effort;
   RunPosition pos;       // where the run stands (restored on resume)
@@ -108,7 +127,7 @@ struct Trainer::State {
   std::optional<ReplicaDigest> replicas;
   long replicas_step = -1;
   void check_replicas(long step) {
-    if (!ddp || env.size() < 2 || step == replicas_step) return;
+    if (!ddp() || env.size() < 2 || step == replicas_step) return;
     replicas = replica_check(env, params, step);
     replicas_step = step;
   }
@@ -117,20 +136,24 @@ struct Trainer::State {
       : cfg(c), env(e), comm(cm), model(std::move(m)), data(d) {}
 };
 
-Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data,
-                 std::string base_identity, std::shared_ptr<PipelineExecutor> pipeline)
+Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, ParallelMode mode, Llama model,
+                 const TokenData& data, std::string base_identity, std::shared_ptr<PipelineExecutor> pipeline)
     : s_(std::make_unique<State>(cfg, env, comm, std::move(model), data)) {
   State& s = *s_;
-  s.ddp = ddp;
+  if ((mode == ParallelMode::balanced) != (pipeline != nullptr))
+    throw LibraryError(std::string("Trainer: parallel mode ") + parallel_mode_name(mode) +
+                       (pipeline ? " given a pipeline" : " without its pipeline"));
+  s.mode = mode;
   s.pipeline = std::move(pipeline);
   for (const auto& p : s.model->parameters())
-    if (p.is_cuda() && std::find(s.gpus.begin(), s.gpus.end(), p.get_device()) == s.gpus.end()) s.gpus.push_back(p.get_device());
+    if (p.is_cuda() && std::find(s.gpus.begin(), s.gpus.end(), p.get_device()) == s.gpus.end())
+      s.gpus.push_back(p.get_device());
   s.record = model_record_make(cfg, llama_config_to_json(s.model->config()), std::move(base_identity));
   s.locking = h5::file_locking_parse(cfg.checkpoint.file_locking);
   s.device = s.model->parameters().front().device();
   s.params = trainable(*s.model);
   if (s.params.is_empty()) throw ConfigError("the model has no trainable parameter");
-  if (ddp) {
+  if (s.ddp()) {
     GradSyncOptions o;
     o.bucket_mb = cfg.parallel.bucket_mb;
     s.sync = std::make_unique<GradSync>(comm, s.params, o);  // also broadcasts rank 0's weights
@@ -146,9 +169,12 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool 
   so.seed = static_cast<std::uint64_t>(cfg.seed);
   s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
   s.fault = fault_hook_from_env(env.rank());
+  if (!cfg.checkpoint.dir.empty())  // every rank writes its own file of each checkpoint
+    agree_run(env, [&] { require_writable_dir(cfg.checkpoint.dir, env.rank()); });
   resume();
   s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/s.pos.step > 0, env.rank() == 0);
-  s.flops_per_token = train_flops_per_token(flops_shape(*s.model, s.params, cfg.lora.r > 0, cfg.train.seq_len));
+  s.flops_per_token =
+      train_flops_per_token(s.model->config(), cfg.train.seq_len, lora_adapter_params(s.params, cfg.lora.r > 0));
   log0() << s.plan.describe();
   log0() << s.opt->describe();
 }
@@ -160,7 +186,8 @@ void Trainer::resume() {
   const auto t0 = Clock::now();
   const auto loaded = checkpoint_resume(s.env, s.cfg.resume, s.cfg.checkpoint.dir, s.locking);
   if (!loaded) {
-    if (s.cfg.resume == "auto") log0() << "resume: no committed checkpoint under " << s.cfg.checkpoint.dir << ", starting fresh";
+    if (s.cfg.resume == "auto")
+      log0() << "resume: no committed checkpoint under " << s.cfg.checkpoint.dir << ", starting fresh";
     return;
   }
   agree_run(s.env, [&] {
@@ -188,7 +215,7 @@ bool Trainer::save(long step) {
   req.step = step;
   req.keep = s.cfg.checkpoint.keep;
   req.locking = s.locking;
-  req.meta.mode = s.ddp ? "ddp" : s.pipeline ? "balanced" : "single";
+  req.meta.mode = parallel_mode_name(s.mode);
   req.meta.topology = std::to_string(s.env.size()) + " rank(s) on " + s.device.str();
   req.meta.config_hash = config_hash(s.cfg);
   req.meta.replicated = true;
@@ -214,119 +241,153 @@ double Trainer::evaluate() {
   std::vector<double> acc{0, 0};  // loss sum, tokens
   // Rank r evaluates rows r, r + N, ...: every held-out row exactly once whatever the world size.
   std::vector<std::int64_t> mine;
-  for (std::int64_t i = s.env.rank(); i < static_cast<std::int64_t>(s.data.val.size()); i += s.env.size()) mine.push_back(i);
-  for (std::size_t b = 0; b < mine.size(); b += static_cast<std::size_t>(s.cfg.train.micro_batch)) {
+  for (std::int64_t i = s.env.rank(); i < static_cast<std::int64_t>(s.data.val.size()); i += s.env.size())
+    mine.push_back(i);
+  const auto micro = static_cast<std::size_t>(s.cfg.train.micro_batch);
+  for (std::size_t b = 0; b < mine.size(); b += micro) {
     std::vector<std::int64_t> idx(mine.begin() + static_cast<std::ptrdiff_t>(b),
-                                  mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), b + s.cfg.train.micro_batch)));
+                                  mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), b + micro)));
     const BatchTensors bt = batch_tensors(s.data.val, idx, s.device);
     acc[0] += token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets).item<double>();
     acc[1] += static_cast<double>(bt.loss_tokens);
   }
-  sum_over_ranks(s.env, acc);
+  host::sum(s.env, acc);
   s.model->train();
   return acc[1] > 0 ? acc[0] / acc[1] : -1;
 }
 
 TrainResult Trainer::run() {
   State& s = *s_;
-  const auto& t = s.cfg.train;
+  const TrainConfig& t = s.cfg.train;
   TrainResult result;
-  const bool tty = s.env.rank() == 0 && Progress::stdout_is_tty();
-  Progress progress(std::cout, t.steps, t.log_every, s.pos.step, tty);
+  result.first_step = s.pos.step + 1;
+  result.steps = s.pos.step;  // a run resumed at or past train.steps takes no step
+  Progress progress(std::cout, t.steps, t.log_every, s.pos.step, s.env.rank() == 0 && Progress::stdout_is_tty());
   s.model->train();
   signals_hold_term(true);  // from here on SIGTERM means: save if there is time, then exit
   const auto start = Clock::now();
   auto last = start;
-  result.first_step = s.pos.step + 1;
-  result.steps = s.pos.step;  // a run resumed at or past train.steps takes no step
   for (long step = s.pos.step; step < t.steps; ++step) {
-    fault_hook_fire(s.fault, s.env.rank(), step + 1);
-    const double lr = lr_at(s.schedule, step);
-    const auto micro = s.sampler->next_step();
-    std::vector<double> counts{0};
-    for (const auto& m : micro) counts[0] += static_cast<double>(count_loss_tokens(s.data.train, m));
-    sum_over_ranks(s.env, counts);
-    const long global_tokens = static_cast<long>(counts[0]);
-    const double scale = token_loss_scale(global_tokens, s.env.size());
-
-    std::vector<double> loss{0};
-    for (std::size_t m = 0; m < micro.size(); ++m) {
-      if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
-      const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device);
-      at::Tensor sum;
-      if (s.pipeline) {
-        sum = s.pipeline->forward_backward(bt, scale);
-      } else {
-        sum = token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets);
-        (sum * scale).backward();
-      }
-      loss[0] += sum.item<double>();
-    }
-    if (s.sync) s.sync->finish();
-    const double norm = t.grad_clip > 0 ? clip_grad_norm(s.params, t.grad_clip) : grad_norm(s.params);
-    s.opt->step(lr);
-    if (s.sync) s.sync->zero_grad();
-    else zero_grads(s.params);
-    sum_over_ranks(s.env, loss);
-
+    StepMetrics row = step_once(step);
     const auto now = Clock::now();
-    const double dt = std::chrono::duration<double>(now - last).count();
-    last = now;
-    s.pos.step = step + 1;
-    s.pos.tokens += s.plan.tokens_per_step();
-    s.pos.cursor = s.sampler->cursor();
-    StepMetrics row;
-    row.step = step + 1;
-    row.loss = global_tokens > 0 ? loss[0] / static_cast<double>(global_tokens) : NAN;
-    row.lr = lr;
-    row.grad_norm = norm;
-    row.tokens_per_s = static_cast<double>(s.plan.tokens_per_step()) / dt;
-    result.step_seconds += dt;
-    if (s.pipeline) {
-      const auto busy = s.pipeline->take_busy_seconds();
-      result.stage_busy_s.resize(busy.size());
-      for (std::size_t i = 0; i < busy.size(); ++i) result.stage_busy_s[i] += busy[i];
-    }
-    const int gpus = s.pipeline ? static_cast<int>(s.gpus.size()) : s.env.size();
-    row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, gpus) : NAN;
-    if (s.device.is_cuda()) {
-      row.gpu_mem_gib = 0;  // the fullest device
-      result.device_peak_gib.resize(s.gpus.size());
-      for (std::size_t i = 0; i < s.gpus.size(); ++i) {
-        const double peak = cuda_peak_memory_gib(s.gpus[i], true);
-        row.gpu_mem_gib = std::max(row.gpu_mem_gib, peak);
-        result.device_peak_gib[i] = {s.gpus[i], std::max(result.device_peak_gib[i].second, peak)};
-      }
-    }
-    row.elapsed_s = std::chrono::duration<double>(now - start).count();
-    row.tokens = s.pos.tokens;
-    if (!std::isfinite(row.loss))
-      throw Error(ExitCode::internal, "training loss became " + std::to_string(row.loss) + " at step " +
-                                          std::to_string(row.step),
-                  "lower --train.lr or enable --train.grad_clip");
-    if ((t.eval_every > 0 && row.step % t.eval_every == 0) || row.step == t.steps) {
-      row.eval_loss = evaluate();
-      result.final_eval_loss = *row.eval_loss;
-    }
-    result.losses.push_back(row.loss);
-    result.steps = row.step;
-    if (s.env.rank() == 0) {
-      s.metrics->write(row);
-      progress.update(row);
-    }
-    // Every rank learns at the same boundary whether any rank was signalled.
-    const StopAgreement stop = signals_agree(s.env);
-    const bool periodic = s.cfg.checkpoint.every_steps > 0 && row.step % s.cfg.checkpoint.every_steps == 0;
-    if (stop.request != StopRequest::none) {
-      result.stopped = true;
-      result.stop_reason = stop_agreement_describe(stop);
-      log0() << "stop: " << result.stop_reason << " at step " << row.step;
-      result.saved = save(row.step);
-      break;
-    }
-    if (periodic || (row.step == t.steps && s.cfg.checkpoint.at_end)) save(row.step);
+    time_step(row, seconds(last, now), seconds(start, now), result);
+    report(row, result, progress);
+    if (stop_or_save(row.step, result)) break;
     last = Clock::now();  // the next step's tokens/s counts its own work, not this step's evaluation or save
   }
+  finish(result, progress);
+  return result;
+}
+
+StepMetrics Trainer::step_once(long step) {
+  State& s = *s_;
+  const TrainConfig& t = s.cfg.train;
+  fault_hook_fire(s.fault, s.env.rank(), step + 1);
+  const double lr = lr_at(s.schedule, step);
+  const auto micro = s.sampler->next_step();
+  std::int64_t tokens = 0;
+  for (const auto& m : micro) tokens += count_loss_tokens(s.data.train, m);
+  const std::int64_t global_tokens = host::sum(s.env, tokens);
+  const double scale = token_loss_scale(global_tokens, s.env.size());
+
+  double loss = 0;
+  for (std::size_t m = 0; m < micro.size(); ++m) {
+    if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
+    const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device);
+    at::Tensor sum;
+    if (s.pipeline) {
+      sum = s.pipeline->forward_backward(bt, scale);
+    } else {
+      sum = token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets);
+      (sum * scale).backward();
+    }
+    loss += sum.item<double>();
+  }
+  if (s.sync) s.sync->finish();
+  const double norm = t.grad_clip > 0 ? clip_grad_norm(s.params, t.grad_clip) : grad_norm(s.params);
+  s.opt->step(lr);
+  if (s.sync) s.sync->zero_grad();
+  else zero_grads(s.params);
+  loss = host::sum(s.env, loss);
+
+  s.pos.step = step + 1;
+  s.pos.tokens += s.plan.tokens_per_step();
+  s.pos.cursor = s.sampler->cursor();
+  StepMetrics row;
+  row.step = step + 1;
+  row.loss = global_tokens > 0 ? loss / static_cast<double>(global_tokens) : NAN;
+  row.lr = lr;
+  row.grad_norm = norm;
+  row.tokens = s.pos.tokens;
+  return row;
+}
+
+void Trainer::time_step(StepMetrics& row, double step_s, double elapsed_s, TrainResult& result) {
+  State& s = *s_;
+  row.tokens_per_s = static_cast<double>(s.plan.tokens_per_step()) / step_s;
+  row.elapsed_s = elapsed_s;
+  result.step_seconds += step_s;
+  if (s.pipeline) {
+    const auto busy = s.pipeline->take_busy_seconds();
+    result.stage_busy_s.resize(busy.size());
+    for (std::size_t i = 0; i < busy.size(); ++i) result.stage_busy_s[i] += busy[i];
+  }
+  const int gpus = s.pipeline ? static_cast<int>(s.gpus.size()) : s.env.size();
+  row.mfu = s.device.is_cuda() ? mfu(row.tokens_per_s, s.flops_per_token, gpus) : NAN;
+  if (s.device.is_cuda()) {
+    row.gpu_mem_gib = 0;  // the fullest device
+    result.device_peak_gib.resize(s.gpus.size());
+    for (std::size_t i = 0; i < s.gpus.size(); ++i) {
+      const double peak = cuda_peak_memory_gib(s.gpus[i], true);
+      row.gpu_mem_gib = std::max(row.gpu_mem_gib, peak);
+      result.device_peak_gib[i] = {s.gpus[i], std::max(result.device_peak_gib[i].second, peak)};
+    }
+  }
+}
+
+void Trainer::report(StepMetrics& row, TrainResult& result, Progress& progress) {
+  State& s = *s_;
+  const TrainConfig& t = s.cfg.train;
+  if (!std::isfinite(row.loss))
+    throw Error(ExitCode::internal, "training loss became " + std::to_string(row.loss) + " at step " +
+                                        std::to_string(row.step),
+                "lower --train.lr or enable --train.grad_clip");
+  // A finite loss does not prove a sane step: an overflowing gradient already reached the weights through the
+  // optimizer, so stop before this step can be evaluated or saved.
+  if (!std::isfinite(row.grad_norm))
+    throw Error(ExitCode::internal, "gradient norm became " + std::to_string(row.grad_norm) + " at step " +
+                                        std::to_string(row.step),
+                "lower --train.lr or enable --train.grad_clip");
+  if ((t.eval_every > 0 && row.step % t.eval_every == 0) || row.step == t.steps) {
+    row.eval_loss = evaluate();
+    result.final_eval_loss = *row.eval_loss;
+  }
+  result.losses.push_back(row.loss);
+  result.steps = row.step;
+  if (s.env.rank() == 0) {
+    s.metrics->write(row);
+    progress.update(row);
+  }
+}
+
+bool Trainer::stop_or_save(long step, TrainResult& result) {
+  State& s = *s_;
+  // Every rank learns at the same boundary whether any rank was signalled.
+  const StopAgreement stop = signals_agree(s.env);
+  if (stop.request != StopRequest::none) {
+    result.stopped = true;
+    result.stop_reason = stop_agreement_describe(stop);
+    log0() << "stop: " << result.stop_reason << " at step " << step;
+    result.saved = save(step);
+    return true;
+  }
+  const bool periodic = s.cfg.checkpoint.every_steps > 0 && step % s.cfg.checkpoint.every_steps == 0;
+  if (periodic || (step == s.cfg.train.steps && s.cfg.checkpoint.at_end)) save(step);
+  return false;
+}
+
+void Trainer::finish(TrainResult& result, Progress& progress) {
+  State& s = *s_;
   // After a stop the checkpoint is committed and the process is on its way to exit 75: a second SIGTERM (Slurm sends
   // one to every process) must not turn that into death by signal, which the batch script would not requeue.
   if (!result.stopped) signals_hold_term(false);
@@ -336,7 +397,6 @@ TrainResult Trainer::run() {
     log0() << "metrics: " << s.metrics->jsonl_path() << " and " << s.metrics->csv_path();
   }
   if (s.replicas) log0() << replica_digest_describe(*s.replicas);
-  return result;
 }
 
 }  // namespace ranktune

@@ -3,12 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <fstream>
 
 #include "ranktune/data/byte_tokenizer.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/record.h"
+#include "support/scratch_dir.h"
 
 namespace ranktune {
 namespace {
@@ -18,20 +18,16 @@ using testing::HasSubstr;
 class RecordTest : public testing::Test {
  protected:
   std::string write(const std::string& name, const std::string& text) {
-    const auto path = std::filesystem::temp_directory_path() / ("ranktune_rec_" + std::to_string(::getpid()) + "_" + name);
+    const std::string path = dir_ / name;
     std::ofstream(path, std::ios::binary) << text;
-    files_.push_back(path);
-    return path.string();
-  }
-  void TearDown() override {
-    for (const auto& f : files_) std::filesystem::remove(f);
+    return path;
   }
   static std::vector<Record> read_all(RecordReader& r) {
     std::vector<Record> out;
     while (auto rec = r.next()) out.push_back(*rec);
     return out;
   }
-  std::vector<std::filesystem::path> files_;
+  test::ScratchDir dir_{"rec_" + test::test_name()};
 };
 
 TEST_F(RecordTest, ReadsTheThreeShapes) {

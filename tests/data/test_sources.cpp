@@ -3,7 +3,6 @@
 // of chat records, several files in order, byte progress up to the total.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -11,6 +10,7 @@
 #include "ranktune/data/byte_tokenizer.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/sources.h"
+#include "support/scratch_dir.h"
 
 namespace ranktune {
 namespace {
@@ -20,19 +20,15 @@ using testing::HasSubstr;
 class SourcesTest : public testing::Test {
  protected:
   std::string write(const std::string& name, const std::string& text) {
-    const auto path = std::filesystem::temp_directory_path() / ("ranktune_src_" + std::to_string(::getpid()) + "_" + name);
+    const std::string path = dir_ / name;
     std::ofstream(path, std::ios::binary) << text;
-    files_.push_back(path);
-    return path.string();
-  }
-  void TearDown() override {
-    for (const auto& f : files_) std::filesystem::remove(f);
+    return path;
   }
   SourcesStats pack(const std::vector<std::string>& paths, SourcesOptions o, std::vector<PackedRow>* rows = nullptr) {
     return sources_pack(paths, tok_, o, [rows](const PackedRow& r) { if (rows) rows->push_back(r); });
   }
   ByteTokenizer tok_;
-  std::vector<std::filesystem::path> files_;
+  test::ScratchDir dir_{"src_" + test::test_name()};
 };
 
 TEST_F(SourcesTest, OverlongDocumentsAreTruncatedOrSplitAndCounted) {

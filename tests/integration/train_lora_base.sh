@@ -71,7 +71,7 @@ lines same_base out "without a tensor index" 0
 mkdir -p "$WORK/legacy"
 cp -r "$WORK/ckpt/step_00000006" "$WORK/legacy/"
 echo step_00000006 >"$WORK/legacy/latest"
-python3 - "$WORK/legacy/step_00000006" "$RANKTUNE_SOURCE/tests/io" <<'PY' && ok "legacy identity written" || fail "legacy identity not written"
+python3 - "$WORK/legacy/step_00000006" "$RANKTUNE_SOURCE/tests/support" <<'PY' && ok "legacy identity written" || fail "legacy identity not written"
 import pathlib, sys
 import h5py
 sys.path.insert(0, sys.argv[2])

@@ -56,7 +56,7 @@ same_losses lora1 lora2acc && ok "LoRA: 2 ranks with 2-way accumulation match on
 
 # Parameters after 60 steps, read back from the final checkpoints with h5py: 1 rank vs 2 ranks (full and LoRA).
 # Rounding differences of the reduction order compound over 60 Adam steps (~1e-6 relative here); the 4-step MLP
-# test (tests/train/test_grad_sync.cpp) holds the 1e-6 bound.
+# test (tests/distributed/test_grad_sync.cpp) holds the 1e-6 bound.
 same_weights() {  # same_weights A B [STEP [TOLERANCE [METRIC]]]; METRIC max (default): max|a-b| / max|a| per tensor,
                   # norm: ||a-b|| / ||a|| per tensor (both printed; the worst tensor counts)
   python3 - "$WORK/$1/ckpt/step_$(printf %08d "${3:-60}")/rank_00000.h5" \

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "support"))
 from crc32c_ref import crc32c, manifest_text  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 // DIR/replicated and DIR/per_rank, both step 7, from however many ranks run this (CTest: 2).
 #include <cstdio>
 
-#include "fixture_state.h"
+#include "io/fixture_state.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint.h"
 #include "ranktune/io/durable_file.h"

@@ -5,20 +5,19 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 
-#include "fixture_state.h"
+#include "io/fixture_state.h"
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint.h"
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/checkpoint_verify.h"
-#include "ranktune/io/durable_file.h"
+#include "support/shared_scratch_dir.h"
 
 namespace fs = std::filesystem;
 using namespace ranktune;
@@ -50,22 +49,11 @@ class CheckpointTest : public testing::Test {
  protected:
   void SetUp() override {
     env_ = std::make_unique<MpiEnv>(nullptr, nullptr);
-    std::string d;
-    if (env_->rank() == 0) {
-      d = (fs::temp_directory_path() / ("ranktune_ckpt_" + std::to_string(::getpid()) + "_" +
-                                        testing::UnitTest::GetInstance()->current_test_info()->name()))
-              .string();
-      remove_tree(d);
-    }
-    int n = static_cast<int>(d.size());
-    MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    d.resize(static_cast<std::size_t>(n));
-    MPI_Bcast(d.data(), n, MPI_CHAR, 0, MPI_COMM_WORLD);
-    dir_ = d;
+    scratch_ = std::make_unique<test::SharedScratchDir>(*env_, "ckpt_" + test::test_name());
+    dir_ = scratch_->path() / "ckpt";  // not created: the protocol starts from a directory that does not exist yet
   }
   void TearDown() override {
-    barrier();
-    if (env_->rank() == 0) remove_tree(dir_);
+    scratch_.reset();
     env_.reset();
   }
   void barrier() const { MPI_Barrier(MPI_COMM_WORLD); }
@@ -86,6 +74,7 @@ class CheckpointTest : public testing::Test {
   }
 
   std::unique_ptr<MpiEnv> env_;
+  std::unique_ptr<test::SharedScratchDir> scratch_;
   fs::path dir_;
 };
 

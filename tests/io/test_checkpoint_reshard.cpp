@@ -2,7 +2,7 @@
 // files where they exist), a per-rank one is refused with both world sizes named.
 #include <gtest/gtest.h>
 
-#include "fixture_state.h"
+#include "io/fixture_state.h"
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/checkpoint.h"

@@ -11,6 +11,7 @@
 #include "ranktune/core/error.h"
 #include "ranktune/io/crc32c.h"
 #include "ranktune/io/manifest.h"
+#include "support/scratch_dir.h"
 
 using namespace ranktune;
 
@@ -42,7 +43,8 @@ TEST(Crc32c, PathsAgreeAndChunkingDoesNotMatter) {
 }
 
 TEST(Crc32c, File) {
-  const auto path = std::filesystem::temp_directory_path() / ("ranktune_crc_" + std::to_string(::getpid()));
+  const test::ScratchDir dir("crc");
+  const std::filesystem::path path = dir.path() / "data";
   std::vector<char> data(9 << 20);  // crosses the 4 MiB read buffer
   for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 2654435761u >> 13);
   std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));

@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "ranktune/io/durable_file.h"
 #include "ranktune/io/h5.h"
+#include "support/scratch_dir.h"
 
 namespace fs = std::filesystem;
 using namespace ranktune;
@@ -21,16 +21,9 @@ namespace {
 
 class H5Test : public testing::Test {
  protected:
-  void SetUp() override {
-    unsetenv("HDF5_USE_FILE_LOCKING");  // the knob under test must not be overridden
-    dir_ = fs::temp_directory_path() / ("ranktune_h5_" + std::to_string(::getpid()) + "_" +
-                                        testing::UnitTest::GetInstance()->current_test_info()->name());
-    remove_tree(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { remove_tree(dir_); }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
+  void SetUp() override { unsetenv("HDF5_USE_FILE_LOCKING"); }  // the knob under test must not be overridden
+  std::string file(const std::string& name) const { return dir_ / name; }
+  test::ScratchDir dir_{"h5_" + test::test_name()};
 };
 
 // Bitwise equality: dtype, shape and every byte.

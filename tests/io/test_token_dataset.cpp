@@ -3,16 +3,15 @@
 // nothing visible at the output until commit.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "ranktune/data/data_error.h"
-#include "ranktune/io/durable_file.h"
 #include "ranktune/io/h5.h"
 #include "ranktune/io/row_store.h"
 #include "ranktune/io/token_dataset.h"
+#include "support/scratch_dir.h"
 
 namespace fs = std::filesystem;
 using testing::HasSubstr;
@@ -22,14 +21,7 @@ namespace {
 
 class TokenDatasetTest : public testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ranktune_tokds_" + std::to_string(::getpid()) + "_" +
-                                        testing::UnitTest::GetInstance()->current_test_info()->name());
-    remove_tree(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { remove_tree(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string path(const std::string& name) const { return dir_ / name; }
 
   // n distinct rows of length T: every value encodes (row, column, which array).
   static std::vector<PackedRow> make_rows(int n, int T) {
@@ -68,7 +60,7 @@ class TokenDatasetTest : public testing::Test {
     w.commit(make_info());
   }
 
-  fs::path dir_;
+  test::ScratchDir dir_{"tokds_" + test::test_name()};
 };
 
 void expect_rows_equal(const std::vector<PackedRow>& got, const std::vector<PackedRow>& want) {
@@ -236,7 +228,7 @@ TEST_F(TokenDatasetTest, NothingAppearsWithoutCommit) {
     for (const auto& r : make_rows(3, 8)) w.add(r);
   }
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_TRUE(fs::is_empty(dir_));  // the temp file is gone too
+  EXPECT_TRUE(fs::is_empty(dir_.path()));  // the temp file is gone too
 }
 
 TEST_F(TokenDatasetTest, AnExistingShardDirectoryIsNotOverwritten) {

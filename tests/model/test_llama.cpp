@@ -9,33 +9,22 @@
 #include <fstream>
 #include <functional>
 
-#include "model_test_util.h"
+#include "model/model_test_util.h"
 #include "ranktune/core/cli.h"
 #include "ranktune/core/error.h"
-#include "ranktune/model/hf_checkpoint.h"
+#include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/llama.h"
 #include "ranktune/model/loss.h"
+#include "support/scratch_dir.h"
+#include "support/tiny_model.h"
 
 namespace ranktune {
 namespace {
 
-LlamaConfig tiny_config() {
+// The model of configs/tiny.ini, the default job (not the tests' tiny_llama).
+LlamaConfig tiny_ini_model() {
   return llama_config_from_model(
       config_apply(cli_read_ini(std::string(RANKTUNE_SOURCE_DIR) + "/configs/tiny.ini")).model);
-}
-
-LlamaConfig small_config() {
-  LlamaConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  c.source = "small test config";
-  return c;
 }
 
 at::Tensor tokens(std::int64_t b, std::int64_t t, std::int64_t vocab, std::uint64_t seed = 3) {
@@ -54,7 +43,7 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
 }
 
 TEST(Llama, TinyModelNamesAndCount) {
-  Llama m = llama_random(tiny_config(), 1);
+  Llama m = llama_random(tiny_ini_model(), 1);
   const auto params = m->named_parameters();
   // embed + 4 layers x (q, k, v, o, gate, up, down, 2 norms) + final norm; tied: no lm_head.
   ASSERT_EQ(params.size(), 1u + 4 * 9 + 1);
@@ -75,7 +64,7 @@ TEST(Llama, TinyModelNamesAndCount) {
   EXPECT_EQ(total, 2968576);
   EXPECT_EQ(total, llama_parameter_count(m->config()));
 
-  LlamaConfig untied = tiny_config();
+  LlamaConfig untied = tiny_ini_model();
   untied.tie_word_embeddings = false;
   Llama u(untied);
   EXPECT_EQ(u->named_parameters().keys().back(), "lm_head.weight");
@@ -83,7 +72,7 @@ TEST(Llama, TinyModelNamesAndCount) {
 }
 
 TEST(Llama, RandomInitIsSeededAndHfShaped) {
-  LlamaConfig c = small_config();
+  LlamaConfig c = test::tiny_llama();
   c.qkv_bias = true;
   Llama a = llama_random(c, 7), b = llama_random(c, 7), other = llama_random(c, 8);
   for (const auto& p : a->named_parameters()) {
@@ -96,7 +85,7 @@ TEST(Llama, RandomInitIsSeededAndHfShaped) {
 }
 
 TEST(Llama, StagesComposeToForward) {
-  Llama m = llama_random(small_config(), 2);
+  Llama m = llama_random(test::tiny_llama(), 2);
   const at::Tensor x = tokens(2, 9, 50);
   const at::Tensor logits = m->forward(x);
   EXPECT_EQ(logits.sizes(), at::IntArrayRef({2, 9, 50}));
@@ -115,7 +104,7 @@ TEST(Llama, StagesComposeToForward) {
 }
 
 TEST(Llama, AttentionIsCausal) {
-  Llama m = llama_random(small_config(), 3);
+  Llama m = llama_random(test::tiny_llama(), 3);
   at::Tensor x = tokens(1, 10, 50);
   const at::Tensor before = m->forward(x);
   x[0][6] = (x[0][6].item<std::int64_t>() + 1) % 50;
@@ -155,7 +144,7 @@ TEST(Llama, DtypeFromPrecision) {
 }
 
 TEST(Llama, SlidingWindowLongerSequenceRefused) {
-  LlamaConfig c = small_config();
+  LlamaConfig c = test::tiny_llama();
   c.model_type = "mistral";
   c.sliding_window = 8;
   Llama m = llama_random(c, 4);
@@ -165,7 +154,7 @@ TEST(Llama, SlidingWindowLongerSequenceRefused) {
 
 TEST(Llama, SaveAndLoadPretrained) {
   test::ScratchDir dir("llama_save");
-  LlamaConfig c = small_config();
+  LlamaConfig c = test::tiny_llama();
   c.qkv_bias = true;
   c.model_type = "qwen2";
   Llama m = llama_random(c, 5);
@@ -189,7 +178,7 @@ TEST(Llama, SaveAndLoadPretrained) {
 class HfDirErrors : public ::testing::Test {
  protected:
   void SetUp() override {
-    LlamaConfig c = small_config();
+    LlamaConfig c = test::tiny_llama();
     c.tie_word_embeddings = true;
     model = llama_random(c, 6);
     llama_save_pretrained(*model, dir.str(), at::kFloat);
@@ -208,17 +197,17 @@ TEST_F(HfDirErrors, MissingAndUnexpectedTensorsNamed) {
   t.erase(t.begin() + 3);  // model.layers.0.self_attn.v_proj.weight
   t.emplace_back("model.layers.0.self_attn.q_norm.weight", at::ones({8}));
   rewrite(t);
-  expect_error<CheckpointError>([&] { llama_from_pretrained(dir.str()); },
-                                {"missing model.layers.0.self_attn.v_proj.weight",
-                                 "unexpected model.layers.0.self_attn.q_norm.weight", dir.str()});
+  expect_error<ModelDirError>([&] { llama_from_pretrained(dir.str()); },
+                              {"missing model.layers.0.self_attn.v_proj.weight",
+                               "unexpected model.layers.0.self_attn.q_norm.weight", dir.str()});
 }
 
 TEST_F(HfDirErrors, ShapeCheckedAgainstConfig) {
   auto t = tensors;
   t[5].second = at::zeros({47, 32});  // model.layers.0.mlp.gate_proj.weight, config says [48, 32]
   rewrite(t);
-  expect_error<CheckpointError>([&] { llama_from_pretrained(dir.str()); },
-                                {"model.layers.0.mlp.gate_proj.weight", "[47, 32]", "[48, 32]", "model.safetensors"});
+  expect_error<ModelDirError>([&] { llama_from_pretrained(dir.str()); },
+                              {"model.layers.0.mlp.gate_proj.weight", "[47, 32]", "[48, 32]", "model.safetensors"});
 }
 
 TEST_F(HfDirErrors, TiedLmHeadIsAcceptedAndIgnored) {
@@ -232,13 +221,13 @@ TEST_F(HfDirErrors, TiedLmHeadIsAcceptedAndIgnored) {
 }
 
 TEST_F(HfDirErrors, DirectoryProblemsNamed) {
-  expect_error<ConfigError>([&] { llama_from_pretrained(dir / "nowhere"); }, {"nowhere", "does not exist"});
+  expect_error<ModelDirError>([&] { llama_from_pretrained(dir / "nowhere"); }, {"nowhere", "does not exist"});
   std::filesystem::remove(dir / "config.json");
-  expect_error<ConfigError>([&] { llama_from_pretrained(dir.str()); }, {"has no config.json"});
+  expect_error<ModelDirError>([&] { llama_from_pretrained(dir.str()); }, {"has no config.json"});
   std::filesystem::remove(dir / "model.safetensors");
-  expect_error<ConfigError>([&] { HfCheckpoint ck(dir.str()); }, {"neither model.safetensors"});
+  expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); }, {"neither model.safetensors"});
   std::ofstream(dir / "pytorch_model.bin") << "x";
-  expect_error<CheckpointError>([&] { HfCheckpoint ck(dir.str()); }, {"pytorch_model.bin"});
+  expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); }, {"pytorch_model.bin"});
 }
 
 TEST_F(HfDirErrors, ShardedIndexChecked) {
@@ -257,9 +246,9 @@ TEST_F(HfDirErrors, ShardedIndexChecked) {
   EXPECT_TRUE(at::equal(back->forward(x), model->forward(x)));
 
   std::filesystem::remove(dir / "model-00002-of-00002.safetensors");
-  expect_error<CheckpointError>([&] { HfCheckpoint ck(dir.str()); }, {"model-00002-of-00002.safetensors", "does not exist"});
+  expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); }, {"model-00002-of-00002.safetensors", "does not exist"});
   safetensors_save(dir / "model-00002-of-00002.safetensors", a);  // the wrong tensors in shard 2
-  expect_error<CheckpointError>([&] { HfCheckpoint ck(dir.str()); }, {"model.layers.1.", "does not hold it"});
+  expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); }, {"model.layers.1.", "does not hold it"});
 }
 
 }  // namespace

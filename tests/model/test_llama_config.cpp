@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "model_test_util.h"
+#include "model/model_test_util.h"
 #include "ranktune/core/cli.h"
 #include "ranktune/core/error.h"
 #include "ranktune/model/llama_config.h"

@@ -9,27 +9,23 @@
 #include <fstream>
 #include <iterator>
 
-#include "model_test_util.h"
+#include "model/model_test_util.h"
 #include "ranktune/core/error.h"
-#include "ranktune/model/hf_checkpoint.h"
+#include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/loss.h"
 #include "ranktune/model/safetensors.h"
+#include "support/scratch_dir.h"
+#include "support/tiny_model.h"
 
 namespace ranktune {
 namespace {
 
+// The tiny model with a vocabulary of 40: the tokens below are drawn from it, and the random weights (hence the
+// margins of the checks) are those the expectations were set with.
 LlamaConfig small_config() {
-  LlamaConfig c;
+  LlamaConfig c = test::tiny_llama();
   c.vocab_size = 40;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  c.source = "small test config";
   return c;
 }
 

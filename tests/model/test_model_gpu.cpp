@@ -5,8 +5,8 @@
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
 
-#include "model_test_util.h"
-#include "ranktune/model/hf_checkpoint.h"
+#include "model/model_test_util.h"
+#include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/loss.h"
 #include "ranktune/model/safetensors.h"

@@ -7,9 +7,10 @@
 #include <iterator>
 #include <string>
 
-#include "model_test_util.h"
+#include "model/model_test_util.h"
 #include "ranktune/core/error.h"
 #include "ranktune/model/safetensors.h"
+#include "support/scratch_dir.h"
 
 namespace ranktune {
 namespace {

@@ -2,12 +2,14 @@
 #include <gtest/gtest.h>
 
 #include "ranktune/plan/accelerate_balanced.h"
+#include "support/model_shapes.h"
 
 namespace ranktune {
 namespace {
 
+using test::llama3_8b;
+
 constexpr std::int64_t GiB = 1024LL * 1024 * 1024;
-ModelShape llama3_8b() { return {4096, 32, 32, 8, 14336, 128256, false, false}; }
 
 struct Counts {
   bool embed = false, head = false;
@@ -47,8 +49,8 @@ TEST(AccelerateBalanced, Eight24GiBGpus) {
 }
 
 TEST(AccelerateBalanced, TiedHeadStaysWithEmbedding) {
-  ModelShape m = llama3_8b();
-  m.tied = true;
+  LlamaConfig m = llama3_8b();
+  m.tie_word_embeddings = true;
   const auto a = accelerate_balanced_map(m, 2, {{0, 80 * GiB}, {1, 80 * GiB}});
   EXPECT_EQ(a.device_of_unit.front(), 0);
   EXPECT_EQ(a.device_of_unit.back(), 0);

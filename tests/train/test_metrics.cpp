@@ -2,26 +2,18 @@
 // append keeps earlier rows and the header once, inactive writers write nothing.
 #include <gtest/gtest.h>
 
-#include <ftw.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "ranktune/core/error.h"
 #include "ranktune/train/metrics.h"
+#include "support/scratch_dir.h"
 
 namespace ranktune {
 namespace {
-
-// POSIX, not std::filesystem: the torch wheel's exported std::filesystem::remove_all crashes (see metrics.cpp).
-void remove_tree(const std::string& dir) {
-  ::nftw(dir.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return std::remove(p); }, 16,
-         FTW_DEPTH | FTW_PHYS);
-}
 
 bool exists(const std::string& p) {
   struct stat st {};
@@ -37,8 +29,8 @@ std::vector<std::string> lines_of(const std::string& path) {
 
 class MetricsTest : public testing::Test {
  protected:
-  std::string dir = "/tmp/ranktune_metrics_" + std::to_string(::getpid());
-  void TearDown() override { remove_tree(dir); }
+  test::ScratchDir scratch{"metrics_" + test::test_name()};
+  const std::string dir = scratch / "out";  // not created: an inactive writer must leave it absent
 };
 
 TEST_F(MetricsTest, JsonlAndCsvRows) {

@@ -6,9 +6,9 @@
 
 #include <set>
 
-#include "pipeline_test_util.h"
+#include "train/pipeline_test_util.h"
 #include "ranktune/core/error.h"
-#include "ranktune/model/checkpointing.h"
+#include "ranktune/model/activation_checkpoint.h"
 #include "ranktune/train/pipeline.h"
 #include "ranktune/train/pipeline_schedule.h"
 

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
-#include "pipeline_test_util.h"
+#include "train/pipeline_test_util.h"
 #include "ranktune/train/pipeline.h"
 
 namespace ranktune {

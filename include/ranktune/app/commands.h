@@ -8,6 +8,7 @@
 #include "ranktune/core/config.h"
 #include "ranktune/distributed/cpu_threads.h"
 #include "ranktune/distributed/topology.h"
+#include "ranktune/model/llama_config.h"
 #include "ranktune/plan/layer_cost.h"
 
 namespace ranktune {
@@ -33,6 +34,6 @@ int cmd_generate(const AppContext& ctx);
 std::string version_string();
 
 // The model's shape for planning: the [model] keys, or config.json under --model.path.
-ModelShape configured_model_shape(const Config& cfg);
+LlamaConfig configured_model_shape(const Config& cfg);
 
 }  // namespace ranktune

@@ -44,6 +44,9 @@ RANKTUNE_DEFINE_ERROR(ConfigError, usage);
 RANKTUNE_DEFINE_ERROR(TopologyError, topology);
 RANKTUNE_DEFINE_ERROR(NoGpuError, no_gpu);
 RANKTUNE_DEFINE_ERROR(CheckpointError, checkpoint);
+// A Hugging Face model directory (model.path) that is missing, incomplete or does not match its config.json: an input
+// the user gave, not a damaged training checkpoint, so a usage error (the fix is another --model.path).
+RANKTUNE_DEFINE_ERROR(ModelDirError, usage);
 RANKTUNE_DEFINE_ERROR(CommError, comm);
 RANKTUNE_DEFINE_ERROR(OutOfMemoryError, out_of_memory);
 RANKTUNE_DEFINE_ERROR(LibraryError, internal);

@@ -1,6 +1,6 @@
 // defines: CpuThreads and cpu_threads_decide, how many intra-op CPU threads one rank uses. Several ranks on one node
 // that each start a thread per CPU fight over the CPUs (a thread spinning at a barrier while its partner waits for a
-// CPU): torchrun sets OMP_NUM_THREADS=1 for this reason. Pure, unit-tested in tests/unit/test_cpu_threads.cpp.
+// CPU): torchrun sets OMP_NUM_THREADS=1 for this reason. Pure, unit-tested in tests/distributed/test_cpu_threads.cpp.
 #pragma once
 
 #include <optional>

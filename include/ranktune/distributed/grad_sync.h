@@ -17,7 +17,6 @@
 #pragma once
 
 #include <ATen/Tensor.h>
-#include <torch/ordered_dict.h>
 
 #include <cstdint>
 #include <memory>
@@ -26,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "ranktune/distributed/named_tensors.h"
+
 namespace torch::autograd {
 struct Node;
 }
@@ -33,8 +34,6 @@ struct Node;
 namespace ranktune {
 
 class Communicator;
-
-using NamedTensors = torch::OrderedDict<std::string, at::Tensor>;
 
 struct GradSyncOptions {
   double bucket_mb = 25;  // bucket capacity in MiB of gradient bytes; a larger parameter gets a bucket of its own

@@ -1,5 +1,6 @@
 // defines: MpiEnv, the MPI runtime for one process: init/finalize, world and node-local communicators, host name,
-// abort. Local rank/size come from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), never from launcher variables.
+// abort; and mpi_library_version, for `ranktune --version`. Local rank/size come from
+// MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), never from launcher variables.
 #pragma once
 
 #include <mpi.h>
@@ -33,5 +34,9 @@ class MpiEnv {
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   std::string host_;
 };
+
+// The MPI library's own version string ("Open MPI v4.1.4, package: ..."); callable before MPI is initialised, so
+// `ranktune --version` needs no MPI start-up. Empty when the library cannot say.
+std::string mpi_library_version();
 
 }  // namespace ranktune

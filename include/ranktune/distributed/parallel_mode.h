@@ -1,6 +1,7 @@
 // defines: ParallelMode, ModeRequest, ModeDecision and mode_decide, the rules that choose between single-device,
-// DDP (one rank per GPU) and balanced sharding (one process over all local GPUs). Pure: no MPI or CUDA, so every
-// rule is unit-tested with injected facts (tests/unit/test_parallel_mode.cpp). docs/modes.md quotes the messages.
+// DDP (one rank per GPU) and balanced sharding (one process over all local GPUs). Pure: no MPI or CUDA, so
+// every rule is unit-tested with injected facts (tests/distributed/test_parallel_mode.cpp). docs/modes.md quotes
+// the messages.
 #pragma once
 
 #include <cstdint>

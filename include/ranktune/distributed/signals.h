@@ -42,7 +42,7 @@ struct StopAgreement {
   int rank = -1;  // lowest rank that received `request`; -1 when none did
 };
 
-// Collective over env.world(): every rank must call it at the same step boundary. One MPI_Allreduce (MAXLOC).
+// Collective over env.world(): every rank must call it at the same step boundary (host::worst of the requests).
 StopAgreement signals_agree(const MpiEnv& env);
 
 // "SIGUSR1 on rank 3: checkpoint and exit" (for the log line that explains why the run stops).

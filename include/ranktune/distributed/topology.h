@@ -45,16 +45,18 @@ struct ClusterFacts {
 // "srun (Slurm job 12 step 0, SLURM_NTASKS=4)", "a single command (no launcher)".
 std::string launch_describe(const LaunchEnv& env, int mpi_world_size);
 
+// Whether mpirun, Slurm or another PMI launcher started this process: its output then goes to job logs, even when
+// the launcher gives it a pseudo-terminal.
+bool launch_is_managed(const LaunchEnv& env);
+
 // Launcher variables that claim a different world size than MPI reports (stale variables in a container, a nested
 // launch). Empty when consistent.
 std::optional<std::string> launch_stale_size(const LaunchEnv& env, int mpi_world_size);
 
 std::string env_or(const LaunchEnv& env, const std::string& key, const std::string& fallback);
 
-// Text encoding of RankFacts for MPI_Allgatherv; decode(encode(x)) == x.
+// Text encoding of RankFacts for topology_gather's all-gather; decode(encode(x)) == x.
 std::string rank_facts_encode(const RankFacts& f);
 RankFacts rank_facts_decode(const std::string& s);
-
-std::string format_bytes(std::int64_t bytes);  // "79.1 GiB"
 
 }  // namespace ranktune

@@ -30,7 +30,7 @@ class LlamaModelImpl : public torch::nn::Module {
 TORCH_MODULE(LlamaModel);
 
 // Weights are allocated with `options` (device, dtype: fp32 on CPU, bf16 on GPU) and left uninitialised: fill them
-// with llama_init_random or llama_load_weights (hf_checkpoint.h), or use llama_random / llama_from_pretrained.
+// with llama_init_random or llama_load_weights (hf_model_dir.h), or use llama_random / llama_from_pretrained.
 //
 // forward(tokens) is, stage by stage:
 //   h = embed(tokens); r = rope(T, h.device(), h.scalar_type());
@@ -60,8 +60,8 @@ class LlamaImpl : public torch::nn::Module {
   at::Device head_device() const;
 
   // Recompute each layer's activations in backward instead of keeping them (train.activation_checkpointing).
-  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
-  bool activation_checkpointing() const { return checkpointing_; }
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
 
   const LlamaConfig& config() const { return config_; }
 
@@ -71,7 +71,7 @@ class LlamaImpl : public torch::nn::Module {
  private:
   LlamaConfig config_;
   Rope rope_;
-  bool checkpointing_ = false;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(Llama);
 

@@ -55,7 +55,12 @@ std::string llama_config_to_json(const LlamaConfig& c);
 // Cross-field checks (positive sizes, heads divisible by kv heads, even head_dim). Throws ConfigError.
 void llama_config_validate(const LlamaConfig& c);
 
-// Parameter count of the model (embedding and an untied lm_head included, LoRA adapters not).
+// Parameter count of the model (embedding and an untied lm_head included, LoRA adapters not): the one counter that
+// `ranktune plan`, the balanced planner and the MFU formula share, built from the two parts below.
 std::int64_t llama_parameter_count(const LlamaConfig& c);
+// One decoder layer: q/k/v/o at num_heads x head_dim and num_kv_heads x head_dim, the MLP, both norms, every bias.
+std::int64_t llama_layer_parameter_count(const LlamaConfig& c);
+// vocab_size x hidden_size: the token embedding, and an untied lm_head of the same size.
+std::int64_t llama_embedding_parameter_count(const LlamaConfig& c);
 
 }  // namespace ranktune

@@ -1,7 +1,7 @@
 // defines: accelerate_balanced_map, a re-statement of what Hugging Face accelerate's device_map="balanced" does
 // (get_balanced_memory + infer_auto_device_map, weights only, decoder layers never split, the first GPU keeping room
 // for the largest remaining layer, the last GPU keeping its full budget, tied weights together), so `ranktune plan`
-// can print what users would have got next to our plan. See shared ANCHORS notes and docs/modes.md.
+// can print what users would have got next to our plan (docs/modes.md).
 #pragma once
 
 #include <cstdint>
@@ -19,10 +19,10 @@ struct AccelerateAssignment {
 };
 
 // weight_bytes_per_param: 2 for bf16. low_zero: balanced_low_0 (GPU 0 gets as little as possible).
-AccelerateAssignment accelerate_balanced_map(const ModelShape& shape, int weight_bytes_per_param,
+AccelerateAssignment accelerate_balanced_map(const LlamaConfig& model, int weight_bytes_per_param,
                                              const std::vector<DeviceBudget>& devices, bool low_zero = false);
 
-std::string accelerate_table(const ModelShape& shape, const AccelerateAssignment& a,
+std::string accelerate_table(const LlamaConfig& model, const AccelerateAssignment& a,
                              const std::vector<DeviceBudget>& devices);
 
 }  // namespace ranktune

@@ -54,10 +54,10 @@ struct PlanRequest {
 // Throws OutOfMemoryError with the bytes needed per device when no placement fits.
 BalancedPlan plan_balanced(const PlanRequest& req);
 
-// The same request for a model described by its shape: adds what to change (LoRA, activation checkpointing, a
+// The same request for a model described by its LlamaConfig: adds what to change (LoRA, activation checkpointing, a
 // smaller micro-batch, more GPUs, with the resulting sizes) to the error when it does not fit.
-BalancedPlan plan_balanced_for(const ModelShape& shape, const TrainSetup& setup, const std::vector<DeviceBudget>& devices,
-                               int micro_batches);
+BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup,
+                               const std::vector<DeviceBudget>& devices, int micro_batches);
 
 // One row per stage; `labels` name each stage's device (default "cuda:<stage device>").
 std::string plan_table(const BalancedPlan& plan, const std::vector<std::string>& labels = {});

@@ -1,6 +1,7 @@
-// defines: ModelShape, TrainSetup, UnitCost and layer_costs, the per-unit memory and compute model that the balanced
-// planner partitions. A unit is the embedding, one decoder layer, or the final norm + lm_head. Pure arithmetic from
-// the model's shape and the training setup: no LibTorch, CUDA or MPI, so it is unit-tested anywhere.
+// defines: TrainSetup, UnitCost and layer_costs, the per-unit memory and compute model that the balanced planner
+// partitions. A unit is the embedding, one decoder layer, or the final norm + lm_head. Pure arithmetic from the
+// model's LlamaConfig (head_dim and biases as the model has them; parameters from llama_parameter_count's parts) and
+// the training setup: no LibTorch, CUDA or MPI, so it is unit-tested anywhere.
 #pragma once
 
 #include <cstdint>
@@ -8,19 +9,9 @@
 #include <vector>
 
 #include "ranktune/core/config.h"
+#include "ranktune/model/llama_config.h"
 
 namespace ranktune {
-
-struct ModelShape {
-  std::int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, vocab = 0;
-  bool tied = false;
-  bool qkv_bias = false;
-  std::int64_t head_dim() const { return hidden / heads; }
-  std::int64_t kv_dim() const { return kv_heads * head_dim(); }
-  std::int64_t layer_params() const;      // one decoder layer, norms included
-  std::int64_t embedding_params() const;  // vocab x hidden
-  std::int64_t total_params() const;      // tied head counted once
-};
 
 struct TrainSetup {
   bool on_gpu = true;         // bf16 weights with fp32 masters on GPU; fp32 everywhere on CPU
@@ -51,9 +42,10 @@ struct UnitCost {
 // Bytes a stage holding units [first, end) needs at its peak: their bytes() plus the largest working_bytes.
 std::int64_t stage_peak_bytes(const std::vector<UnitCost>& units, int first, int end);
 
-std::vector<UnitCost> layer_costs(const ModelShape& shape, const TrainSetup& setup);
+// Throws ConfigError when the shape has a non-positive size (a LlamaConfig that llama_config_validate passed has none).
+std::vector<UnitCost> layer_costs(const LlamaConfig& model, const TrainSetup& setup);
 
 // The whole training footprint on one device (what `--parallel.mode=auto` compares with free memory).
-std::int64_t training_footprint_bytes(const ModelShape& shape, const TrainSetup& setup);
+std::int64_t training_footprint_bytes(const LlamaConfig& model, const TrainSetup& setup);
 
 }  // namespace ranktune

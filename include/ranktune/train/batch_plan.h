@@ -34,4 +34,9 @@ BatchPlan batch_plan_from_config(const TrainConfig& t, int world_size);
 // world size undoes the 1/N of DDP's average.
 double token_loss_scale(long global_loss_tokens, int world_size);
 
+// train.epochs as optimizer steps: ceil(epochs x the global batches one pass over `train_rows` holds), the incomplete
+// last global batch of an epoch left out as the sampler does. ConfigError when one epoch is smaller than one global
+// batch.
+long steps_for_epochs(const BatchPlan& plan, double epochs, long train_rows);
+
 }  // namespace ranktune

@@ -1,7 +1,7 @@
 // defines: FaultHook, a TEST HOOK (not for production runs): RANKTUNE_TEST_FAIL_AT_STEP=RANK:STEP[:exit] makes rank
 // RANK fail as it starts optimizer step STEP, so tests can show that one rank failing mid-run ends the whole job.
-// By default it throws an Error, as a failing read of its data would, which main turns into MPI_Abort; with `:exit`
-// it calls std::exit(1) without MPI_Finalize, as a library that gives up would, and the launcher must end the rest.
+// By default it throws an Error, as a failing read of its data would, and main aborts every rank; with `:exit` it
+// calls std::exit(1) without finalising MPI, as a library that gives up would, and the launcher must end the rest.
 // Read once when the trainer starts; unset (every real run) it does nothing.
 #pragma once
 

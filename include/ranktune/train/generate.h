@@ -1,6 +1,6 @@
 // defines: generate, text continuation from a model: greedy (temperature 0) or sampled with temperature and top-p,
 // from a seed. Plain recomputation of the whole prefix each token (no KV cache): meant for looking at what a training
-// run learned, not for serving.
+// run learned, not for serving; sample_text, the closing sample of `ranktune train`.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,9 @@
 #include "ranktune/model/llama.h"
 
 namespace ranktune {
+
+class RowStore;
+class Tokenizer;
 
 struct GenerateOptions {
   int max_new_tokens = 64;
@@ -22,5 +25,19 @@ struct GenerateOptions {
 };
 
 std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int32_t>& prompt, const GenerateOptions& o);
+
+// The sample a training run ends with: what it learned, in words.
+constexpr int kSamplePromptTokens = 24;   // a prompt long enough to set the context
+constexpr int kSampleFallbackTokens = 8;  // the prompt when no document offers kSamplePromptTokens real tokens
+constexpr int kSampleNewTokens = 80;
+
+// The first kSamplePromptTokens tokens of the first document that starts inside a row and has that many tokens, each
+// but the last followed by a real target (no padding, no masked prompt); else the first kSampleFallbackTokens tokens
+// of row 0.
+std::vector<std::int32_t> sample_prompt(const RowStore& rows);
+
+// "[prompt]continuation": the greedy continuation (kSampleNewTokens at most, up to the tokenizer's eos) of
+// sample_prompt(rows), decoded.
+std::string sample_text(LlamaImpl& model, const RowStore& rows, const Tokenizer& tokenizer);
 
 }  // namespace ranktune

@@ -4,7 +4,7 @@
 // and clips identically without another collective. Parameters may live on several devices (balanced mode).
 #pragma once
 
-#include "ranktune/train/optimizer.h"
+#include "ranktune/distributed/named_tensors.h"
 
 namespace ranktune {
 

@@ -1,13 +1,15 @@
 // defines: StepMetrics (what one optimizer step reports) and MetricsWriter, the per-run metrics files written by rank 0:
 // <dir>/metrics.jsonl (one JSON object per line, absent values omitted) and <dir>/metrics.csv (fixed columns, absent
 // values empty). Both are flushed every row so that a killed run keeps its curve; scripts/plot_metrics.py draws them.
-// Also cuda_peak_memory_gib(), the GPU memory figure of a row.
+// Also cuda_peak_memory_gib(), the GPU memory figure of a row, and peak_memory_describe, the run's in one line.
 #pragma once
 
 #include <cmath>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ranktune {
 
@@ -44,5 +46,8 @@ class MetricsWriter {
 // Peak bytes allocated by PyTorch's CUDA caching allocator on `device`, in GiB; optionally resets the peak so the next
 // call covers the next window. NaN without CUDA support.
 double cuda_peak_memory_gib(int device, bool reset_peak);
+
+// "peak memory per GPU: cuda:0 10.1 GiB cuda:1 9.8 GiB" from (CUDA index, peak GiB) pairs.
+std::string peak_memory_describe(const std::vector<std::pair<int, double>>& device_peak_gib);
 
 }  // namespace ranktune

@@ -11,22 +11,21 @@
 // biases) do not (the nanoGPT/llm.c rule; for Llama it is what HF Trainer's "no decay for bias and norm" gives).
 // Master weights: a trainable bf16/fp16 parameter gets an fp32 copy; the update runs on the copy and is rounded back
 // into the parameter, so small updates are not lost to bf16 rounding. Gradients are not zeroed here (see
-// accumulation.h: zero_grads keeps DDP's bucket views alive).
+// grads.h: zero_grads keeps DDP's bucket views alive).
 #pragma once
 
 #include <cstdint>
 
 #include <ATen/Tensor.h>
-#include <torch/ordered_dict.h>
 
 #include <string>
 #include <vector>
 
+#include "ranktune/distributed/named_tensors.h"
+
 namespace ranktune {
 
 struct TrainConfig;
-
-using NamedTensors = torch::OrderedDict<std::string, at::Tensor>;
 
 enum class AdamWImpl { automatic, fused, foreach };  // automatic: fused on CUDA, foreach on CPU (torch's choices)
 

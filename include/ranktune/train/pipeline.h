@@ -46,6 +46,11 @@ void place_stages(LlamaImpl& model, const std::vector<StageRange>& stages);
 enum class StageThreads { automatic, on, off };
 StageThreads stage_threads_from(const std::string& value);  // parallel.stage_threads: "auto", "on" or "off"
 
+// How busy each stage's device was over `step_seconds` of steps (the pipeline's whole point), one line:
+// "busy time per stage over 12.345 s of steps: 0 [cuda:0] 10.10 s (82%) 1 [cuda:1] ...". busy_s: per stage, summed.
+std::string stage_busy_describe(const std::vector<StageRange>& stages, const std::vector<double>& busy_s,
+                                double step_seconds);
+
 struct PipeAction;
 
 class PipelineExecutor {

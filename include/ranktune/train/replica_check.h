@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "ranktune/distributed/grad_sync.h"  // NamedTensors
+#include "ranktune/distributed/named_tensors.h"
 
 namespace ranktune {
 

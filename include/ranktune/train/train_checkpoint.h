@@ -22,6 +22,8 @@
 
 namespace ranktune {
 
+class LlamaImpl;
+
 struct RunPosition {
   long step = 0;          // optimizer steps done
   long tokens = 0;        // tokens trained on, all ranks
@@ -58,6 +60,10 @@ std::string base_identity_text(const std::string& origin, std::uint64_t config_h
 // True when a checkpoint's recorded base is this run's. An identity recorded before the tensor index was part of it
 // (no ", tensors") is compared with this run's without its index, so those LoRA checkpoints still resume.
 bool base_identity_same(const std::string& saved, const std::string& now);
+// This run's base_identity_text: model.path (or "random init, seed N" when it is empty), the hash of `model`'s
+// config.json and, for a model directory, of its tensor index, so that the same path holding other tensors under the
+// same config.json is another base. Reads the safetensors headers again, no tensor.
+std::string run_base_identity(const Config& cfg, const LlamaImpl& model);
 
 // The trained parameters in a state with weights (rank 0's), by model name, in fp32: the optimizer's master copy
 // where the run kept one (a bf16 parameter), else the saved weight.

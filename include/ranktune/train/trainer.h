@@ -1,17 +1,17 @@
-// defines: Trainer, the training loop of single-device and DDP runs: per step, each rank's micro-batches from the
-// sampler, forward + summed token loss, backward with DDP buckets reduced during backward (GradSync), global-norm
-// clipping, AdamW with the LR schedule, metrics and progress on rank 0, periodic evaluation on the held-out rows,
-// checkpoints (every N steps, at the end, and when a stop signal is agreed at a step boundary) and resume.
-// The model knows nothing of MPI: ranks meet only through the Communicator and MpiEnv given here.
+// defines: Trainer, the training loop of the three modes: per step, each rank's micro-batches from the sampler,
+// forward + summed token loss, backward (DDP: buckets reduced during backward by GradSync; balanced: through the
+// pipeline's stages), global-norm clipping, AdamW with the LR schedule, metrics and progress on rank 0, periodic
+// evaluation on the held-out rows, checkpoints (every N steps, at the end, and when a stop signal is agreed at a step
+// boundary) and resume. The model knows nothing of MPI: ranks meet only through the Communicator and MpiEnv given here.
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "ranktune/core/config.h"
+#include "ranktune/distributed/parallel_mode.h"
 #include "ranktune/model/llama.h"
 #include "ranktune/train/token_data.h"
 
@@ -20,6 +20,8 @@ namespace ranktune {
 class MpiEnv;
 class Communicator;
 class PipelineExecutor;
+class Progress;
+struct StepMetrics;
 
 struct TrainResult {
   long first_step = 1;         // 1, or the step after the checkpoint this run resumed from
@@ -36,19 +38,26 @@ struct TrainResult {
 
 class Trainer {
  public:
-  // `ddp`: gradients are averaged across the ranks of `comm` (world size 1 included). `base_identity` names the
-  // frozen base (checked when a LoRA run resumes). `pipeline`: balanced mode, the model's stages already placed;
-  // forward and backward go through it. Resumes per cfg.resume before returning.
-  Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, bool ddp, Llama model, const TokenData& data,
-          std::string base_identity, std::shared_ptr<PipelineExecutor> pipeline = nullptr);
+  // `mode`: ddp averages gradients across the ranks of `comm` (world size 1 included); balanced needs `pipeline`,
+  // the model's stages already placed, through which forward and backward go (and only balanced takes one).
+  // `base_identity` names the frozen base (checked when a LoRA run resumes). Resumes per cfg.resume before returning.
+  Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, ParallelMode mode, Llama model,
+          const TokenData& data, std::string base_identity, std::shared_ptr<PipelineExecutor> pipeline = nullptr);
   ~Trainer();
   TrainResult run();
 
  private:
+  struct State;
+  // The phases of one step of run(), in order.
+  StepMetrics step_once(long step);  // one optimizer step over the global batch: the row's loss, lr, norm, tokens
+  void time_step(StepMetrics& row, double step_s, double elapsed_s, TrainResult& result);  // speed, MFU, memory
+  void report(StepMetrics& row, TrainResult& result, Progress& progress);  // evaluation when due, metrics, progress
+  bool stop_or_save(long step, TrainResult& result);  // true: an agreed stop (its checkpoint attempted)
+  void finish(TrainResult& result, Progress& progress);
+
   double evaluate();
   void resume();
   bool save(long step);  // collective; false when the save failed (training goes on)
-  struct State;
   std::unique_ptr<State> s_;
 };
 

@@ -65,10 +65,5 @@ TEST(Topology, StaleSizeDetection) {
   EXPECT_FALSE(launch_stale_size({}, 1).has_value());
 }
 
-TEST(Topology, FormatBytes) {
-  EXPECT_EQ(format_bytes(80LL * 1024 * 1024 * 1024), "80.0 GiB");
-  EXPECT_EQ(format_bytes(-1), "?");
-}
-
 }  // namespace
 }  // namespace ranktune

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `ranktune checkpoint inspect|verify PATH` on the 2-rank fixture: a summary and exit 0 when intact; exit 5 naming
 # the file and rank when a copy is damaged; usage errors exit 2.
-source "$(dirname "$0")/../../integration/lib.sh"
+source "$(dirname "$0")/lib.sh"
 : "${RANKTUNE_FIXTURE:?run through ctest}"
 FIX=$RANKTUNE_FIXTURE/replicated
 

@@ -1,4 +1,6 @@
-#include "ranktune/model/hf_checkpoint.h"
+// A model directory's faults are ModelDirError: model.path is the user's input, and a truncated download there is not
+// a damaged training checkpoint. Writing one (llama_save_pretrained, the export) keeps CheckpointError.
+#include "ranktune/model/hf_model_dir.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -41,10 +43,19 @@ bool skipped_name(const std::string& name, const LlamaConfig& c) {
   return name.size() >= inv.size() && name.compare(name.size() - inv.size(), inv.size(), inv) == 0;
 }
 
+// SafetensorsFile reports a damaged file as a CheckpointError; inside a model directory it is the directory's fault.
+std::unique_ptr<SafetensorsFile> open_weights(const fs::path& file) {
+  try {
+    return std::make_unique<SafetensorsFile>(file.string());
+  } catch (const CheckpointError& e) {
+    throw ModelDirError(e.what(), e.hint());
+  }
+}
+
 }  // namespace
 
-HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
-  if (!fs::is_directory(dir)) throw ConfigError("model directory " + dir + " does not exist", kHintDir);
+HfModelDir::HfModelDir(const std::string& dir) : dir_(dir) {
+  if (!fs::is_directory(dir)) throw ModelDirError("model directory " + dir + " does not exist", kHintDir);
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   if (fs::exists(index)) {
@@ -53,119 +64,120 @@ HfCheckpoint::HfCheckpoint(const std::string& dir) : dir_(dir) {
     try {
       in >> j;
     } catch (const nlohmann::json::exception& e) {
-      throw CheckpointError(index.string() + " is not valid JSON (" + e.what() + ")", "re-download the model");
+      throw ModelDirError(index.string() + " is not valid JSON (" + e.what() + ")", "re-download the model");
     }
     if (!j.is_object() || !j.contains("weight_map") || !j.at("weight_map").is_object()) {
-      throw CheckpointError(index.string() + " has no \"weight_map\" object", "re-download the model");
+      throw ModelDirError(index.string() + " has no \"weight_map\" object", "re-download the model");
     }
     std::map<std::string, std::size_t> file_index;
     for (const auto& [name, file] : j.at("weight_map").items()) {
-      if (!file.is_string()) throw CheckpointError(index.string() + ": weight_map entry " + name + " is not a file name");
+      if (!file.is_string()) throw ModelDirError(index.string() + ": weight_map entry " + name + " is not a file name");
       const std::string f = file.get<std::string>();
       if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..") {
-        throw CheckpointError(index.string() + ": weight_map entry " + name + " names \"" + f +
-                              "\", not a file of the model directory");
+        throw ModelDirError(index.string() + ": weight_map entry " + name + " names \"" + f +
+                            "\", not a file of the model directory");
       }
       auto [it, inserted] = file_index.emplace(f, files_.size());
       if (inserted) {
         const fs::path shard = fs::path(dir) / f;
         if (!fs::exists(shard)) {
-          throw CheckpointError("shard " + shard.string() + " listed in " + index.string() + " (for " + name +
-                                    ") does not exist", "the download is incomplete: fetch every model-*.safetensors");
+          throw ModelDirError("shard " + shard.string() + " listed in " + index.string() + " (for " + name +
+                                  ") does not exist", "the download is incomplete: fetch every model-*.safetensors");
         }
-        files_.push_back(std::make_unique<SafetensorsFile>(shard.string()));
+        files_.push_back(open_weights(shard));
       }
       if (!files_[it->second]->find(name)) {
-        throw CheckpointError(index.string() + " places tensor " + name + " in " + f + ", which does not hold it",
-                              "the index and the shards disagree: re-download the model");
+        throw ModelDirError(index.string() + " places tensor " + name + " in " + f + ", which does not hold it",
+                            "the index and the shards disagree: re-download the model");
       }
       where_.emplace(name, it->second);
     }
   } else if (fs::exists(single)) {
-    files_.push_back(std::make_unique<SafetensorsFile>(single.string()));
+    files_.push_back(open_weights(single));
     for (const SafetensorsEntry& e : files_[0]->entries()) where_.emplace(e.name, 0);
-  } else if (fs::exists(fs::path(dir) / "pytorch_model.bin") || fs::exists(fs::path(dir) / "pytorch_model.bin.index.json")) {
-    throw CheckpointError("model directory " + dir + " holds only pytorch_model.bin weights",
-                          "convert them to safetensors (python: AutoModelForCausalLM.from_pretrained(dir)"
-                          ".save_pretrained(out, safe_serialization=True))");
+  } else if (fs::exists(fs::path(dir) / "pytorch_model.bin") ||
+             fs::exists(fs::path(dir) / "pytorch_model.bin.index.json")) {
+    throw ModelDirError("model directory " + dir + " holds only pytorch_model.bin weights",
+                        "convert them to safetensors (python: AutoModelForCausalLM.from_pretrained(dir)"
+                        ".save_pretrained(out, safe_serialization=True))");
   } else {
-    throw ConfigError("model directory " + dir + " has neither model.safetensors nor model.safetensors.index.json",
-                      kHintDir);
+    throw ModelDirError("model directory " + dir + " has neither model.safetensors nor model.safetensors.index.json",
+                        kHintDir);
   }
 }
 
-std::vector<std::string> HfCheckpoint::names() const {
+std::vector<std::string> HfModelDir::names() const {
   std::vector<std::string> out;
   out.reserve(where_.size());
   for (const auto& [name, _] : where_) out.push_back(name);
   return out;
 }
 
-const SafetensorsEntry* HfCheckpoint::find(std::string_view name) const {
+const SafetensorsEntry* HfModelDir::find(std::string_view name) const {
   const auto it = where_.find(name);
   return it == where_.end() ? nullptr : files_[it->second]->find(name);
 }
 
-at::Tensor HfCheckpoint::tensor(std::string_view name) const {
+at::Tensor HfModelDir::tensor(std::string_view name) const {
   const auto it = where_.find(name);
-  if (it == where_.end()) throw CheckpointError("model directory " + dir_ + " has no tensor " + std::string(name));
+  if (it == where_.end()) throw ModelDirError("model directory " + dir_ + " has no tensor " + std::string(name));
   return files_[it->second]->tensor(name);
 }
 
-const std::string& HfCheckpoint::file_of(std::string_view name) const {
+const std::string& HfModelDir::file_of(std::string_view name) const {
   const auto it = where_.find(name);
-  if (it == where_.end()) throw CheckpointError("model directory " + dir_ + " has no tensor " + std::string(name));
+  if (it == where_.end()) throw ModelDirError("model directory " + dir_ + " has no tensor " + std::string(name));
   return files_[it->second]->path();
 }
 
-void llama_load_weights(LlamaImpl& model, const HfCheckpoint& ckpt) {
+void llama_load_weights(LlamaImpl& model, const HfModelDir& files) {
   const LlamaConfig& c = model.config();
   std::vector<std::string> missing, unexpected;
   std::set<std::string> expected;
   for (const auto& item : model.named_parameters()) {
     if (item.key().find(".lora_") != std::string::npos) continue;
     expected.insert(item.key());
-    if (!ckpt.find(item.key())) missing.push_back(item.key());
+    if (!files.find(item.key())) missing.push_back(item.key());
   }
-  for (const std::string& name : ckpt.names()) {
+  for (const std::string& name : files.names()) {
     if (!expected.count(name) && !skipped_name(name, c)) unexpected.push_back(name);
   }
   if (!missing.empty() || !unexpected.empty()) {
-    std::string what = "model directory " + ckpt.dir() + " does not match its config (" + c.source + "):";
+    std::string what = "model directory " + files.dir() + " does not match its config (" + c.source + "):";
     if (!missing.empty()) what += " missing " + name_list(missing) + ";";
     if (!unexpected.empty()) what += " unexpected " + name_list(unexpected) + ";";
     what.pop_back();
-    throw CheckpointError(what, "the weights belong to another architecture or config.json was edited; "
-                                "use the config.json that came with the weights");
+    throw ModelDirError(what, "the weights belong to another architecture or config.json was edited; "
+                              "use the config.json that came with the weights");
   }
   at::NoGradGuard no_grad;
   for (auto& item : model.named_parameters()) {
     if (item.key().find(".lora_") != std::string::npos) continue;
     at::Tensor& p = item.value();
-    const SafetensorsEntry* e = ckpt.find(item.key());
+    const SafetensorsEntry* e = files.find(item.key());
     if (at::IntArrayRef(e->shape) != p.sizes()) {
-      throw CheckpointError("tensor " + item.key() + " in " + ckpt.file_of(item.key()) + " has shape " +
-                                shape_text(e->shape) + " but " + c.source + " implies " + shape_text(p.sizes()),
-                            "config.json does not describe these weights");
+      throw ModelDirError("tensor " + item.key() + " in " + files.file_of(item.key()) + " has shape " +
+                              shape_text(e->shape) + " but " + c.source + " implies " + shape_text(p.sizes()),
+                          "config.json does not describe these weights");
     }
     if (!at::isFloatingType(e->dtype)) {
-      throw CheckpointError("tensor " + item.key() + " in " + ckpt.file_of(item.key()) + " is " +
-                                safetensors_dtype_name(e->dtype) + ", not a floating-point weight",
-                            "quantized or packed checkpoints are not supported; use the bf16/fp16/fp32 weights");
+      throw ModelDirError("tensor " + item.key() + " in " + files.file_of(item.key()) + " is " +
+                              safetensors_dtype_name(e->dtype) + ", not a floating-point weight",
+                          "quantized or packed checkpoints are not supported; use the bf16/fp16/fp32 weights");
     }
-    p.copy_(ckpt.tensor(item.key()));
+    p.copy_(files.tensor(item.key()));
   }
 }
 
 Llama llama_from_pretrained(const std::string& dir, const at::TensorOptions& options) {
   const fs::path config = fs::path(dir) / "config.json";
   if (!fs::exists(config)) {
-    throw ConfigError(fs::is_directory(dir) ? "model directory " + dir + " has no config.json"
-                                            : "model directory " + dir + " does not exist",
-                      kHintDir);
+    throw ModelDirError(fs::is_directory(dir) ? "model directory " + dir + " has no config.json"
+                                              : "model directory " + dir + " does not exist",
+                        kHintDir);
   }
   Llama model(llama_config_load(config.string()), options);
-  llama_load_weights(*model, HfCheckpoint(dir));
+  llama_load_weights(*model, HfModelDir(dir));
   return model;
 }
 

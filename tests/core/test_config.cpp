@@ -7,6 +7,7 @@
 #include "ranktune/core/cli.h"
 #include "ranktune/core/config.h"
 #include "ranktune/core/error.h"
+#include "support/scratch_dir.h"
 
 namespace ranktune {
 namespace {
@@ -14,14 +15,9 @@ namespace {
 class ConfigTest : public testing::Test {
  protected:
   std::string write_ini(const std::string& text) {
-    const auto path = std::filesystem::temp_directory_path() /
-                      ("ranktune_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++) + ".ini");
+    const std::string path = dir_ / (std::to_string(counter_++) + ".ini");
     std::ofstream(path) << text;
-    files_.push_back(path);
-    return path.string();
-  }
-  void TearDown() override {
-    for (const auto& f : files_) std::filesystem::remove(f);
+    return path;
   }
 
   static CliRequest parse(std::vector<std::string> args) {
@@ -43,8 +39,8 @@ class ConfigTest : public testing::Test {
   }
 
  private:
+  test::ScratchDir dir_{"config_" + test::test_name()};
   int counter_ = 0;
-  std::vector<std::filesystem::path> files_;
 };
 
 TEST_F(ConfigTest, DefaultsWhenNothingGiven) {

@@ -1,4 +1,4 @@
-#include "ranktune/model/checkpointing.h"
+#include "ranktune/model/activation_checkpoint.h"
 
 #include <ATen/Context.h>
 #include <torch/autograd.h>
@@ -24,7 +24,7 @@ void set_rng_state(const at::Device& device, const at::Tensor& state) {
   gen.set_state(state);
 }
 
-struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
+struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
   // Runs with gradients off (autograd::Function does that): nothing inside the layer is saved.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, DecoderBlockImpl* block, RopeCache rope) {
     ctx->save_for_backward({x});
@@ -61,10 +61,10 @@ struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
 
 }  // namespace
 
-at::Tensor block_forward_checkpointed(DecoderBlockImpl& block, const at::Tensor& x, const RopeCache& rope) {
+at::Tensor activation_checkpoint_forward(DecoderBlockImpl& block, const at::Tensor& x, const RopeCache& rope) {
   if (!at::GradMode::is_enabled()) return block.forward(x, rope);  // evaluation: nothing would be saved anyway
   const at::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
-  return CheckpointedBlock::apply(input, &block, rope);
+  return RecomputedBlock::apply(input, &block, rope);
 }
 
 }  // namespace ranktune

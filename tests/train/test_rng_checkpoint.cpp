@@ -6,11 +6,10 @@
 #include <torch/cuda.h>
 
 #include <filesystem>
-#include <unistd.h>
 
 #include "ranktune/io/checkpoint_file.h"
-#include "ranktune/io/durable_file.h"
 #include "ranktune/train/train_checkpoint.h"
+#include "support/scratch_dir.h"
 
 namespace ranktune {
 namespace {
@@ -20,28 +19,25 @@ namespace fs = std::filesystem;
 class RngCheckpoint : public testing::Test {
  protected:
   void SetUp() override {
-    dir = fs::temp_directory_path() / ("rt_rng_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
     params.insert("w", at::zeros({2, 3}).requires_grad_());
     opt = std::make_unique<AdamW>(params, AdamWOptions{});
     record.base_identity = "test base";
     record.config_json = "{}";
   }
-  void TearDown() override { remove_tree(dir); }
 
   // Captures on `device`, writes the state to a rank file and reads it back, as a save and a resume do.
   LoadedCheckpoint save_and_read(const c10::Device& device, const std::vector<int>& other_gpus = {}) {
     const CheckpointState st = train_state_capture(params, *opt, RunPosition{}, true, record, device, other_gpus);
-    const fs::path file = dir / "rank_00000.h5";
+    const fs::path file = scratch.path() / "rank_00000.h5";
     checkpoint_file_write(file, st, RankFileHeader{}, h5::FileLocking::best_effort);
     LoadedCheckpoint ck;
-    ck.step_dir = dir;
+    ck.step_dir = scratch.path();
     ck.state = checkpoint_file_read(file, RankFileHeader{}, h5::FileLocking::best_effort);
     ck.has_rank_state = true;
     return ck;
   }
 
-  fs::path dir;
+  test::ScratchDir scratch{"rng_" + test::test_name()};
   NamedTensors params;
   std::unique_ptr<AdamW> opt;
   ModelRecord record;
