@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Packs this machine's build of ranktune for the GPU machine into .deps/prebuilt/ (git-ignored; name .deps in the
-# device tool's `carry`), so that a short device lease runs instead of compiling: stripped copies of the ranktune
+# Packs this machine's build of ranktune for the GPU machine into .deps/prebuilt/ (git-ignored: copy .deps to the GPU
+# machine with the checkout), so that a short GPU lease runs instead of compiling: stripped copies of the ranktune
 # binary, the benchmark binaries and the GPU test binaries, plus the one shared library the GPU image lacks
 # (Boost.Program_options). bench/gpu_check.sh uses them when RANKTUNE_PREBUILT=.deps/prebuilt and they start there;
 # otherwise it builds. RANKTUNE_BUILD_DIR may name another worktree's build. Both machines are x86-64 with the same torch wheel, CUDA 13.0 and NCCL 2.28.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs what the GPU machine lacks into .deps/ (git-ignored; named in the device tool's `carry`):
+# Packs what the GPU machine lacks into .deps/ (git-ignored: copy it to the GPU machine with the checkout):
 #  - Boost.Program_options: the headers our sources actually include (their closure, ~3 MB, not all of Boost), the
 #    static library and Debian's CMake package files, in Debian's layout so the package's relative paths hold;
 #  - nlohmann-json: the headers and its CMake package.

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build ranktune, run the whole test suite (GPU tests included), exercise the topology
 # command on the real GPU, then run the benchmarks named in $RANKTUNE_BENCH (space-separated bench/*.sh names).
-# Logs go to $OUT (the device tool brings them back). Needs .deps/ from bench/carry_deps.sh in `carry`.
+# Logs go to $OUT (default /tmp/ranktune-out). Needs .deps/ from bench/carry_deps.sh copied next to the checkout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ranktune-out}
 mkdir -p "$OUT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# NVLink multicast stays off on shared machines (device notes).
+# NVLink multicast stays off: on a host whose GPUs are shared, a program using it can take them out of service.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 step() { printf '\n=== %s ===\n' "$*"; }
 
