@@ -77,8 +77,10 @@ int main(int argc, char** argv) {
   if (env.rank() == 0) {
     std::printf("all-reduce (sum, bf16) over %d rank(s); busbw = algbw x 2(n-1)/n%s\n\n", n,
                 n > 1 ? "" : " = 0: at one rank an in-place all-reduce moves nothing, the times are call overheads");
-    std::printf("| bytes | ranktune us | ranktune busbw GB/s | NCCL us | NCCL busbw GB/s | ranktune / NCCL (busbw; 1 rank: speed) "
-                "| NCCL non-blocking us |\n");
+    std::printf(
+        "| bytes | ranktune us | ranktune busbw GB/s | NCCL us | NCCL busbw GB/s | ranktune / NCCL (busbw; 1 rank: "
+        "speed) "
+        "| NCCL non-blocking us |\n");
     std::printf("|---|---|---|---|---|---|---|\n");
   }
   int early_returns = 0;
@@ -86,10 +88,12 @@ int main(int argc, char** argv) {
     at::Tensor t = at::ones({bytes / 2}, at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA, device));
     const int it = bytes >= (std::int64_t{1} << 26) ? std::max(5, iters / 4) : iters;
     // synchronize() must return only once the stream has drained; a stream still busy then means it returned early.
-    const double ours_s = time_per_call(env, 3, it, [&] { ours.all_reduce(t, ReduceOp::sum); }, [&] {
-      ours.synchronize();
-      if (cudaStreamQuery(stream) != cudaSuccess) ++early_returns;
-    });
+    const double ours_s = time_per_call(
+        env, 3, it, [&] { ours.all_reduce(t, ReduceOp::sum); },
+        [&] {
+          ours.synchronize();
+          if (cudaStreamQuery(stream) != cudaSuccess) ++early_returns;
+        });
     const double plain_s = time_per_call(
         env, 3, it,
         [&] {

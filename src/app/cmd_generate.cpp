@@ -42,7 +42,8 @@ Source load_source(const Config& cfg, const std::vector<std::string>& args) {
                        "--config, after it saved a checkpoint)");
   }
   if (!fs::exists(path))
-    throw UsageError("'" + path + "' does not exist", "give a checkpoint (step directory or root) or a model directory");
+    throw UsageError("'" + path + "' does not exist",
+                     "give a checkpoint (step directory or root) or a model directory");
   Source s;
   if (fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "manifest.json")) {
     s.model = llama_from_pretrained(path, at::TensorOptions().dtype(at::kFloat));
@@ -56,7 +57,8 @@ Source load_source(const Config& cfg, const std::vector<std::string>& args) {
   s.tokenizer = tm.record.tokenizer.empty() ? "byte" : tm.record.tokenizer;
   s.what = "checkpoint " + tm.step_dir.string() + " (step " + std::to_string(tm.step) +
            (tm.record.lora.r > 0 ? ", LoRA r=" + std::to_string(tm.record.lora.r) + " on " + tm.record.base_path
-                                 : std::string(", full weights")) + ")";
+                                 : std::string(", full weights")) +
+           ")";
   return s;
 }
 
@@ -68,7 +70,8 @@ int cmd_generate(const AppContext& ctx) {
   agree_run(ctx.env, [&] {
     if (ctx.env.size() > 1)
       throw UsageError("`ranktune generate` runs in one process, but " + std::to_string(ctx.env.size()) +
-                           " were started", "run it without mpirun/srun");
+                           " were started",
+                       "run it without mpirun/srun");
     if (ctx.request.args.size() > 1)
       throw UsageError("`ranktune generate` takes at most one path", "ranktune generate [CHECKPOINT_OR_MODEL_DIR]");
     if (g.prompt.empty())
@@ -81,14 +84,17 @@ int cmd_generate(const AppContext& ctx) {
     tok = tokenizer_load(src.tokenizer);
     if (tok->vocab_size() > src.model->config().vocab_size)
       throw ConfigError("tokenizer " + tok->describe() + " has " + std::to_string(tok->vocab_size()) +
-                            " tokens but the model's vocabulary holds " + std::to_string(src.model->config().vocab_size),
+                            " tokens but the model's vocabulary holds " +
+                            std::to_string(src.model->config().vocab_size),
                         "use the tokenizer the model was trained with (--data.tokenizer)");
   });
   const bool cuda = cfg.device == "cuda" && at::hasCUDA();
   if (cuda) src.model->to(at::Device(at::kCUDA, 0), at::kBFloat16);
   src.model->eval();
   char sampling[96] = "greedy";
-  if (g.temperature > 0) std::snprintf(sampling, sizeof sampling, "temperature %.2f, top-p %.2f, seed %ld", g.temperature, g.top_p, cfg.seed);
+  if (g.temperature > 0)
+    std::snprintf(sampling, sizeof sampling, "temperature %.2f, top-p %.2f, seed %ld", g.temperature, g.top_p,
+                  cfg.seed);
   log0() << "generate: " << src.what << ", tokenizer " << tok->describe() << ", on " << (cuda ? "cuda:0 (bf16)" : "cpu")
          << ", " << sampling;
   const std::vector<std::int32_t> prompt = tok->encode(g.prompt, /*add_special=*/true);
@@ -105,7 +111,8 @@ int cmd_generate(const AppContext& ctx) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log0() << g.prompt << tok->decode(out);
   char line[160];
-  std::snprintf(line, sizeof line, "generated %zu tokens after a %zu-token prompt in %.2f s", out.size(), prompt.size(), s);
+  std::snprintf(line, sizeof line, "generated %zu tokens after a %zu-token prompt in %.2f s", out.size(), prompt.size(),
+                s);
   log0() << line;
   return 0;
 }

@@ -35,8 +35,9 @@ int cmd_plan(const AppContext& ctx) {
   const bool on_gpu = cfg.device == "cuda";
   BalancedSetup placed;
   agree_run(ctx.env, [&] {
-    const std::vector<GpuInfo> gpus =
-        on_gpu && cfg.parallel.max_memory.empty() ? topology_local_facts(ctx.env, ctx.launch_env).gpus : std::vector<GpuInfo>{};
+    const std::vector<GpuInfo> gpus = on_gpu && cfg.parallel.max_memory.empty()
+                                          ? topology_local_facts(ctx.env, ctx.launch_env).gpus
+                                          : std::vector<GpuInfo>{};
     placed = balanced_setup(cfg, gpus, on_gpu);
   });
   const std::vector<DeviceBudget>& devices = placed.devices;

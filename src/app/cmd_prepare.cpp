@@ -24,14 +24,13 @@ void check_request(const AppContext& ctx) {
   if (ctx.env.size() > 1)
     throw UsageError("`ranktune prepare` runs as one process, not " + std::to_string(ctx.env.size()) + " ranks",
                      "run it without mpirun/srun; `ranktune train` then reads the dataset at any world size");
-  if (cfg.data.path.empty())
-    throw UsageError("prepare needs input files", "--data.path=FILE.jsonl[,FILE2.txt...]");
+  if (cfg.data.path.empty()) throw UsageError("prepare needs input files", "--data.path=FILE.jsonl[,FILE2.txt...]");
   if (TokenDatasetReader::is_dataset_path(cfg.data.path))
     throw UsageError("data.path '" + cfg.data.path + "' is already a prepared dataset (or a directory)",
                      "give text or JSONL files to prepare");
   if (cfg.prepare.output.empty())
-    throw UsageError("prepare needs an output", cfg.prepare.shard_rows > 0 ? "--prepare.output=DIR (shard directory)"
-                                                                           : "--prepare.output=OUT.h5");
+    throw UsageError("prepare needs an output",
+                     cfg.prepare.shard_rows > 0 ? "--prepare.output=DIR (shard directory)" : "--prepare.output=OUT.h5");
 }
 
 TokenDatasetInfo info_of(const Config& cfg, const Tokenizer& tok, const std::vector<std::string>& files,

@@ -88,8 +88,9 @@ Config with_epochs(const Config& cfg, const AppContext& ctx, const TokenData& da
   const auto steps = given.find("train.steps"), epochs = given.find("train.epochs");
   if (steps != given.end() && epochs != given.end()) {
     if (steps->second.source == epochs->second.source)
-      throw AgreedError(ExitCode::usage, "train.steps (" + steps->second.origin + ") and train.epochs (" +
-                                             epochs->second.origin + ") are both given",
+      throw AgreedError(ExitCode::usage,
+                        "train.steps (" + steps->second.origin + ") and train.epochs (" + epochs->second.origin +
+                            ") are both given",
                         "keep one of them: train.epochs derives the number of steps from the data", 0);
     if (steps->second.source == ConfigSource::command_line) {
       log0() << "epochs: train.steps from the command line replaces train.epochs of " << epochs->second.origin;
@@ -150,8 +151,8 @@ int cmd_train(const AppContext& ctx) {
   std::unique_ptr<Trainer> trainer;
   agree_run(ctx.env, [&] {
     run_cfg = with_epochs(cfg, ctx, data);
-    trainer = std::make_unique<Trainer>(run_cfg, ctx.env, *comm, mode.mode, model, data,
-                                        run_base_identity(cfg, *model), pipeline);
+    trainer = std::make_unique<Trainer>(run_cfg, ctx.env, *comm, mode.mode, model, data, run_base_identity(cfg, *model),
+                                        pipeline);
   });
   const TrainResult result = trainer->run();
   if (result.stopped) {

@@ -4,16 +4,16 @@
 #include <exception>
 #include <optional>
 
-#include "ranktune/app/commands.h"  // defines: cmd_topology, cmd_plan, cmd_train, cmd_checkpoint,
-                                    //          cmd_export, cmd_prepare, cmd_generate, version_string
-#include "ranktune/core/cli.h"      // defines: cli_parse, cli_usage
-#include "ranktune/core/error.h"    // defines: Error, ExitCode
-#include "ranktune/core/log.h"      // defines: log0, log_error
-#include "ranktune/distributed/agree.h"    // defines: agree_run, agree_config_hash
-#include "ranktune/distributed/cpu_threads.h" // defines: cpu_threads_apply
-#include "ranktune/distributed/mpi_env.h"  // defines: MpiEnv
-#include "ranktune/distributed/signals.h"  // defines: signals_install
-#include "ranktune/distributed/topology.h" // defines: launch_env_capture
+#include "ranktune/app/commands.h"             // defines: cmd_topology, cmd_plan, cmd_train, cmd_checkpoint,
+                                               //          cmd_export, cmd_prepare, cmd_generate, version_string
+#include "ranktune/core/cli.h"                 // defines: cli_parse, cli_usage
+#include "ranktune/core/error.h"               // defines: Error, ExitCode
+#include "ranktune/core/log.h"                 // defines: log0, log_error
+#include "ranktune/distributed/agree.h"        // defines: agree_run, agree_config_hash
+#include "ranktune/distributed/cpu_threads.h"  // defines: cpu_threads_apply
+#include "ranktune/distributed/mpi_env.h"      // defines: MpiEnv
+#include "ranktune/distributed/signals.h"      // defines: signals_install
+#include "ranktune/distributed/topology.h"     // defines: launch_env_capture
 
 using namespace ranktune;
 
@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
     }
     return static_cast<int>(e.code());
   } catch (const Error& e) {
-    log_error() << "error: " << e.what() << "  [exit " << static_cast<int>(e.code()) << ": "
-                << exit_code_name(e.code()) << "]";
+    log_error() << "error: " << e.what() << "  [exit " << static_cast<int>(e.code()) << ": " << exit_code_name(e.code())
+                << "]";
     if (!e.hint().empty()) log_error() << "hint: " << e.hint();
     if (env && env->size() > 1) env->abort(static_cast<int>(e.code()));  // peers may be waiting in a collective
     return static_cast<int>(e.code());

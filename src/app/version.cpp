@@ -22,8 +22,7 @@ std::string version_string() {
     s += ", CUDA runtime " + std::to_string(rt / 1000) + "." + std::to_string(rt % 1000 / 10);
   if (cudaDriverGetVersion(&drv) == cudaSuccess && drv > 0)
     s += ", driver API " + std::to_string(drv / 1000) + "." + std::to_string(drv % 1000 / 10);
-  else
-    s += ", no CUDA driver";
+  else s += ", no CUDA driver";
   if (ncclGetVersion(&nccl) == ncclSuccess)
     s += ", NCCL " + std::to_string(nccl / 10000) + "." + std::to_string(nccl / 100 % 100) + "." +
          std::to_string(nccl % 100);

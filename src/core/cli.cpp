@@ -89,8 +89,7 @@ const std::vector<Subcommand>& cli_subcommands() {
       {"topology", "show every rank, its GPU and the parallel mode that would run, then exit"},
       {"plan", "print the balanced placement of the model over the GPUs (or --parallel.max_memory budgets)"},
       {"checkpoint", "summarise or verify a checkpoint (step directory or checkpoint root)", "inspect|verify PATH"},
-      {"export", "write a checkpoint as a PEFT adapter (LoRA) or a Hugging Face model directory",
-       "CHECKPOINT OUT_DIR"},
+      {"export", "write a checkpoint as a PEFT adapter (LoRA) or a Hugging Face model directory", "CHECKPOINT OUT_DIR"},
       {"generate", "continue a prompt with a checkpoint or a Hugging Face model directory (--generate.prompt)",
        "[CHECKPOINT_OR_MODEL_DIR]"},
       {"prepare", "tokenize and pack text/JSONL (--data.path) into an HDF5 token dataset (--prepare.output)"},
@@ -147,8 +146,9 @@ CliRequest cli_parse(int argc, const char* const* argv) {
   }
 
   po::options_description general("options");
-  general.add_options()("help,h", "show this help")("version", "print the version")(
-      "config,c", po::value<std::string>(), "INI file with settings");
+  general.add_options()("help,h", "show this help")("version", "print the version")("config,c",
+                                                                                    po::value<std::string>(),
+                                                                                    "INI file with settings");
   po::options_description all;
   all.add(general).add(config_options());
   all.add_options()("args", po::value<std::vector<std::string>>(), "positional arguments");
@@ -157,8 +157,12 @@ CliRequest cli_parse(int argc, const char* const* argv) {
 
   po::parsed_options parsed(nullptr);
   try {
-    parsed = po::command_line_parser(argc - first + 1, argv + first - 1)  // argv[first - 1] stands in for the program name
-                 .options(all).positional(pos).style(kStyle).run();
+    parsed =
+        po::command_line_parser(argc - first + 1, argv + first - 1)  // argv[first - 1] stands in for the program name
+            .options(all)
+            .positional(pos)
+            .style(kStyle)
+            .run();
   } catch (const po::unknown_option& e) {
     const std::string near = closest_key(e.get_option_name());
     throw UsageError(std::string("unknown option '") + e.get_option_name() + "'",
@@ -177,8 +181,8 @@ CliRequest cli_parse(int argc, const char* const* argv) {
     else if (k == "args") req.args.insert(req.args.end(), opt.value.begin(), opt.value.end());
     else {
       if (cli_values.count(k)) throw UsageError("option '--" + k + "' is given twice on the command line");
-      cli_values[k] = ConfigValue{opt.value.empty() ? "" : opt.value.front(), ConfigSource::command_line,
-                                  "command line --" + k};
+      cli_values[k] =
+          ConfigValue{opt.value.empty() ? "" : opt.value.front(), ConfigSource::command_line, "command line --" + k};
     }
   }
   if (req.help || req.version) return req;
@@ -198,14 +202,18 @@ std::string cli_usage(const std::string& subcommand) {
   std::ostringstream os;
   if (subcommand.empty()) {
     os << "usage: ranktune <subcommand> [--config FILE] [--section.key=value ...]\n\nsubcommands:\n";
-    for (const auto& s : cli_subcommands()) os << "  " << s.name << std::string(12 - s.name.size(), ' ') << s.summary << '\n';
+    for (const auto& s : cli_subcommands())
+      os << "  " << s.name << std::string(12 - s.name.size(), ' ') << s.summary << '\n';
     os << "\n  ranktune --version\n  ranktune <subcommand> --help\n\n"
           "launch: one process (balanced or single GPU), or mpirun/srun with one rank per GPU (ddp).\n"
           "exit codes: docs/exit-codes.md\n";
     return os.str();
   }
   for (const auto& s : cli_subcommands())
-    if (s.name == subcommand) os << "usage: ranktune " << s.name << (s.args.empty() ? "" : " " + s.args) << " [--config FILE] [--section.key=value ...]\n" << s.summary << "\n\n";
+    if (s.name == subcommand)
+      os << "usage: ranktune " << s.name << (s.args.empty() ? "" : " " + s.args)
+         << " [--config FILE] [--section.key=value ...]\n"
+         << s.summary << "\n\n";
   po::options_description general("options");
   general.add_options()("help,h", "show this help")("config,c", po::value<std::string>(), "INI file with settings");
   os << general << "\nsettings (INI [section] key = value  <=>  --section.key=value), with defaults:\n";

@@ -15,12 +15,14 @@ namespace {
 
 std::string lower(std::string_view s) {
   std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
 }
 
 [[noreturn]] void bad_value(std::string_view key, std::string_view text, std::string_view want) {
-  throw ConfigError("bad value '" + std::string(text) + "' for " + std::string(key) + ": expected " + std::string(want));
+  throw ConfigError("bad value '" + std::string(text) + "' for " + std::string(key) + ": expected " +
+                    std::string(want));
 }
 
 template <class T>
@@ -141,7 +143,8 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(double, "train.beta2", train.beta2, "AdamW beta2"),
       RT_KEY(double, "train.eps", train.eps, "AdamW epsilon"),
       RT_KEY(double, "train.grad_clip", train.grad_clip, "clip the global gradient norm; 0 = off"),
-      RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing, "recompute activations in backward"),
+      RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing,
+             "recompute activations in backward"),
       RT_KEY(S, "train.precision", train.precision, "compute precision", V{"auto", "bf16", "fp32"}),
       RT_KEY(long, "train.eval_every", train.eval_every, "evaluate every N steps; 0 = never"),
       RT_KEY(long, "train.log_every", train.log_every, "print a log line every N steps"),
@@ -171,7 +174,8 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(S, "generate.prompt", generate.prompt, "text to continue (ranktune generate)"),
       RT_KEY(int, "generate.max_new_tokens", generate.max_new_tokens, "tokens to generate"),
       RT_KEY(double, "generate.temperature", generate.temperature, "0 = greedy; > 0 samples"),
-      RT_KEY(double, "generate.top_p", generate.top_p, "nucleus sampling: keep the smallest set of tokens with this mass"),
+      RT_KEY(double, "generate.top_p", generate.top_p,
+             "nucleus sampling: keep the smallest set of tokens with this mass"),
       RT_KEY(S, "export.dtype", export_.dtype, "dtype of the exported weights", V{"bf16", "fp16", "fp32"}),
       RT_KEY(bool, "export.merge", export_.merge, "LoRA: write the merged full model instead of the adapter"),
       RT_KEY(bool, "export.overwrite", export_.overwrite, "replace a non-empty output directory"),
@@ -221,8 +225,8 @@ Config config_apply(const ConfigValues& values) {
 
 void config_validate(const Config& c) {
   const auto& m = c.model;
-  require(m.hidden_size > 0 && m.num_layers > 0 && m.num_heads > 0 && m.num_kv_heads > 0 &&
-              m.intermediate_size > 0 && m.vocab_size > 0 && m.max_seq_len > 0,
+  require(m.hidden_size > 0 && m.num_layers > 0 && m.num_heads > 0 && m.num_kv_heads > 0 && m.intermediate_size > 0 &&
+              m.vocab_size > 0 && m.max_seq_len > 0,
           "model shape keys must all be positive");
   require(m.hidden_size % m.num_heads == 0, "model.hidden_size (" + std::to_string(m.hidden_size) +
                                                 ") must be a multiple of model.num_heads (" +
@@ -237,9 +241,9 @@ void config_validate(const Config& c) {
   require(t.micro_batch > 0, "train.micro_batch must be > 0");
   require(t.grad_accum > 0, "train.grad_accum must be > 0");
   require(t.seq_len > 0, "train.seq_len must be > 0");
-  require(t.seq_len <= m.max_seq_len || !m.path.empty(),
-          "train.seq_len (" + std::to_string(t.seq_len) + ") exceeds model.max_seq_len (" +
-              std::to_string(m.max_seq_len) + ")");
+  require(t.seq_len <= m.max_seq_len || !m.path.empty(), "train.seq_len (" + std::to_string(t.seq_len) +
+                                                             ") exceeds model.max_seq_len (" +
+                                                             std::to_string(m.max_seq_len) + ")");
   require(t.lr > 0, "train.lr must be > 0");
   require(t.min_lr_ratio >= 0 && t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
   require(t.warmup_steps >= 0, "train.warmup_steps must be >= 0");
@@ -281,7 +285,8 @@ std::string config_table(const Config& cfg, const ConfigValues& given) {
     wv = std::max(wv, std::min<std::size_t>(k.show(cfg).size(), 48));
   }
   std::ostringstream os;
-  os << std::left << std::setw(static_cast<int>(wk)) << "key" << "  " << std::setw(static_cast<int>(wv)) << "value"
+  os << std::left << std::setw(static_cast<int>(wk)) << "key"
+     << "  " << std::setw(static_cast<int>(wv)) << "value"
      << "  source\n";
   os << std::string(wk, '-') << "  " << std::string(wv, '-') << "  " << std::string(12, '-') << '\n';
   for (const auto& [k, v, s] : rows) {

@@ -1,6 +1,6 @@
 // Names of the exit codes (printed with every fatal message) and the host name used by check failures.
-#include "ranktune/core/check.h"
 #include "ranktune/core/error.h"
+#include "ranktune/core/check.h"
 
 #include <unistd.h>
 

@@ -10,8 +10,8 @@
 
 namespace ranktune {
 
-BpeModel::BpeModel(TokenMap vocab, const std::vector<std::pair<std::string, std::string>>& merges,
-                   BpeOptions options, const std::string& origin)
+BpeModel::BpeModel(TokenMap vocab, const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions options,
+                   const std::string& origin)
     : vocab_(std::move(vocab)), options_(std::move(options)) {
   std::int32_t max_id = -1;
   for (const auto& [tok, id] : vocab_) {
@@ -24,7 +24,8 @@ BpeModel::BpeModel(TokenMap vocab, const std::vector<std::pair<std::string, std:
   auto need = [&](const std::string& tok, std::size_t rank) {
     auto it = vocab_.find(tok);
     if (it == vocab_.end()) {
-      throw DataError(origin + ": merge " + std::to_string(rank) + " uses '" + tok + "', which is not in the vocabulary",
+      throw DataError(origin + ": merge " + std::to_string(rank) + " uses '" + tok +
+                          "', which is not in the vocabulary",
                       "the tokenizer.json is inconsistent; re-save it with HF tokenizers");
     }
     return it->second;

@@ -56,8 +56,10 @@ void check_alternation(ChatFamily f, const std::vector<ChatMessage>& msgs, std::
   for (std::size_t i = first; i < msgs.size(); ++i) {
     const char* want = (i - first) % 2 == 0 ? "user" : "assistant";
     if (msgs[i].role != want) {
-      throw DataError(std::string("the ") + chat_family_name(f) + " template needs an optional system message, then "
-                      "user and assistant alternating; message " + std::to_string(i) + " is " + msgs[i].role);
+      throw DataError(std::string("the ") + chat_family_name(f) +
+                      " template needs an optional system message, then "
+                      "user and assistant alternating; message " +
+                      std::to_string(i) + " is " + msgs[i].role);
     }
   }
 }
@@ -158,8 +160,8 @@ ChatFamily chat_family_detect(const Tokenizer& tok) {
 
 ChatFamily chat_family_parse(std::string_view name, const Tokenizer& tok) {
   if (name == "auto") return chat_family_detect(tok);
-  for (ChatFamily f : {ChatFamily::llama3, ChatFamily::llama2, ChatFamily::mistral, ChatFamily::chatml,
-                       ChatFamily::plain}) {
+  for (ChatFamily f :
+       {ChatFamily::llama3, ChatFamily::llama2, ChatFamily::mistral, ChatFamily::chatml, ChatFamily::plain}) {
     if (name == chat_family_name(f)) return f;
   }
   throw DataError("unknown chat template '" + std::string(name) + "'",

@@ -26,7 +26,8 @@ void encode_run(const Tokenizer& tok, const std::vector<Segment>& segs, std::siz
     std::size_t end = ids.size();
     if (i + 1 < last) {
       const std::vector<std::int32_t> head = encode(std::string_view(text).substr(0, prefix_chars));
-      end = static_cast<std::size_t>(std::mismatch(head.begin(), head.end(), ids.begin(), ids.end()).first - head.begin());
+      end = static_cast<std::size_t>(std::mismatch(head.begin(), head.end(), ids.begin(), ids.end()).first -
+                                     head.begin());
       end = std::max(end, done);
     }
     append(doc, ids, done, end, segs[i].train);

@@ -170,7 +170,7 @@ class Parser {
   }
   static std::string type_of(const json& obj) {
     return obj.is_object() && obj.contains("type") && obj.at("type").is_string() ? obj.at("type").get<std::string>()
-                                                                                : std::string("?");
+                                                                                 : std::string("?");
   }
   std::string string_pattern(const json& obj, const char* where) const {
     const json& p = need(obj, "pattern", where);
@@ -349,9 +349,13 @@ class Parser {
     std::vector<AddedToken> out;
     if (j.is_null()) return out;
     for (const json& t : j) {
-      AddedToken a{str(t, "content", "added_tokens[]"), need(t, "id", "added_tokens[]").get<std::int32_t>(),
-                   flag(t, "special", false), flag(t, "lstrip", false), flag(t, "rstrip", false),
-                   flag(t, "normalized", false), {}};
+      AddedToken a{str(t, "content", "added_tokens[]"),
+                   need(t, "id", "added_tokens[]").get<std::int32_t>(),
+                   flag(t, "special", false),
+                   flag(t, "lstrip", false),
+                   flag(t, "rstrip", false),
+                   flag(t, "normalized", false),
+                   {}};
       if (flag(t, "single_word", false)) refuse("added token '" + a.content + "' with single_word=true");
       if (a.content.empty()) malformed("an added token has empty content");
       out.push_back(std::move(a));
@@ -589,7 +593,8 @@ class HfTokenizer final : public Tokenizer {
         case PreStep::metaspace: {
           std::string s = replace_all(q.text, " ", step.replacement);
           const bool starts = s.compare(0, step.replacement.size(), step.replacement) == 0;
-          if (!starts && (step.scheme == PrependScheme::always || (step.scheme == PrependScheme::first && q.orig == 0))) {
+          if (!starts &&
+              (step.scheme == PrependScheme::always || (step.scheme == PrependScheme::first && q.orig == 0))) {
             s.insert(0, step.replacement);
           }
           if (!step.split_on_replacement) {
@@ -649,8 +654,8 @@ class HfTokenizer final : public Tokenizer {
           pending.clear();
         };
         for (std::string& t : toks) {
-          if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
-              std::isxdigit(static_cast<unsigned char>(t[4]))) {
+          if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+              std::isxdigit(static_cast<unsigned char>(t[3])) && std::isxdigit(static_cast<unsigned char>(t[4]))) {
             pending += static_cast<char>(std::stoi(t.substr(3, 2), nullptr, 16));
           } else {
             flush();

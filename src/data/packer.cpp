@@ -18,8 +18,8 @@ std::string PackStats::summary() const {
   const long slots = tokens + pad_tokens;
   os << documents << " documents -> " << rows << " rows; " << tokens << " tokens, " << pad_tokens << " padding ("
      << (slots ? 100.0 * pad_tokens / slots : 0.0) << "%), " << target_tokens << " targets; " << truncated_documents
-     << " truncated (" << truncated_tokens << " tokens dropped), " << split_documents << " split into "
-     << split_pieces << " pieces, " << empty_documents << " empty, " << untrained_documents << " without targets";
+     << " truncated (" << truncated_tokens << " tokens dropped), " << split_documents << " split into " << split_pieces
+     << " pieces, " << empty_documents << " empty, " << untrained_documents << " without targets";
   return os.str();
 }
 

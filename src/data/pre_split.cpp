@@ -141,8 +141,6 @@ std::optional<PreSplit> pre_split_from_pattern(std::string_view regex) {
   return std::nullopt;
 }
 
-std::vector<std::string_view> pre_split(PreSplit kind, std::string_view text) {
-  return Splitter(kind, text).run();
-}
+std::vector<std::string_view> pre_split(PreSplit kind, std::string_view text) { return Splitter(kind, text).run(); }
 
 }  // namespace ranktune

@@ -13,9 +13,10 @@ namespace {
 using json = nlohmann::json;
 
 [[noreturn]] void bad(const std::string& where, const std::string& what) {
-  throw DataError(where + ": " + what,
-                  "each line must be {\"text\": ...}, {\"messages\": [{\"role\": ..., \"content\": ...}]} or "
-                  "{\"prompt\": ..., \"response\": ...}; or pass --data.on_bad_record=skip to skip and count bad lines");
+  throw DataError(
+      where + ": " + what,
+      "each line must be {\"text\": ...}, {\"messages\": [{\"role\": ..., \"content\": ...}]} or "
+      "{\"prompt\": ..., \"response\": ...}; or pass --data.on_bad_record=skip to skip and count bad lines");
 }
 
 // Keeps what a message echoes from a record short: a 50 MB line would otherwise become a 50 MB error message.
@@ -67,7 +68,8 @@ Record record_parse_json(const std::string& line, const std::string& where) {
   Record r;
   r.where = where;
   const int shapes = int(j.contains("text")) + int(j.contains("messages")) + int(j.contains("prompt"));
-  if (shapes != 1) bad(where, shapes == 0 ? "no \"text\", \"messages\" or \"prompt\" key" : "more than one record kind");
+  if (shapes != 1)
+    bad(where, shapes == 0 ? "no \"text\", \"messages\" or \"prompt\" key" : "more than one record kind");
   if (j.contains("text")) {
     r.kind = Record::Kind::text;
     r.text = need_string(j, "text", where);

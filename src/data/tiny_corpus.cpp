@@ -17,17 +17,25 @@ struct Person {
 };
 
 constexpr std::array<Person, 12> kPeople{{
-    {"Ada", "Lisbon", "cat", "green"},      {"Bruno", "Oslo", "dog", "red"},
-    {"Chen", "Kyoto", "parrot", "blue"},    {"Dara", "Nairobi", "turtle", "yellow"},
-    {"Emil", "Quito", "rabbit", "purple"},  {"Farah", "Tunis", "horse", "orange"},
-    {"Gus", "Perth", "goat", "white"},      {"Hana", "Seoul", "fish", "black"},
-    {"Ivo", "Zagreb", "owl", "pink"},       {"Juno", "Lima", "frog", "brown"},
-    {"Kai", "Dublin", "hamster", "gray"},   {"Lena", "Vienna", "snake", "gold"},
+    {"Ada", "Lisbon", "cat", "green"},
+    {"Bruno", "Oslo", "dog", "red"},
+    {"Chen", "Kyoto", "parrot", "blue"},
+    {"Dara", "Nairobi", "turtle", "yellow"},
+    {"Emil", "Quito", "rabbit", "purple"},
+    {"Farah", "Tunis", "horse", "orange"},
+    {"Gus", "Perth", "goat", "white"},
+    {"Hana", "Seoul", "fish", "black"},
+    {"Ivo", "Zagreb", "owl", "pink"},
+    {"Juno", "Lima", "frog", "brown"},
+    {"Kai", "Dublin", "hamster", "gray"},
+    {"Lena", "Vienna", "snake", "gold"},
 }};
 
-constexpr std::array<const char*, 21> kNumberWords{
-    "zero",  "one",    "two",    "three",    "four",     "five",    "six",      "seven",     "eight",    "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"};
+constexpr std::array<const char*, 21> kNumberWords{"zero",    "one",     "two",       "three",    "four",
+                                                   "five",    "six",     "seven",     "eight",    "nine",
+                                                   "ten",     "eleven",  "twelve",    "thirteen", "fourteen",
+                                                   "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+                                                   "twenty"};
 
 std::string sentence(SplitMix64& rng) {
   const Person& p = kPeople[rng.below(kPeople.size())];

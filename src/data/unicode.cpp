@@ -18,8 +18,8 @@ struct CodeRange {
 
 template <std::size_t N>
 bool in_ranges(const CodeRange (&table)[N], char32_t cp) {
-  auto it = std::upper_bound(std::begin(table), std::end(table), cp,
-                             [](char32_t c, const CodeRange& r) { return c < r.lo; });
+  auto it =
+      std::upper_bound(std::begin(table), std::end(table), cp, [](char32_t c, const CodeRange& r) { return c < r.lo; });
   return it != std::begin(table) && cp <= std::prev(it)->hi;
 }
 
@@ -102,11 +102,21 @@ bool unicode_is_number(char32_t cp) {
 
 bool unicode_is_space(char32_t cp) {
   switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20: case 0x85: case 0xA0: case 0x1680:
-    case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-      return true;
-    default:
-      return cp >= 0x2000 && cp <= 0x200A;
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000: return true;
+    default: return cp >= 0x2000 && cp <= 0x200A;
   }
 }
 

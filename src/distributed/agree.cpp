@@ -43,8 +43,7 @@ void agree_config_hash(const MpiEnv& env, std::uint64_t hash) {
   if (differ.empty()) return;
   throw AgreedError(ExitCode::usage,
                     "ranks disagree on the effective config: rank(s) " + differ + " differ from rank 0",
-                    "every rank must read the same config file (on a shared filesystem) with the same command line",
-                    0);
+                    "every rank must read the same config file (on a shared filesystem) with the same command line", 0);
 }
 
 }  // namespace ranktune

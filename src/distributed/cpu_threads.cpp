@@ -19,9 +19,7 @@ std::optional<int> positive_int(const std::string& s) {
 
 }  // namespace
 
-std::string CpuThreads::describe() const {
-  return std::to_string(threads) + " intra-op thread(s) per rank: " + reason;
-}
+std::string CpuThreads::describe() const { return std::to_string(threads) + " intra-op thread(s) per rank: " + reason; }
 
 CpuThreads cpu_threads_decide(int affinity_cpus, int sharing_ranks, const std::optional<std::string>& omp_num_threads) {
   affinity_cpus = std::max(1, affinity_cpus);

@@ -123,7 +123,8 @@ void GradSync::verify_parameter_lists(const NamedTensors& params) {
   auto describe_at = [&](int root) {
     std::string text;
     if (comm_.rank() == root) {
-      text = position < own_count ? describe_param(params[static_cast<std::size_t>(position)].key(), params[static_cast<std::size_t>(position)].value())
+      text = position < own_count ? describe_param(params[static_cast<std::size_t>(position)].key(),
+                                                   params[static_cast<std::size_t>(position)].value())
                                   : "nothing (" + std::to_string(own_count) + " parameters)";
     }
     at::Tensor buf = at::zeros({static_cast<long>(kNameBytes)}, at::kByte);
@@ -136,8 +137,8 @@ void GradSync::verify_parameter_lists(const NamedTensors& params) {
   };
   const std::string at_root = describe_at(0);
   const std::string at_culprit = describe_at(culprit);
-  throw UsageError("DDP: parameter lists differ across ranks at position " + std::to_string(position) + ": rank 0 has " +
-                       at_root + ", rank " + std::to_string(culprit) + " has " + at_culprit,
+  throw UsageError("DDP: parameter lists differ across ranks at position " + std::to_string(position) +
+                       ": rank 0 has " + at_root + ", rank " + std::to_string(culprit) + " has " + at_culprit,
                    "every rank must build the same model: same config, model files and LoRA targets");
 }
 
@@ -262,8 +263,8 @@ void GradSync::launch_ready_buckets(bool in_backward) {
   while (next_bucket_ < num_buckets() && buckets_[next_bucket_].pending == 0) {
     Bucket& b = buckets_[next_bucket_];
     if (options_.trace)
-      trace_.push_back({steps_, next_bucket_, static_cast<std::size_t>(b.flat.nbytes()), ms_since_prepare(), 0,
-                        in_backward});
+      trace_.push_back(
+          {steps_, next_bucket_, static_cast<std::size_t>(b.flat.nbytes()), ms_since_prepare(), 0, in_backward});
 #ifdef RANKTUNE_HAVE_CUDA
     if (cuda_) {
       const c10::DeviceIndex dev = b.flat.device().index();
@@ -282,8 +283,7 @@ void GradSync::launch_ready_buckets(bool in_backward) {
 
 void GradSync::finish() {
   std::lock_guard lock(mutex_);
-  if (!sync_)
-    throw UsageError("DDP: GradSync::finish() without prepare(true) before the last micro-step's backward");
+  if (!sync_) throw UsageError("DDP: GradSync::finish() without prepare(true) before the last micro-step's backward");
   const double end_ms = ms_since_prepare();
   for (Entry& e : entries_) {
     if (e.ready) continue;

@@ -57,8 +57,8 @@ std::vector<Part> gather_varying(MPI_Comm comm, const T* data, std::size_t n, MP
   std::vector<T> flat(receives ? static_cast<std::size_t>(total) : 0);
   const int send_count = counts[static_cast<std::size_t>(rank)];
   if (root) {
-    RANKTUNE_MPI_CHECK(MPI_Gatherv(data, send_count, type, flat.data(), counts.data(), displs.data(), type, *root,
-                                   comm));
+    RANKTUNE_MPI_CHECK(
+        MPI_Gatherv(data, send_count, type, flat.data(), counts.data(), displs.data(), type, *root, comm));
   } else {
     RANKTUNE_MPI_CHECK(MPI_Allgatherv(data, send_count, type, flat.data(), counts.data(), displs.data(), type, comm));
   }
@@ -144,8 +144,7 @@ std::vector<std::vector<std::uint64_t>> all_gather(const MpiEnv& env, const std:
                                                     std::nullopt, "integer all-gather");
 }
 
-std::vector<std::vector<std::uint64_t>> gather(const MpiEnv& env, const std::vector<std::uint64_t>& values,
-                                               int root) {
+std::vector<std::vector<std::uint64_t>> gather(const MpiEnv& env, const std::vector<std::uint64_t>& values, int root) {
   return gather_varying<std::vector<std::uint64_t>>(env.world(), values.data(), values.size(), MPI_UINT64_T, root,
                                                     "integer gather");
 }

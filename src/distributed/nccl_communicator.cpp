@@ -120,7 +120,8 @@ void NcclCommunicator::wait_enqueued(const char* what) {
   for (;;) {
     RANKTUNE_NCCL_CHECK(ncclCommGetAsyncError(comm_, &state));
     if (state == ncclSuccess) return;
-    if (state != ncclInProgress) abort_with(std::string("NCCL ") + what + " failed: " + detail::nccl_error_string(state));
+    if (state != ncclInProgress)
+      abort_with(std::string("NCCL ") + what + " failed: " + detail::nccl_error_string(state));
     if (Clock::now() > deadline)
       abort_with(std::string("NCCL ") + what + " did not complete within " + std::to_string(timeout_s_) + " s");
     backoff.pause();

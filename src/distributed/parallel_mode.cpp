@@ -29,8 +29,8 @@ std::string cvd_phrase(const RankFacts& r) {
 }
 
 bool slurm_gpu_requested(const LaunchEnv& env) {
-  for (const char* k : {"SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS", "SLURM_GPUS_PER_TASK",
-                        "SLURM_GPUS_PER_NODE", "SLURM_GPUS_ON_NODE"})
+  for (const char* k : {"SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS", "SLURM_GPUS_PER_TASK", "SLURM_GPUS_PER_NODE",
+                        "SLURM_GPUS_ON_NODE"})
     if (env.count(k)) return true;
   auto tres = env.find("SLURM_TRES_PER_TASK");
   return tres != env.end() && tres->second.find("gpu") != std::string::npos;
@@ -44,8 +44,8 @@ std::string no_gpu_cause(const RankFacts& r) {
   const bool driver_missing = r.cuda_status == 35 || r.cuda_status == 34 || r.cuda_status == 3;
   if (driver_missing) {
     os << "the CUDA driver is not usable (" << r.cuda_status_text << "; " << cvd_phrase(r) << ")";
-  } else if (cvd != r.env.end() && (cvd->second.empty() || cvd->second == "-1" || cvd->second == "none" ||
-                                    cvd->second == "NoDevFiles")) {
+  } else if (cvd != r.env.end() &&
+             (cvd->second.empty() || cvd->second == "-1" || cvd->second == "none" || cvd->second == "NoDevFiles")) {
     os << "CUDA_VISIBLE_DEVICES='" << cvd->second << "' hides every GPU";
   } else if (cvd != r.env.end() && r.cuda_status == 101) {
     os << "CUDA_VISIBLE_DEVICES='" << cvd->second << "' is invalid (a device listed twice?)";
@@ -57,7 +57,8 @@ std::string no_gpu_cause(const RankFacts& r) {
   if (r.cuda_status != 0 && !driver_missing && !r.cuda_status_text.empty())
     os << " (CUDA: " << r.cuda_status_text << ")";
   if (r.env.count("SLURM_JOB_ID") && !slurm_gpu_requested(r.env))
-    os << "; Slurm job " << r.env.at("SLURM_JOB_ID") << " was allocated no GPU (SLURM_JOB_GPUS and SLURM_STEP_GPUS unset)";
+    os << "; Slurm job " << r.env.at("SLURM_JOB_ID")
+       << " was allocated no GPU (SLURM_JOB_GPUS and SLURM_STEP_GPUS unset)";
   return os.str();
 }
 
@@ -76,8 +77,8 @@ std::string no_gpu_hint(const RankFacts& r) {
   if (mode == "balanced") what += " that spreads the model's layers over all GPUs of its node";
   what += ", but " + n + " processes were started by " + launch + " (world size " + n + ")";
   throw LaunchModeError(
-      what, "either start one process with all GPUs visible (mpirun -np 1 ranktune train ... --parallel.mode=" +
-                mode + ", or srun -n 1 --gpus=<all>), or keep " + n +
+      what, "either start one process with all GPUs visible (mpirun -np 1 ranktune train ... --parallel.mode=" + mode +
+                ", or srun -n 1 --gpus=<all>), or keep " + n +
                 " processes and use --parallel.mode=ddp (one GPU per rank)");
 }
 
@@ -140,8 +141,8 @@ void assign_ddp_devices(const ClusterFacts& f, ModeDecision& d) {
     if (ranks.size() < 2) continue;
     const auto& r0 = f.ranks[ranks[0]];
     throw TopologyError("ranks " + join_ranks(ranks) + " on host " + key.first + " would share one GPU (" + key.second +
-                            ", " + r0.gpus.at(d.device_of_rank[ranks[0]]).name + "); " + cvd_phrase(r0) +
-                            " on rank " + std::to_string(ranks[0]) + ": NCCL needs one GPU per rank",
+                            ", " + r0.gpus.at(d.device_of_rank[ranks[0]]).name + "); " + cvd_phrase(r0) + " on rank " +
+                            std::to_string(ranks[0]) + ": NCCL needs one GPU per rank",
                         "give each rank its own GPU: let every rank see all GPUs of the node (unset "
                         "CUDA_VISIBLE_DEVICES) or use srun --gpus-per-task=1; or start fewer ranks");
   }
@@ -159,7 +160,8 @@ ModeDecision decide_gpu(const ClusterFacts& f, const ModeRequest& req) {
   if (f.world_size > 1) {
     d.mode = ParallelMode::ddp;
     assign_ddp_devices(f, d);
-    const bool bound = std::all_of(f.ranks.begin(), f.ranks.end(), [](const RankFacts& r) { return r.gpus.size() == 1; });
+    const bool bound =
+        std::all_of(f.ranks.begin(), f.ranks.end(), [](const RankFacts& r) { return r.gpus.size() == 1; });
     d.reason = std::to_string(f.world_size) + " processes, one GPU each (" +
                (bound ? "one GPU bound per task: device 0" : "all node GPUs visible: device = local rank") +
                "): DDP over NCCL";
@@ -176,8 +178,9 @@ ModeDecision decide_gpu(const ClusterFacts& f, const ModeRequest& req) {
   if (req.mode == "ddp") {
     d.mode = ParallelMode::ddp;
     d.reason = "ddp requested with one process: NCCL at world size 1 on GPU 0";
-    if (g > 1) d.notes.push_back(std::to_string(g - 1) + " more GPU(s) visible; start one rank per GPU (mpirun -np " +
-                                 std::to_string(g) + ") to use them");
+    if (g > 1)
+      d.notes.push_back(std::to_string(g - 1) + " more GPU(s) visible; start one rank per GPU (mpirun -np " +
+                        std::to_string(g) + ") to use them");
   } else if (req.mode == "balanced") {
     d.mode = ParallelMode::balanced;
     d.balanced_devices = all_devices();
@@ -250,9 +253,13 @@ std::string topology_table(const ClusterFacts& f, const ModeDecision& d) {
     os << std::setw(5) << r.world_rank << std::setw(18) << r.host << std::setw(6)
        << (std::to_string(r.local_rank) + "/" + std::to_string(r.local_size)) << std::setw(7)
        << (d.on_gpu ? (d.mode == ParallelMode::balanced ? "all" : "cuda:" + std::to_string(dev)) : "cpu")
-       << std::setw(28) << (g ? g->name : d.on_gpu ? "" : "-") << std::setw(22)
-       << (g ? format_bytes(g->free_bytes) + " / " + format_bytes(g->total_bytes) : "-") << std::setw(15)
-       << (g ? g->uuid.substr(0, 12) : "-") << env_or(r.env, "CUDA_VISIBLE_DEVICES", "(unset)") << '\n';
+       << std::setw(28)
+       << (g          ? g->name
+           : d.on_gpu ? ""
+                      : "-")
+       << std::setw(22) << (g ? format_bytes(g->free_bytes) + " / " + format_bytes(g->total_bytes) : "-")
+       << std::setw(15) << (g ? g->uuid.substr(0, 12) : "-") << env_or(r.env, "CUDA_VISIBLE_DEVICES", "(unset)")
+       << '\n';
   }
   if (d.mode == ParallelMode::balanced && d.on_gpu) {
     const auto& r = f.ranks.at(0);
@@ -262,10 +269,10 @@ std::string topology_table(const ClusterFacts& f, const ModeDecision& d) {
       os << "  cuda:" << dev << "  " << g.name << "  " << format_bytes(g.free_bytes) << " free  peer access:";
       for (std::size_t j = 0; j < r.gpus.size(); ++j)
         if (static_cast<int>(j) != dev)
-          os << ' ' << j << (dev < static_cast<int>(r.peer_access.size()) && j < r.peer_access[dev].size() &&
-                                     r.peer_access[dev][j]
-                                 ? "=yes"
-                                 : "=no");
+          os << ' ' << j
+             << (dev < static_cast<int>(r.peer_access.size()) && j < r.peer_access[dev].size() && r.peer_access[dev][j]
+                     ? "=yes"
+                     : "=no");
       os << '\n';
     }
   }

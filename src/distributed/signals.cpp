@@ -78,8 +78,7 @@ StopAgreement signals_agree(const MpiEnv& env) {
 
 std::string stop_agreement_describe(const StopAgreement& a) {
   if (a.request == StopRequest::none) return "no stop requested";
-  return std::string(signal_of(a.request)) + " on rank " + std::to_string(a.rank) + ": " +
-         stop_request_name(a.request);
+  return std::string(signal_of(a.request)) + " on rank " + std::to_string(a.rank) + ": " + stop_request_name(a.request);
 }
 
 }  // namespace ranktune

@@ -10,12 +10,30 @@ namespace ranktune {
 namespace {
 
 const char* const kLaunchVars[] = {
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
-    "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NNODES",
-    "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS", "SLURM_GPUS_PER_TASK", "SLURM_GPUS_PER_NODE",
-    "SLURM_GPUS_ON_NODE", "SLURM_TRES_PER_TASK", "SLURM_JOB_NODELIST",
-    "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
-    "PMIX_RANK", "PMI_SIZE", "PMI_RANK",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_NNODES",
+    "SLURM_JOB_GPUS",
+    "SLURM_STEP_GPUS",
+    "SLURM_GPUS",
+    "SLURM_GPUS_PER_TASK",
+    "SLURM_GPUS_PER_NODE",
+    "SLURM_GPUS_ON_NODE",
+    "SLURM_TRES_PER_TASK",
+    "SLURM_JOB_NODELIST",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "PMIX_RANK",
+    "PMI_SIZE",
+    "PMI_RANK",
 };
 
 // Field and record separators of the encoding: ASCII unit/record separators never occur in the values.
@@ -99,8 +117,8 @@ std::optional<std::string> launch_stale_size(const LaunchEnv& env, int mpi_world
 
 std::string rank_facts_encode(const RankFacts& f) {
   std::ostringstream os;
-  os << f.world_rank << kField << f.local_rank << kField << f.local_size << kField << f.host << kField
-     << f.cuda_status << kField << f.cuda_status_text << kField << f.gpus.size() << kField << f.env.size();
+  os << f.world_rank << kField << f.local_rank << kField << f.local_size << kField << f.host << kField << f.cuda_status
+     << kField << f.cuda_status_text << kField << f.gpus.size() << kField << f.env.size();
   for (const auto& g : f.gpus) {
     os << kRecord << g.index << kField << g.name << kField << g.uuid << kField << g.pci_bus_id << kField
        << g.total_bytes << kField << g.free_bytes;

@@ -233,8 +233,9 @@ std::optional<SaveOutcome> save_prepare(const MpiEnv& env, const fs::path& dir, 
   }
   host::broadcast(env, existing);
   if (existing)
-    return save_ended(SaveStatus::exists, step_dir.string() + " is already committed; a committed step is never "
-                                                              "overwritten, nothing was written");
+    return save_ended(SaveStatus::exists, step_dir.string() +
+                                              " is already committed; a committed step is never "
+                                              "overwritten, nothing was written");
   const Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
   if (v.code != ok) return save_ended(SaveStatus::failed, save_failed(step, v.message));
   return std::nullopt;
@@ -252,8 +253,8 @@ std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& 
   try {
     if (!copy_error.empty()) throw CheckpointError("device-to-host copy failed: " + copy_error);
     fs::create_directories(step_dir);
-    checkpoint_file_write(tmp_path, state,
-                          RankFileHeader{req.step, rank, env.size(), req.meta.mode, req.meta.topology}, req.locking);
+    checkpoint_file_write(tmp_path, state, RankFileHeader{req.step, rank, env.size(), req.meta.mode, req.meta.topology},
+                          req.locking);
     file_commit(tmp_path, final_path,
                 phase_hook(req, SavePhase::rank_file_written, SavePhase::rank_file_synced,
                            SavePhase::rank_file_renamed));
@@ -321,8 +322,8 @@ SaveOutcome save_commit_rank0(const MpiEnv& env, const SaveRequest& req, const f
       fire(req, SavePhase::before_prune);
       out.pruned = prune(dir, req.keep, req.step);
     } catch (const std::exception& e) {
-      out.message =
-          "committed, but removing old checkpoints (keep " + std::to_string(req.keep) + ") failed: " + describe(e);
+      out.message = "committed, but removing old checkpoints (keep " + std::to_string(req.keep) +
+                    ") failed: " + describe(e);
     }
   }
   return out;

@@ -17,8 +17,8 @@ namespace ranktune {
 namespace {
 
 constexpr const char* kFormatName = "ranktune-checkpoint";
-const std::set<std::string> kReservedAttrs = {"format", "format_version", "ranktune_version", "step", "rank",
-                                              "world_size", "mode", "topology"};
+const std::set<std::string> kReservedAttrs = {"format",     "format_version", "ranktune_version", "step", "rank",
+                                              "world_size", "mode",           "topology"};
 constexpr const char* kReservedGroup = "_types";  // h5.h keeps the committed bfloat16 type there
 
 std::string hex32(std::uint32_t v) {
@@ -99,7 +99,8 @@ auto named(const std::string& prefix, F&& fn) -> decltype(fn()) {
 
 std::vector<std::uint8_t> checkpoint_blob(const at::Tensor& byte_tensor) {
   if (byte_tensor.scalar_type() != at::kByte)
-    throw CheckpointError(std::string("a blob must be a uint8 tensor, got ") + c10::toString(byte_tensor.scalar_type()));
+    throw CheckpointError(std::string("a blob must be a uint8 tensor, got ") +
+                          c10::toString(byte_tensor.scalar_type()));
   const at::Tensor t = byte_tensor.to(at::kCPU).contiguous();
   const auto* p = t.data_ptr<std::uint8_t>();
   return std::vector<std::uint8_t>(p, p + t.numel());
@@ -180,8 +181,7 @@ CheckpointState load_impl(const std::filesystem::path& step_dir, const Manifest&
   const std::filesystem::path path = step_dir / entry.name;
   return named("checkpoint file " + path.string() + " (rank " + std::to_string(rank) + ")", [&] {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec))
-      throw CheckpointError("missing (the manifest lists it)");
+    if (!std::filesystem::exists(path, ec)) throw CheckpointError("missing (the manifest lists it)");
     const FileDigest d = crc32c_file(path);
     if (d.size != entry.size)
       throw CheckpointError("size " + std::to_string(d.size) + " bytes differs from the manifest's " +
@@ -222,9 +222,11 @@ std::filesystem::path checkpoint_step_dir(const std::filesystem::path& path) {
     return p / name;
   }
   if (step_from_dir_name(p.filename().string()))
-    throw CheckpointError((p / kManifestName).string() + " is missing: the step was never committed (an interrupted "
+    throw CheckpointError((p / kManifestName).string() +
+                          " is missing: the step was never committed (an interrupted "
                           "save) or the manifest was deleted");
-  throw CheckpointError(p.string() + " holds neither a manifest.json (a step directory) nor a `latest` file "
+  throw CheckpointError(p.string() +
+                        " holds neither a manifest.json (a step directory) nor a `latest` file "
                         "(a checkpoint root)");
 }
 
@@ -232,7 +234,8 @@ Manifest manifest_read(const std::filesystem::path& step_dir) {
   const std::filesystem::path path = step_dir / kManifestName;
   std::ifstream in(path, std::ios::binary);
   if (!in)
-    throw CheckpointError(path.string() + " is missing: the step was never committed (an interrupted save) or the "
+    throw CheckpointError(path.string() +
+                          " is missing: the step was never committed (an interrupted save) or the "
                           "manifest was deleted");
   std::ostringstream text;
   text << in.rdbuf();

@@ -48,8 +48,7 @@ std::uint32_t crc_software(const unsigned char* p, std::size_t n, std::uint32_t 
 }
 
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) std::uint32_t crc_hardware(const unsigned char* p, std::size_t n,
-                                                              std::uint32_t c) {
+__attribute__((target("sse4.2"))) std::uint32_t crc_hardware(const unsigned char* p, std::size_t n, std::uint32_t c) {
   std::uint64_t c64 = c;
   while (n >= 8) {
     std::uint64_t w;

@@ -95,8 +95,7 @@ TypePair types_of(std::string_view dtype, hid_t loc_for_commit) {
   if (dtype == "float32") return {copy_type(H5T_IEEE_F32LE), copy_type(H5T_NATIVE_FLOAT)};
   if (dtype == "float64") return {copy_type(H5T_IEEE_F64LE), copy_type(H5T_NATIVE_DOUBLE)};
   if (dtype == "float16") return {fp16_type(), fp16_type()};
-  if (dtype == "bfloat16")
-    return {loc_for_commit >= 0 ? bf16_committed(loc_for_commit) : bf16_type(), bf16_type()};
+  if (dtype == "bfloat16") return {loc_for_commit >= 0 ? bf16_committed(loc_for_commit) : bf16_type(), bf16_type()};
   if (dtype == "int8") return {copy_type(H5T_STD_I8LE), copy_type(H5T_NATIVE_INT8)};
   if (dtype == "int16") return {copy_type(H5T_STD_I16LE), copy_type(H5T_NATIVE_INT16)};
   if (dtype == "int32") return {copy_type(H5T_STD_I32LE), copy_type(H5T_NATIVE_INT32)};
@@ -226,9 +225,10 @@ File file_with(const std::string& path, FileLocking locking, const std::function
   } catch (const H5Error& e) {
     const std::string what = std::string("cannot ") + verb + " HDF5 file '" + path + "': " + e.what();
     if (what.find("lock") != std::string::npos)
-      throw H5Error(what, "the filesystem refused an HDF5 file lock (NFS/Lustre without flock, or another process "
-                          "holds the file): set HDF5_USE_FILE_LOCKING=FALSE in the environment, or "
-                          "--checkpoint.file_locking=false / best-effort");
+      throw H5Error(what,
+                    "the filesystem refused an HDF5 file lock (NFS/Lustre without flock, or another process "
+                    "holds the file): set HDF5_USE_FILE_LOCKING=FALSE in the environment, or "
+                    "--checkpoint.file_locking=false / best-effort");
     throw H5Error(what);
   }
 }
@@ -289,11 +289,13 @@ File file_create(const std::string& path, FileLocking locking) {
 }
 
 File file_open(const std::string& path, FileLocking locking) {
-  return file_with(path, locking, [&](hid_t fapl) { return H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl); }, "open");
+  return file_with(
+      path, locking, [&](hid_t fapl) { return H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl); }, "open");
 }
 
 File file_open_rw(const std::string& path, FileLocking locking) {
-  return file_with(path, locking, [&](hid_t fapl) { return H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl); }, "open");
+  return file_with(
+      path, locking, [&](hid_t fapl) { return H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl); }, "open");
 }
 
 void file_close(File& file) {
@@ -388,10 +390,12 @@ const char* dtype_name(at::ScalarType dtype) {
 }
 
 at::ScalarType dtype_from_name(std::string_view name) {
-  static const std::pair<const char*, at::ScalarType> table[] = {
-      {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf}, {"bfloat16", at::kBFloat16},
-      {"int8", at::kChar},     {"int16", at::kShort},    {"int32", at::kInt},   {"int64", at::kLong},
-      {"uint8", at::kByte},    {"bool", at::kBool},      {"bytes", at::kByte}};
+  static const std::pair<const char*, at::ScalarType> table[] = {{"float32", at::kFloat}, {"float64", at::kDouble},
+                                                                 {"float16", at::kHalf},  {"bfloat16", at::kBFloat16},
+                                                                 {"int8", at::kChar},     {"int16", at::kShort},
+                                                                 {"int32", at::kInt},     {"int64", at::kLong},
+                                                                 {"uint8", at::kByte},    {"bool", at::kBool},
+                                                                 {"bytes", at::kByte}};
   for (const auto& [n, t] : table)
     if (name == n) return t;
   throw H5Error("unknown stored dtype '" + std::string(name) + "'");
@@ -437,16 +441,15 @@ TensorInfo tensor_info(hid_t loc, std::string_view path) {
     for (int i = 0; i < nfilters; ++i) {
       unsigned flags = 0;
       std::size_t nelem = 0;
-      const H5Z_filter_t f = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &nelem, nullptr, 0,
-                                            nullptr, nullptr);
+      const H5Z_filter_t f =
+          H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &nelem, nullptr, 0, nullptr, nullptr);
       if (f == H5Z_FILTER_FLETCHER32) info.fletcher32 = true;
     }
     return info;
   });
 }
 
-void bytes_write(hid_t loc, std::string_view path, const void* data, std::size_t size,
-                 const TensorWriteOptions& opts) {
+void bytes_write(hid_t loc, std::string_view path, const void* data, std::size_t size, const TensorWriteOptions& opts) {
   quiet();
   with_context("blob '" + std::string(path) + "'",
                [&] { dataset_write(loc, path, "bytes", {static_cast<hsize_t>(size)}, data, 1, opts); });

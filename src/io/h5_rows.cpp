@@ -42,8 +42,8 @@ Dataset rows_create(hid_t loc, const std::string& name, std::int64_t width, std:
   RANKTUNE_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), 0));  // identical content, identical bytes
   RANKTUNE_H5_CHECK(H5Pset_chunk(dcpl.get(), 2, chunk));
   RANKTUNE_H5_CHECK(H5Pset_fletcher32(dcpl.get()));
-  return Dataset(RANKTUNE_H5_ID(
-      H5Dcreate2(loc, name.c_str(), H5T_STD_I32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)));
+  return Dataset(
+      RANKTUNE_H5_ID(H5Dcreate2(loc, name.c_str(), H5T_STD_I32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)));
 }
 
 void rows_append(hid_t dataset, const std::int32_t* data, std::int64_t n) {

@@ -101,8 +101,9 @@ Manifest manifest_from_json(std::string_view text, const std::string& origin) {
     Manifest m;
     m.format_version = j.at("format_version").get<int>();
     if (m.format_version < 1 || m.format_version > kCheckpointFormatVersion)
-      throw CheckpointError("format version " + std::to_string(m.format_version) + " is not readable by this build (reads 1.." +
-                            std::to_string(kCheckpointFormatVersion) + ")");
+      throw CheckpointError("format version " + std::to_string(m.format_version) +
+                            " is not readable by this build (reads 1.." + std::to_string(kCheckpointFormatVersion) +
+                            ")");
     m.ranktune_version = j.at("ranktune_version").get<std::string>();
     m.created_utc = j.at("created_utc").get<std::string>();
     m.step = j.at("step").get<long>();

@@ -64,14 +64,14 @@ std::vector<std::string> shard_files(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir))
     if (std::regex_match(e.path().filename().string(), pattern)) out.push_back(e.path().string());
   std::sort(out.begin(), out.end());
-  if (out.empty())
-    throw DataError("data.path '" + dir + "' is a directory without shard-NNNNN.h5 files", kRebuildHint);
+  if (out.empty()) throw DataError("data.path '" + dir + "' is a directory without shard-NNNNN.h5 files", kRebuildHint);
   for (std::size_t i = 0; i < out.size(); ++i) {
     char want[32];
     std::snprintf(want, sizeof want, "shard-%05zu.h5", i);
     if (fs::path(out[i]).filename() != want)
       throw DataError("token dataset '" + dir + "' lacks " + want + " (the next file is " +
-                      fs::path(out[i]).filename().string() + ")", kRebuildHint);
+                          fs::path(out[i]).filename().string() + ")",
+                      kRebuildHint);
   }
   return out;
 }
@@ -118,8 +118,9 @@ struct TokenDatasetReader::Impl {
       if (s.first != expected_first)
         throw DataError("starts at row " + std::to_string(s.first) + ", expected " + std::to_string(expected_first));
       std::int64_t rows = 0, width = 0;
-      const std::pair<const char*, h5::Dataset*> datasets[] = {
-          {"tokens", &s.tokens}, {"targets", &s.targets}, {"positions", &s.positions}};
+      const std::pair<const char*, h5::Dataset*> datasets[] = {{"tokens", &s.tokens},
+                                                               {"targets", &s.targets},
+                                                               {"positions", &s.positions}};
       for (const auto& [name, ds] : datasets) {
         *ds = h5::rows_open(root, name, rows, width);
         if (rows != s.rows || width != info.seq_len)
@@ -147,7 +148,8 @@ TokenDatasetReader::TokenDatasetReader(const std::string& path) : impl_(std::mak
   const auto& last = impl_->shards.back();
   if (last.first + last.rows != impl_->info.rows)
     throw DataError("token dataset '" + path + "': its shards hold " + std::to_string(last.first + last.rows) +
-                    " rows, its attributes say " + std::to_string(impl_->info.rows), kRebuildHint);
+                        " rows, its attributes say " + std::to_string(impl_->info.rows),
+                    kRebuildHint);
 }
 
 TokenDatasetReader::~TokenDatasetReader() = default;

@@ -65,7 +65,7 @@ struct TokenDatasetWriter::Impl {
   std::int64_t seq_len;
   std::int64_t shard_rows;  // 0 = one file
   std::int64_t chunk_rows;
-  fs::path tmp;             // the temp file, or the temp directory of shards
+  fs::path tmp;  // the temp file, or the temp directory of shards
   std::vector<fs::path> files;
   std::vector<std::int64_t> file_rows;
   h5::File file;

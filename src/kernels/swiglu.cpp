@@ -40,7 +40,8 @@ at::Tensor swiglu_forward(const at::Tensor& gate, const at::Tensor& up) {
   return at::silu(gate) * up;
 }
 
-std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& grad, const at::Tensor& gate, const at::Tensor& up) {
+std::pair<at::Tensor, at::Tensor> swiglu_backward(const at::Tensor& grad, const at::Tensor& gate,
+                                                  const at::Tensor& up) {
   check_pair(gate, up);
 #ifdef RANKTUNE_HAVE_CUDA
   if (gate.is_cuda()) return swiglu_backward_cuda(grad.contiguous(), gate.contiguous(), up.contiguous());

@@ -48,8 +48,8 @@ at::Tensor swiglu_forward_cuda(const at::Tensor& g, const at::Tensor& u) {
   if (n == 0) return out;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "swiglu_fwd", [&] {
-    swiglu_fwd_kernel<scalar_t><<<grid_for(n), 256, 0, stream>>>(g.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                                                                 out.data_ptr<scalar_t>(), n);
+    swiglu_fwd_kernel<scalar_t>
+        <<<grid_for(n), 256, 0, stream>>>(g.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n);
   });
   RANKTUNE_CUDA_CHECK(cudaGetLastError());
   return out;

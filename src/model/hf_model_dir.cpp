@@ -82,7 +82,8 @@ HfModelDir::HfModelDir(const std::string& dir) : dir_(dir) {
         const fs::path shard = fs::path(dir) / f;
         if (!fs::exists(shard)) {
           throw ModelDirError("shard " + shard.string() + " listed in " + index.string() + " (for " + name +
-                                  ") does not exist", "the download is incomplete: fetch every model-*.safetensors");
+                                  ") does not exist",
+                              "the download is incomplete: fetch every model-*.safetensors");
         }
         files_.push_back(open_weights(shard));
       }
@@ -147,8 +148,9 @@ void llama_load_weights(LlamaImpl& model, const HfModelDir& files) {
     if (!missing.empty()) what += " missing " + name_list(missing) + ";";
     if (!unexpected.empty()) what += " unexpected " + name_list(unexpected) + ";";
     what.pop_back();
-    throw ModelDirError(what, "the weights belong to another architecture or config.json was edited; "
-                              "use the config.json that came with the weights");
+    throw ModelDirError(what,
+                        "the weights belong to another architecture or config.json was edited; "
+                        "use the config.json that came with the weights");
   }
   at::NoGradGuard no_grad;
   for (auto& item : model.named_parameters()) {

@@ -30,7 +30,8 @@ struct Fields {
 
   std::int64_t integer(const char* key, std::int64_t def, bool required = false) const {
     if (!has(key)) {
-      if (required) refuse(origin, std::string("missing required field \"") + key + "\"", "is this a model's config.json?");
+      if (required)
+        refuse(origin, std::string("missing required field \"") + key + "\"", "is this a model's config.json?");
       return def;
     }
     const json& v = j.at(key);
@@ -44,21 +45,24 @@ struct Fields {
   double number(const char* key, double def) const {
     if (!has(key)) return def;
     const json& v = j.at(key);
-    if (!v.is_number()) refuse(origin, std::string("field \"") + key + "\" must be a number, got " + v.dump(), "fix config.json");
+    if (!v.is_number())
+      refuse(origin, std::string("field \"") + key + "\" must be a number, got " + v.dump(), "fix config.json");
     return v.get<double>();
   }
 
   bool boolean(const char* key, bool def) const {
     if (!has(key)) return def;
     const json& v = j.at(key);
-    if (!v.is_boolean()) refuse(origin, std::string("field \"") + key + "\" must be true or false, got " + v.dump(), "fix config.json");
+    if (!v.is_boolean())
+      refuse(origin, std::string("field \"") + key + "\" must be true or false, got " + v.dump(), "fix config.json");
     return v.get<bool>();
   }
 
   std::string string(const char* key, const std::string& def) const {
     if (!has(key)) return def;
     const json& v = j.at(key);
-    if (!v.is_string()) refuse(origin, std::string("field \"") + key + "\" must be a string, got " + v.dump(), "fix config.json");
+    if (!v.is_string())
+      refuse(origin, std::string("field \"") + key + "\" must be a string, got " + v.dump(), "fix config.json");
     return v.get<std::string>();
   }
 };
@@ -94,11 +98,13 @@ void parse_rope(const json& j, const std::string& origin, LlamaConfig& c) {
     }
   }
   if (top.has("partial_rotary_factor") && top.number("partial_rotary_factor", 1.0) != 1.0) {
-    refuse(origin, "partial_rotary_factor " + j.at("partial_rotary_factor").dump() + " is not supported (rotary on "
-                   "the whole head only)");
+    refuse(origin, "partial_rotary_factor " + j.at("partial_rotary_factor").dump() +
+                       " is not supported (rotary on "
+                       "the whole head only)");
   }
   if (!params) return;
-  if (!params->is_object()) refuse(origin, "\"" + field + "\" must be an object, got " + params->dump(), "fix config.json");
+  if (!params->is_object())
+    refuse(origin, "\"" + field + "\" must be an object, got " + params->dump(), "fix config.json");
   for (const auto& [key, value] : params->items()) {
     if (value.is_object()) {
       refuse(origin, "\"" + field + "\" holds per-layer-type rotary settings (\"" + key + "\"): not supported");
@@ -112,8 +118,9 @@ void parse_rope(const json& j, const std::string& origin, LlamaConfig& c) {
   }
   if (type == "default") return;
   if (type != "llama3") {
-    refuse(origin, field + " type \"" + type + "\" is not supported (supported: default, llama3)",
-           "rope types linear, dynamic, yarn, longrope change the rotary math; ranktune implements only llama3 scaling");
+    refuse(
+        origin, field + " type \"" + type + "\" is not supported (supported: default, llama3)",
+        "rope types linear, dynamic, yarn, longrope change the rotary math; ranktune implements only llama3 scaling");
   }
   c.rope_scaling.type = "llama3";
   for (const char* key : {"factor", "low_freq_factor", "high_freq_factor"}) {
@@ -181,8 +188,8 @@ LlamaConfig llama_config_from_json(std::string_view text, const std::string& ori
     for (const json& a : archs) {
       const std::string name = a.is_string() ? a.get<std::string>() : a.dump();
       if (name != expected_architecture(c.model_type)) {
-        refuse(origin, "architecture \"" + name + "\" is not supported for model_type " + c.model_type +
-                           " (expected " + expected_architecture(c.model_type) + ")");
+        refuse(origin, "architecture \"" + name + "\" is not supported for model_type " + c.model_type + " (expected " +
+                           expected_architecture(c.model_type) + ")");
       }
     }
   }
@@ -205,8 +212,10 @@ LlamaConfig llama_config_from_json(std::string_view text, const std::string& ori
   c.num_kv_heads = f.integer("num_key_value_heads", c.num_heads);
   c.head_dim = f.integer("head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
   if (!f.has("head_dim") && c.num_heads > 0 && c.hidden_size % c.num_heads != 0) {
-    refuse(origin, "hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
-                       std::to_string(c.num_heads) + " and no head_dim is given", "fix config.json");
+    refuse(origin,
+           "hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
+               std::to_string(c.num_heads) + " and no head_dim is given",
+           "fix config.json");
   }
   c.max_position_embeddings = f.integer("max_position_embeddings", type_defaults(c.model_type).max_position_embeddings);
   c.rms_norm_eps = f.number("rms_norm_eps", 1e-6);
@@ -256,7 +265,8 @@ LlamaConfig llama_config_from_model(const ModelConfig& m) {
 
 void llama_config_validate(const LlamaConfig& c) {
   const auto positive = [&](const char* name, std::int64_t v) {
-    if (v <= 0) refuse(c.source, std::string(name) + " must be positive, got " + std::to_string(v), "fix the model shape");
+    if (v <= 0)
+      refuse(c.source, std::string(name) + " must be positive, got " + std::to_string(v), "fix the model shape");
   };
   positive("vocab_size", c.vocab_size);
   positive("hidden_size", c.hidden_size);
@@ -267,8 +277,10 @@ void llama_config_validate(const LlamaConfig& c) {
   positive("head_dim", c.head_dim);
   positive("max_position_embeddings", c.max_position_embeddings);
   if (c.num_heads % c.num_kv_heads != 0) {
-    refuse(c.source, "num_attention_heads " + std::to_string(c.num_heads) + " is not a multiple of num_key_value_heads " +
-                         std::to_string(c.num_kv_heads), "fix the model shape");
+    refuse(c.source,
+           "num_attention_heads " + std::to_string(c.num_heads) + " is not a multiple of num_key_value_heads " +
+               std::to_string(c.num_kv_heads),
+           "fix the model shape");
   }
   if (c.head_dim % 2 != 0) {
     refuse(c.source, "head_dim " + std::to_string(c.head_dim) + " is odd; rotary embeddings rotate pairs",
@@ -281,8 +293,10 @@ void llama_config_validate(const LlamaConfig& c) {
     const RopeScaling& s = c.rope_scaling;
     if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
         s.original_max_position_embeddings <= 0) {
-      refuse(c.source, "rope_scaling llama3 needs factor > 0, high_freq_factor > low_freq_factor > 0 and a positive "
-                       "original_max_position_embeddings", "fix config.json");
+      refuse(c.source,
+             "rope_scaling llama3 needs factor > 0, high_freq_factor > low_freq_factor > 0 and a positive "
+             "original_max_position_embeddings",
+             "fix config.json");
     }
   } else if (!c.rope_scaling.type.empty()) {
     refuse(c.source, "rope_scaling type \"" + c.rope_scaling.type + "\" is not supported");

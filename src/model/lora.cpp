@@ -56,7 +56,8 @@ std::vector<std::string> lora_target_modules(const std::string& list) {
     }
     wanted.insert(full);
   }
-  if (wanted.empty()) throw ConfigError("lora.target_modules is empty", "e.g. lora.target_modules = q,k,v,o,gate,up,down");
+  if (wanted.empty())
+    throw ConfigError("lora.target_modules is empty", "e.g. lora.target_modules = q,k,v,o,gate,up,down");
   std::vector<std::string> out;
   for (const char* m : kModules) {
     if (wanted.count(m)) out.emplace_back(m);
@@ -104,8 +105,8 @@ void lora_merge(LlamaImpl& model) {
   at::NoGradGuard no_grad;
   for_each_target(model, [](Linear& layer) {
     if (!layer->lora_A) return;
-    const at::Tensor delta =
-        at::matmul(layer->lora_B->weight.to(at::kFloat), layer->lora_A->weight.to(at::kFloat)) * layer->lora_scale;
+    const at::Tensor delta = at::matmul(layer->lora_B->weight.to(at::kFloat), layer->lora_A->weight.to(at::kFloat)) *
+                             layer->lora_scale;
     layer->weight.copy_(layer->weight.to(at::kFloat) + delta.to(layer->weight.device()));
     layer->unregister_module("lora_A");
     layer->unregister_module("lora_B");
@@ -154,7 +155,8 @@ void lora_load_peft(LlamaImpl& model, const std::string& adapter_dir) {
       cfg.target_modules = "q,k,v,o,gate,up,down";
     } else if (targets.is_array()) {
       cfg.target_modules.clear();
-      for (const auto& t : targets) cfg.target_modules += (cfg.target_modules.empty() ? "" : ",") + t.get<std::string>();
+      for (const auto& t : targets)
+        cfg.target_modules += (cfg.target_modules.empty() ? "" : ",") + t.get<std::string>();
     } else {
       refuse("target_modules " + targets.dump() + " is neither a list of module names nor \"all-linear\"");
     }
@@ -175,8 +177,8 @@ void lora_load_peft(LlamaImpl& model, const std::string& adapter_dir) {
                             "adapter_config.json and the weights disagree");
     }
     if (at::IntArrayRef(e->shape) != item.value().sizes()) {
-      throw CheckpointError("adapter tensor " + peft + " in " + file.path() + " has the wrong shape for r=" +
-                            std::to_string(cfg.r) + " on " + model.config().source);
+      throw CheckpointError("adapter tensor " + peft + " in " + file.path() +
+                            " has the wrong shape for r=" + std::to_string(cfg.r) + " on " + model.config().source);
     }
     item.value().copy_(file.tensor(peft));
     used.insert(peft);

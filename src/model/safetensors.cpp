@@ -31,9 +31,9 @@ struct DtypeInfo {
 
 // Widest first, in the order the python writer sorts them.
 constexpr DtypeInfo kDtypes[] = {
-    {"U64", at::kUInt64, 8}, {"I64", at::kLong, 8},     {"F64", at::kDouble, 8},   {"F32", at::kFloat, 4},
-    {"U32", at::kUInt32, 4}, {"I32", at::kInt, 4},      {"BF16", at::kBFloat16, 2}, {"F16", at::kHalf, 2},
-    {"U16", at::kUInt16, 2}, {"I16", at::kShort, 2},    {"I8", at::kChar, 1},      {"U8", at::kByte, 1},
+    {"U64", at::kUInt64, 8}, {"I64", at::kLong, 8},  {"F64", at::kDouble, 8},    {"F32", at::kFloat, 4},
+    {"U32", at::kUInt32, 4}, {"I32", at::kInt, 4},   {"BF16", at::kBFloat16, 2}, {"F16", at::kHalf, 2},
+    {"U16", at::kUInt16, 2}, {"I16", at::kShort, 2}, {"I8", at::kChar, 1},       {"U8", at::kByte, 1},
     {"BOOL", at::kBool, 1},
 };
 
@@ -119,7 +119,8 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)), map
   std::uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);
   if (header_len > kMaxHeaderBytes) {
-    damaged(path_, "header length " + std::to_string(header_len) + " exceeds the 100 MiB limit (not a safetensors file?)");
+    damaged(path_,
+            "header length " + std::to_string(header_len) + " exceeds the 100 MiB limit (not a safetensors file?)");
   }
   if (8 + header_len > file_size) {
     damaged(path_, "header of " + std::to_string(header_len) + " bytes runs past the end of the " +
@@ -157,9 +158,11 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)), map
     // Saturates above the file size so that a huge lying shape cannot overflow; it then mismatches below.
     unsigned __int128 nbytes = dt->bytes;
     for (const auto& dim : value.at("shape")) {
-      if (!dim.is_number_unsigned()) damaged(path_, where + ": shape " + value.at("shape").dump() + " is not a list of sizes");
+      if (!dim.is_number_unsigned())
+        damaged(path_, where + ": shape " + value.at("shape").dump() + " is not a list of sizes");
       const std::uint64_t d = dim.get<std::uint64_t>();
-      if (d > static_cast<std::uint64_t>(INT64_MAX)) damaged(path_, where + ": dimension " + std::to_string(d) + " too large");
+      if (d > static_cast<std::uint64_t>(INT64_MAX))
+        damaged(path_, where + ": dimension " + std::to_string(d) + " too large");
       e.shape.push_back(static_cast<std::int64_t>(d));
       nbytes = std::min<unsigned __int128>(nbytes * d, static_cast<unsigned __int128>(file_size) + 1);
     }
@@ -190,8 +193,9 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)), map
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     const SafetensorsEntry& e = entries_[i];
     if (e.begin != expected) {
-      damaged(path_, "tensor " + e.name + " starts at byte " + std::to_string(e.begin) + " of the data section, expected " +
-                         std::to_string(expected) + (e.begin < expected ? " (it overlaps the previous tensor)" : " (a gap)"));
+      damaged(path_, "tensor " + e.name + " starts at byte " + std::to_string(e.begin) +
+                         " of the data section, expected " + std::to_string(expected) +
+                         (e.begin < expected ? " (it overlaps the previous tensor)" : " (a gap)"));
     }
     expected = e.end;
     index_.emplace(e.name, i);
@@ -220,7 +224,8 @@ at::Tensor SafetensorsFile::tensor(std::string_view name) const {
     return t;
   }
   std::shared_ptr<Mapping> keep = map_;
-  return at::from_blob(data, e->shape, [keep](void*) {}, options);
+  return at::from_blob(
+      data, e->shape, [keep](void*) {}, options);
 }
 
 void safetensors_save(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
@@ -264,7 +269,8 @@ void safetensors_save(const std::string& path, const std::vector<std::pair<std::
 
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw CheckpointError("cannot create " + tmp + ": " + errno_text(), "check the directory exists and is writable");
+  if (fd < 0)
+    throw CheckpointError("cannot create " + tmp + ": " + errno_text(), "check the directory exists and is writable");
   try {
     write_all(fd, &header_len, 8, tmp);
     write_all(fd, text.data(), text.size(), tmp);

@@ -41,7 +41,7 @@ AccelerateAssignment accelerate_balanced_map(const LlamaConfig& m, int w, const 
   const bool tied = m.tie_word_embeddings;
   const std::int64_t embed = llama_embedding_parameter_count(m) * w;
   const std::int64_t layer = llama_layer_parameter_count(m) * w;
-  const std::int64_t head = tied ? 0 : embed;  // a tied head's weight is counted with the embedding
+  const std::int64_t head = tied ? 0 : embed;      // a tied head's weight is counted with the embedding
   const std::int64_t rotary = m.head_dim / 2 * w;  // model.rotary_emb's buffer: head_dim / 2 entries
 
   // Leaf modules (for the mean-leaf buffer): embedding, 9 per layer (their sizes add up to `layer`), final norm,

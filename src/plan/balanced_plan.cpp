@@ -56,7 +56,8 @@ std::vector<DeviceBudget> parse_memory_budgets(const std::string& spec) {
     }
     if (device < 0) throw ConfigError("parallel.max_memory entry '" + entry + "': device must be a CUDA index >= 0");
     for (const auto& d : out)
-      if (d.device == device) throw ConfigError("parallel.max_memory names device " + std::to_string(device) + " twice");
+      if (d.device == device)
+        throw ConfigError("parallel.max_memory names device " + std::to_string(device) + " twice");
     out.push_back({device, parse_bytes(entry.substr(colon + 1))});
   }
   return out;
@@ -121,7 +122,8 @@ BalancedPlan plan_balanced(const PlanRequest& req) {
     std::string largest_name;
     for (const auto& d : req.devices) offered += d.bytes, max_budget = std::max(max_budget, d.bytes);
     for (int i = 0; i < n; ++i)
-      if (const std::int64_t b = stage_peak_bytes(units, i, i + 1); b > largest) largest = b, largest_name = units[i].name;
+      if (const std::int64_t b = stage_peak_bytes(units, i, i + 1); b > largest)
+        largest = b, largest_name = units[i].name;
     std::ostringstream os;
     os << "the model does not fit: training needs " << format_bytes(total) << " in total across " << s_count
        << " device(s) offering " << format_bytes(offered);
@@ -203,7 +205,8 @@ std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& la
   const double total = p.total_flops();
   os << std::left << std::setw(8) << "device" << std::setw(22) << "units" << std::setw(8) << "layers" << std::setw(12)
      << "weights" << std::setw(12) << "grad+optim" << std::setw(13) << "activations" << std::setw(12) << "total"
-     << std::setw(12) << "budget" << "time share\n";
+     << std::setw(12) << "budget"
+     << "time share\n";
   for (std::size_t k = 0; k < p.stages.size(); ++k) {
     const Stage& s = p.stages[k];
     std::int64_t w = 0, st = 0, a = 0, working = 0;
@@ -214,18 +217,20 @@ std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& la
       layers += p.units[i].name.rfind("layer", 0) == 0;
     }
     a += working;  // activations at the stage's peak: what is saved plus one unit's working set
-    const std::string range = s.empty() ? "(none)" : p.units[s.first].name + (s.first == s.last ? "" : " .. " + p.units[s.last].name);
+    const std::string range =
+        s.empty() ? "(none)" : p.units[s.first].name + (s.first == s.last ? "" : " .. " + p.units[s.last].name);
     char share[16];
     std::snprintf(share, sizeof share, "%.1f%%", total > 0 ? 100.0 * s.flops / total : 0.0);
-    os << std::setw(8) << (k < labels.size() ? labels[k] : "cuda:" + std::to_string(s.device)) << std::setw(22) << range << std::setw(8) << layers
-       << std::setw(12) << format_bytes(w) << std::setw(12) << format_bytes(st) << std::setw(13) << format_bytes(a)
-       << std::setw(12) << format_bytes(s.bytes) << std::setw(12)
+    os << std::setw(8) << (k < labels.size() ? labels[k] : "cuda:" + std::to_string(s.device)) << std::setw(22) << range
+       << std::setw(8) << layers << std::setw(12) << format_bytes(w) << std::setw(12) << format_bytes(st)
+       << std::setw(13) << format_bytes(a) << std::setw(12) << format_bytes(s.bytes) << std::setw(12)
        << (s.budget >= (std::int64_t{1} << 45) ? std::string("host") : format_bytes(s.budget)) << share << '\n';
   }
   char line[160];
-  std::snprintf(line, sizeof line,
-                "pipeline: %d micro-batch(es) over %zu stage(s): predicted %.2fx the speed of naive sequential execution\n",
-                p.micro_batches, p.stages.size(), p.predicted_speedup_over_sequential());
+  std::snprintf(
+      line, sizeof line,
+      "pipeline: %d micro-batch(es) over %zu stage(s): predicted %.2fx the speed of naive sequential execution\n",
+      p.micro_batches, p.stages.size(), p.predicted_speedup_over_sequential());
   os << line;
   return os.str();
 }

@@ -135,8 +135,8 @@ std::int64_t training_footprint_bytes(const LlamaConfig& model, const TrainSetup
   const auto units = layer_costs(model, setup);
   std::int64_t total = stage_peak_bytes(units, 0, static_cast<int>(units.size()));
   if (model.tie_word_embeddings) {  // on one device the tied head needs no replica
-    const std::int64_t replica =
-        llama_embedding_parameter_count(model) * precision(setup).weight * (setup.lora_r > 0 ? 1 : 2);
+    const std::int64_t replica = llama_embedding_parameter_count(model) * precision(setup).weight *
+                                 (setup.lora_r > 0 ? 1 : 2);
     total -= replica;
   }
   return total;

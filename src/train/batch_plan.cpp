@@ -28,8 +28,8 @@ long steps_for_epochs(const BatchPlan& plan, double epochs, long train_rows) {
   const long global_rows = plan.global_batch();
   const long per_epoch = train_rows / global_rows;
   if (per_epoch == 0)
-    throw ConfigError("one epoch (" + std::to_string(train_rows) + " training rows) is smaller than one global batch (" +
-                          std::to_string(global_rows) + " rows)",
+    throw ConfigError("one epoch (" + std::to_string(train_rows) +
+                          " training rows) is smaller than one global batch (" + std::to_string(global_rows) + " rows)",
                       "lower train.micro_batch or train.grad_accum, or give more data");
   return static_cast<long>(std::ceil(epochs * static_cast<double>(per_epoch)));
 }

@@ -22,9 +22,7 @@ namespace ranktune {
 namespace fs = std::filesystem;
 namespace {
 
-const char* dtype_text(at::ScalarType t) {
-  return t == at::kBFloat16 ? "bf16" : t == at::kHalf ? "fp16" : "fp32";
-}
+const char* dtype_text(at::ScalarType t) { return t == at::kBFloat16 ? "bf16" : t == at::kHalf ? "fp16" : "fp32"; }
 
 bool is_adapter(const std::string& name) { return name.find(".lora_") != std::string::npos; }
 

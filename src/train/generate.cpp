@@ -14,7 +14,8 @@
 
 namespace ranktune {
 
-std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int32_t>& prompt, const GenerateOptions& o) {
+std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int32_t>& prompt,
+                                   const GenerateOptions& o) {
   if (prompt.empty()) throw UsageError("generate: the prompt is empty");
   const bool was_training = model.is_training();
   model.eval();

@@ -1,9 +1,9 @@
 #include "ranktune/train/metrics.h"
 
+#include <sys/stat.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <sys/stat.h>
 
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
@@ -61,9 +61,7 @@ bool non_empty_file(const std::string& path) {
 }  // namespace
 
 MetricsWriter::MetricsWriter(const std::string& dir, bool append, bool active)
-    : active_(active),
-      jsonl_path_(dir + "/metrics.jsonl"),
-      csv_path_(dir + "/metrics.csv") {
+    : active_(active), jsonl_path_(dir + "/metrics.jsonl"), csv_path_(dir + "/metrics.csv") {
   if (!active_) return;
   make_dirs(dir);
   const bool had_csv = append && non_empty_file(csv_path_);
@@ -102,8 +100,8 @@ double cuda_peak_memory_gib(int device, bool reset_peak) {
 #ifdef RANKTUNE_HAVE_CUDA
   namespace alloc = c10::cuda::CUDACachingAllocator;
   const auto stats = alloc::getDeviceStats(static_cast<c10::DeviceIndex>(device));
-  const double peak =
-      static_cast<double>(stats.allocated_bytes[static_cast<std::size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
+  const double peak = static_cast<double>(
+      stats.allocated_bytes[static_cast<std::size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
   if (reset_peak) alloc::resetPeakStats(static_cast<c10::DeviceIndex>(device));
   return peak / (1024.0 * 1024.0 * 1024.0);
 #else

@@ -147,8 +147,8 @@ void place_stages(LlamaImpl& model, const std::vector<StageRange>& stages) {
     }
   }
   if (expect != layers + 2)
-    throw Error(ExitCode::internal, "balanced stages cover " + std::to_string(expect) + " of " +
-                                        std::to_string(layers + 2) + " units");
+    throw Error(ExitCode::internal,
+                "balanced stages cover " + std::to_string(expect) + " of " + std::to_string(layers + 2) + " units");
 }
 
 PipelineExecutor::PipelineExecutor(LlamaImpl& model, std::vector<StageRange> stages, int chunks, StageThreads threads)
@@ -160,7 +160,8 @@ PipelineExecutor::PipelineExecutor(LlamaImpl& model, std::vector<StageRange> sta
     timers_.push_back(std::make_unique<Timer>(st.device));
     if (st.device.is_cuda() && std::find(gpus.begin(), gpus.end(), st.device) == gpus.end()) {
       gpus.push_back(st.device);
-      side_streams_.emplace_back(st.device, c10::impl::getDeviceGuardImpl(st.device.type())->getStreamFromGlobalPool(st.device));
+      side_streams_.emplace_back(st.device,
+                                 c10::impl::getDeviceGuardImpl(st.device.type())->getStreamFromGlobalPool(st.device));
     }
   }
   threaded_ = threads == StageThreads::on || (threads == StageThreads::automatic && gpus.size() > 1);
@@ -305,8 +306,8 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
   const bool upstream = out.requires_grad() && (a.stage == S - 1 || grad.defined());
   if (upstream) {  // else nothing trainable upstream of this boundary
     timer.start();
-    torch::autograd::backward({out}, grad.defined() ? torch::autograd::variable_list{grad}
-                                                    : torch::autograd::variable_list{});
+    torch::autograd::backward({out},
+                              grad.defined() ? torch::autograd::variable_list{grad} : torch::autograd::variable_list{});
     timer.stop();
   }
   out = at::Tensor();  // frees this chunk's activations on this stage
@@ -323,7 +324,9 @@ std::vector<double> PipelineExecutor::take_busy_seconds() {
 
 std::string PipelineExecutor::describe() const {
   const int layers = static_cast<int>(model_.num_layers());
-  auto unit = [&](int u) { return u == 0 ? std::string("embed") : u <= layers ? "layer " + std::to_string(u - 1) : "head"; };
+  auto unit = [&](int u) {
+    return u == 0 ? std::string("embed") : u <= layers ? "layer " + std::to_string(u - 1) : "head";
+  };
   std::ostringstream os;
   os << "balanced: " << stages_.size() << " stage(s), "
      << (chunks_ == 1 ? std::string("sequential (one stage busy at a time)")

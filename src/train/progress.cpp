@@ -63,10 +63,10 @@ double Progress::eta_seconds(const StepMetrics& m) const {
 std::string Progress::bar_line(const StepMetrics& m) const {
   const double frac = total_ > 0 ? std::clamp(static_cast<double>(m.step) / static_cast<double>(total_), 0.0, 1.0) : 0;
   const int filled = static_cast<int>(frac * kBarWidth);
-  std::string line = "step " + std::to_string(m.step) + "/" + std::to_string(total_) + " [" +
-                     std::string(filled, '#') + std::string(kBarWidth - filled, '.') + "] " +
-                     fmt("%3.0f%%", 100 * frac) + " loss " + fmt("%.4f", m.loss) + " lr " + fmt("%.2e", m.lr) + " " +
-                     rate(m.tokens_per_s) + " tok/s ETA " + format_duration(eta_seconds(m));
+  std::string line = "step " + std::to_string(m.step) + "/" + std::to_string(total_) + " [" + std::string(filled, '#') +
+                     std::string(kBarWidth - filled, '.') + "] " + fmt("%3.0f%%", 100 * frac) + " loss " +
+                     fmt("%.4f", m.loss) + " lr " + fmt("%.2e", m.lr) + " " + rate(m.tokens_per_s) + " tok/s ETA " +
+                     format_duration(eta_seconds(m));
   return line;
 }
 

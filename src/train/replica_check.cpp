@@ -67,7 +67,8 @@ ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long 
                         "' (crc32c " + hex(got) + " vs " + hex(ref) + "); " + std::to_string(differing) + " of " +
                         std::to_string(env.size() - 1) + " other rank(s) differ",
                     "every rank applies the same averaged gradient to the same weights, so this is a bug in the "
-                    "gradient synchronisation or a hardware fault on rank " + std::to_string(first_rank) +
+                    "gradient synchronisation or a hardware fault on rank " +
+                        std::to_string(first_rank) +
                         "'s node (check its GPU for ECC/Xid errors); resume from the last checkpoint",
                     first_rank);
 }

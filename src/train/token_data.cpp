@@ -35,7 +35,8 @@ std::vector<PackedRow> text_rows(const Config& cfg, const Tokenizer& tok, TokenD
                                        [&rows](const PackedRow& r) { rows.push_back(r); });
   data.source = cfg.data.path + " (" + std::to_string(st.records) + " records)";
   data.summary = st.pack.summary();
-  if (st.skipped) data.summary += "; " + std::to_string(st.skipped) + " bad records skipped (first: " + st.first_skipped + ")";
+  if (st.skipped)
+    data.summary += "; " + std::to_string(st.skipped) + " bad records skipped (first: " + st.first_skipped + ")";
   return rows;
 }
 
@@ -48,20 +49,24 @@ std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const
   if (info.seq_len != cfg.train.seq_len)
     throw ConfigError("data.path '" + path + "' holds rows of " + std::to_string(info.seq_len) +
                           " tokens but train.seq_len is " + std::to_string(cfg.train.seq_len),
-                      "set --train.seq_len=" + std::to_string(info.seq_len) + ", or run `ranktune prepare` again with "
-                      "--train.seq_len=" + std::to_string(cfg.train.seq_len));
+                      "set --train.seq_len=" + std::to_string(info.seq_len) +
+                          ", or run `ranktune prepare` again with "
+                          "--train.seq_len=" +
+                          std::to_string(cfg.train.seq_len));
   const std::string mine = tokenizer_fingerprint(cfg.data.tokenizer);
   if (info.tokenizer_fingerprint != mine || info.vocab_size != tok.vocab_size())
     throw ConfigError("data.path '" + path + "' was tokenized with '" + info.tokenizer + "' (" +
                           info.tokenizer_fingerprint + ", vocabulary " + std::to_string(info.vocab_size) +
                           ") but data.tokenizer is '" + cfg.data.tokenizer + "' (" + mine + ", vocabulary " +
                           std::to_string(tok.vocab_size()) + ")",
-                      "set --data.tokenizer=" + info.tokenizer + " (or a copy of that file), or run `ranktune "
-                      "prepare` again with this tokenizer");
+                      "set --data.tokenizer=" + info.tokenizer +
+                          " (or a copy of that file), or run `ranktune "
+                          "prepare` again with this tokenizer");
   data.source = path + " (prepared from " + std::to_string(info.sources.size()) + " file(s), " +
                 std::to_string(info.records) + " records)";
   data.summary = info.pack.summary();
-  if (info.skipped_records) data.summary += "; " + std::to_string(info.skipped_records) + " bad records skipped at prepare";
+  if (info.skipped_records)
+    data.summary += "; " + std::to_string(info.skipped_records) + " bad records skipped at prepare";
   return reader;
 }
 
@@ -69,7 +74,8 @@ std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const
 std::int64_t held_out_rows(const Config& cfg, std::int64_t rows, const std::string& source) {
   if (rows < 2)
     throw ConfigError("data: only " + std::to_string(rows) + " row(s) of " + std::to_string(cfg.train.seq_len) +
-                      " tokens from " + source, "give more text or a smaller train.seq_len");
+                          " tokens from " + source,
+                      "give more text or a smaller train.seq_len");
   return std::min<std::int64_t>(rows - 1, static_cast<std::int64_t>(cfg.data.val_fraction * static_cast<double>(rows)));
 }
 

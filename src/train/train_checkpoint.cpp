@@ -242,7 +242,8 @@ RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& 
     }
     for (int g : other_gpus)
       if (auto it = blobs.find("rng.cuda_gpu" + std::to_string(g)); it != blobs.end())
-        generator_restore(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))),
+        generator_restore(at::globalContext().defaultGenerator(
+                              c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))),
                           it->second);
   }
   return pos;

@@ -28,8 +28,8 @@
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/signals.h"
 #include "ranktune/io/h5.h"
-#include "ranktune/model/loss.h"
 #include "ranktune/model/lora.h"
+#include "ranktune/model/loss.h"
 #include "ranktune/train/batch_plan.h"
 #include "ranktune/train/fault_hook.h"
 #include "ranktune/train/flops.h"
@@ -79,8 +79,8 @@ void require_writable_dir(const std::string& dir, int rank) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     throw UsageError("checkpoint directory " + dir + " is not a directory", hint);
-  const std::string probe =
-      dir + "/.write_probe.rank" + std::to_string(rank) + "." + std::to_string(static_cast<long>(::getpid()));
+  const std::string probe = dir + "/.write_probe.rank" + std::to_string(rank) + "." +
+                            std::to_string(static_cast<long>(::getpid()));
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   const bool wrote = fd >= 0 && ::write(fd, "x", 1) == 1;
   const int err = errno;
@@ -199,8 +199,8 @@ void Trainer::resume() {
   std::uint64_t bytes = 0;
   for (const auto& f : loaded->manifest.files) bytes += f.size;
   char took[96];
-  std::snprintf(took, sizeof took, "%.1f MB verified and read in %.2f s",
-                static_cast<double>(bytes) / 1e6, std::chrono::duration<double>(Clock::now() - t0).count());
+  std::snprintf(took, sizeof took, "%.1f MB verified and read in %.2f s", static_cast<double>(bytes) / 1e6,
+                std::chrono::duration<double>(Clock::now() - t0).count());
   log0() << "resume: " << loaded->step_dir.string() << " (step " << s.pos.step << ", " << s.pos.tokens << " tokens"
          << (loaded->resharded ? ", saved at world size " + std::to_string(loaded->manifest.world_size) : std::string())
          << "; " << took << ")";
@@ -219,8 +219,9 @@ bool Trainer::save(long step) {
   req.meta.topology = std::to_string(s.env.size()) + " rank(s) on " + s.device.str();
   req.meta.config_hash = config_hash(s.cfg);
   req.meta.replicated = true;
-  const SaveResult r = checkpoint_save(s.env, req, train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0,
-                                                                       s.record, s.device, s.other_gpus()));
+  const SaveResult r = checkpoint_save(s.env, req,
+                                       train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0, s.record,
+                                                           s.device, s.other_gpus()));
   char line[256];
   if (r.ok() || r.status == SaveStatus::exists) {
     s.last_saved = step;
@@ -349,14 +350,14 @@ void Trainer::report(StepMetrics& row, TrainResult& result, Progress& progress) 
   State& s = *s_;
   const TrainConfig& t = s.cfg.train;
   if (!std::isfinite(row.loss))
-    throw Error(ExitCode::internal, "training loss became " + std::to_string(row.loss) + " at step " +
-                                        std::to_string(row.step),
+    throw Error(ExitCode::internal,
+                "training loss became " + std::to_string(row.loss) + " at step " + std::to_string(row.step),
                 "lower --train.lr or enable --train.grad_clip");
   // A finite loss does not prove a sane step: an overflowing gradient already reached the weights through the
   // optimizer, so stop before this step can be evaluated or saved.
   if (!std::isfinite(row.grad_norm))
-    throw Error(ExitCode::internal, "gradient norm became " + std::to_string(row.grad_norm) + " at step " +
-                                        std::to_string(row.step),
+    throw Error(ExitCode::internal,
+                "gradient norm became " + std::to_string(row.grad_norm) + " at step " + std::to_string(row.step),
                 "lower --train.lr or enable --train.grad_clip");
   if ((t.eval_every > 0 && row.step % t.eval_every == 0) || row.step == t.steps) {
     row.eval_loss = evaluate();

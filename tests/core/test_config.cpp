@@ -65,8 +65,8 @@ TEST_F(ConfigTest, CommandLineBeatsFileBeatsDefault) {
   const auto ini = write_ini("[train]\nlr = 3e-4\nsteps = 17\n");
   const auto req = parse({"train", "--train.lr=1e-5", "--config", ini});
   const Config cfg = config_apply(req.values);
-  EXPECT_DOUBLE_EQ(cfg.train.lr, 1e-5);                        // command line
-  EXPECT_EQ(cfg.train.steps, 17);                              // file
+  EXPECT_DOUBLE_EQ(cfg.train.lr, 1e-5);                            // command line
+  EXPECT_EQ(cfg.train.steps, 17);                                  // file
   EXPECT_EQ(cfg.train.warmup_steps, Config{}.train.warmup_steps);  // default
   EXPECT_EQ(req.values.at("train.lr").source, ConfigSource::command_line);
   EXPECT_EQ(req.values.at("train.steps").origin, ini + ":3");
@@ -101,12 +101,18 @@ TEST_F(ConfigTest, MalformedLineNamesFileAndLine) {
 
 TEST_F(ConfigTest, MalformedSectionHeader) {
   const auto ini = write_ini("[train\nlr = 1\n");
-  EXPECT_NE(error_of([&] { parse({"train", "--config", ini}); }).find(":1: malformed section header"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              parse({"train", "--config", ini});
+            }).find(":1: malformed section header"),
+            std::string::npos);
 }
 
 TEST_F(ConfigTest, DuplicateKeyInFile) {
   const auto ini = write_ini("[train]\nlr = 1\nlr = 2\n");
-  EXPECT_NE(error_of([&] { parse({"train", "--config", ini}); }).find("set twice (first at line 2)"), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              parse({"train", "--config", ini});
+            }).find("set twice (first at line 2)"),
+            std::string::npos);
 }
 
 TEST_F(ConfigTest, MissingFileIsNamed) {

@@ -14,7 +14,7 @@ TEST(Text, TrimBlanks) {
   EXPECT_EQ(trim("\n 70GiB \n"), "70GiB");
   EXPECT_EQ(trim(" \t\r\n"), "");
   EXPECT_EQ(trim(""), "");
-  EXPECT_EQ(trim("a b"), "a b");  // inner blanks stay
+  EXPECT_EQ(trim("a b"), "a b");      // inner blanks stay
   EXPECT_EQ(trim("\fx\v"), "\fx\v");  // form feed and vertical tab are not blanks here
   EXPECT_EQ(trim("--x--", "-"), "x");
 }

@@ -58,7 +58,8 @@ TEST(TinyCorpus, DeterministicFromTheSeed) {
   const auto docs = tiny_corpus_generate(1234, 3);
   ASSERT_EQ(docs.size(), 3u);
   // Pinned: the default job's data must not drift between builds or standard libraries.
-  EXPECT_EQ(docs[0], "Counting: nine ten eleven twelve. Counting: eight nine ten eleven twelve thirteen. 9 times 7 is 63.");
+  EXPECT_EQ(docs[0],
+            "Counting: nine ten eleven twelve. Counting: eight nine ten eleven twelve thirteen. 9 times 7 is 63.");
 }
 
 TEST(TinyCorpus, FactsAreConsistentAndArithmeticIsRight) {

@@ -53,7 +53,8 @@ TEST_P(ChatTemplateFixture, IdsEqualHfAndOnlyRepliesAreTrained) {
     const TokenizedDoc doc = chat_encode(*tok, fc.family, msgs);
     ASSERT_EQ(doc.ids.size(), doc.train.size());
     EXPECT_EQ(doc.ids, c["ids"].get<std::vector<std::int32_t>>()) << "rendered: " << c["rendered"].dump();
-    EXPECT_EQ(trained_runs(*tok, doc), c["replies"].get<std::vector<std::string>>()) << "rendered: " << c["rendered"].dump();
+    EXPECT_EQ(trained_runs(*tok, doc), c["replies"].get<std::vector<std::string>>())
+        << "rendered: " << c["rendered"].dump();
   }
   EXPECT_GE(n, 10);
 }
@@ -67,8 +68,8 @@ INSTANTIATE_TEST_SUITE_P(Families, ChatTemplateFixture,
 
 TEST(ChatTemplate, PlainTemplateWithTheByteTokenizer) {
   ByteTokenizer tok;
-  const TokenizedDoc doc = chat_encode(tok, ChatFamily::plain,
-                                       {{"system", "Be brief."}, {"user", "2+2?"}, {"assistant", "4"}});
+  const TokenizedDoc doc =
+      chat_encode(tok, ChatFamily::plain, {{"system", "Be brief."}, {"user", "2+2?"}, {"assistant", "4"}});
   const std::string prompt = "System: Be brief.\nUser: 2+2?\nAssistant: ";
   ASSERT_EQ(doc.ids.size(), 1 + prompt.size() + 1 + 1);
   EXPECT_EQ(doc.ids.front(), ByteTokenizer::kBos);

@@ -81,7 +81,8 @@ TEST(HfTokenizer, SpecialIdsFromTemplateAndNames) {
 TEST(HfTokenizer, TokenizerConfigNamesSpecialTokens) {
   std::ifstream in(kDir + "qwen2.tokenizer.json");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto tok = hf_tokenizer_parse(text, "qwen2", R"({"eos_token": "<|im_end|>", "pad_token": {"content": "<|endoftext|>"}})");
+  const auto tok =
+      hf_tokenizer_parse(text, "qwen2", R"({"eos_token": "<|im_end|>", "pad_token": {"content": "<|endoftext|>"}})");
   EXPECT_EQ(tok->eos_id(), tok->token_id("<|im_end|>"));
   EXPECT_EQ(tok->pad_id(), tok->token_id("<|endoftext|>"));
   EXPECT_FALSE(tok->bos_id().has_value());
@@ -104,19 +105,25 @@ TEST(HfTokenizer, UnsupportedFeaturesAreRefusedByName) {
   using testing::HasSubstr;
   EXPECT_THAT(refusal([](json& j) { j["model"]["type"] = "WordPiece"; }), HasSubstr("model type WordPiece"));
   EXPECT_THAT(refusal([](json& j) { j["normalizer"] = {{"type", "NFKC"}}; }), HasSubstr("normalizer NFKC"));
-  EXPECT_THAT(refusal([](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }),
+  EXPECT_THAT(refusal([](json& j) {
+                j["pre_tokenizer"] = {{"type", "Whitespace"}};
+              }),
               HasSubstr("pre_tokenizer Whitespace"));
   EXPECT_THAT(refusal([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\w+"; }),
               HasSubstr("Split regex"));
   EXPECT_THAT(refusal([](json& j) { j["decoder"] = {{"type", "WordPiece"}}; }), HasSubstr("decoder WordPiece"));
-  EXPECT_THAT(refusal([](json& j) { j["post_processor"] = {{"type", "RobertaProcessing"}}; }),
+  EXPECT_THAT(refusal([](json& j) {
+                j["post_processor"] = {{"type", "RobertaProcessing"}};
+              }),
               HasSubstr("post_processor RobertaProcessing"));
   EXPECT_THAT(refusal([](json& j) { j["model"]["dropout"] = 0.1; }), HasSubstr("BPE dropout"));
   EXPECT_THAT(refusal([](json& j) { j["model"]["continuing_subword_prefix"] = "##"; }),
               HasSubstr("continuing_subword_prefix"));
   EXPECT_THAT(refusal([](json& j) { j["added_tokens"][0]["single_word"] = true; }), HasSubstr("single_word"));
   EXPECT_THAT(refusal([](json& j) { j["truncation"] = {{"max_length", 8}}; }), HasSubstr("truncation"));
-  EXPECT_THAT(refusal([](json& j) { j["model"]["merges"][0] = {"Q", "not-a-token"}; }),
+  EXPECT_THAT(refusal([](json& j) {
+                j["model"]["merges"][0] = {"Q", "not-a-token"};
+              }),
               HasSubstr("not in the vocabulary"));
 }
 

@@ -79,12 +79,12 @@ TEST(Nfc, QuickCheckPassesTextThroughWithoutCopying) {
 }
 
 TEST(Nfc, QuickCheckSendsWhatMayChangeToTheFullPath) {
-  EXPECT_FALSE(nfc_quick_check("e\xcc\x81"));           // U+0301 may compose with what precedes it
-  EXPECT_FALSE(nfc_quick_check("\xe2\x84\xab"));        // U+212B ANGSTROM SIGN: a singleton
-  EXPECT_FALSE(nfc_quick_check("\xe0\xa5\x98"));        // U+0958: a composition exclusion
+  EXPECT_FALSE(nfc_quick_check("e\xcc\x81"));                 // U+0301 may compose with what precedes it
+  EXPECT_FALSE(nfc_quick_check("\xe2\x84\xab"));              // U+212B ANGSTROM SIGN: a singleton
+  EXPECT_FALSE(nfc_quick_check("\xe0\xa5\x98"));              // U+0958: a composition exclusion
   EXPECT_FALSE(nfc_quick_check("\xe1\x84\x80\xe1\x85\xa1"));  // Hangul V jamo may compose with an L
-  EXPECT_FALSE(nfc_quick_check("q\xcc\x85\xcc\x96"));   // U+0305 U+0316: classes 230 then 220, out of order
-  EXPECT_TRUE(nfc_quick_check("q\xcc\x96\xcc\x85"));    // 220 then 230, and neither composes: already NFC
+  EXPECT_FALSE(nfc_quick_check("q\xcc\x85\xcc\x96"));         // U+0305 U+0316: classes 230 then 220, out of order
+  EXPECT_TRUE(nfc_quick_check("q\xcc\x96\xcc\x85"));          // 220 then 230, and neither composes: already NFC
   EXPECT_TRUE(nfc_quick_check(""));
 }
 

@@ -28,7 +28,8 @@ std::vector<PackedRow> pack(const std::vector<TokenizedDoc>& docs, PackOptions o
 
 TEST(Packer, TwoDocumentsShareARowWithResetPositionsAndNoCrossTargets) {
   PackStats st;
-  const auto rows = pack({doc({1, 10, 11, 2}), doc({1, 20, 2})}, {.seq_len = 8, .overflow = Overflow::split, .pad_id = 0}, &st);
+  const auto rows =
+      pack({doc({1, 10, 11, 2}), doc({1, 20, 2})}, {.seq_len = 8, .overflow = Overflow::split, .pad_id = 0}, &st);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].input_ids, (std::vector<std::int32_t>{1, 10, 11, 2, 1, 20, 2, 0}));
   EXPECT_EQ(rows[0].targets, (std::vector<std::int32_t>{10, 11, 2, X, 20, 2, X, X}));
@@ -128,15 +129,15 @@ TEST(Packer, PositionIdsGiveADocumentAwareMask) {
     docs.push_back(doc(ids));
   }
   for (bool fill : {false, true}) {
-  for (const auto& r : pack(docs, {.seq_len = 10, .pad_id = -1, .fill_rows = fill})) {
-    for (int i = 0; i < 10; ++i) {
-      if (r.input_ids[i] < 0) continue;
-      for (int j = 0; j <= i; ++j) {
-        const bool same = r.input_ids[j] >= 0 && owner_of_id[r.input_ids[j]] == owner_of_id[r.input_ids[i]];
-        EXPECT_EQ(i - r.position_ids[i] <= j, same) << "i " << i << " j " << j;
+    for (const auto& r : pack(docs, {.seq_len = 10, .pad_id = -1, .fill_rows = fill})) {
+      for (int i = 0; i < 10; ++i) {
+        if (r.input_ids[i] < 0) continue;
+        for (int j = 0; j <= i; ++j) {
+          const bool same = r.input_ids[j] >= 0 && owner_of_id[r.input_ids[j]] == owner_of_id[r.input_ids[i]];
+          EXPECT_EQ(i - r.position_ids[i] <= j, same) << "i " << i << " j " << j;
+        }
       }
     }
-  }
   }
 }
 

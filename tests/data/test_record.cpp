@@ -107,9 +107,7 @@ TEST_F(RecordTest, TokenizeErrorsNameTheRecord) {
   EXPECT_EQ(d.ids.size(), 4u);
 }
 
-TEST_F(RecordTest, MissingFileIsAnError) {
-  EXPECT_THROW(RecordReader("/nonexistent/x.jsonl", {}), DataError);
-}
+TEST_F(RecordTest, MissingFileIsAnError) { EXPECT_THROW(RecordReader("/nonexistent/x.jsonl", {}), DataError); }
 
 }  // namespace
 }  // namespace ranktune

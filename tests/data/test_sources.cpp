@@ -25,7 +25,9 @@ class SourcesTest : public testing::Test {
     return path;
   }
   SourcesStats pack(const std::vector<std::string>& paths, SourcesOptions o, std::vector<PackedRow>* rows = nullptr) {
-    return sources_pack(paths, tok_, o, [rows](const PackedRow& r) { if (rows) rows->push_back(r); });
+    return sources_pack(paths, tok_, o, [rows](const PackedRow& r) {
+      if (rows) rows->push_back(r);
+    });
   }
   ByteTokenizer tok_;
   test::ScratchDir dir_{"src_" + test::test_name()};
@@ -88,7 +90,8 @@ TEST_F(SourcesTest, SkipCountsMalformedAndUnencodableRecords) {
 
 TEST_F(SourcesTest, ChatPromptTokensAreMaskedAndRepliesTrained) {
   const std::string path = write(
-      "chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n");
+      "chat.jsonl",
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n");
   std::vector<PackedRow> rows;
   SourcesOptions o;
   o.seq_len = 64;
@@ -113,12 +116,13 @@ TEST_F(SourcesTest, FilesAreReadInOrderAndProgressReachesTheTotal) {
   std::uint64_t last_done = 0, last_total = 0;
   SourcesOptions o;
   o.seq_len = 8;
-  sources_pack({a, b}, tok_, o, [&](const PackedRow& r) { rows.push_back(r); },
-               [&](std::uint64_t done, std::uint64_t total) {
-                 EXPECT_GE(done, last_done);
-                 last_done = done;
-                 last_total = total;
-               });
+  sources_pack(
+      {a, b}, tok_, o, [&](const PackedRow& r) { rows.push_back(r); },
+      [&](std::uint64_t done, std::uint64_t total) {
+        EXPECT_GE(done, last_done);
+        last_done = done;
+        last_total = total;
+      });
   ASSERT_EQ(rows.size(), 3u);
   EXPECT_EQ(rows[0].input_ids[1], 'f');
   EXPECT_EQ(rows[2].input_ids[1], 't');

@@ -10,8 +10,9 @@ namespace {
 TEST(CpuThreads, OneRankTakesEveryCpuItMayRunOn) {
   const CpuThreads t = cpu_threads_decide(16, 1, std::nullopt);
   EXPECT_EQ(t.threads, 16);
-  EXPECT_EQ(t.reason, "16 CPU(s) in this rank's affinity mask, shared by 1 rank(s) on this node "
-                      "(set OMP_NUM_THREADS to choose)");
+  EXPECT_EQ(t.reason,
+            "16 CPU(s) in this rank's affinity mask, shared by 1 rank(s) on this node "
+            "(set OMP_NUM_THREADS to choose)");
 }
 
 TEST(CpuThreads, RanksOnOneMaskShareIt) {
@@ -19,8 +20,9 @@ TEST(CpuThreads, RanksOnOneMaskShareIt) {
   EXPECT_EQ(cpu_threads_decide(16, 3, std::nullopt).threads, 5);  // rounded down: never more threads than CPUs
   const CpuThreads t = cpu_threads_decide(2, 2, std::nullopt);
   EXPECT_EQ(t.threads, 1);
-  EXPECT_EQ(t.reason, "2 CPU(s) in this rank's affinity mask, shared by 2 rank(s) on this node "
-                      "(set OMP_NUM_THREADS to choose)");
+  EXPECT_EQ(t.reason,
+            "2 CPU(s) in this rank's affinity mask, shared by 2 rank(s) on this node "
+            "(set OMP_NUM_THREADS to choose)");
 }
 
 TEST(CpuThreads, MoreRanksThanCpusStillGetOneThreadEach) {

@@ -104,7 +104,9 @@ TEST_P(Equivalence, NRanksEqualOneBigBatch) {
   GradSync sync(comm, net->named_parameters(), so);
   ASSERT_EQ(sync.num_buckets(), 6);
   EXPECT_EQ(sync.bucket_parameters(0), (std::vector<std::string>{"spare.bias", "spare.weight", "l3.bias"}));
-  EXPECT_EQ(sync.bucket_parameters(2), std::vector<std::string>{"l2.weight"});  // own parameters come first in named_parameters(), so "scale" is last
+  EXPECT_EQ(sync.bucket_parameters(2),
+            std::vector<std::string>{
+                "l2.weight"});  // own parameters come first in named_parameters(), so "scale" is last
   AdamW opt(net->named_parameters(), adamw());
   for (int k = 0; k < kSteps; ++k) {
     for (int m = 0; m < accum; ++m) {

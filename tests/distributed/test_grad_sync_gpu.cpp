@@ -44,7 +44,8 @@ struct DeepImpl : torch::nn::Module {
   std::vector<torch::nn::Linear> layers;
   DeepImpl(std::uint64_t seed, at::Device dev) {
     at::manual_seed(seed);
-    for (int i = 0; i < 8; ++i) layers.push_back(register_module("l" + std::to_string(i), torch::nn::Linear(1024, 1024)));
+    for (int i = 0; i < 8; ++i)
+      layers.push_back(register_module("l" + std::to_string(i), torch::nn::Linear(1024, 1024)));
     to(dev);
   }
   at::Tensor forward(at::Tensor x) {
@@ -112,7 +113,8 @@ TEST_F(GpuTest, FusedAdamWOnCudaEqualsForeachOnCpu) {
   }
   AdamWOptions fused, foreach;
   fused.impl = AdamWImpl::fused;
-  foreach.impl = AdamWImpl::foreach;
+  foreach
+    .impl = AdamWImpl::foreach;
   AdamW opt_gpu(gpu, fused), opt_cpu(cpu, foreach);
   for (int s = 0; s < 5; ++s) {
     for (const auto& item : cpu) {
@@ -123,8 +125,7 @@ TEST_F(GpuTest, FusedAdamWOnCudaEqualsForeachOnCpu) {
     opt_cpu.step(1e-2);
     opt_gpu.step(1e-2);
   }
-  for (const auto& item : cpu)
-    EXPECT_TRUE(at::allclose(gpu[item.key()].cpu(), item.value(), 1e-6, 1e-7)) << item.key();
+  for (const auto& item : cpu) EXPECT_TRUE(at::allclose(gpu[item.key()].cpu(), item.value(), 1e-6, 1e-7)) << item.key();
 }
 
 }  // namespace

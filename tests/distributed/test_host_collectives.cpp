@@ -197,8 +197,7 @@ TEST_F(HostCollectives, WorstTieGoesToTheLowestRank) {
 
 TEST_F(HostCollectives, NodeScopeUsesTheNodeLocalCommunicator) {
   EXPECT_EQ(host::sum(env, std::int64_t{1}, host::Scope::node), env.local_size());
-  const std::vector<std::uint64_t> ranks =
-      host::all_gather(env, static_cast<std::uint64_t>(rank()), host::Scope::node);
+  const std::vector<std::uint64_t> ranks = host::all_gather(env, static_cast<std::uint64_t>(rank()), host::Scope::node);
   ASSERT_EQ(ranks.size(), static_cast<std::size_t>(env.local_size()));
   EXPECT_EQ(ranks[static_cast<std::size_t>(env.local_rank())], static_cast<std::uint64_t>(rank()));
   EXPECT_EQ(host::sum(env, std::int64_t{1}), size());

@@ -10,8 +10,8 @@ namespace {
 constexpr std::int64_t GiB = 1024LL * 1024 * 1024;
 
 GpuInfo gpu(int index, const std::string& uuid, std::int64_t free_gib = 79) {
-  return GpuInfo{index, "NVIDIA H100 80GB HBM3", uuid, "0000:0" + std::to_string(index) + ":00.0", 80 * GiB,
-                 free_gib * GiB};
+  return GpuInfo{index,    "NVIDIA H100 80GB HBM3", uuid, "0000:0" + std::to_string(index) + ":00.0",
+                 80 * GiB, free_gib * GiB};
 }
 
 // `ranks_per_host` ranks on each host; every rank sees `gpus_per_rank` GPUs (uuids shared per host unless bound).
@@ -62,7 +62,8 @@ std::string message_of(const ClusterFacts& f, const ModeRequest& r) {
 TEST(ParallelMode, BalancedRefusedWhenWorldSizeAboveOne) {
   const auto f = cluster(1, 2, 2);
   const std::string msg = message_of<LaunchModeError>(f, req("balanced"));
-  EXPECT_NE(msg.find("2 processes were started by mpirun (Open MPI, OMPI_COMM_WORLD_SIZE=2)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("2 processes were started by mpirun (Open MPI, OMPI_COMM_WORLD_SIZE=2)"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("mpirun -np 1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("--parallel.mode=ddp"), std::string::npos) << msg;
   try {
@@ -73,7 +74,8 @@ TEST(ParallelMode, BalancedRefusedWhenWorldSizeAboveOne) {
 }
 
 TEST(ParallelMode, BalancedRefusedOnCpuToo) {
-  EXPECT_NE(message_of<LaunchModeError>(cluster(1, 4, 0), req("balanced", "cpu")).find("4 processes"), std::string::npos);
+  EXPECT_NE(message_of<LaunchModeError>(cluster(1, 4, 0), req("balanced", "cpu")).find("4 processes"),
+            std::string::npos);
 }
 
 TEST(ParallelMode, BalancedRefusalNamesSrun) {

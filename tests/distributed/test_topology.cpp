@@ -52,8 +52,9 @@ TEST(Topology, LaunchDescriptions) {
   EXPECT_EQ(launch_describe({{"OMPI_COMM_WORLD_SIZE", "2"}}, 2), "mpirun (Open MPI, OMPI_COMM_WORLD_SIZE=2)");
   EXPECT_EQ(launch_describe({{"OMPI_COMM_WORLD_SIZE", "2"}, {"SLURM_JOB_ID", "5"}}, 2),
             "mpirun (Open MPI, OMPI_COMM_WORLD_SIZE=2) inside Slurm job 5");
-  EXPECT_EQ(launch_describe({{"SLURM_JOB_ID", "5"}, {"SLURM_STEP_ID", "1"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}, 4),
-            "srun (Slurm job 5 step 1, SLURM_NTASKS=4)");
+  EXPECT_EQ(
+      launch_describe({{"SLURM_JOB_ID", "5"}, {"SLURM_STEP_ID", "1"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}}, 4),
+      "srun (Slurm job 5 step 1, SLURM_NTASKS=4)");
   EXPECT_EQ(launch_describe({}, 1), "a single command (no launcher)");
   EXPECT_EQ(launch_describe({{"SLURM_JOB_ID", "5"}}, 1), "a single command (no launcher) inside Slurm job 5");
 }

@@ -14,7 +14,7 @@
 namespace ranktune::test {
 
 inline const std::vector<at::ScalarType>& fixture_dtypes() {
-  static const std::vector<at::ScalarType> d = {at::kFloat, at::kDouble, at::kHalf,  at::kBFloat16, at::kChar,
+  static const std::vector<at::ScalarType> d = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kChar,
                                                 at::kShort, at::kInt,    at::kLong, at::kByte,     at::kBool};
   return d;
 }
@@ -39,8 +39,10 @@ inline CheckpointState fixture_state(int rank, long step) {
   s.ints["optimizer_step"] = step;
   if (rank != 0) return s;
   for (auto dt : fixture_dtypes()) s.tensors[std::string("dtypes.") + at::toString(dt)] = fixture_tensor(dt);
-  s.tensors["special.bf16_all_bits"] = at::arange(65536, at::kInt).to(at::kShort).view(at::kBFloat16).reshape({256, 256});
-  s.tensors["model.layers.0.attn.wq.weight"] = (at::arange(64 * 48, at::kDouble).reshape({64, 48}) / 97).sin().to(at::kBFloat16);
+  s.tensors["special.bf16_all_bits"] =
+      at::arange(65536, at::kInt).to(at::kShort).view(at::kBFloat16).reshape({256, 256});
+  s.tensors["model.layers.0.attn.wq.weight"] =
+      (at::arange(64 * 48, at::kDouble).reshape({64, 48}) / 97).sin().to(at::kBFloat16);
   s.tensors["optim.exp_avg.model.layers.0.attn.wq.weight"] = at::full({64, 48}, 0.125, at::kFloat);
   s.tensors["scalar"] = at::scalar_tensor(2.5, at::kFloat);
   s.strings["config"] = "[train]\nlr = 0.001\nnote = Grüße ☃\n";

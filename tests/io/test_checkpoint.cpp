@@ -323,7 +323,10 @@ TEST_F(CheckpointTest, RandomCorruptionsAreCaughtBeforeAnyTensorIsUsed) {
       bad.resize(gen() % orig.size());
     }
     const std::string what = "iteration " + std::to_string(it) + ": " +
-                             (kind <= 1 ? "flipped bytes in " : kind == 2 ? "truncated " : "deleted ") + file;
+                             (kind <= 1   ? "flipped bytes in "
+                              : kind == 2 ? "truncated "
+                                          : "deleted ") +
+                             file;
     if (rank() == 0) {
       if (kind == 3) fs::remove(victim / file);
       else write_text(victim / file, bad);

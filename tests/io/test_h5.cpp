@@ -31,8 +31,7 @@ void expect_bit_equal(const at::Tensor& a, const at::Tensor& b, const std::strin
   ASSERT_EQ(a.scalar_type(), b.scalar_type()) << what;
   ASSERT_EQ(a.sizes(), b.sizes()) << what;
   const at::Tensor x = a.contiguous(), y = b.contiguous();
-  ASSERT_EQ(0, std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<std::size_t>(x.numel() * x.element_size())))
-      << what;
+  ASSERT_EQ(0, std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<std::size_t>(x.numel() * x.element_size()))) << what;
 }
 
 at::Tensor random_of(at::ScalarType dt, at::IntArrayRef shape) {
@@ -50,7 +49,7 @@ at::Tensor random_of(at::ScalarType dt, at::IntArrayRef shape) {
 
 TEST_F(H5Test, EveryDtypeRoundTripsBitExact) {
   at::manual_seed(7);
-  const at::ScalarType dtypes[] = {at::kFloat, at::kDouble, at::kHalf,  at::kBFloat16, at::kChar,
+  const at::ScalarType dtypes[] = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kChar,
                                    at::kShort, at::kInt,    at::kLong, at::kByte,     at::kBool};
   const std::vector<std::vector<std::int64_t>> shapes = {{}, {0}, {3, 0}, {1}, {17}, {5, 7}, {2, 3, 4}, {300, 1000}};
   std::map<std::string, at::Tensor> written;

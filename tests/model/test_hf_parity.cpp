@@ -83,7 +83,8 @@ TEST(HfParity, PeftLoraAndMerge) {
 
 TEST(HfParity, PeftLoraOverBf16Base) {
   const SafetensorsFile ref(test::fixture("lora/reference.safetensors"));
-  Llama model = llama_from_pretrained(test::fixture(ref.metadata().at("base")), at::TensorOptions().dtype(at::kBFloat16));
+  Llama model =
+      llama_from_pretrained(test::fixture(ref.metadata().at("base")), at::TensorOptions().dtype(at::kBFloat16));
   lora_load_peft(*model, test::fixture("lora"));
   const auto trainable = trainable_parameters(*model);
   for (const auto& [name, p] : trainable) EXPECT_EQ(p.scalar_type(), at::kFloat) << name;

@@ -48,10 +48,10 @@ TEST(Llama, TinyModelNamesAndCount) {
   // embed + 4 layers x (q, k, v, o, gate, up, down, 2 norms) + final norm; tied: no lm_head.
   ASSERT_EQ(params.size(), 1u + 4 * 9 + 1);
   const std::vector<std::string> layer0 = {
-      "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-      "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.o_proj.weight",
-      "model.layers.0.mlp.gate_proj.weight",    "model.layers.0.mlp.up_proj.weight",
-      "model.layers.0.mlp.down_proj.weight",    "model.layers.0.input_layernorm.weight",
+      "model.layers.0.self_attn.q_proj.weight",        "model.layers.0.self_attn.k_proj.weight",
+      "model.layers.0.self_attn.v_proj.weight",        "model.layers.0.self_attn.o_proj.weight",
+      "model.layers.0.mlp.gate_proj.weight",           "model.layers.0.mlp.up_proj.weight",
+      "model.layers.0.mlp.down_proj.weight",           "model.layers.0.input_layernorm.weight",
       "model.layers.0.post_attention_layernorm.weight"};
   EXPECT_EQ(params.keys()[0], "model.embed_tokens.weight");
   for (std::size_t i = 0; i < layer0.size(); ++i) EXPECT_EQ(params.keys()[1 + i], layer0[i]);
@@ -246,7 +246,8 @@ TEST_F(HfDirErrors, ShardedIndexChecked) {
   EXPECT_TRUE(at::equal(back->forward(x), model->forward(x)));
 
   std::filesystem::remove(dir / "model-00002-of-00002.safetensors");
-  expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); }, {"model-00002-of-00002.safetensors", "does not exist"});
+  expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); },
+                              {"model-00002-of-00002.safetensors", "does not exist"});
   safetensors_save(dir / "model-00002-of-00002.safetensors", a);  // the wrong tensors in shard 2
   expect_error<ModelDirError>([&] { HfModelDir ck(dir.str()); }, {"model.layers.1.", "does not hold it"});
 }

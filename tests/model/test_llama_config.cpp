@@ -142,8 +142,7 @@ TEST(LlamaConfig, RefusesWhatChangesTheMath) {
   expect_refused(edit(kLlama31_8B, "\"attention_dropout\": 0.0", "\"attention_dropout\": 0.1"), "attention_dropout");
   expect_refused(edit(kLlama31_8B, "\"use_cache\": true", R"("quantization_config": {"quant_method": "gptq"})"),
                  "quantization_config");
-  expect_refused(edit(kLlama31_8B, "\"pretraining_tp\": 1", "\"partial_rotary_factor\": 0.5"),
-                 "partial_rotary_factor");
+  expect_refused(edit(kLlama31_8B, "\"pretraining_tp\": 1", "\"partial_rotary_factor\": 0.5"), "partial_rotary_factor");
   expect_refused(edit(kQwen25_05B, "\"use_cache\": true", R"("layer_types": ["full_attention", "chunked"])"),
                  "chunked");
 }

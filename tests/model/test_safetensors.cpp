@@ -138,7 +138,9 @@ TEST(Safetensors, RefusesDamagedFiles) {
   expect_damaged(dir, join(p.header, p.data + "junk"), "bytes follow the last tensor");
   expect_damaged(dir, join(replaced(p.header, "\"shape\":[4,2]", "\"shape\":[4,3]"), p.data), "a.f32");
   expect_damaged(dir, join(replaced(p.header, "\"shape\":[4,2]", "\"shape\":[4,-2]"), p.data), "a.f32");
-  expect_damaged(dir, join(replaced(p.header, "\"shape\":[4,2]", "\"shape\":[4611686018427387904,4611686018427387904]"), p.data),
+  expect_damaged(dir,
+                 join(replaced(p.header, "\"shape\":[4,2]", "\"shape\":[4611686018427387904,4611686018427387904]"),
+                      p.data),
                  "a.f32");
   expect_damaged(dir, join(replaced(p.header, "[0,48]", "[0,4800]"), p.data), "d.i64");
   expect_damaged(dir, join(replaced(p.header, "[48,80]", "[40,72]"), p.data), "overlaps");

@@ -80,8 +80,8 @@ inline double reference_step(LlamaImpl& m, const BatchTensors& bt, double scale)
 }
 
 // Every trainable parameter has a gradient in both, and they agree norm-wise within `tol`.
-inline void expect_same_grads(const std::map<std::string, at::Tensor>& got, const std::map<std::string, at::Tensor>& want,
-                              double tol) {
+inline void expect_same_grads(const std::map<std::string, at::Tensor>& got,
+                              const std::map<std::string, at::Tensor>& want, double tol) {
   ASSERT_EQ(got.size(), want.size());
   for (const auto& [name, g] : want) {
     ASSERT_TRUE(got.count(name)) << name;

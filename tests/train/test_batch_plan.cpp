@@ -44,8 +44,8 @@ TEST(BatchPlan, TokenLossScaleGivesGlobalMean) {
 
 // Whole global batches per epoch (the sampler drops the incomplete last one), times the epochs, rounded up.
 TEST(BatchPlan, StepsForEpochs) {
-  const BatchPlan p{4, 2, 2, 128};  // global batch 16
-  EXPECT_EQ(steps_for_epochs(p, 1, 100), 6);   // 100 rows: 6 whole batches
+  const BatchPlan p{4, 2, 2, 128};            // global batch 16
+  EXPECT_EQ(steps_for_epochs(p, 1, 100), 6);  // 100 rows: 6 whole batches
   EXPECT_EQ(steps_for_epochs(p, 2, 100), 12);
   EXPECT_EQ(steps_for_epochs(p, 0.5, 100), 3);
   EXPECT_EQ(steps_for_epochs(p, 0.4, 100), 3);  // 2.4 rounds up

@@ -140,7 +140,8 @@ TEST(AdamW, StateRoundTripContinuesIdentically) {
   AdamW opt_a(a, fixture_options(AdamWImpl::foreach));
   for (std::size_t i = 0; i < 3; ++i) set_grads(a, i), opt_a.step(lrs[i]);
 
-  // A second optimizer over copies of the parameters, given the first one's state: the remaining steps agree bit for bit.
+  // A second optimizer over copies of the parameters, given the first one's state: the remaining steps agree bit for
+  // bit.
   NamedTensors b;
   for (const auto& item : a) b.insert(item.key(), item.value().detach().clone().requires_grad_(true));
   AdamW opt_b(b, fixture_options(AdamWImpl::foreach));

@@ -6,11 +6,11 @@
 
 #include <set>
 
-#include "train/pipeline_test_util.h"
 #include "ranktune/core/error.h"
 #include "ranktune/model/activation_checkpoint.h"
 #include "ranktune/train/pipeline.h"
 #include "ranktune/train/pipeline_schedule.h"
+#include "train/pipeline_test_util.h"
 
 namespace ranktune {
 namespace {
@@ -60,21 +60,21 @@ void check_case(const Case& k) {
   const auto ref_grads = test::grads_of(*ref);
   ASSERT_FALSE(ref_grads.empty());
   for (int m : {1, 2, 4})
-  for (StageThreads threads : {StageThreads::off, StageThreads::on}) {
-    SCOPED_TRACE("micro_batches " + std::to_string(m) + (threads == StageThreads::on ? ", a thread per stage" : ""));
-    Llama model = test::make_model(k.tied, k.lora_r, cpu);
-    model->set_activation_checkpointing(k.checkpointing);
-    std::vector<StageRange> stages;
-    for (auto [a, b] : k.stages) stages.push_back({at::Device(at::kCPU), a, b});
-    place_stages(*model, stages);
-    PipelineExecutor exec(*model, stages, m, threads);
-    const double loss = exec.forward_backward(bt, scale).item<double>();
-    EXPECT_NEAR(loss, ref_loss, 1e-6 * std::abs(ref_loss));
-    test::expect_same_grads(test::grads_of(*model), ref_grads, 1e-5);
-    const auto busy = exec.take_busy_seconds();
-    ASSERT_EQ(busy.size(), stages.size());
-    for (double s : busy) EXPECT_GT(s, 0.0);
-  }
+    for (StageThreads threads : {StageThreads::off, StageThreads::on}) {
+      SCOPED_TRACE("micro_batches " + std::to_string(m) + (threads == StageThreads::on ? ", a thread per stage" : ""));
+      Llama model = test::make_model(k.tied, k.lora_r, cpu);
+      model->set_activation_checkpointing(k.checkpointing);
+      std::vector<StageRange> stages;
+      for (auto [a, b] : k.stages) stages.push_back({at::Device(at::kCPU), a, b});
+      place_stages(*model, stages);
+      PipelineExecutor exec(*model, stages, m, threads);
+      const double loss = exec.forward_backward(bt, scale).item<double>();
+      EXPECT_NEAR(loss, ref_loss, 1e-6 * std::abs(ref_loss));
+      test::expect_same_grads(test::grads_of(*model), ref_grads, 1e-5);
+      const auto busy = exec.take_busy_seconds();
+      ASSERT_EQ(busy.size(), stages.size());
+      for (double s : busy) EXPECT_GT(s, 0.0);
+    }
 }
 
 TEST(Pipeline, FullFineTuneUntiedThreeStages) { check_case({false, 0, false, {{0, 1}, {2, 3}, {4, 5}}}); }

@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
-#include "train/pipeline_test_util.h"
 #include "ranktune/train/pipeline.h"
+#include "train/pipeline_test_util.h"
 
 namespace ranktune {
 namespace {
@@ -24,19 +24,19 @@ void check_gpu(bool tied, int lora_r, bool checkpointing) {
   const double ref_loss = test::reference_step(*ref, bt, scale);
   const auto ref_grads = test::grads_of(*ref);
   for (StageThreads threads : {StageThreads::off, StageThreads::on})
-  for (int m : {1, 2, 4}) {
-    SCOPED_TRACE("micro_batches " + std::to_string(m) + " over " + std::to_string(gpus) + " GPU(s), " +
-                 (threads == StageThreads::on ? "a host thread per stage" : "one host thread"));
-    Llama model = test::make_model(tied, lora_r, bf16);
-    model->set_activation_checkpointing(checkpointing);
-    const std::vector<StageRange> stages{{dev(0), 0, 2}, {dev(1), 3, 5}};
-    place_stages(*model, stages);
-    PipelineExecutor exec(*model, stages, m, threads);
-    const double loss = exec.forward_backward(bt, scale).item<double>();
-    EXPECT_NEAR(loss, ref_loss, 1e-2 * std::abs(ref_loss));
-    test::expect_same_grads(test::grads_of(*model), ref_grads, 3e-2);
-    for (double s : exec.take_busy_seconds()) EXPECT_GT(s, 0.0);
-  }
+    for (int m : {1, 2, 4}) {
+      SCOPED_TRACE("micro_batches " + std::to_string(m) + " over " + std::to_string(gpus) + " GPU(s), " +
+                   (threads == StageThreads::on ? "a host thread per stage" : "one host thread"));
+      Llama model = test::make_model(tied, lora_r, bf16);
+      model->set_activation_checkpointing(checkpointing);
+      const std::vector<StageRange> stages{{dev(0), 0, 2}, {dev(1), 3, 5}};
+      place_stages(*model, stages);
+      PipelineExecutor exec(*model, stages, m, threads);
+      const double loss = exec.forward_backward(bt, scale).item<double>();
+      EXPECT_NEAR(loss, ref_loss, 1e-2 * std::abs(ref_loss));
+      test::expect_same_grads(test::grads_of(*model), ref_grads, 3e-2);
+      for (double s : exec.take_busy_seconds()) EXPECT_GT(s, 0.0);
+    }
 }
 
 TEST(PipelineGpu, FullFineTuneTied) { check_gpu(true, 0, false); }

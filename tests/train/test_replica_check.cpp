@@ -41,7 +41,8 @@ TEST_F(ReplicaCheckTest, IdenticalReplicasGiveTheCrcOfAllBytes) {
   EXPECT_EQ(d.bytes, bytes);
   EXPECT_EQ(d.tensors, 3u);
   EXPECT_EQ(d.ranks, env.size());
-  EXPECT_NE(replica_digest_describe(d).find("replicas identical on " + std::to_string(env.size()) + " ranks: crc32c 0x"),
+  EXPECT_NE(replica_digest_describe(d).find("replicas identical on " + std::to_string(env.size()) +
+                                            " ranks: crc32c 0x"),
             std::string::npos)
       << replica_digest_describe(d);
 }
@@ -65,9 +66,11 @@ TEST_F(ReplicaCheckTest, OneFlippedBitOnSomeRanksIsNamedOnEveryRank) {
     const std::string what = e.what();
     EXPECT_EQ(e.failing_rank(), first);
     EXPECT_EQ(e.code(), ExitCode::internal);
-    EXPECT_NE(what.find("replicas diverged at step 42: rank " + std::to_string(first) + "'s"), std::string::npos) << what;
+    EXPECT_NE(what.find("replicas diverged at step 42: rank " + std::to_string(first) + "'s"), std::string::npos)
+        << what;
     EXPECT_NE(what.find("first at 'b'"), std::string::npos) << what;
-    EXPECT_NE(what.find(std::to_string(env.size() - first) + " of " + std::to_string(env.size() - 1) + " other rank(s)"),
+    EXPECT_NE(what.find(std::to_string(env.size() - first) + " of " + std::to_string(env.size() - 1) +
+                        " other rank(s)"),
               std::string::npos)
         << what;
     EXPECT_NE(e.hint().find("hardware fault"), std::string::npos) << e.hint();

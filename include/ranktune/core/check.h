@@ -23,11 +23,11 @@ template <class Err>
 
 // lib: a string naming the library; call: the expression; ok(rc): success test; msg(rc): std::string-convertible
 // description; Err: the ranktune::Error subclass to throw.
-#define RANKTUNE_CHECK_GEN(lib, call, ok, msg, Err)                                                   \
-  do {                                                                                                \
-    const auto ranktune_rc_ = (call);                                                                 \
-    if (!(ok(ranktune_rc_))) {                                                                        \
-      ::ranktune::detail::check_fail<Err>(lib, #call, static_cast<long long>(ranktune_rc_),           \
-                                          std::string(msg(ranktune_rc_)), __FILE__, __LINE__);        \
-    }                                                                                                 \
+#define RANKTUNE_CHECK_GEN(lib, call, ok, msg, Err)                                            \
+  do {                                                                                         \
+    const auto ranktune_rc_ = (call);                                                          \
+    if (!(ok(ranktune_rc_))) {                                                                 \
+      ::ranktune::detail::check_fail<Err>(lib, #call, static_cast<long long>(ranktune_rc_),    \
+                                          std::string(msg(ranktune_rc_)), __FILE__, __LINE__); \
+    }                                                                                          \
   } while (0)

@@ -18,7 +18,7 @@ struct Subcommand {
 const std::vector<Subcommand>& cli_subcommands();
 
 struct CliRequest {
-  std::string subcommand;         // empty when only --help or --version was given
+  std::string subcommand;  // empty when only --help or --version was given
   bool help = false;
   bool version = false;
   std::string config_file;        // --config, empty if none

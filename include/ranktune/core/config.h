@@ -13,14 +13,14 @@
 namespace ranktune {
 
 struct ParallelConfig {
-  std::string mode = "auto";    // auto | single | ddp | balanced
-  double comm_timeout_s = 600;  // a collective that takes longer aborts the communicator (exit 6)
-  std::string max_memory;       // balanced budgets, "0:70GiB,1:75GiB"; empty = free memory minus reserve
-  double reserve_gib = 2.0;     // kept free on every GPU for the CUDA context, allocator slack and NCCL
-  int micro_batches = 1;        // balanced: >1 pipelines micro-batches through the stages
-  int stages = 0;               // balanced: pipeline stages; 0 = one per GPU
+  std::string mode = "auto";           // auto | single | ddp | balanced
+  double comm_timeout_s = 600;         // a collective that takes longer aborts the communicator (exit 6)
+  std::string max_memory;              // balanced budgets, "0:70GiB,1:75GiB"; empty = free memory minus reserve
+  double reserve_gib = 2.0;            // kept free on every GPU for the CUDA context, allocator slack and NCCL
+  int micro_batches = 1;               // balanced: >1 pipelines micro-batches through the stages
+  int stages = 0;                      // balanced: pipeline stages; 0 = one per GPU
   std::string stage_threads = "auto";  // balanced: auto | on | off (a host thread issuing each stage's work)
-  double bucket_mb = 25;        // DDP gradient bucket size
+  double bucket_mb = 25;               // DDP gradient bucket size
 };
 
 struct ModelConfig {
@@ -76,8 +76,8 @@ struct DataConfig {
 };
 
 struct PrepareConfig {
-  std::string output;    // OUT.h5, or the directory of shards when shard_rows > 0
-  long shard_rows = 0;   // 0 = one file
+  std::string output;   // OUT.h5, or the directory of shards when shard_rows > 0
+  long shard_rows = 0;  // 0 = one file
 };
 
 struct CheckpointConfig {

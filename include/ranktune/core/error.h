@@ -10,14 +10,14 @@ namespace ranktune {
 
 enum class ExitCode : int {
   ok = 0,
-  internal = 1,            // a bug or an unexpected library failure
-  usage = 2,               // bad command line, config file or value; a mode the launch cannot run
-  topology = 3,            // the machine cannot run what was asked: ranks share a GPU, more ranks than GPUs
-  no_gpu = 4,              // --device=cuda and no GPU visible
-  checkpoint = 5,          // checkpoint missing, damaged or incompatible
-  comm = 6,                // communicator failure or collective timeout
-  out_of_memory = 7,       // the plan or the run does not fit in device memory
-  preempted_saved = 75,    // stopped by a signal after saving a checkpoint (EX_TEMPFAIL): requeue me
+  internal = 1,          // a bug or an unexpected library failure
+  usage = 2,             // bad command line, config file or value; a mode the launch cannot run
+  topology = 3,          // the machine cannot run what was asked: ranks share a GPU, more ranks than GPUs
+  no_gpu = 4,            // --device=cuda and no GPU visible
+  checkpoint = 5,        // checkpoint missing, damaged or incompatible
+  comm = 6,              // communicator failure or collective timeout
+  out_of_memory = 7,     // the plan or the run does not fit in device memory
+  preempted_saved = 75,  // stopped by a signal after saving a checkpoint (EX_TEMPFAIL): requeue me
 };
 
 class Error : public std::runtime_error {
@@ -32,11 +32,11 @@ class Error : public std::runtime_error {
   std::string hint_;
 };
 
-#define RANKTUNE_DEFINE_ERROR(Name, code_value)                                   \
-  class Name : public Error {                                                     \
-   public:                                                                        \
-    explicit Name(const std::string& what, std::string hint = {})                 \
-        : Error(ExitCode::code_value, what, std::move(hint)) {}                   \
+#define RANKTUNE_DEFINE_ERROR(Name, code_value)                   \
+  class Name : public Error {                                     \
+   public:                                                        \
+    explicit Name(const std::string& what, std::string hint = {}) \
+        : Error(ExitCode::code_value, what, std::move(hint)) {}   \
   }
 
 RANKTUNE_DEFINE_ERROR(UsageError, usage);

@@ -8,8 +8,7 @@ namespace ranktune {
 
 class DataError : public Error {
  public:
-  explicit DataError(const std::string& what, std::string hint = {})
-      : Error(ExitCode::usage, what, std::move(hint)) {}
+  explicit DataError(const std::string& what, std::string hint = {}) : Error(ExitCode::usage, what, std::move(hint)) {}
 };
 
 }  // namespace ranktune

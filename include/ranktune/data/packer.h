@@ -39,16 +39,16 @@ struct PackedRow {
 };
 
 struct PackStats {
-  long documents = 0;        // documents given to add()
-  long empty_documents = 0;  // with no tokens: skipped
+  long documents = 0;            // documents given to add()
+  long empty_documents = 0;      // with no tokens: skipped
   long untrained_documents = 0;  // placed, but no token of theirs is a target (e.g. a prompt with no reply)
   long rows = 0;
-  long tokens = 0;           // document tokens placed in rows
+  long tokens = 0;  // document tokens placed in rows
   long pad_tokens = 0;
-  long target_tokens = 0;    // positions with a target
+  long target_tokens = 0;  // positions with a target
   long truncated_documents = 0;
   long truncated_tokens = 0;  // dropped by truncation
-  long split_documents = 0;  // longer than a row (overflow = split), or continued across rows (fill_rows)
+  long split_documents = 0;   // longer than a row (overflow = split), or continued across rows (fill_rows)
   long split_pieces = 0;
   std::string summary() const;  // one line for the log
 };

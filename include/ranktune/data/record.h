@@ -33,8 +33,8 @@ struct RecordReaderOptions {
 struct RecordStats {
   long lines = 0;
   long records = 0;
-  long skipped = 0;   // malformed records skipped under skip_malformed
-  std::uint64_t bytes = 0;  // of the file consumed so far (for progress)
+  long skipped = 0;           // malformed records skipped under skip_malformed
+  std::uint64_t bytes = 0;    // of the file consumed so far (for progress)
   std::string first_skipped;  // the message of the first one, for the report
 };
 

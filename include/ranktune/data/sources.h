@@ -24,11 +24,11 @@ struct SourcesOptions {
 };
 
 struct SourcesStats {
-  long records = 0;            // records read (skipped ones not included)
-  long skipped = 0;            // malformed or unencodable records skipped under skip_bad_records
-  std::string first_skipped;   // the message of the first one
-  std::string chat_template;   // the family used for messages records
-  std::int32_t pad_id = 0;     // the input id of padding: the tokenizer's pad, else eos, else 0
+  long records = 0;           // records read (skipped ones not included)
+  long skipped = 0;           // malformed or unencodable records skipped under skip_bad_records
+  std::string first_skipped;  // the message of the first one
+  std::string chat_template;  // the family used for messages records
+  std::int32_t pad_id = 0;    // the input id of padding: the tokenizer's pad, else eos, else 0
   PackStats pack;
 };
 

@@ -12,7 +12,7 @@ class MpiEnv;
 
 struct CpuThreads {
   int threads = 1;
-  std::string reason;  // "2 CPU(s) in this rank's affinity mask, shared by 2 rank(s) on this node (set ...)"
+  std::string reason;            // "2 CPU(s) in this rank's affinity mask, shared by 2 rank(s) on this node (set ...)"
   std::string describe() const;  // "1 intra-op thread(s) per rank: <reason>", the `cpu:` line of topology and train
 };
 

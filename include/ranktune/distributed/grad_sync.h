@@ -42,7 +42,7 @@ struct GradSyncOptions {
 
 // One all-reduce of one bucket, as recorded with GradSyncOptions::trace.
 struct BucketLaunch {
-  long step = 0;               // how many synchronised steps came before
+  long step = 0;  // how many synchronised steps came before
   int bucket = 0;
   std::size_t bytes = 0;
   double launch_ms = 0;        // since prepare() of the last micro-step
@@ -79,8 +79,8 @@ class GradSync {
     at::Tensor param;
     at::Tensor view;  // this parameter's slice of its bucket, shaped like the parameter
     int bucket = 0;
-    bool touched = false;  // got a gradient in the current accumulation window
-    bool ready = false;    // got its gradient in the current synchronised micro-step
+    bool touched = false;                                // got a gradient in the current accumulation window
+    bool ready = false;                                  // got its gradient in the current synchronised micro-step
     std::shared_ptr<torch::autograd::Node> accumulator;  // held: the parameter keeps only a weak reference
     std::uintptr_t hook_key = 0;
   };

@@ -18,5 +18,6 @@ inline std::string mpi_error_string(int rc) {
 }
 }  // namespace ranktune::detail
 
-#define RANKTUNE_MPI_CHECK(call) \
-  RANKTUNE_CHECK_GEN("MPI", call, ::ranktune::detail::mpi_ok, ::ranktune::detail::mpi_error_string, ::ranktune::CommError)
+#define RANKTUNE_MPI_CHECK(call)                                                                    \
+  RANKTUNE_CHECK_GEN("MPI", call, ::ranktune::detail::mpi_ok, ::ranktune::detail::mpi_error_string, \
+                     ::ranktune::CommError)

@@ -18,5 +18,6 @@ inline std::string nccl_error_string(ncclResult_t rc) {
 }
 }  // namespace ranktune::detail
 
-#define RANKTUNE_NCCL_CHECK(call) \
-  RANKTUNE_CHECK_GEN("NCCL", call, ::ranktune::detail::nccl_ok, ::ranktune::detail::nccl_error_string, ::ranktune::CommError)
+#define RANKTUNE_NCCL_CHECK(call)                                                                      \
+  RANKTUNE_CHECK_GEN("NCCL", call, ::ranktune::detail::nccl_ok, ::ranktune::detail::nccl_error_string, \
+                     ::ranktune::CommError)

@@ -31,7 +31,7 @@ class NcclCommunicator final : public Communicator {
 
  private:
   cudaStream_t stream_for(const at::Tensor& t) const;
-  void wait_enqueued(const char* what);  // non-blocking NCCL: wait until the call has been enqueued
+  void wait_enqueued(const char* what);       // non-blocking NCCL: wait until the call has been enqueued
   void end_group_and_wait(const char* what);  // ncclGroupEnd of a one-collective group, then wait_enqueued
   [[noreturn]] void abort_with(const std::string& what);
 
@@ -41,7 +41,7 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   bool aborted_ = false;
   cudaStream_t last_stream_ = nullptr;  // where the latest collective ran (null is the default stream)
-  bool issued_ = false;                  // a collective has been issued since construction
+  bool issued_ = false;                 // a collective has been issued since construction
 };
 
 }  // namespace ranktune

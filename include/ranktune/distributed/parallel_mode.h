@@ -17,8 +17,8 @@ enum class ParallelMode { single, ddp, balanced };
 const char* parallel_mode_name(ParallelMode m);
 
 struct ModeRequest {
-  std::string mode = "auto";  // auto | single | ddp | balanced
-  std::string device = "cuda";  // cuda | cpu
+  std::string mode = "auto";                    // auto | single | ddp | balanced
+  std::string device = "cuda";                  // cuda | cpu
   std::optional<std::int64_t> footprint_bytes;  // estimated training memory of the model, when known
   double reserve_gib = 2.0;
 };
@@ -26,7 +26,7 @@ struct ModeRequest {
 struct ModeDecision {
   ParallelMode mode = ParallelMode::single;
   bool on_gpu = false;
-  std::vector<int> device_of_rank;   // CUDA device index per world rank; -1 on CPU
+  std::vector<int> device_of_rank;    // CUDA device index per world rank; -1 on CPU
   std::vector<int> balanced_devices;  // balanced: the devices of the single process, in stage order
   std::string reason;                 // one sentence: why this mode
   std::vector<std::string> notes;     // things worth knowing (idle GPUs, stale variables, ...)

@@ -12,7 +12,7 @@
 namespace ranktune {
 
 struct GpuInfo {
-  int index = 0;           // CUDA device index as this rank sees it (after CUDA_VISIBLE_DEVICES)
+  int index = 0;  // CUDA device index as this rank sees it (after CUDA_VISIBLE_DEVICES)
   std::string name;
   std::string uuid;        // "GPU-xxxxxxxx-...", as nvidia-smi prints it
   std::string pci_bus_id;  // "0000:18:00.0"
@@ -29,7 +29,7 @@ struct RankFacts {
   int local_rank = 0;
   int local_size = 1;
   std::string host;
-  int cuda_status = 0;         // cudaGetDeviceCount's result code; 0 = success
+  int cuda_status = 0;  // cudaGetDeviceCount's result code; 0 = success
   std::string cuda_status_text;
   std::vector<GpuInfo> gpus;
   std::vector<std::vector<bool>> peer_access;  // peer_access[i][j]: device i can read device j's memory

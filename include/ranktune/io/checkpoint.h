@@ -30,14 +30,14 @@ struct CheckpointMeta {
 
 // Points of a save where tests inject faults. rank_file_* run on every rank, the rest on rank 0 only.
 enum class SavePhase {
-  rank_file_written,   // temp HDF5 file closed, not yet fsynced
-  rank_file_synced,    // fsynced, not yet renamed
-  rank_file_renamed,   // renamed, directory not yet fsynced
-  before_agree,        // checksummed, before the all-reduce of the outcome
-  before_manifest,     // every rank succeeded; manifest not yet written
+  rank_file_written,  // temp HDF5 file closed, not yet fsynced
+  rank_file_synced,   // fsynced, not yet renamed
+  rank_file_renamed,  // renamed, directory not yet fsynced
+  before_agree,       // checksummed, before the all-reduce of the outcome
+  before_manifest,    // every rank succeeded; manifest not yet written
   manifest_written,
   manifest_synced,
-  manifest_renamed,    // the step is committed from here on
+  manifest_renamed,  // the step is committed from here on
   before_latest,
   latest_written,
   latest_synced,
@@ -45,12 +45,13 @@ enum class SavePhase {
   before_prune,
 };
 const char* save_phase_name(SavePhase phase);
-inline constexpr SavePhase kAllSavePhases[] = {
-    SavePhase::rank_file_written, SavePhase::rank_file_synced, SavePhase::rank_file_renamed,
-    SavePhase::before_agree,      SavePhase::before_manifest,  SavePhase::manifest_written,
-    SavePhase::manifest_synced,   SavePhase::manifest_renamed, SavePhase::before_latest,
-    SavePhase::latest_written,    SavePhase::latest_synced,    SavePhase::latest_renamed,
-    SavePhase::before_prune};
+inline constexpr SavePhase kAllSavePhases[] = {SavePhase::rank_file_written, SavePhase::rank_file_synced,
+                                               SavePhase::rank_file_renamed, SavePhase::before_agree,
+                                               SavePhase::before_manifest,   SavePhase::manifest_written,
+                                               SavePhase::manifest_synced,   SavePhase::manifest_renamed,
+                                               SavePhase::before_latest,     SavePhase::latest_written,
+                                               SavePhase::latest_synced,     SavePhase::latest_renamed,
+                                               SavePhase::before_prune};
 
 // Thrown by a fault hook to stop the save dead, as SIGKILL would: no cleanup, no further collectives (so only
 // meaningful when every rank stops, e.g. at world size 1). Any other exception from the hook is an ordinary failure

@@ -42,7 +42,7 @@ hid_t check_id(hid_t id, const char* call, const char* file, int line);
 }  // namespace ranktune::h5
 
 // For calls returning herr_t/htri_t: throws H5Error with the call, file:line and the HDF5 error stack.
-#define RANKTUNE_H5_CHECK(call)                                                                         \
+#define RANKTUNE_H5_CHECK(call)                                                                      \
   RANKTUNE_CHECK_GEN("HDF5", call, ::ranktune::h5::detail::ok, ::ranktune::h5::detail::error_string, \
                      ::ranktune::h5::H5Error)
 // For calls returning an hid_t: the same check, and the id is the value of the expression.

@@ -29,8 +29,8 @@ struct Manifest {
   std::string created_utc;  // ISO 8601, informational
   long step = 0;
   int world_size = 1;
-  std::string mode;      // the parallel mode that wrote it: single | ddp | balanced
-  std::string topology;  // free text from the writer (hosts, GPUs)
+  std::string mode;         // the parallel mode that wrote it: single | ddp | balanced
+  std::string topology;     // free text from the writer (hosts, GPUs)
   bool replicated = false;  // rank 0's file holds all non-per-rank state: loadable at another world size
   std::uint64_t config_hash = 0;
   std::vector<ManifestFile> files;  // one per rank, in rank order

@@ -20,7 +20,7 @@ struct TokenDatasetInfo {
   std::string tokenizer;              // data.tokenizer as given at prepare time ("byte" or a path)
   std::string tokenizer_fingerprint;  // tokenizer_fingerprint(): what train compares
   std::int64_t vocab_size = 0;
-  std::int64_t seq_len = 0;           // row length T
+  std::int64_t seq_len = 0;  // row length T
   std::int64_t pad_id = 0;
   std::string packing = "documents";  // "documents" (a document never starts mid-way in a row unless split) | "fill"
   std::string overlong = "split";     // truncate | split
@@ -29,7 +29,7 @@ struct TokenDatasetInfo {
   std::int64_t rows = 0;              // in the whole dataset (all shards)
   std::int64_t records = 0;
   std::int64_t skipped_records = 0;
-  PackStats pack;                     // documents, tokens, loss (target) tokens, truncated/split counts
+  PackStats pack;  // documents, tokens, loss (target) tokens, truncated/split counts
 };
 
 class TokenDatasetWriter {

@@ -14,7 +14,7 @@
 namespace ranktune {
 
 struct AccelerateAssignment {
-  std::vector<int> device_of_unit;       // per unit (embed, layers..., head); -1 = did not fit (offloaded)
+  std::vector<int> device_of_unit;         // per unit (embed, layers..., head); -1 = did not fit (offloaded)
   std::vector<std::int64_t> weight_bytes;  // per device (index in the budgets list), weights only
 };
 

@@ -14,8 +14,8 @@
 namespace ranktune {
 
 struct TrainSetup {
-  bool on_gpu = true;         // bf16 weights with fp32 masters on GPU; fp32 everywhere on CPU
-  int lora_r = 0;             // 0 = full fine-tune
+  bool on_gpu = true;  // bf16 weights with fp32 masters on GPU; fp32 everywhere on CPU
+  int lora_r = 0;      // 0 = full fine-tune
   std::vector<std::string> lora_targets{"q", "k", "v", "o", "gate", "up", "down"};
   bool activation_checkpointing = false;
   std::int64_t micro_batch = 1;  // sequences per optimizer micro-step (all pipeline micro-batches together)
@@ -28,11 +28,11 @@ struct TrainSetup {
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu);
 
 struct UnitCost {
-  std::string name;               // "embed", "layer 7", "head"
-  std::int64_t weight_bytes = 0;  // parameters as stored for compute
-  std::int64_t state_bytes = 0;   // gradients, fp32 masters, optimizer moments, LoRA adapters and their state
+  std::string name;                   // "embed", "layer 7", "head"
+  std::int64_t weight_bytes = 0;      // parameters as stored for compute
+  std::int64_t state_bytes = 0;       // gradients, fp32 masters, optimizer moments, LoRA adapters and their state
   std::int64_t activation_bytes = 0;  // saved for backward, for the whole micro-step
-  double flops = 0;               // forward + backward per micro-step
+  double flops = 0;                   // forward + backward per micro-step
   // Held only while this unit runs its backward (with activation checkpointing: the layer's recomputed activations);
   // a stage needs the largest of its units' working bytes on top of the sum of their bytes().
   std::int64_t working_bytes = 0;

@@ -14,9 +14,9 @@ struct TrainConfig;
 enum class LrDecay { cosine, linear, constant };
 
 struct LrSchedule {
-  double lr = 1e-3;           // peak learning rate
-  long warmup_steps = 0;      // linear ramp 0 -> lr over these steps
-  long total_steps = 1;       // warm-up included; decay reaches its floor here
+  double lr = 1e-3;       // peak learning rate
+  long warmup_steps = 0;  // linear ramp 0 -> lr over these steps
+  long total_steps = 1;   // warm-up included; decay reaches its floor here
   LrDecay decay = LrDecay::cosine;
   double min_lr_ratio = 0.0;  // floor of the decay as a fraction of lr (constant ignores it)
 };

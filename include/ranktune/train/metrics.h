@@ -1,5 +1,5 @@
-// defines: StepMetrics (what one optimizer step reports) and MetricsWriter, the per-run metrics files written by rank 0:
-// <dir>/metrics.jsonl (one JSON object per line, absent values omitted) and <dir>/metrics.csv (fixed columns, absent
+// defines: StepMetrics (what one optimizer step reports) and MetricsWriter, the per-run metrics files written by rank
+// 0: <dir>/metrics.jsonl (one JSON object per line, absent values omitted) and <dir>/metrics.csv (fixed columns, absent
 // values empty). Both are flushed every row so that a killed run keeps its curve; scripts/plot_metrics.py draws them.
 // Also cuda_peak_memory_gib(), the GPU memory figure of a row, and peak_memory_describe, the run's in one line.
 #pragma once
@@ -14,8 +14,8 @@
 namespace ranktune {
 
 struct StepMetrics {
-  long step = 0;              // optimizer steps done (1 after the first update)
-  double loss = NAN;          // training loss, averaged over ranks and micro-steps
+  long step = 0;      // optimizer steps done (1 after the first update)
+  double loss = NAN;  // training loss, averaged over ranks and micro-steps
   double lr = NAN;
   double grad_norm = NAN;     // before clipping
   double tokens_per_s = NAN;  // all ranks together

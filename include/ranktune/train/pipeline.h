@@ -75,7 +75,7 @@ class PipelineExecutor {
  private:
   struct Timer;
   struct Step;
-  bool run_action(const PipeAction& a, Step& step);    // false: another stage failed, stop
+  bool run_action(const PipeAction& a, Step& step);  // false: another stage failed, stop
   // To another stage's device without stalling the source; `ready`: the producer's event for t, if it recorded one.
   at::Tensor hop(const at::Tensor& t, at::Device to, const std::optional<c10::Event>& ready = std::nullopt);
   const c10::Stream* side_stream(at::Device d) const;  // the copy stream of a stage's GPU (null: not one)

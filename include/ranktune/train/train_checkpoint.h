@@ -25,9 +25,9 @@ namespace ranktune {
 class LlamaImpl;
 
 struct RunPosition {
-  long step = 0;          // optimizer steps done
-  long tokens = 0;        // tokens trained on, all ranks
-  SamplerCursor cursor;   // where the data order continues
+  long step = 0;         // optimizer steps done
+  long tokens = 0;       // tokens trained on, all ranks
+  SamplerCursor cursor;  // where the data order continues
 };
 
 // The model the saved weights belong to, as root attributes of every rank file (`base_model`, `model.config`,

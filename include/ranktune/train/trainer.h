@@ -24,15 +24,15 @@ class Progress;
 struct StepMetrics;
 
 struct TrainResult {
-  long first_step = 1;         // 1, or the step after the checkpoint this run resumed from
-  long steps = 0;              // the last step done
-  std::vector<double> losses;  // the global training loss of every step this run took
+  long first_step = 1;               // 1, or the step after the checkpoint this run resumed from
+  long steps = 0;                    // the last step done
+  std::vector<double> losses;        // the global training loss of every step this run took
   std::vector<double> stage_busy_s;  // balanced: seconds each stage's device computed (summed over the run)
   double step_seconds = 0;           // wall time of the steps, evaluations and saves left out (stage_busy_s's whole)
   std::vector<std::pair<int, double>> device_peak_gib;  // GPU runs: (CUDA index, peak GiB allocated over the run)
   double final_eval_loss = -1;
-  bool stopped = false;        // a stop signal ended the run early (all ranks agreed)
-  bool saved = false;          // ... and its checkpoint is committed
+  bool stopped = false;  // a stop signal ended the run early (all ranks agreed)
+  bool saved = false;    // ... and its checkpoint is committed
   std::string stop_reason;
 };
 
