@@ -2,12 +2,16 @@
 #include "ranktune/io/durable_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <system_error>
+
+#include "ranktune/core/error.h"
 
 namespace ranktune {
 namespace {
@@ -29,6 +33,34 @@ void fsync_fd_of(const std::filesystem::path& path, int flags) {
 }
 
 }  // namespace
+
+void dir_create(const std::string& dir, std::string_view what, std::string_view key) {
+  const std::string hint = "check " + std::string(key);
+  for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    const std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0777) != 0 && errno != EEXIST)
+      throw UsageError("cannot create " + std::string(what) + " directory " + prefix + ": " + std::strerror(errno),
+                       hint);
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw UsageError(std::string(what) + " directory " + dir + " is not a directory", hint);
+}
+
+void dir_require_writable(const std::string& dir, std::string_view what, std::string_view key, int rank) {
+  dir_create(dir, what, key);
+  const std::string probe = dir + "/.write_probe.rank" + std::to_string(rank) + "." +
+                            std::to_string(static_cast<long>(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const bool wrote = fd >= 0 && ::write(fd, "x", 1) == 1;
+  const int err = errno;
+  if (fd >= 0) ::close(fd);
+  ::unlink(probe.c_str());
+  if (!wrote)
+    throw UsageError("cannot write in " + std::string(what) + " directory " + dir + ": " + std::strerror(err),
+                     "check " + std::string(key));
+}
 
 void remove_tree(const std::filesystem::path& path) {
   namespace fs = std::filesystem;

@@ -7,6 +7,7 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
+#include "ranktune/io/durable_file.h"
 #ifdef RANKTUNE_HAVE_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
@@ -39,20 +40,6 @@ void open_file(std::ofstream& f, const std::string& path, bool append) {
                      "check that output_dir is writable");
 }
 
-// mkdir -p. POSIX rather than std::filesystem: the torch wheel exports its own std::filesystem symbols (remove_all
-// among them) that interpose on libstdc++'s and crash.
-void make_dirs(const std::string& dir) {
-  for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
-    if (pos != dir.size() && dir[pos] != '/') continue;
-    const std::string prefix = dir.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0777) != 0 && errno != EEXIST)
-      throw UsageError("cannot create output directory " + prefix + ": " + std::strerror(errno), "check output_dir");
-  }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw UsageError("output directory " + dir + " is not a directory", "check output_dir");
-}
-
 bool non_empty_file(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && st.st_size > 0;
@@ -63,7 +50,7 @@ bool non_empty_file(const std::string& path) {
 MetricsWriter::MetricsWriter(const std::string& dir, bool append, bool active)
     : active_(active), jsonl_path_(dir + "/metrics.jsonl"), csv_path_(dir + "/metrics.csv") {
   if (!active_) return;
-  make_dirs(dir);
+  dir_create(dir, "output", "output_dir");
   const bool had_csv = append && non_empty_file(csv_path_);
   open_file(jsonl_, jsonl_path_, append);
   open_file(csv_, csv_path_, append);

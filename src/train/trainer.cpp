@@ -4,16 +4,11 @@
 #include "ranktune/train/trainer.h"
 
 #include <ATen/ATen.h>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <torch/types.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -27,6 +22,7 @@
 #include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/signals.h"
+#include "ranktune/io/durable_file.h"
 #include "ranktune/io/h5.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/loss.h"
@@ -64,29 +60,6 @@ std::optional<std::int64_t> lora_adapter_params(const NamedTensors& params, bool
   std::int64_t n = 0;
   for (const auto& p : params.values()) n += p.numel();
   return n;
-}
-
-// A checkpoint directory that cannot be written is found at start, not by a warning at every save of a run that then
-// ends with nothing saved. mkdir -p and a probe file, in POSIX calls like MetricsWriter's output_dir check.
-void require_writable_dir(const std::string& dir, int rank) {
-  const char* hint = "check checkpoint.dir";
-  for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
-    if (pos != dir.size() && dir[pos] != '/') continue;
-    const std::string prefix = dir.substr(0, pos);
-    if (::mkdir(prefix.c_str(), 0777) != 0 && errno != EEXIST)
-      throw UsageError("cannot create checkpoint directory " + prefix + ": " + std::strerror(errno), hint);
-  }
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw UsageError("checkpoint directory " + dir + " is not a directory", hint);
-  const std::string probe = dir + "/.write_probe.rank" + std::to_string(rank) + "." +
-                            std::to_string(static_cast<long>(::getpid()));
-  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const bool wrote = fd >= 0 && ::write(fd, "x", 1) == 1;
-  const int err = errno;
-  if (fd >= 0) ::close(fd);
-  ::unlink(probe.c_str());
-  if (!wrote) throw UsageError("cannot write in checkpoint directory " + dir + ": " + std::strerror(err), hint);
 }
 
 }  // namespace
@@ -170,7 +143,7 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, Paral
   s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
   s.fault = fault_hook_from_env(env.rank());
   if (!cfg.checkpoint.dir.empty())  // every rank writes its own file of each checkpoint
-    agree_run(env, [&] { require_writable_dir(cfg.checkpoint.dir, env.rank()); });
+    agree_run(env, [&] { dir_require_writable(cfg.checkpoint.dir, "checkpoint", "checkpoint.dir", env.rank()); });
   resume();
   s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/s.pos.step > 0, env.rank() == 0);
   s.flops_per_token =

@@ -46,6 +46,14 @@ TEST(CpuThreads, AMalformedOmpNumThreadsIsIgnoredAndSaid) {
   }
 }
 
+TEST(CpuThreads, AHugeOmpNumThreadsIsCappedAtFourPerCpuAndSaid) {
+  const CpuThreads t = cpu_threads_decide(2, 1, std::string("100000"));
+  EXPECT_EQ(t.threads, 8);
+  EXPECT_EQ(t.reason, "OMP_NUM_THREADS=100000 capped at 8 (4x the 2 CPU(s) in this rank's affinity mask)");
+  EXPECT_EQ(cpu_threads_decide(2, 1, std::string("8")).threads, 8);  // at the cap: taken as given
+  EXPECT_EQ(cpu_threads_decide(2, 1, std::string("8")).reason, "OMP_NUM_THREADS=8");
+}
+
 TEST(CpuThreads, NonsenseCountsFallBackToOneThread) {
   EXPECT_EQ(cpu_threads_decide(0, 0, std::nullopt).threads, 1);
   EXPECT_EQ(cpu_threads_decide(-3, 2, std::nullopt).threads, 1);

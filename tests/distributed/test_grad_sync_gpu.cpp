@@ -15,28 +15,19 @@
 #include "ranktune/distributed/nccl_communicator.h"
 #include "ranktune/train/grads.h"
 #include "ranktune/train/optimizer.h"
+#include "support/nccl_fixture.h"
 
 namespace ranktune {
 namespace {
 
-class GpuTest : public testing::Test {
+// Exact comparisons with the CPU: no TF32 in cuBLAS.
+class GpuTest : public NcclFixture {
  protected:
   void SetUp() override {
-    int count = 0;
-    const cudaError_t rc = cudaGetDeviceCount(&count);
-    const int have = rc == cudaSuccess ? count : 0;
-    int min_have = 0;
-    MPI_Allreduce(&have, &min_have, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (min_have == 0) GTEST_SKIP() << "no GPU visible (" << cudaGetErrorString(rc) << ")";
-    env = std::make_unique<MpiEnv>(nullptr, nullptr);
-    if (min_have < env->local_size()) GTEST_SKIP() << "fewer GPUs than ranks on this node";
-    comm = std::make_unique<NcclCommunicator>(*env, env->local_rank(), 60.0);
-    dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env->local_rank()));
+    NcclFixture::SetUp();
+    if (IsSkipped()) return;
     at::globalContext().setAllowTF32CuBLAS(false);
   }
-  std::unique_ptr<MpiEnv> env;
-  std::unique_ptr<NcclCommunicator> comm;
-  at::Device dev{at::kCPU};
 };
 
 // Eight 1024-wide layers: enough backward work after the first buckets complete for overlap to show.

@@ -10,29 +10,12 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/distributed/nccl_communicator.h"
+#include "support/nccl_fixture.h"
 
 namespace ranktune {
 namespace {
 
-class NcclTest : public testing::Test {
- protected:
-  void SetUp() override {
-    int count = 0;
-    const cudaError_t rc = cudaGetDeviceCount(&count);
-    const int have = rc == cudaSuccess ? count : 0;
-    // Every rank decides the same way, so no rank waits for another in the NCCL bootstrap.
-    int min_have = 0;
-    MPI_Allreduce(&have, &min_have, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (min_have == 0) GTEST_SKIP() << "no GPU visible (" << cudaGetErrorString(rc) << ")";
-    env = std::make_unique<MpiEnv>(nullptr, nullptr);
-    if (min_have < env->local_size()) GTEST_SKIP() << "fewer GPUs than ranks on this node";
-    comm = std::make_unique<NcclCommunicator>(*env, env->local_rank(), 60.0);
-    dev = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env->local_rank()));
-  }
-  std::unique_ptr<MpiEnv> env;
-  std::unique_ptr<NcclCommunicator> comm;
-  at::Device dev{at::kCPU};
-};
+using NcclTest = NcclFixture;
 
 TEST_F(NcclTest, AllReduceFloatAndBf16) {
   const int n = env->size(), r = env->rank();

@@ -15,6 +15,14 @@ namespace ranktune {
 // recursive_directory_iterator resolves to null and crashes.
 void remove_tree(const std::filesystem::path& path);
 
+// mkdir -p with POSIX calls (std::filesystem has the same LibTorch problem as remove_tree). `what` names the
+// directory in messages ("output", "checkpoint") and `key` the setting that gave it: UsageError (exit 2)
+// "cannot create <what> directory P: <errno text>" or "<what> directory D is not a directory", hint "check <key>".
+void dir_create(const std::string& dir, std::string_view what, std::string_view key);
+// dir_create, then writes and removes a probe file named for `rank`, so that a read-only mount fails at start
+// rather than at the first save: "cannot write in <what> directory D: <errno text>".
+void dir_require_writable(const std::string& dir, std::string_view what, std::string_view key, int rank);
+
 // ".tmp.<SLURM_JOB_ID>" inside a Slurm job, ".tmp.<pid>" otherwise.
 std::string tmp_suffix();
 
