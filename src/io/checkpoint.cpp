@@ -10,6 +10,7 @@
 #include <ctime>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include "ranktune/core/log.h"
 #include "ranktune/distributed/agree.h"
@@ -48,14 +49,16 @@ fs::path clean(const fs::path& p) {
   return n;
 }
 
-std::string now_utc() {
+std::string utc_text(const char* format) {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
+
+std::string now_utc() { return utc_text("%Y-%m-%dT%H:%M:%SZ"); }
 
 void remove_quietly(const fs::path& p) {
   try {
@@ -70,6 +73,33 @@ void step_delete(const fs::path& step_dir) {
   fs::remove(step_dir / kManifestName);
   fsync_dir(step_dir);
   remove_tree(step_dir);
+}
+
+// Moves a committed step directory out of the way: renamed to step_N.replaced-<UTC time>[-K]. step_from_dir_name
+// refuses that name, so resume and prune never see the directory again, and nothing in it is deleted (it may be
+// another run's only copy). Returns the new path; the caller fsyncs `dir` (so that a failed fsync still leaves the
+// caller knowing where the step went).
+fs::path step_move_aside(const fs::path& dir, const fs::path& step_dir) {
+  const std::string base = step_dir.filename().string() + ".replaced-" + utc_text("%Y%m%dT%H%M%SZ");
+  fs::path aside = dir / base;
+  for (int k = 2; fs::exists(fs::symlink_status(aside)); ++k) aside = dir / (base + "-" + std::to_string(k));
+  fs::rename(step_dir, aside);
+  return aside;
+}
+
+// A save that fails after save_prepare moved a committed step aside puts it back under its own name, so that a
+// failed save leaves every committed step where it was. Rank 0 only, after the failed step directory is gone. If the
+// rename back fails the step stays intact under its aside name, which the warning gives.
+void aside_restore(const fs::path& dir, const fs::path& step_dir, const fs::path& aside) {
+  if (aside.empty()) return;
+  try {
+    remove_tree(step_dir);  // normally gone already; a leftover would make the rename fail
+    fs::rename(aside, step_dir);
+    fsync_dir(dir);
+  } catch (const std::exception& e) {
+    log0() << "WARNING: checkpoint: could not put " << aside.string() << " back to " << step_dir.string()
+           << " after the failed save: " << e.what() << "; it stays intact under that name";
+  }
 }
 
 struct StepEntry {
@@ -91,13 +121,15 @@ std::vector<StepEntry> steps_list(const fs::path& dir) {
   return out;
 }
 
-// Keeps `latest` and the keep-1 newest other committed steps; removes the rest and every uncommitted step directory
-// (leftovers of interrupted saves).
+// Keeps `latest` and the keep-1 newest committed steps below it; removes the older rest and every uncommitted step
+// directory (leftovers of interrupted saves). Committed steps above `latest` are neither counted nor deleted: they
+// were moved aside before (move_aside_newer), and one still here is a stale timeline that must not crowd out the
+// fallbacks below `latest`.
 std::vector<long> prune(const fs::path& dir, int keep, long latest_step) {
   std::vector<long> removed;
   int kept_others = 0;
   for (const auto& e : steps_list(dir)) {
-    if (e.step == latest_step) continue;
+    if (e.step == latest_step || (e.committed && e.step > latest_step)) continue;
     if (e.committed && kept_others < keep - 1) {
       ++kept_others;
       continue;
@@ -108,6 +140,35 @@ std::vector<long> prune(const fs::path& dir, int keep, long latest_step) {
   }
   if (!removed.empty()) fsync_dir(dir);
   return removed;
+}
+
+// Committed steps newer than the one `latest` now names belong to a timeline this run abandoned when it resumed from
+// an earlier step (a newer step that did not verify, or `latest` left behind by a crash between the manifest's and
+// `latest`'s renames). Moving them aside keeps `latest` on the newest committed step, so a later fallback never lands
+// on a stale step. Returns what was moved, for the save's message.
+std::string move_aside_newer(const fs::path& dir, long step) {
+  std::string moved;
+  for (const auto& e : steps_list(dir)) {
+    if (e.step <= step || !e.committed) continue;
+    fs::path aside;
+    try {
+      aside = step_move_aside(dir, e.path);
+    } catch (const std::exception& ex) {  // the message must still say where the ones before went
+      throw std::runtime_error(std::string(ex.what()) +
+                               (moved.empty() ? "" : " (moved aside before it: " + moved + ")"));
+    }
+    moved += (moved.empty() ? "" : ", ") + e.path.filename().string() + " to " + aside.filename().string();
+  }
+  if (moved.empty()) return moved;
+  fsync_dir(dir);
+  return "moved aside the committed step(s) newer than " + step_dir_name(step) + " (an abandoned timeline): " + moved;
+}
+
+// Joins the parts of a save's message that are not empty.
+std::string message_join(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  return a + "; " + b;
 }
 
 // Temp files of `latest` left by an interrupted save.
@@ -211,39 +272,42 @@ std::string copy_to_host(CheckpointState& state) {
   return "";
 }
 
-// Phase 1. Rank 0 prepares the step directory: refuses a committed one, clears an uncommitted leftover. Every rank
-// learns the result; nullopt means go on.
-std::optional<SaveOutcome> save_prepare(const MpiEnv& env, const fs::path& dir, const fs::path& step_dir, long step) {
-  std::int64_t existing = 0;
+// Phase 1. Rank 0 prepares the step directory: moves a committed one aside and clears an uncommitted leftover. A
+// committed step met by a save is one this run's state does not match (a step that did not verify, or one of the
+// timeline abandoned by a fallback, or another run's), so the save writes the step anew rather than report a
+// success that wrote nothing. Every rank learns the result and `note` (what was moved aside); `aside` is set on rank
+// 0 only, for aside_restore. nullopt means go on.
+std::optional<SaveOutcome> save_prepare(const MpiEnv& env, const fs::path& dir, const fs::path& step_dir, long step,
+                                        std::string& note, fs::path& aside) {
   std::string problem;
   if (env.rank() == 0) {
     try {
       fs::create_directories(dir);
       if (fs::exists(step_dir / kManifestName)) {
-        existing = 1;
-      } else {
-        remove_tree(step_dir);
-        fs::create_directory(step_dir);
-        fsync_dir(dir);
-        remove_stale_tmp(dir);
+        aside = step_move_aside(dir, step_dir);  // made durable by the fsync below, before any rank writes
+        note = "moved aside the " + step_dir.filename().string() +
+               " committed before (a damaged step or another run's) to " + aside.filename().string() +
+               "; written again";
       }
+      remove_tree(step_dir);
+      fs::create_directory(step_dir);
+      fsync_dir(dir);
+      remove_stale_tmp(dir);
     } catch (const std::exception& e) {
       problem = "cannot prepare " + step_dir.string() + ": " + describe(e);
     }
   }
-  host::broadcast(env, existing);
-  if (existing)
-    return save_ended(SaveStatus::exists, step_dir.string() +
-                                              " is already committed; a committed step is never "
-                                              "overwritten, nothing was written");
+  host::broadcast(env, note);
   const Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
-  if (v.code != ok) return save_ended(SaveStatus::failed, save_failed(step, v.message));
-  return std::nullopt;
+  if (v.code == ok) return std::nullopt;
+  if (env.rank() == 0) aside_restore(dir, step_dir, aside);  // nothing when nothing was moved: step_dir stays as is
+  return save_ended(SaveStatus::failed, save_failed(step, v.message));
 }
 
 // Phase 2. Every rank writes, commits and checksums its own file. If any rank failed, rank 0 removes the step
 // directory and every rank returns after it is gone; nullopt (and `digest` set) means go on.
-std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& req, const fs::path& step_dir,
+std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& req, const fs::path& dir,
+                                          const fs::path& step_dir, const fs::path& aside,
                                           const CheckpointState& state, const std::string& copy_error,
                                           FileDigest& digest) {
   const int rank = env.rank();
@@ -269,15 +333,19 @@ std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& 
   }
   const Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
   if (v.code == ok) return std::nullopt;
-  if (rank == 0) remove_quietly(step_dir);
-  host::barrier(env);  // the failed step is gone on every rank's return
+  if (rank == 0) {
+    remove_quietly(step_dir);
+    aside_restore(dir, step_dir, aside);
+  }
+  host::barrier(env);  // the failed step is gone (and a step moved aside is back) on every rank's return
   return save_ended(SaveStatus::failed, save_failed(req.step, v.message));
 }
 
-// Rank 0's part of the commit: the manifest from every rank's {size, crc32c}, then `latest`, then pruning. A failure
-// before `latest` moved removes the step; after it, the step stays committed and the message says what failed.
+// Rank 0's part of the commit: the manifest from every rank's {size, crc32c}, then `latest`, then the newer steps
+// moved aside and pruning. A failure before `latest` moved removes the step (and puts back a step moved aside for
+// it); after it, the step stays committed and the message says what failed.
 SaveOutcome save_commit_rank0(const MpiEnv& env, const SaveRequest& req, const fs::path& dir, const fs::path& step_dir,
-                              const std::vector<std::vector<std::uint64_t>>& digests) {
+                              const fs::path& aside, const std::vector<std::vector<std::uint64_t>>& digests) {
   SaveOutcome out;
   Manifest m;
   m.ranktune_version = RANKTUNE_VERSION;
@@ -315,16 +383,27 @@ SaveOutcome save_commit_rank0(const MpiEnv& env, const SaveRequest& req, const f
       } catch (const std::exception&) {
         remove_quietly(step_dir);
       }
+      aside_restore(dir, step_dir, aside);
     }
   }
   if (out.status == SaveStatus::committed && out.message.empty()) {
+    std::string newer;
     try {
       fire(req, SavePhase::before_prune);
+      newer = move_aside_newer(dir, req.step);
+    } catch (const std::exception& e) {
+      // Nothing is pruned then: the steps below `latest` are the fallbacks while a stale newer step is still there.
+      out.message = "committed, but moving aside the committed steps newer than " + step_dir_name(req.step) +
+                    " failed: " + describe(e) + "; nothing pruned";
+      return out;
+    }
+    try {
       out.pruned = prune(dir, req.keep, req.step);
     } catch (const std::exception& e) {
       out.message = "committed, but removing old checkpoints (keep " + std::to_string(req.keep) +
                     ") failed: " + describe(e);
     }
+    out.message = message_join(newer, out.message);
   }
   return out;
 }
@@ -332,10 +411,10 @@ SaveOutcome save_commit_rank0(const MpiEnv& env, const SaveRequest& req, const f
 // Phase 3. Rank 0 gathers sizes and checksums and commits; every rank learns its outcome, the total size and the
 // pruned steps.
 SaveOutcome save_commit(const MpiEnv& env, const SaveRequest& req, const fs::path& dir, const fs::path& step_dir,
-                        const FileDigest& digest) {
+                        const fs::path& aside, const FileDigest& digest) {
   const std::vector<std::vector<std::uint64_t>> digests = host::gather(env, {digest.size, digest.crc32c});
   SaveOutcome out;
-  if (env.rank() == 0) out = save_commit_rank0(env, req, dir, step_dir, digests);
+  if (env.rank() == 0) out = save_commit_rank0(env, req, dir, step_dir, aside, digests);
   std::int64_t status = static_cast<std::int64_t>(out.status);
   std::int64_t bytes = static_cast<std::int64_t>(out.bytes);
   std::vector<std::int64_t> pruned(out.pruned.begin(), out.pruned.end());
@@ -388,11 +467,15 @@ SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const Chec
   CheckpointState on_host = state;
   const std::string copy_error = copy_to_host(on_host);
 
-  if (auto ended = save_prepare(env, dir, res.step_dir, req.step)) return finish(std::move(*ended));
+  std::string aside_note;  // every rank: what save_prepare moved aside
+  fs::path aside;          // rank 0: where, to put it back if the save fails
+  if (auto ended = save_prepare(env, dir, res.step_dir, req.step, aside_note, aside)) return finish(std::move(*ended));
   FileDigest digest;
-  if (auto ended = save_rank_file(env, req, res.step_dir, on_host, copy_error, digest))
+  if (auto ended = save_rank_file(env, req, dir, res.step_dir, aside, on_host, copy_error, digest))
     return finish(std::move(*ended));
-  return finish(save_commit(env, req, dir, res.step_dir, digest));
+  SaveOutcome outcome = save_commit(env, req, dir, res.step_dir, aside, digest);
+  if (outcome.status == SaveStatus::committed) outcome.message = message_join(aside_note, outcome.message);
+  return finish(std::move(outcome));
 }
 
 LoadedCheckpoint checkpoint_load(const MpiEnv& env, const fs::path& path, h5::FileLocking locking) {

@@ -196,7 +196,9 @@ bool Trainer::save(long step) {
                                        train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0, s.record,
                                                            s.device, s.other_gpus()));
   char line[256];
-  if (r.ok() || r.status == SaveStatus::exists) {
+  // Only a checkpoint this save wrote counts: a committed step met under this number was moved aside and written anew
+  // (r.message says so), so success never stands for a step holding another state.
+  if (r.ok()) {
     s.last_saved = step;
     std::snprintf(line, sizeof line, "checkpoint: step %ld -> %s (%.1f MB in %.2f s)", step, r.step_dir.c_str(),
                   static_cast<double>(r.bytes) / 1e6, r.seconds);

@@ -1,15 +1,18 @@
 // The checkpoint protocol at 1 and 2 ranks: save -> load round trips (replicated and per-rank), RNG continuation,
-// never overwriting a committed step, keep-last-N never deleting `latest`, a fault injected at every phase never
-// leaving `latest` on a bad checkpoint, and hundreds of random corruptions caught before any tensor is used.
+// a committed step met by a save moved aside (never deleted) and written anew, newer committed steps moved aside once
+// `latest` moves back, keep-last-N never deleting `latest`, a fault injected at every phase never leaving `latest` on
+// a bad checkpoint, and hundreds of random corruptions caught before any tensor is used.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "io/fixture_state.h"
 #include "ranktune/distributed/agree.h"
@@ -43,6 +46,26 @@ std::string latest_of(const fs::path& dir) {
   std::string s = read_text(dir / kLatestName);
   if (!s.empty() && s.back() == '\n') s.pop_back();
   return s;
+}
+
+// The directories a save moved `step_name` aside to (step_name.replaced-<time>[-K]), sorted.
+std::vector<fs::path> asides_of(const fs::path& dir, const std::string& step_name) {
+  std::vector<fs::path> out;
+  const std::string prefix = step_name + ".replaced-";
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string().rfind(prefix, 0) == 0) out.push_back(e.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The committed steps a listing by step name finds (the aside directories are not among them).
+std::vector<long> committed_steps(const fs::path& dir) {
+  std::vector<long> steps;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (auto s = step_from_dir_name(e.path().filename().string()))
+      if (fs::exists(e.path() / kManifestName)) steps.push_back(*s);
+  std::sort(steps.begin(), steps.end());
+  return steps;
 }
 
 class CheckpointTest : public testing::Test {
@@ -185,17 +208,103 @@ TEST_F(CheckpointTest, BadStateIsAFailedSaveNotAnException) {
   EXPECT_FALSE(fs::exists(dir_ / kLatestName));
 }
 
-TEST_F(CheckpointTest, CommittedStepIsNeverOverwritten) {
+// A committed step met by a save is not this run's state at that step (it did not verify, or it is of a timeline a
+// fallback left, or another run's): it is moved aside intact, and the step is written anew and named by `latest`.
+TEST_F(CheckpointTest, CommittedStepMetBySaveIsMovedAsideAndWrittenAgain) {
   ASSERT_TRUE(save(5).ok());
   const std::string before = read_text(dir_ / "step_00000005" / kManifestName);
   barrier();
   CheckpointState other = fixture_state(rank(), 5);
   other.ints["data.cursor"] = -1;
   const SaveResult again = checkpoint_save(*env_, request(5), other);
-  EXPECT_EQ(again.status, SaveStatus::exists);
-  EXPECT_EQ(read_text(dir_ / "step_00000005" / kManifestName), before);
+  ASSERT_TRUE(again.ok()) << again.message;
+  EXPECT_EQ(again.step_dir, dir_ / "step_00000005");
+  EXPECT_NE(again.message.find("moved aside the step_00000005 committed before"), std::string::npos) << again.message;
+  EXPECT_NE(again.message.find("written again"), std::string::npos) << again.message;
+  EXPECT_EQ(latest_of(dir_), "step_00000005");
+  const std::vector<fs::path> asides = asides_of(dir_, "step_00000005");
+  ASSERT_EQ(asides.size(), 1u);
+  EXPECT_NE(again.message.find(asides[0].filename().string()), std::string::npos) << again.message;
+  EXPECT_EQ(read_text(asides[0] / kManifestName), before);  // the old step, whole
+  EXPECT_FALSE(step_from_dir_name(asides[0].filename().string())) << asides[0];
+  EXPECT_FALSE(step_from_dir_name("step_00000005.replaced-20250101T000000Z-2"));
+  EXPECT_EQ(committed_steps(dir_), (std::vector<long>{5}));
+  if (rank() == 0) {
+    EXPECT_TRUE(checkpoint_verify(dir_, kLock).ok());
+    EXPECT_TRUE(checkpoint_verify(asides[0], kLock).ok());  // still a checkpoint, loadable by its path
+  }
   const auto lc = checkpoint_resume(*env_, "auto", dir_, kLock);
-  EXPECT_EQ(lc->state.ints.at("data.cursor"), 1000 + rank());
+  ASSERT_TRUE(lc);
+  EXPECT_EQ(lc->step_dir, dir_ / "step_00000005");
+  std::string why;
+  EXPECT_TRUE(states_equal(lc->state, other, &why)) << why;
+
+  // Once more (possibly within the same second: the aside name then takes a suffix): nothing is lost either.
+  barrier();
+  ASSERT_TRUE(save(5).ok());
+  barrier();
+  EXPECT_EQ(asides_of(dir_, "step_00000005").size(), 2u);
+  EXPECT_EQ(checkpoint_resume(*env_, "auto", dir_, kLock)->state.ints.at("data.cursor"), 1000 + rank());
+}
+
+// A run that fell back to step 5 (a damaged step 10, or `latest` left on 5 by a crash between the renames) and saves
+// step 5: step 10 belongs to the abandoned timeline and is moved aside once `latest` names 5, so `latest` is the
+// newest committed step; keep-last-N counts only the steps below 5.
+TEST_F(CheckpointTest, NewerCommittedStepsAreMovedAsideAndNotCountedByPrune) {
+  for (long s : {1, 3, 5, 10}) ASSERT_TRUE(save(s).ok());
+  barrier();
+  CheckpointState other = fixture_state(rank(), 5);
+  other.ints["data.cursor"] = -5;
+  const SaveResult r = checkpoint_save(*env_, request(5, 2), other);
+  ASSERT_TRUE(r.ok()) << r.message;
+  EXPECT_EQ(latest_of(dir_), "step_00000005");
+  EXPECT_NE(r.message.find("moved aside the step_00000005 committed before"), std::string::npos) << r.message;
+  EXPECT_NE(r.message.find("newer than step_00000005"), std::string::npos) << r.message;
+  ASSERT_EQ(asides_of(dir_, "step_00000010").size(), 1u);
+  EXPECT_NE(r.message.find(asides_of(dir_, "step_00000010")[0].filename().string()), std::string::npos) << r.message;
+  EXPECT_TRUE(fs::exists(asides_of(dir_, "step_00000010")[0] / kManifestName));
+  // keep 2: step 5 and the next lower committed step, 3; step 10 was not counted as kept.
+  EXPECT_EQ(r.pruned, (std::vector<long>{1}));
+  EXPECT_EQ(committed_steps(dir_), (std::vector<long>{3, 5}));
+  const auto lc = checkpoint_resume(*env_, "auto", dir_, kLock);
+  ASSERT_TRUE(lc);
+  EXPECT_EQ(lc->manifest.step, 5);
+  EXPECT_EQ(lc->state.ints.at("data.cursor"), -5);
+
+  // `latest` behind a newer committed step, as a crash between the manifest's and `latest`'s renames leaves it: the
+  // next save of that newer step moves it aside and `latest` ends on it.
+  barrier();
+  ASSERT_TRUE(save(8, 2).ok());
+  barrier();
+  if (rank() == 0) write_text(dir_ / kLatestName, "step_00000005\n");
+  barrier();
+  EXPECT_EQ(checkpoint_resume(*env_, "auto", dir_, kLock)->manifest.step, 5);
+  barrier();
+  const SaveResult again = save(8, 2);
+  ASSERT_TRUE(again.ok()) << again.message;
+  EXPECT_EQ(latest_of(dir_), "step_00000008");
+  EXPECT_EQ(asides_of(dir_, "step_00000008").size(), 1u);
+  EXPECT_EQ(committed_steps(dir_), (std::vector<long>{5, 8}));
+  EXPECT_EQ(asides_of(dir_, "step_00000010").size(), 1u);  // prune never touches an aside directory
+  EXPECT_EQ(checkpoint_resume(*env_, "auto", dir_, kLock)->manifest.step, 8);
+}
+
+// A save that fails after moving a committed step aside puts it back: a failed save leaves every committed step.
+TEST_F(CheckpointTest, FailedSaveOverACommittedStepPutsItBack) {
+  ASSERT_TRUE(save(5).ok());
+  const std::string before = read_text(dir_ / "step_00000005" / kManifestName);
+  barrier();
+  SaveRequest req = request(5);
+  req.fault_hook = [&](SavePhase p) {
+    if (p == SavePhase::rank_file_synced && rank() == size() - 1) throw std::runtime_error("injected");
+  };
+  const SaveResult r = checkpoint_save(*env_, req, fixture_state(rank(), 5));
+  EXPECT_EQ(r.status, SaveStatus::failed);
+  EXPECT_EQ(read_text(dir_ / "step_00000005" / kManifestName), before);
+  EXPECT_TRUE(asides_of(dir_, "step_00000005").empty());
+  EXPECT_EQ(latest_of(dir_), "step_00000005");
+  barrier();
+  if (rank() == 0) EXPECT_TRUE(checkpoint_verify(dir_, kLock).ok());
 }
 
 TEST_F(CheckpointTest, KeepLastNNeverDeletesLatest) {
@@ -213,14 +322,16 @@ TEST_F(CheckpointTest, KeepLastNNeverDeletesLatest) {
   barrier();
   EXPECT_EQ(committed(), (std::vector<long>{40, 50}));
   barrier();
-  // A run resumed from an older step: `latest` moves back to 45, which must survive; 50 is the other kept step.
+  // A run resumed from an older step: `latest` moves back to 45, which must survive. 50 is of the abandoned timeline:
+  // moved aside, not counted, so 40 is the other kept step.
   if (rank() == 0) fs::create_directories(dir_ / "step_00000003");  // leftover of an interrupted save
   barrier();
   const SaveResult r = save(45, 2);
   ASSERT_TRUE(r.ok()) << r.message;
-  EXPECT_EQ(r.pruned, (std::vector<long>{40, 3}));
+  EXPECT_EQ(r.pruned, (std::vector<long>{3}));
   EXPECT_EQ(latest_of(dir_), "step_00000045");
-  EXPECT_EQ(committed(), (std::vector<long>{45, 50}));
+  EXPECT_EQ(committed(), (std::vector<long>{40, 45}));
+  EXPECT_EQ(asides_of(dir_, "step_00000050").size(), 1u);
   barrier();  // else rank 0 may create step 46 while another rank still lists the directory
   ASSERT_TRUE(save(46, 1).ok());
   EXPECT_EQ(committed(), (std::vector<long>{46}));
@@ -284,11 +395,16 @@ TEST_F(CheckpointTest, CrashAtEveryPhaseKeepsLatestGood) {
     EXPECT_EQ(lc->manifest.step, good) << name;
     std::string why;
     EXPECT_TRUE(states_equal(lc->state, fixture_state(0, good), &why)) << name << ": " << why;
-    // Saving the same step again: committed if the crash came before the manifest's rename, else refused.
+    // Saving the same step again commits it; a step the crashed save had committed (manifest renamed) is moved aside
+    // first.
     const SaveResult again = save(step);
     const bool was_committed = phase >= SavePhase::manifest_renamed;
-    EXPECT_EQ(again.status, was_committed ? SaveStatus::exists : SaveStatus::committed) << name << again.message;
-    if (!was_committed) good = step;
+    EXPECT_EQ(again.status, SaveStatus::committed) << name << again.message;
+    EXPECT_EQ(again.message.find("moved aside the " + step_dir_name(step)) != std::string::npos, was_committed)
+        << name << ": " << again.message;
+    EXPECT_EQ(asides_of(dir_, step_dir_name(step)).size(), was_committed ? 1u : 0u) << name;
+    EXPECT_EQ(latest_of(dir_), step_dir_name(step)) << name;
+    good = step;
     for (const auto& e : fs::directory_iterator(dir_))  // temp files of `latest` are cleared by the next save
       if (again.ok()) EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
     for (const auto& e : fs::directory_iterator(dir_ / step_dir_name(step)))

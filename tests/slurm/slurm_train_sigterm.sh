@@ -22,7 +22,8 @@ slurm_up
 
 export RANKTUNE_BIN RANKTUNE_ENV=none RANKTUNE_COMMAND=train RANKTUNE_CONFIG=configs/tiny.ini
 N=2
-STEPS=2000   # long enough that the cancel lands mid-run: scancel reaches the ranks 1-5 s later
+STEPS=6000   # long enough that the cancel lands mid-run: scancel reaches the ranks 1-5 s later, and 2000 steps
+             # took only 5 s in a loaded full run (the cancel then came after the end)
 TRAIN_ARGS="--device=cpu --seed=9 --train.steps=$STEPS --train.log_every=1 --train.warmup_steps=4
   --train.micro_batch=2 --train.seq_len=32 --model.num_layers=2 --model.hidden_size=64 --model.num_heads=4
   --model.num_kv_heads=2 --model.intermediate_size=128 --train.eval_every=0 --checkpoint.every_steps=0"

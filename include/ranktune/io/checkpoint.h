@@ -64,21 +64,22 @@ using SaveFaultHook = std::function<void(SavePhase)>;
 struct SaveRequest {
   std::filesystem::path dir;  // the checkpoint root: holds step_*/ and `latest`
   long step = 0;
-  int keep = 3;  // committed steps kept, `latest` included
+  int keep = 3;  // committed steps kept: `latest` and the keep - 1 newest below it
   h5::FileLocking locking = h5::FileLocking::best_effort;
   CheckpointMeta meta;
   SaveFaultHook fault_hook;  // tests only
 };
 
 enum class SaveStatus {
-  committed,  // written, verified by checksum, named by `latest`
-  failed,     // nothing committed; `latest` and every committed step untouched
-  exists,     // this step is already committed: never overwritten, nothing written
+  committed,  // written by this save, verified by checksum, named by `latest`
+  failed,     // nothing committed; `latest` and every committed step where they were
 };
 
 struct SaveResult {
   SaveStatus status = SaveStatus::failed;
-  std::string message;  // the failure (naming rank and file) or warnings (pruning); same on every rank
+  // The failure (naming rank and file), or what a committed save moved aside and its warnings (pruning); same on
+  // every rank.
+  std::string message;
   std::filesystem::path step_dir;
   std::uint64_t bytes = 0;  // all rank files together
   double seconds = 0;
@@ -88,6 +89,11 @@ struct SaveResult {
 
 // Collective over env's world: every rank calls it with its own state (RNG, cursor at least). Only MPI errors
 // (a broken communicator) escape; every I/O failure on any rank comes back as status failed on all ranks.
+// A step already committed under this number is not this run's state at that step (it did not verify, or it belongs
+// to a timeline abandoned by a fallback, or to another run): it is renamed to step_N.replaced-<UTC time> and the step
+// is written anew. Once `latest` names step N, committed steps above N are renamed the same way, and keep-last-N
+// counts only the steps below N. Nothing renamed is deleted, and no step listing takes the new names. A failed save
+// puts a step it renamed back.
 SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const CheckpointState& state);
 
 struct LoadedCheckpoint {
