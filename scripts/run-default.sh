@@ -7,4 +7,8 @@ bash scripts/build.sh -DRANKTUNE_BUILD_TESTS=OFF
 build=${RANKTUNE_BUILD_DIR:-build}
 device=cpu
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi
-exec "$build/bin/ranktune" train --config configs/tiny.ini --device="$device" "$@"
+# Run again, the job continues from its newest checkpoint (a fresh start into the same checkpoint directory is
+# refused: pass --resume=overwrite for that).
+resume=(--resume=auto)
+for a in "$@"; do case $a in --resume=* | --resume) resume=() ;; esac; done
+exec "$build/bin/ranktune" train --config configs/tiny.ini --device="$device" "${resume[@]}" "$@"

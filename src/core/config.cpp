@@ -99,7 +99,9 @@ std::vector<ConfigKey> build_schema() {
   return {
       RT_KEY(S, "device", device, "where tensors live", V{"cuda", "cpu"}),
       RT_KEY(long, "seed", seed, "seed for initialisation, data order and dropout"),
-      RT_KEY(S, "resume", resume, "none, auto (newest verified checkpoint) or a checkpoint path"),
+      RT_KEY(S, "resume", resume,
+             "none (refused if checkpoint.dir holds checkpoints), overwrite (move them aside, start fresh), auto "
+             "(newest verified checkpoint) or a checkpoint path"),
       RT_KEY(S, "output_dir", output_dir, "run directory: metrics, logs, exports"),
 
       RT_KEY(S, "parallel.mode", parallel.mode, "parallel strategy", V{"auto", "single", "ddp", "balanced"}),

@@ -27,7 +27,7 @@ namespace {
 
 constexpr const char* kDamagedHint =
     "`ranktune checkpoint verify PATH` lists every problem; --resume=auto falls back to the newest intact step, "
-    "--resume=none starts fresh";
+    "--resume=overwrite starts fresh (moving these checkpoints aside)";
 
 enum Code : int { ok = 0, damaged = 1, incompatible = 2 };
 
@@ -237,7 +237,9 @@ void log_reshard(const MpiEnv& env, const LoadedCheckpoint& lc) {
 [[noreturn]] void throw_agreed(const Verdict& v) {
   if (v.code == incompatible)
     throw AgreedError(ExitCode::checkpoint, v.message,
-                      "launch with the saved number of ranks, or start fresh with --resume=none", 0);
+                      "launch with the saved number of ranks, or start fresh with --resume=overwrite (moves these "
+                      "checkpoints aside) or another --checkpoint.dir",
+                      0);
   throw AgreedError(ExitCode::checkpoint, v.message, kDamagedHint, 0);
 }
 
@@ -307,9 +309,8 @@ std::optional<SaveOutcome> save_prepare(const MpiEnv& env, const fs::path& dir, 
 // Phase 2. Every rank writes, commits and checksums its own file. If any rank failed, rank 0 removes the step
 // directory and every rank returns after it is gone; nullopt (and `digest` set) means go on.
 std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& req, const fs::path& dir,
-                                          const fs::path& step_dir, const fs::path& aside,
-                                          const CheckpointState& state, const std::string& copy_error,
-                                          FileDigest& digest) {
+                                          const fs::path& step_dir, const fs::path& aside, const CheckpointState& state,
+                                          const std::string& copy_error, FileDigest& digest) {
   const int rank = env.rank();
   const fs::path final_path = step_dir / rank_file_name(rank);
   const fs::path tmp_path = final_path.string() + tmp_suffix();
@@ -496,9 +497,58 @@ LoadedCheckpoint checkpoint_load(const MpiEnv& env, const fs::path& path, h5::Fi
   return std::move(*loaded);
 }
 
+namespace {
+
+// A fresh start (--resume=none) into a directory that already holds committed checkpoints would mix two runs: the
+// new run's saves would replace the old steps one by one and leave the older ones behind as its fallbacks, and an
+// export would read whichever came last. Refused, unless the user says --resume=overwrite: every committed step is
+// then moved aside (step_move_aside: nothing is deleted) and `latest` removed before the run starts.
+void fresh_start(const MpiEnv& env, bool overwrite, const fs::path& root) {
+  int code = ok;
+  std::string message;
+  if (env.rank() == 0) {
+    try {
+      std::vector<StepEntry> committed;
+      for (const auto& e : steps_list(root))
+        if (e.committed) committed.push_back(e);
+      if (!committed.empty() && !overwrite) {
+        code = damaged;
+        message = "--resume=none, but " + root.string() + " already holds " + std::to_string(committed.size()) +
+                  " committed checkpoint(s) of another run (newest " + committed.front().path.filename().string() +
+                  "); starting fresh there would mix the two runs";
+      } else if (!committed.empty()) {
+        std::string moved;
+        for (const auto& e : committed)
+          moved += (moved.empty() ? "" : ", ") + e.path.filename().string() + " to " +
+                   step_move_aside(root, e.path).filename().string();
+        fs::remove(root / kLatestName);
+        fsync_dir(root);
+        message = "checkpoint: --resume=overwrite: moved aside the committed checkpoint(s) under " + root.string() +
+                  ": " + moved + "; starting fresh";
+      }
+    } catch (const std::exception& e) {
+      code = damaged;
+      message = "cannot prepare " + root.string() + " for a fresh start: " + describe(e);
+    }
+  }
+  const Verdict v = agree(env, code, message);
+  if (v.code != ok)
+    throw AgreedError(ExitCode::usage, v.message,
+                      "--resume=auto continues that run; --resume=overwrite moves its checkpoints aside and starts "
+                      "fresh; or give this run another --checkpoint.dir",
+                      0);
+  host::broadcast(env, message);
+  if (!message.empty()) log0() << message;
+}
+
+}  // namespace
+
 std::optional<LoadedCheckpoint> checkpoint_resume(const MpiEnv& env, const std::string& resume, const fs::path& dir,
                                                   h5::FileLocking locking) {
-  if (resume == "none" || resume.empty()) return std::nullopt;
+  if (resume == "none" || resume.empty() || resume == "overwrite") {
+    fresh_start(env, resume == "overwrite", clean(dir));
+    return std::nullopt;
+  }
   if (resume != "auto") {
     LoadedCheckpoint lc = checkpoint_load(env, resume, locking);
     log0() << "checkpoint: resuming from " << lc.step_dir.string() << " (step " << lc.manifest.step << ")";

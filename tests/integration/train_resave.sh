@@ -74,4 +74,23 @@ train resumed behind --resume=auto
 expect resumed out "resume: $WORK/behind/step_00000005 (step 5,"
 after resumed behind
 retrained resumed clean
+
+# A fresh start (--resume=none, the default) into a directory holding another run's checkpoints is refused before
+# any step, naming the directory and the fixes; --resume=overwrite moves every committed step aside (kept) and starts
+# from step 1, and `latest` ends on its own step 10.
+run fresh_refused 2 "$RANKTUNE_BIN" train "${ARGS[@]}" --output_dir="$WORK/fresh_refused" --checkpoint.dir="$WORK/behind"
+expect fresh_refused err "already holds"
+expect fresh_refused err "hint: --resume=auto continues that run; --resume=overwrite moves its checkpoints aside"
+lines fresh_refused out "step 1/" 0
+[ "$(cat "$WORK/behind/latest")" = step_00000010 ] && ok "fresh_refused: latest untouched" \
+  || fail "fresh_refused: latest holds '$(cat "$WORK/behind/latest")'"
+train overwrite behind --resume=overwrite
+expect overwrite out "--resume=overwrite: moved aside the committed checkpoint(s) under $WORK/behind"
+expect overwrite out "step 1/"
+[ "$(cat "$WORK/behind/latest")" = step_00000010 ] && ok "overwrite: latest names its own step_00000010" \
+  || fail "overwrite: latest holds '$(cat "$WORK/behind/latest")'"
+if cmp -s <(losses "$WORK/overwrite") <(losses "$WORK/clean"); then ok "overwrite: the losses of a fresh run"
+else fail "overwrite: losses differ from a fresh run's"; fi
+n5=$(cd "$WORK/behind" && ls -d step_00000005.replaced-* 2>/dev/null | wc -l)
+[ "$n5" -ge 1 ] && ok "overwrite: the old step 5 kept aside" || fail "overwrite: the old step 5 is gone"
 finish

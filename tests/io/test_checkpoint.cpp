@@ -145,7 +145,20 @@ TEST_F(CheckpointTest, PerRankRoundTripFromAnExplicitPath) {
   EXPECT_TRUE(lc.shared.empty());
   // The checkpoint root resolves through `latest`.
   EXPECT_EQ(checkpoint_load(*env_, dir_, kLock).manifest.step, 3);
-  EXPECT_FALSE(checkpoint_resume(*env_, "none", dir_, kLock));
+  // A fresh start into a directory holding a committed checkpoint is refused (exit 2) on every rank; "overwrite"
+  // moves the step aside (kept, under step_N.replaced-<time>) and removes `latest`.
+  try {
+    checkpoint_resume(*env_, "none", dir_, kLock);
+    ADD_FAILURE() << "--resume=none into a directory with a committed checkpoint was accepted";
+  } catch (const AgreedError& e) {
+    EXPECT_EQ(e.code(), ExitCode::usage);
+    EXPECT_NE(std::string(e.what()).find("already holds 1 committed checkpoint(s)"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(std::filesystem::exists(r.step_dir / "manifest.json"));
+  EXPECT_FALSE(checkpoint_resume(*env_, "overwrite", dir_, kLock));
+  EXPECT_FALSE(std::filesystem::exists(r.step_dir));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "latest"));
+  EXPECT_FALSE(checkpoint_resume(*env_, "none", dir_, kLock));  // nothing committed left under the name of a step
 }
 
 // Every rank file repeats the manifest's mode and topology as root attributes (a file read alone says which run wrote
