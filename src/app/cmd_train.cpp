@@ -72,6 +72,16 @@ std::shared_ptr<PipelineExecutor> make_pipeline(const Config& cfg, const Balance
   return pipeline;
 }
 
+// A random-init model's length is checked with the config (model.max_seq_len); a pretrained one's comes from its
+// config.json, known only once it is read.
+void check_sequence_length(const Config& cfg, const LlamaImpl& model) {
+  const std::int64_t max_positions = model.config().max_position_embeddings;
+  if (cfg.model.path.empty() || cfg.train.seq_len <= max_positions) return;
+  throw ConfigError("train.seq_len (" + std::to_string(cfg.train.seq_len) + ") exceeds max_position_embeddings (" +
+                        std::to_string(max_positions) + ") in " + cfg.model.path + "/config.json",
+                    "lower --train.seq_len to at most " + std::to_string(max_positions));
+}
+
 void check_vocabulary(const Tokenizer& tokenizer, const LlamaImpl& model) {
   if (tokenizer.vocab_size() > model.config().vocab_size)
     throw ConfigError("tokenizer " + tokenizer.describe() + " has " + std::to_string(tokenizer.vocab_size()) +
@@ -142,6 +152,7 @@ int cmd_train(const AppContext& ctx) {
     data = token_data_load(cfg);
     model = build_model(cfg, balanced ? at::Device(at::kCPU) : device, device);
     if (balanced) pipeline = make_pipeline(cfg, placed, *model);
+    check_sequence_length(cfg, *model);
     check_vocabulary(*data.tokenizer, *model);
   });
   log0() << "data: " << data.source << ", " << data.train.size() << " training rows, " << data.val.size()

@@ -81,6 +81,14 @@ train ckpt_ok 0 --checkpoint.every_steps=0 --checkpoint.at_end=false
 [ -d "$WORK/ckpt_ok.ckpt" ] && [ -z "$(ls -A "$WORK/ckpt_ok.ckpt")" ] && ok "ckpt_ok: directory created, left empty" \
   || fail "ckpt_ok: $(ls -A "$WORK/ckpt_ok.ckpt" 2>&1)"
 
+# train.seq_len beyond a pretrained model's max_position_embeddings (256 in the fixture) is refused by name, as it is
+# for a random-init model against model.max_seq_len.
+hf="$RANKTUNE_SOURCE/tests/reference/fixtures/llama_tied"
+run seq_too_long 2 "$RANKTUNE_BIN" train "${TINY[@]}" --model.path="$hf" --train.seq_len=300 \
+  --output_dir="$WORK/seq_too_long.run" --checkpoint.dir="$WORK/seq_too_long.ckpt"
+expect seq_too_long err "train.seq_len (300) exceeds max_position_embeddings (256) in $hf/config.json"
+expect seq_too_long err "hint: lower --train.seq_len to at most 256"
+
 # Not tested here: a step whose gradient norm is NaN or infinite while its loss stays finite now stops the run (exit 1,
 # "gradient norm became ... at step N") before that step is saved; no tiny config is known to produce it reliably.
 finish
