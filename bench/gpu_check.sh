@@ -28,7 +28,7 @@ if [ -n "${RANKTUNE_PREBUILT:-}" ]; then
   if "$RANKTUNE_PREBUILT/bin/ranktune" --version; then
     bin_dir=$RANKTUNE_PREBUILT/bin tests_dir=$RANKTUNE_PREBUILT/bin RANKTUNE_SKIP_CTEST=1
   else
-    ldd "$RANKTUNE_PREBUILT/bin/ranktune" | grep 'not found'; echo "prebuilt binaries do not start here"
+    ldd "$RANKTUNE_PREBUILT/bin/ranktune-main" | grep 'not found'; echo "prebuilt binaries do not start here"
     [ "${RANKTUNE_NO_BUILD:-0}" = 1 ] && exit 3  # a short lease has no time for a build
     echo "building instead"
   fi
@@ -64,7 +64,10 @@ ngpu=$(nvidia-smi --list-gpus | wc -l)
       echo "exit $?"
     done
   done
-  for t in test_pipeline_gpu test_rng_checkpoint; do echo "--- $t"; "$tests_dir/$t"; echo "exit $?"; done
+  for t in test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_model_gpu; do
+    [ -x "$tests_dir/$t" ] && { echo "--- $t"; "$tests_dir/$t"; echo "exit $?"; }
+  done
+  [ -x "$tests_dir/test_lora" ] && { echo "--- test_lora (GPU cases)"; "$tests_dir/test_lora" --gtest_filter="*Gpu*"; echo "exit $?"; }
 } >"$OUT/gpu-tests.log" 2>&1
 grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST' "$OUT/gpu-tests.log" | head -60
 fi

@@ -7,20 +7,10 @@ fused AdamW on the adapters. SDPA attention. Random weights and random tokens (t
 Prints one JSON object per mode: tokens/s, MFU against the H100/H200 dense bf16 peak, peak memory.
 """
 import argparse
-import json
-import time
 
 import torch
 
-PEAK_TFLOPS = 989.0  # H100 SXM / H200 dense bf16 (datasheet), as in docs/benchmarks.md
-
-
-def flops_per_token(cfg, lora, seq):
-    d, L, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
-    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-    layer = 2 * d * d + 2 * d * kv + 3 * d * cfg.intermediate_size
-    n = L * layer + d * V  # non-embedding parameters incl. the untied lm_head
-    return (4 if lora else 6) * n + 12 * L * d * seq
+from peer_common import time_and_report
 
 
 def run(mode, args):
@@ -55,20 +45,7 @@ def run(mode, args):
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(args.warmup):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / args.steps
-    tps = args.batch * args.seq / dt
-    mfu = tps * flops_per_token(cfg, lora, args.seq) / (PEAK_TFLOPS * 1e12)
-    out = {"impl": "hf+peft" if lora else "hf", "mode": mode, "tokens_per_s": round(tps), "step_ms": round(dt * 1e3, 1),
-           "mfu": round(mfu, 4), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-           "loss": round(float(loss), 4), "batch": args.batch, "seq": args.seq}
-    print(json.dumps(out), flush=True)
+    time_and_report(step, "hf+peft" if lora else "hf", mode, cfg, lora, args)
     del model, opt
     torch.cuda.empty_cache()
 

@@ -2,7 +2,9 @@
 # Training throughput, MFU and peak memory on one GPU, ranktune and Hugging Face side by side in one run, for the
 # TinyLlama-1.1B shape (d 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632, vocab 32000), seq 2048, batch 4:
 # full fine-tune and LoRA r=16 on all linear layers; plus ranktune's DDP path at world size 1 (NCCL) against plain
-# single-GPU training, activation checkpointing (run "ac"), and the time of the final checkpoint save of the full fine-tune (weights, fp32 masters, moments).
+# single-GPU training, Unsloth's LoRA (bf16 and 4-bit base; when .deps/unsloth.tar.xz is there), activation
+# checkpointing (run "ac"), and the time of the final checkpoint save of the full fine-tune (weights, fp32
+# masters, moments).
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=train_throughput.sh) after the build; prints a markdown table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,9 @@ STEPS=${BENCH_STEPS:-14}
 shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
   --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
   --train.seq_len=2048 --train.micro_batch=4 --train.log_every=1 --train.eval_every=0
-  --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0)
+  --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0 --data.packing_attention=shared)
+# shared: the peers train each row as one sequence (random tokens, plain causal attention), so ranktune's rows do the
+# same work; "isolated" (the default, a per-document mask) is measured by the lora_isolated run.
 
 # ranktune NAME EXTRA...: one run; summary from its metrics (median over steps after the first 4).
 ranktune() {
@@ -44,20 +48,50 @@ resume_full() {
   rm -rf "$out/full/ckpt"
 }
 
-RUNS=${BENCH_RUNS:-"full resume lora ddp1 hf"}
+# profile_shape NAME EXTRA...: Kineto profile of 3 steps after 5 (train.profile_steps, docs/training.md); its
+# per-kernel table is copied to $out/profile_kernels_NAME.md, the chrome trace gzipped beside it. Stdout stays JSON.
+profile_shape() {
+  local name=$1; shift
+  rm -rf "$out/profile_$name"
+  "$bin" train "${shape[@]}" --train.steps=8 --train.profile_steps=3 --train.profile_skip=5 --checkpoint.at_end=false \
+    --output_dir="$out/profile_$name" "$@" >"$out/profile_$name.log" 2>&1 \
+    || { echo "profile $name failed:" >&2; tail -5 "$out/profile_$name.log" >&2; return; }
+  cp "$out/profile_$name/profile_kernels.md" "$out/profile_kernels_$name.md"
+  gzip -f "$out/profile_$name/profile_trace.json"
+  sed -n '1,30p' "$out/profile_kernels_$name.md" >&2
+}
+
+# Unsloth (LoRA with a bf16 and a 4-bit base) when bench/carry_unsloth.sh has packed it into .deps/.
+unsloth_peer() {
+  local site=${TMPDIR:-/tmp}/unsloth-site
+  [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}" || { echo "unsloth: unpack failed" >&2; return; }
+  PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" UNSLOTH_DISABLE_STATISTICS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    python3 bench/unsloth_peer.py --modes lora,lora_gc,qlora,qlora_gc --steps "$((STEPS - 4))" 2>"$out/unsloth.log"
+}
+
+default_runs="full resume lora isolated ddp1 hf"
+[ -f .deps/unsloth.tar.xz ] && default_runs+=" unsloth"
+RUNS=${BENCH_RUNS:-$default_runs}
 has() { [[ " $RUNS " == *" $1 "* ]]; }
 {
   has full && ranktune full
   has resume && resume_full
   has lora && { ranktune lora --lora.r=16 --lora.alpha=32; rm -rf "$out/lora/ckpt"; }
   has ddp1 && { ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt"; }
+  has isolated && { ranktune lora_isolated --lora.r=16 --lora.alpha=32 --data.packing_attention=isolated
+                    rm -rf "$out/lora_isolated/ckpt"; }
   has ac && { ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt"; }
   has hf && python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
+  has unsloth && unsloth_peer
+  has profile && { profile_shape lora --lora.r=16 --lora.alpha=32; profile_shape full; }
 } | tee "$out/results.jsonl"
 
 python3 - "$out/results.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+for r in [r for r in rows if "error" in r]:
+    print(f"{r['impl']} {r['mode']} failed: {r['error']}")
+rows = [r for r in rows if "error" not in r]
 print("\n| impl | mode | tokens/s | MFU | peak GiB |")
 print("|---|---|---|---|---|")
 for r in rows:
@@ -69,6 +103,12 @@ print(f"\nfull: ranktune / HF tokens/s = {ratio(('ranktune','full'), ('hf','full
       f"peak memory {ratio(('ranktune','full'), ('hf','full'), 'peak_gib'):.2f}x")
 print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+peft','lora')):.2f}x, "
       f"peak memory {ratio(('ranktune','lora'), ('hf+peft','lora'), 'peak_gib'):.2f}x")
+if ("unsloth", "lora") in by:
+    print(f"lora: ranktune / Unsloth tokens/s = {ratio(('ranktune','lora'), ('unsloth','lora')):.2f}x, "
+          f"peak memory {ratio(('ranktune','lora'), ('unsloth','lora'), 'peak_gib'):.2f}x")
+if ("ranktune", "lora_isolated") in by:
+    print(f"lora with per-document attention masks (packing_attention=isolated): "
+          f"{ratio(('ranktune','lora_isolated'), ('ranktune','lora')):.2f}x the tokens/s of one sequence per row")
 if ("ranktune", "full_ac") in by:
     print(f"activation checkpointing (full): {ratio(('ranktune','full_ac'), ('ranktune','full')):.2f}x the tokens/s, "
           f"{ratio(('ranktune','full_ac'), ('ranktune','full'), 'peak_gib'):.2f}x the peak memory")

@@ -1,8 +1,8 @@
-# `cmake --install`: bin/ranktune, lib/, headers, configs, slurm scripts, the module file, and an exported CMake
-# package so other projects can find_package(ranktune).
+# `cmake --install`: bin/ranktune (the launcher) and bin/ranktune-main, lib/, headers, configs, slurm scripts, the
+# module file, and an exported CMake package so other projects can find_package(ranktune).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
-install(TARGETS ranktune_core ranktune ranktune_torch EXPORT ranktuneTargets
+install(TARGETS ranktune_core ranktune ranktune_main ranktune_torch EXPORT ranktuneTargets
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})

@@ -3,7 +3,9 @@
 # Extra arguments are passed to ranktune (e.g. --train.steps=50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh -DRANKTUNE_BUILD_TESTS=OFF
+# The configuration scripts/test.sh uses (tests ON: one build directory for both, no reconfigure between them), but
+# only the ranktune target is built.
+bash scripts/build.sh --target ranktune -DRANKTUNE_BUILD_TESTS=ON
 build=${RANKTUNE_BUILD_DIR:-build}
 device=cpu
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=cuda; fi

@@ -15,7 +15,10 @@ APT_PACKAGES=(
 # Only for the cluster-integration tests (tests/slurm): a real Slurm and Lmod.
 APT_CLUSTER_PACKAGES=(slurm-wlm munge lmod)
 # transformers, peft and safetensors: the export test loads ranktune's exports with them (skips without them).
-PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py" "matplotlib" "transformers>=4.45" "peft>=0.13" "safetensors>=0.4")
+# bitsandbytes (its CPU backend): tests/reference/make_nf4_fixtures.py, the NF4 fixtures' generator.
+# gguf (llama.cpp's gguf-py): the GGUF export test reads the exports back with it (skips without it).
+PIP_PACKAGES=("torch==${TORCH_VERSION}" "numpy" "h5py" "matplotlib" "transformers>=4.45" "peft>=0.13" "safetensors>=0.4"
+              "bitsandbytes==0.50.2" "gguf>=0.17")
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -45,8 +48,10 @@ python_has() { python3 -c "$1" >/dev/null 2>&1; }
 
 install_pip() {
   if python_has "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${TORCH_VERSION}')" \
-     && python_has "import numpy, h5py, matplotlib, transformers, peft, safetensors"; then
-    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py, matplotlib, transformers, peft, safetensors)"; return
+     && python_has "import numpy, h5py, matplotlib, transformers, peft, safetensors, gguf" \
+     && python_has "import importlib.metadata as m, sys; sys.exit(m.version('bitsandbytes') != '0.50.2')"; then
+    say "python packages present (torch ${TORCH_VERSION}, numpy, h5py, matplotlib, transformers, peft, safetensors," \
+        "gguf, bitsandbytes)"; return
   fi
   say "installing python packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"

@@ -3,6 +3,7 @@
 # a GPU). This is the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The configuration scripts/run-default.sh uses too (scripts/build.sh), so alternating the two never reconfigures.
 bash scripts/build.sh -DRANKTUNE_BUILD_TESTS=ON
 build=${RANKTUNE_BUILD_DIR:-build}
 jobs=${RANKTUNE_TEST_JOBS:-2}

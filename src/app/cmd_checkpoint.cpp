@@ -1,5 +1,6 @@
 // `ranktune checkpoint inspect|verify PATH`: rank 0 reads every file of the step (any world size wrote it) and
-// prints the summary or the verdict; a damaged or missing checkpoint exits 5 on every rank.
+// prints the summary or the verdict; a damaged or missing checkpoint exits 5 on every rank. Both check each file's
+// CRC32C against the manifest before HDF5 reads it; inspect describes only the files that passed.
 #include "ranktune/app/commands.h"
 #include "ranktune/core/error.h"
 #include "ranktune/distributed/agree.h"

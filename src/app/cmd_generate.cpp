@@ -2,14 +2,20 @@
 // directory or a checkpoint root: its `latest`) or a Hugging Face model directory; without PATH, the newest checkpoint
 // under checkpoint.dir of the config, else model.path. The checkpoint's model is rebuilt as the run held it (full
 // weights, or the base + LoRA adapters) and the prompt is continued greedily (temperature 0) or sampled with
-// temperature and top-p from the run's seed. One process (rank 0's output only under a launcher).
+// temperature and top-p from the run's seed. The prompt is generate.prompt or the text of generate.prompt_file; it
+// gets the tokenizer's bos unless it starts with one. One process (rank 0's output only under a launcher).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "ranktune/app/commands.h"
+#include "ranktune/app/tokenizer_choice.h"
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
 #include "ranktune/data/tokenizer.h"
@@ -26,8 +32,8 @@ namespace fs = std::filesystem;
 
 struct Source {
   Llama model{nullptr};
-  std::string tokenizer;  // data.tokenizer spec: "byte" or a tokenizer.json path
-  std::string what;       // for the log
+  TokenizerChoice tokenizer;  // a model directory: data.tokenizer (auto: the directory's own); a checkpoint: its run's
+  std::string what;           // for the log
 };
 
 Source load_source(const Config& cfg, const std::vector<std::string>& args) {
@@ -47,19 +53,32 @@ Source load_source(const Config& cfg, const std::vector<std::string>& args) {
   Source s;
   if (fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "manifest.json")) {
     s.model = llama_from_pretrained(path, at::TensorOptions().dtype(at::kFloat));
-    const fs::path tok = fs::path(path) / "tokenizer.json";
-    s.tokenizer = fs::exists(tok) ? tok.string() : cfg.data.tokenizer;
+    s.tokenizer = tokenizer_choose(cfg.data.tokenizer, path);
     s.what = "model directory " + path;
     return s;
   }
   const TrainedModel tm = trained_model_read(path, h5::file_locking_parse(cfg.checkpoint.file_locking));
   s.model = trained_model_build(tm);
-  s.tokenizer = tm.record.tokenizer.empty() ? "byte" : tm.record.tokenizer;
+  s.tokenizer.spec = tm.record.tokenizer.empty() ? "byte" : tm.record.tokenizer;
+  s.tokenizer.origin = "the one its run trained with";
   s.what = "checkpoint " + tm.step_dir.string() + " (step " + std::to_string(tm.step) +
            (tm.record.lora.r > 0 ? ", LoRA r=" + std::to_string(tm.record.lora.r) + " on " + tm.record.base_path
                                  : std::string(", full weights")) +
            ")";
   return s;
+}
+
+// generate.prompt_file's text exactly as the file holds it: a rendered chat template ends where its author ended it.
+std::string prompt_file_read(const std::string& path) {
+  if (fs::is_directory(path))
+    throw UsageError("generate.prompt_file '" + path + "' is a directory", "give the path of a text file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw UsageError("generate.prompt_file '" + path + "' cannot be read: " + std::strerror(errno),
+                     "give the path of a text file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 }  // namespace
@@ -74,21 +93,33 @@ int cmd_generate(const AppContext& ctx) {
                        "run it without mpirun/srun");
     if (ctx.request.args.size() > 1)
       throw UsageError("`ranktune generate` takes at most one path", "ranktune generate [CHECKPOINT_OR_MODEL_DIR]");
-    if (g.prompt.empty())
-      throw UsageError("no prompt: generate.prompt is empty", "add --generate.prompt=\"Once upon a time\"");
+    if (!g.prompt.empty() && !g.prompt_file.empty())
+      throw UsageError("generate.prompt and generate.prompt_file are both given", "give one of them");
+    if (g.prompt.empty() && g.prompt_file.empty())
+      throw UsageError("no prompt: generate.prompt and generate.prompt_file are empty",
+                       "add --generate.prompt=\"Once upon a time\" or --generate.prompt_file=PATH");
+  });
+  std::string prompt_text = g.prompt;
+  agree_run(ctx.env, [&] {
+    if (!g.prompt_file.empty()) prompt_text = prompt_file_read(g.prompt_file);
+    if (prompt_text.empty())
+      throw UsageError("generate.prompt_file '" + g.prompt_file + "' is empty", "write the prompt into it");
+    if (cfg.device == "cuda" && !at::hasCUDA())
+      throw NoGpuError("device=cuda but no GPU is visible to generate on",
+                       "--device=auto (the CPU when no GPU is visible) or --device=cpu");
   });
   Source src;
   std::unique_ptr<Tokenizer> tok;
   agree_run(ctx.env, [&] {
     src = load_source(cfg, ctx.request.args);
-    tok = tokenizer_load(src.tokenizer);
+    tok = tokenizer_open(src.tokenizer);
     if (tok->vocab_size() > src.model->config().vocab_size)
       throw ConfigError("tokenizer " + tok->describe() + " has " + std::to_string(tok->vocab_size()) +
                             " tokens but the model's vocabulary holds " +
                             std::to_string(src.model->config().vocab_size),
                         "use the tokenizer the model was trained with (--data.tokenizer)");
   });
-  const bool cuda = cfg.device == "cuda" && at::hasCUDA();
+  const bool cuda = cfg.device == "cuda" || (cfg.device == "auto" && at::hasCUDA());
   if (cuda) src.model->to(at::Device(at::kCUDA, 0), at::kBFloat16);
   src.model->eval();
   char sampling[96] = "greedy";
@@ -96,8 +127,8 @@ int cmd_generate(const AppContext& ctx) {
     std::snprintf(sampling, sizeof sampling, "temperature %.2f, top-p %.2f, seed %ld", g.temperature, g.top_p,
                   cfg.seed);
   log0() << "generate: " << src.what << ", tokenizer " << tok->describe() << ", on " << (cuda ? "cuda:0 (bf16)" : "cpu")
-         << ", " << sampling;
-  const std::vector<std::int32_t> prompt = tok->encode(g.prompt, /*add_special=*/true);
+         << (cfg.device == "auto" && !cuda ? " (device=auto: no GPU visible)" : "") << ", " << sampling;
+  const std::vector<std::int32_t> prompt = prompt_encode(*tok, prompt_text);
   GenerateOptions o;
   o.max_new_tokens = g.max_new_tokens;
   o.temperature = g.temperature;
@@ -109,7 +140,7 @@ int cmd_generate(const AppContext& ctx) {
   at::NoGradGuard no_grad;
   const std::vector<std::int32_t> out = generate(*src.model, prompt, o);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  log0() << g.prompt << tok->decode(out);
+  log0() << prompt_text << tok->decode(out);
   char line[160];
   std::snprintf(line, sizeof line, "generated %zu tokens after a %zu-token prompt in %.2f s", out.size(), prompt.size(),
                 s);

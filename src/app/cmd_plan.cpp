@@ -32,7 +32,7 @@ double slowest_share(const std::vector<UnitCost>& units, const std::vector<int>&
 
 int cmd_plan(const AppContext& ctx) {
   const Config& cfg = ctx.cfg;
-  const bool on_gpu = cfg.device == "cuda";
+  const bool on_gpu = cfg.device != "cpu";  // auto too: a plan places GPUs (without one: --parallel.max_memory)
   BalancedSetup placed;
   agree_run(ctx.env, [&] {
     const std::vector<GpuInfo> gpus = on_gpu && cfg.parallel.max_memory.empty()

@@ -1,11 +1,13 @@
 // `ranktune prepare`: text/JSONL files -> tokenizer -> records -> packed rows -> HDF5 token dataset (docs/data.md).
-// One process: the work is reading and tokenizing, and one writer keeps the row order that of the inputs.
+// One process: its threads parse and tokenize batches of records (prepare.threads), one writer keeps the row order
+// that of the inputs.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <system_error>
 
 #include "ranktune/app/commands.h"
+#include "ranktune/app/tokenizer_choice.h"
 #include "ranktune/core/log.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/sources.h"
@@ -50,13 +52,20 @@ TokenDatasetInfo info_of(const Config& cfg, const Tokenizer& tok, const std::vec
   return info;
 }
 
-void prepare(const Config& cfg) {
+void prepare(const Config& given, const CpuThreads& cpu) {
   const auto t0 = std::chrono::steady_clock::now();
+  const TokenizerChoice choice = tokenizer_choose(given.data.tokenizer, given.model.path);
+  Config cfg = given;
+  cfg.data.tokenizer = choice.spec;  // what the dataset records and `train` compares with its own choice
   const std::vector<std::string> files = sources_split(cfg.data.path);
-  const std::unique_ptr<Tokenizer> tok = tokenizer_load(cfg.data.tokenizer);
+  const std::unique_ptr<Tokenizer> tok = tokenizer_open(choice);
   log0() << "prepare: " << files.size() << " file(s) -> " << cfg.prepare.output << ", tokenizer " << tok->describe()
          << ", rows of " << cfg.train.seq_len << " tokens, overlong=" << cfg.data.overlong
          << ", packing=" << cfg.data.packing << ", on_bad_record=" << cfg.data.on_bad_record;
+  SourcesOptions sources = sources_options_from(cfg);
+  sources.threads = cfg.prepare.threads > 0 ? cfg.prepare.threads : cpu.threads;
+  log0() << "prepare: " << sources.threads << " thread(s) tokenizing ("
+         << (cfg.prepare.threads > 0 ? "prepare.threads" : "prepare.threads=0: " + cpu.reason) << ")";
 
   SourcesStats st;
   std::int64_t rows = 0;
@@ -65,7 +74,7 @@ void prepare(const Config& cfg) {
     TokenDatasetWriter writer(cfg.prepare.output, cfg.train.seq_len, cfg.prepare.shard_rows);
     ByteProgress progress(std::cout, "prepare", Progress::stdout_is_tty());
     st = sources_pack(
-        files, *tok, sources_options_from(cfg), [&writer](const PackedRow& r) { writer.add(r); },
+        files, *tok, sources, [&writer](const PackedRow& r) { writer.add(r); },
         [&](std::uint64_t done, std::uint64_t total) {
           progress.update(done, total, std::to_string(writer.rows()) + " rows");
         });
@@ -98,7 +107,7 @@ int cmd_prepare(const AppContext& ctx) {
   // One rank (checked first); agree_run gives its errors the same one-line form and exit code as train's.
   agree_run(ctx.env, [&] {
     check_request(ctx);
-    prepare(ctx.cfg);
+    prepare(ctx.cfg, ctx.cpu_threads);
   });
   return 0;
 }

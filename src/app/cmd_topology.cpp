@@ -19,8 +19,9 @@ int cmd_topology(const AppContext& ctx) {
   const ClusterFacts facts = topology_detect(ctx.env, ctx.launch_env);
   ModeDecision mode;
   agree_run(ctx.env, [&] {
+    const bool on_gpu = device_resolve(ctx.cfg.device, facts) == "cuda";
     const std::int64_t footprint =
-        training_footprint_bytes(configured_model_shape(ctx.cfg), train_setup_from(ctx.cfg, ctx.cfg.device == "cuda"));
+        training_footprint_bytes(configured_model_shape(ctx.cfg), train_setup_from(ctx.cfg, on_gpu));
     mode =
         mode_decide(facts, ModeRequest{ctx.cfg.parallel.mode, ctx.cfg.device, footprint, ctx.cfg.parallel.reserve_gib});
   });

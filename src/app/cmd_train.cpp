@@ -1,14 +1,19 @@
-// `ranktune train`: config -> topology -> mode -> communicator -> data -> model (+ LoRA) -> trainer -> sample.
+// `ranktune train`: config -> topology -> mode -> communicator -> tokenizer -> data -> model (+ LoRA) -> trainer ->
+// sample.
 // The recipe only: every step's logic lives in its layer; each phase that can fail runs under agree_run, so that all
 // ranks exit with the first failing rank's error.
 #include <ATen/ATen.h>
 
+#include <cstdio>
+#include <functional>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
+#include "ranktune/app/tokenizer_choice.h"
 #include "ranktune/core/log.h"
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/communicator.h"
@@ -35,8 +40,8 @@ at::Device device_of(int d) {
 
 // The mode for this launch and this model's estimated footprint.
 ModeDecision decide_mode(const Config& cfg, const ClusterFacts& facts) {
-  const std::int64_t footprint =
-      training_footprint_bytes(configured_model_shape(cfg), train_setup_from(cfg, cfg.device == "cuda"));
+  const bool on_gpu = device_resolve(cfg.device, facts) == "cuda";
+  const std::int64_t footprint = training_footprint_bytes(configured_model_shape(cfg), train_setup_from(cfg, on_gpu));
   return mode_decide(facts, ModeRequest{cfg.parallel.mode, cfg.device, footprint, cfg.parallel.reserve_gib});
 }
 
@@ -57,6 +62,7 @@ Llama build_model(const Config& cfg, const at::Device& device, const at::Device&
                     : llama_from_pretrained(cfg.model.path, options);
   if (cfg.lora.r > 0) lora_apply(*model, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
   model->set_activation_checkpointing(cfg.train.activation_checkpointing);
+  model->set_fused_loss(cfg.train.fused_loss == "true" || (cfg.train.fused_loss == "auto" && compute.is_cuda()));
   return model;
 }
 
@@ -73,20 +79,95 @@ std::shared_ptr<PipelineExecutor> make_pipeline(const Config& cfg, const Balance
 }
 
 // A random-init model's length is checked with the config (model.max_seq_len); a pretrained one's comes from its
-// config.json, known only once it is read.
-void check_sequence_length(const Config& cfg, const LlamaImpl& model) {
-  const std::int64_t max_positions = model.config().max_position_embeddings;
+// config.json, read here before the tokenizer, the data and the weights.
+void check_sequence_length(const Config& cfg, const LlamaConfig& shape) {
+  const std::int64_t max_positions = shape.max_position_embeddings;
   if (cfg.model.path.empty() || cfg.train.seq_len <= max_positions) return;
   throw ConfigError("train.seq_len (" + std::to_string(cfg.train.seq_len) + ") exceeds max_position_embeddings (" +
                         std::to_string(max_positions) + ") in " + cfg.model.path + "/config.json",
                     "lower --train.seq_len to at most " + std::to_string(max_positions));
 }
 
+// A random-init model against its tokenizer (a model directory's tokenizer is checked by tokenizer_open).
 void check_vocabulary(const Tokenizer& tokenizer, const LlamaImpl& model) {
   if (tokenizer.vocab_size() > model.config().vocab_size)
     throw ConfigError("tokenizer " + tokenizer.describe() + " has " + std::to_string(tokenizer.vocab_size()) +
                           " tokens but the model's vocabulary holds " + std::to_string(model.config().vocab_size),
                       "set model.vocab_size to at least the tokenizer's size, or use the model's own tokenizer");
+}
+
+// The effective configuration; with model.path the [model] shape keys show what its config.json holds, since that is
+// what is built (a shape key given alongside model.path is ignored, and the table says so).
+std::string effective_config_table(const Config& cfg, const ConfigValues& given) {
+  if (cfg.model.path.empty()) return config_table(cfg, given);
+  LlamaConfig c;
+  try {
+    c = configured_model_shape(cfg);
+  } catch (const Error&) {
+    return config_table(cfg, given);  // the same error stops the run right after, under agree_run
+  }
+  Config shown = cfg;
+  ConfigValues values = given;
+  ModelConfig& m = shown.model;
+  const std::pair<const char*, std::function<void()>> keys[] = {
+      {"model.hidden_size", [&] { m.hidden_size = static_cast<int>(c.hidden_size); }},
+      {"model.num_layers", [&] { m.num_layers = static_cast<int>(c.num_layers); }},
+      {"model.num_heads", [&] { m.num_heads = static_cast<int>(c.num_heads); }},
+      {"model.num_kv_heads", [&] { m.num_kv_heads = static_cast<int>(c.num_kv_heads); }},
+      {"model.intermediate_size", [&] { m.intermediate_size = static_cast<int>(c.intermediate_size); }},
+      {"model.vocab_size", [&] { m.vocab_size = static_cast<int>(c.vocab_size); }},
+      {"model.max_seq_len", [&] { m.max_seq_len = static_cast<int>(c.max_position_embeddings); }},
+      {"model.rope_theta", [&] { m.rope_theta = c.rope_theta; }},
+      {"model.rms_norm_eps", [&] { m.rms_norm_eps = c.rms_norm_eps; }},
+      {"model.tie_embeddings", [&] { m.tie_embeddings = c.tie_word_embeddings; }},
+  };
+  const std::string from = cfg.model.path + "/config.json";
+  for (const auto& [key, set] : keys) {
+    set();
+    const auto it = given.find(key);
+    values[key].origin = from + (it == given.end() ? "" : " (" + it->second.origin + " ignored)");
+  }
+  return config_table(shown, values);
+}
+
+std::string count_text(std::int64_t n) {
+  char s[32];
+  if (n >= 1000000000) std::snprintf(s, sizeof s, "%.2fB", static_cast<double>(n) / 1e9);
+  else if (n >= 1000000) std::snprintf(s, sizeof s, "%.2fM", static_cast<double>(n) / 1e6);
+  else if (n >= 1000) std::snprintf(s, sizeof s, "%.1fK", static_cast<double>(n) / 1e3);
+  else std::snprintf(s, sizeof s, "%lld", static_cast<long long>(n));
+  return s;
+}
+
+// What was built: where from, the shape, the parameters, and what of them trains.
+std::string model_summary(const Config& cfg, const LlamaImpl& model) {
+  const LlamaConfig& c = model.config();
+  std::int64_t trainable = 0;
+  for (const auto& p : model.parameters())
+    if (p.requires_grad()) trainable += p.numel();
+  const std::int64_t base = llama_parameter_count(c);
+  std::ostringstream os;
+  os << "model: " << c.model_type << " from "
+     << (cfg.model.path.empty() ? "random init (the [model] keys, seed " + std::to_string(cfg.seed) + ")"
+                                : cfg.model.path + "/config.json")
+     << ": " << c.num_layers << " layers, hidden " << c.hidden_size << ", " << c.num_heads << " heads of " << c.head_dim
+     << ", " << c.num_kv_heads << " kv heads, intermediate " << c.intermediate_size << ", vocab " << c.vocab_size
+     << ", max positions " << c.max_position_embeddings << ", rope_theta " << c.rope_theta
+     << (c.rope_scaling.type.empty() ? "" : " (" + c.rope_scaling.type + " scaling)")
+     << (c.tie_word_embeddings ? ", tied embeddings" : "") << "; " << base << " parameters (" << count_text(base)
+     << ")\n";
+  char share[32];
+  std::snprintf(share, sizeof share, "%.3g%%", 100.0 * static_cast<double>(trainable) / static_cast<double>(base));
+  if (cfg.lora.r > 0) {
+    std::string targets;
+    for (const auto& t : lora_target_modules(cfg.lora.target_modules)) targets += (targets.empty() ? "" : ",") + t;
+    os << "trainable: LoRA r=" << cfg.lora.r << ", alpha " << cfg.lora.alpha << ", dropout " << cfg.lora.dropout
+       << " on " << targets << ": " << trainable << " parameters (" << count_text(trainable) << ", " << share
+       << " of the model's)";
+  } else {
+    os << "trainable: every parameter (full fine-tune): " << trainable << " (" << count_text(trainable) << ")";
+  }
+  return os.str();
 }
 
 // train.epochs > 0: train.steps becomes the steps that many passes over the training rows take (steps_for_epochs).
@@ -126,7 +207,7 @@ void log_balanced_report(const TrainResult& result, const PipelineExecutor* pipe
 
 int cmd_train(const AppContext& ctx) {
   const Config& cfg = ctx.cfg;
-  log0() << "ranktune train: effective configuration\n" << config_table(cfg, ctx.request.values);
+  log0() << "ranktune train: effective configuration\n" << effective_config_table(cfg, ctx.request.values);
   const ClusterFacts facts = topology_detect(ctx.env, ctx.launch_env);
   ModeDecision mode;
   agree_run(ctx.env, [&] { mode = decide_mode(cfg, facts); });
@@ -148,20 +229,25 @@ int cmd_train(const AppContext& ctx) {
   TokenData data;
   Llama model{nullptr};
   std::shared_ptr<PipelineExecutor> pipeline;
+  Config data_cfg = cfg;  // data.tokenizer as chosen: what the data is tokenized with and the checkpoint records
   agree_run(ctx.env, [&] {
-    data = token_data_load(cfg);
+    check_sequence_length(cfg, configured_model_shape(cfg));
+    const TokenizerChoice choice = tokenizer_choose(cfg.data.tokenizer, cfg.model.path);
+    std::unique_ptr<Tokenizer> tokenizer = tokenizer_open(choice);
+    data_cfg.data.tokenizer = choice.spec;
+    data = token_data_load(data_cfg, std::move(tokenizer));
     model = build_model(cfg, balanced ? at::Device(at::kCPU) : device, device);
     if (balanced) pipeline = make_pipeline(cfg, placed, *model);
-    check_sequence_length(cfg, *model);
     check_vocabulary(*data.tokenizer, *model);
   });
+  log0() << model_summary(cfg, *model);
   log0() << "data: " << data.source << ", " << data.train.size() << " training rows, " << data.val.size()
          << " held-out rows of " << cfg.train.seq_len << " tokens; " << data.summary;
 
   Config run_cfg;
   std::unique_ptr<Trainer> trainer;
   agree_run(ctx.env, [&] {
-    run_cfg = with_epochs(cfg, ctx, data);
+    run_cfg = with_epochs(data_cfg, ctx, data);
     trainer = std::make_unique<Trainer>(run_cfg, ctx.env, *comm, mode.mode, model, data, run_base_identity(cfg, *model),
                                         pipeline);
   });

@@ -97,7 +97,9 @@ std::vector<ConfigKey> build_schema() {
   using S = std::string;
   using V = std::vector<std::string>;
   return {
-      RT_KEY(S, "device", device, "where tensors live", V{"cuda", "cpu"}),
+      RT_KEY(S, "device", device,
+             "where tensors live: auto (a GPU when one is visible, else the CPU), cuda (a GPU or an error), cpu",
+             V{"auto", "cuda", "cpu"}),
       RT_KEY(long, "seed", seed, "seed for initialisation, data order and dropout"),
       RT_KEY(S, "resume", resume,
              "none (refused if checkpoint.dir holds checkpoints), overwrite (move them aside, start fresh), auto "
@@ -148,25 +150,42 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing,
              "recompute activations in backward"),
       RT_KEY(S, "train.precision", train.precision, "compute precision", V{"auto", "bf16", "fp32"}),
+      RT_KEY(S, "train.fused_loss", train.fused_loss,
+             "chunked linear cross entropy that never holds the full logits: auto = on GPU only (CPU keeps the "
+             "reference's exact loss bits), true, false",
+             V{"auto", "true", "false"}),
       RT_KEY(long, "train.eval_every", train.eval_every, "evaluate every N steps; 0 = never"),
       RT_KEY(long, "train.log_every", train.log_every, "print a log line every N steps"),
+      RT_KEY(long, "train.profile_steps", train.profile_steps,
+             "profile N steps (LibTorch Kineto) into output_dir: profile_trace.json and the per-kernel table "
+             "profile_kernels.md; 0 = off"),
+      RT_KEY(long, "train.profile_skip", train.profile_skip, "warm-up steps of this run before the profiled ones"),
 
       RT_KEY(S, "data.path", data.path,
              "text/JSONL files (comma list) or a prepared .h5 / shard directory; empty = the generated corpus"),
-      RT_KEY(S, "data.tokenizer", data.tokenizer, "byte, or a tokenizer.json path"),
+      RT_KEY(S, "data.tokenizer", data.tokenizer,
+             "auto (model.path's tokenizer.json; byte without model.path), byte, or a tokenizer.json path"),
       RT_KEY(double, "data.val_fraction", data.val_fraction, "held-out fraction for evaluation (the last rows)"),
       RT_KEY(S, "data.on_bad_record", data.on_bad_record, "a malformed record: error, or skip and count it",
              V{"error", "skip"}),
       RT_KEY(S, "data.overlong", data.overlong, "a document longer than a row", V{"split", "truncate"}),
       RT_KEY(S, "data.packing", data.packing, "documents: a new row rather than cut one; fill: fill every row",
              V{"documents", "fill"}),
-      RT_KEY(S, "data.chat_template", data.chat_template, "template of messages records",
-             V{"auto", "llama3", "llama2", "mistral", "chatml", "plain"}),
+      RT_KEY(S, "data.packing_attention", data.packing_attention,
+             "isolated: a packed document attends only to itself; shared: also to the earlier ones in its row",
+             V{"isolated", "shared"}),
+      RT_KEY(S, "data.chat_template", data.chat_template,
+             "format of messages records: auto = the model's own template (tokenizer_config.json), template = "
+             "insist on it, or a built-in family",
+             V{"auto", "template", "llama3", "llama2", "mistral", "chatml", "plain"}),
 
       RT_KEY(S, "prepare.output", prepare.output, "prepare: output OUT.h5, or a directory when shard_rows > 0"),
       RT_KEY(long, "prepare.shard_rows", prepare.shard_rows, "prepare: rows per shard file; 0 = one file"),
+      RT_KEY(int, "prepare.threads", prepare.threads,
+             "prepare: threads that parse and tokenize records (the output is the same for any number); 0 = the "
+             "CPUs this process may use, or OMP_NUM_THREADS when set"),
 
-      RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory"),
+      RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory; empty = <output_dir>/checkpoints"),
       RT_KEY(long, "checkpoint.every_steps", checkpoint.every_steps, "save every N steps; 0 = end and preemption only"),
       RT_KEY(bool, "checkpoint.at_end", checkpoint.at_end, "save after the last step (a stop signal always saves)"),
       RT_KEY(int, "checkpoint.keep", checkpoint.keep, "committed checkpoints kept"),
@@ -174,16 +193,28 @@ std::vector<ConfigKey> build_schema() {
              V{"best-effort", "true", "false"}),
 
       RT_KEY(S, "generate.prompt", generate.prompt, "text to continue (ranktune generate)"),
+      RT_KEY(S, "generate.prompt_file", generate.prompt_file,
+             "file whose whole text (as is, a final newline included) is the prompt, instead of generate.prompt"),
       RT_KEY(int, "generate.max_new_tokens", generate.max_new_tokens, "tokens to generate"),
       RT_KEY(double, "generate.temperature", generate.temperature, "0 = greedy; > 0 samples"),
       RT_KEY(double, "generate.top_p", generate.top_p,
              "nucleus sampling: keep the smallest set of tokens with this mass"),
-      RT_KEY(S, "export.dtype", export_.dtype, "dtype of the exported weights", V{"bf16", "fp16", "fp32"}),
+      RT_KEY(S, "export.format", export_.format,
+             "hf: a Hugging Face model or PEFT adapter directory; gguf: one llama.cpp/Ollama file (LoRA merged)",
+             V{"hf", "gguf"}),
+      RT_KEY(S, "export.dtype", export_.dtype, "dtype of the exported weights (q8_0: gguf only)",
+             V{"bf16", "fp16", "fp32", "q8_0"}),
       RT_KEY(bool, "export.merge", export_.merge, "LoRA: write the merged full model instead of the adapter"),
       RT_KEY(bool, "export.overwrite", export_.overwrite, "replace a non-empty output directory"),
   };
 }
 #undef RT_KEY
+
+// dir/name without std::filesystem, whose out-of-line parts LibTorch's own copy can shadow in a test binary.
+std::string path_join(const std::string& dir, const std::string& name) {
+  if (dir.empty()) return name;
+  return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
 
 void require(bool ok, const std::string& what) {
   if (!ok) throw ConfigError(what);
@@ -222,7 +253,13 @@ Config config_apply(const ConfigValues& values) {
       throw ConfigError(value.origin + ": " + e.what());
     }
   }
+  if (cfg.checkpoint.dir.empty()) cfg.checkpoint.dir = path_join(cfg.output_dir, "checkpoints");
   return cfg;
+}
+
+std::string config_tokenizer(const Config& cfg) {
+  if (cfg.data.tokenizer != "auto") return cfg.data.tokenizer;
+  return cfg.model.path.empty() ? "byte" : path_join(cfg.model.path, "tokenizer.json");
 }
 
 void config_validate(const Config& c) {
@@ -243,9 +280,11 @@ void config_validate(const Config& c) {
   require(t.micro_batch > 0, "train.micro_batch must be > 0");
   require(t.grad_accum > 0, "train.grad_accum must be > 0");
   require(t.seq_len > 0, "train.seq_len must be > 0");
-  require(t.seq_len <= m.max_seq_len || !m.path.empty(), "train.seq_len (" + std::to_string(t.seq_len) +
-                                                             ") exceeds model.max_seq_len (" +
-                                                             std::to_string(m.max_seq_len) + ")");
+  if (t.seq_len > m.max_seq_len && m.path.empty())  // prepare checks it too: its rows are the model's sequences
+    throw ConfigError("train.seq_len (" + std::to_string(t.seq_len) + ") exceeds model.max_seq_len (" +
+                          std::to_string(m.max_seq_len) + ")",
+                      "set --model.max_seq_len=" + std::to_string(t.seq_len) +
+                          " (or more) as well, or lower --train.seq_len");
   require(t.lr > 0, "train.lr must be > 0");
   require(t.min_lr_ratio >= 0 && t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]");
   require(t.warmup_steps >= 0, "train.warmup_steps must be >= 0");
@@ -254,6 +293,11 @@ void config_validate(const Config& c) {
   // 0 would divide 0 by 0 for a parameter whose gradient is still all zero (an unused embedding row).
   require(t.eps > 0, "train.eps must be > 0");
   require(t.log_every > 0, "train.log_every must be > 0");
+  require(t.profile_steps >= 0 && t.profile_skip >= 0, "train.profile_steps and train.profile_skip must be >= 0");
+  if (t.profile_steps > 0 && t.profile_skip + t.profile_steps > t.steps && t.epochs == 0)
+    throw ConfigError("train.profile_skip + train.profile_steps (" + std::to_string(t.profile_skip + t.profile_steps) +
+                          ") exceed train.steps (" + std::to_string(t.steps) + ")",
+                      "lower --train.profile_skip or --train.profile_steps, or raise --train.steps");
   require(t.eval_every >= 0, "train.eval_every must be >= 0");
   require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
   require(c.parallel.comm_timeout_s > 0, "parallel.comm_timeout_s must be > 0");
@@ -266,6 +310,7 @@ void config_validate(const Config& c) {
   require(c.parallel.bucket_mb > 0, "parallel.bucket_mb must be > 0");
   require(c.parallel.reserve_gib >= 0, "parallel.reserve_gib must be >= 0");
   require(c.prepare.shard_rows >= 0, "prepare.shard_rows must be >= 0 (0 = one file)");
+  require(c.prepare.threads >= 0, "prepare.threads must be >= 0 (0 = one per CPU)");
   require(c.checkpoint.every_steps >= 0, "checkpoint.every_steps must be >= 0");
   require(c.checkpoint.keep >= 1, "checkpoint.keep must be >= 1");
 }

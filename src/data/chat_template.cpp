@@ -1,7 +1,19 @@
-// Each family renders to segments (text or special token id, trained or not); encode_segments does the rest.
+// Two ways to render a conversation. A model template (the Jinja text the model ships) is rendered whole and
+// tokenized as transformers does; its assistant turns are found by rendering prefixes of the conversation. A built-in
+// family renders to segments (text or special token id, trained or not) and encode_segments does the rest.
 #include "ranktune/data/chat_template.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "ranktune/data/byte_tokenizer.h"
 #include "ranktune/data/data_error.h"
+#include "ranktune/data/jinja.h"
 #include "ranktune/data/unicode.h"
 
 namespace ranktune {
@@ -158,19 +170,262 @@ ChatFamily chat_family_detect(const Tokenizer& tok) {
   return ChatFamily::plain;
 }
 
-ChatFamily chat_family_parse(std::string_view name, const Tokenizer& tok) {
-  if (name == "auto") return chat_family_detect(tok);
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kFamilyHint = "llama3, llama2, mistral, chatml or plain; docs/data.md shows each layout";
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw DataError("cannot read " + path.string() + ": " + std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json parse_json(const std::string& text, const std::string& origin) {
+  const json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw DataError(origin + " is not a JSON object");
+  return j;
+}
+
+// A special token in tokenizer_config.json is a string or an AddedToken object; str() of either is its content.
+void read_special_tokens(const json& j, std::vector<std::pair<std::string, std::string>>& out) {
+  for (const char* name :
+       {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    if (!j.contains(name)) continue;
+    const json& v = j.at(name);
+    std::string text;
+    if (v.is_string()) {
+      text = v.get<std::string>();
+    } else if (v.is_object() && v.contains("content") && v.at("content").is_string()) {
+      text = v.at("content").get<std::string>();
+    } else {
+      continue;  // null: not set
+    }
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& kv) { return kv.first == name; });
+    if (it != out.end()) {
+      it->second = text;
+    } else {
+      out.emplace_back(name, text);
+    }
+  }
+}
+
+JinjaList messages_value(const std::vector<ChatMessage>& msgs) {
+  JinjaList list;
+  list.reserve(msgs.size());
+  for (const ChatMessage& m : msgs)
+    list.push_back(JinjaValue::dict({{"role", JinjaValue(m.role)}, {"content", JinjaValue(m.content)}}));
+  return list;
+}
+
+// What transformers' apply_chat_template hands the template: messages (the first n), tools and documents (None
+// here), add_generation_prompt, and the tokenizer's named special tokens.
+std::string render_template(const ChatFormat& f, const JinjaList& msgs, std::size_t n, bool gen) {
+  JinjaDict vars;
+  vars.emplace_back("messages",
+                    JinjaValue::list(JinjaList(msgs.begin(), msgs.begin() + static_cast<std::ptrdiff_t>(n))));
+  vars.emplace_back("tools", JinjaValue(nullptr));
+  vars.emplace_back("documents", JinjaValue(nullptr));
+  vars.emplace_back("add_generation_prompt", JinjaValue(gen));
+  for (const auto& [name, text] : f.source().special_tokens) vars.emplace_back(name, JinjaValue(text));
+  return f.jinja().render(vars);
+}
+
+// The first token of `ids` at which encoding `prefix` (the text up to a boundary) disagrees: tokens before it lie
+// wholly before the boundary. `*straddles` is set when encoding the prefix alone gives more tokens from there on,
+// i.e. the token of `ids` at the returned index starts before the boundary.
+std::size_t tokens_before(const Tokenizer& tok, std::string_view prefix, const std::vector<std::int32_t>& ids,
+                          bool* straddles) {
+  const std::vector<std::int32_t> head = tok.encode(prefix, false);
+  const auto at =
+      static_cast<std::size_t>(std::mismatch(head.begin(), head.end(), ids.begin(), ids.end()).first - head.begin());
+  if (straddles) *straddles = at < head.size();
+  return at;
+}
+
+// The tokens of `ids` before each cut, when encoding the text piece by piece (cut at every turn boundary) gives
+// exactly `ids`: then no token spans a boundary, which is the usual case (turns start after a role header and end
+// with an end-of-turn token). Empty when it does not; the boundaries are then found one by one (tokens_before).
+std::vector<std::size_t> tokens_at_cuts(const Tokenizer& tok, std::string_view text,
+                                        const std::vector<std::size_t>& cuts, const std::vector<std::int32_t>& ids) {
+  std::vector<std::size_t> at;
+  std::size_t from = 0, n = 0;
+  for (std::size_t k = 0; k <= cuts.size(); ++k) {
+    const std::size_t to = k < cuts.size() ? cuts[k] : text.size();
+    const std::string_view piece = text.substr(from, to - from);
+    const std::vector<std::int32_t> part = from == 0 ? tok.encode(piece, false) : tok.encode_continuation(piece);
+    if (n + part.size() > ids.size() ||
+        !std::equal(part.begin(), part.end(), ids.begin() + static_cast<std::ptrdiff_t>(n)))
+      return {};
+    n += part.size();
+    if (k < cuts.size()) at.push_back(n);
+    from = to;
+  }
+  if (n != ids.size()) return {};
+  return at;
+}
+
+TokenizedDoc encode_with_template(const Tokenizer& tok, const ChatFormat& f, const std::vector<ChatMessage>& msgs) {
+  if (msgs.empty()) throw DataError("a chat record has no messages");
+  const std::string& origin = f.source().origin;
+  const JinjaList all = messages_value(msgs);
+  const std::string full = render_template(f, all, msgs.size(), false);
+  std::vector<std::pair<std::size_t, std::size_t>> spans;  // byte ranges of the assistant turns in `full`
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    if (msgs[i].role != "assistant") continue;
+    std::string prompt;
+    try {
+      prompt = render_template(f, all, i, true);
+    } catch (const DataError& e) {
+      throw DataError(std::string(e.what()) + " (rendering messages[:" + std::to_string(i) +
+                          "] with add_generation_prompt=true: the prompt of assistant message " + std::to_string(i) +
+                          ")",
+                      e.hint());
+    }
+    const std::string upto = i + 1 == msgs.size() ? full : render_template(f, all, i + 1, false);
+    const char* broken = !upto.starts_with(prompt) ? "the prompt rendered with add_generation_prompt=true is not a "
+                                                     "prefix of the conversation with the reply"
+                         : !full.starts_with(upto) ? "the template renders it differently once later messages follow"
+                                                   : nullptr;
+    if (broken) {  // a skipped record keeps only the message, so the fix is in it
+      throw DataError(origin + ": cannot find the trained span of assistant message " + std::to_string(i) + ": " +
+                      broken + "; name a built-in format instead (--data.chat_template=" + kFamilyHint + ")");
+    }
+    spans.emplace_back(prompt.size(), upto.size());
+  }
+  TokenizedDoc doc;
+  doc.ids = tok.encode(full, false);  // what apply_chat_template(tokenize=True) gives: add_special_tokens=False
+  doc.train.assign(doc.ids.size(), 0);
+  // A token is trained when it overlaps an assistant turn (HF's rule for return_assistant_tokens_mask); the ids stay
+  // exactly those of the whole text.
+  std::vector<std::size_t> cuts;
+  for (const auto& [a, b] : spans) {
+    if (a == b) continue;
+    if (a > 0) cuts.push_back(a);
+    if (b < full.size()) cuts.push_back(b);
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  const std::vector<std::size_t> at = cuts.empty() ? std::vector<std::size_t>()
+                                                   : tokens_at_cuts(tok, full, cuts, doc.ids);
+  if (cuts.empty() || !at.empty()) {
+    auto token_at = [&](std::size_t c) {
+      if (c == 0) return std::size_t{0};
+      if (c == full.size()) return doc.ids.size();
+      return at[static_cast<std::size_t>(std::lower_bound(cuts.begin(), cuts.end(), c) - cuts.begin())];
+    };
+    for (const auto& [a, b] : spans)
+      if (a != b)
+        for (std::size_t k = token_at(a); k < token_at(b); ++k) doc.train[k] = 1;
+    return doc;
+  }
+  // Some token spans a boundary: the tokens before boundary c are where encoding the text up to c stops agreeing
+  // with the whole (a token straddling c overlaps the turn, so it is trained).
+  for (const auto& [a, b] : spans) {
+    if (a == b) continue;
+    const std::size_t first = a == 0 ? 0 : tokens_before(tok, std::string_view(full).substr(0, a), doc.ids, nullptr);
+    bool straddles = false;
+    std::size_t last = b == full.size() ? doc.ids.size()
+                                        : tokens_before(tok, std::string_view(full).substr(0, b), doc.ids, &straddles);
+    if (straddles) last = std::min(last + 1, doc.ids.size());
+    for (std::size_t k = first; k < last; ++k) doc.train[k] = 1;
+  }
+  return doc;
+}
+
+}  // namespace
+
+TokenizerChatTemplate chat_template_parse(const std::string& config_json, const std::string& config_origin,
+                                          const std::string& jinja, const std::string& jinja_origin,
+                                          const std::string& special_tokens_map_json) {
+  TokenizerChatTemplate t;
+  json config = json::object();
+  if (!config_json.empty()) config = parse_json(config_json, config_origin);
+  read_special_tokens(config, t.special_tokens);
+  // transformers reads the legacy special_tokens_map.json only for a config without added_tokens_decoder; its
+  // entries then override the config's.
+  if (!special_tokens_map_json.empty() && !config.contains("added_tokens_decoder"))
+    read_special_tokens(parse_json(special_tokens_map_json, "special_tokens_map.json"), t.special_tokens);
+  if (!jinja.empty()) {
+    t.text = jinja;
+    t.origin = jinja_origin;
+    return t;
+  }
+  const json& ct = config.contains("chat_template") ? config.at("chat_template") : json();
+  if (ct.is_string()) {
+    t.text = ct.get<std::string>();
+  } else if (ct.is_array()) {
+    for (const json& e : ct) {
+      if (!e.is_object() || !e.contains("name") || !e.contains("template") || !e.at("name").is_string() ||
+          !e.at("template").is_string())
+        throw DataError(config_origin + ": chat_template is a list whose items are not {\"name\", \"template\"}");
+      if (e.at("name").get<std::string>() == "default") t.text = e.at("template").get<std::string>();
+    }
+    if (t.text.empty())
+      throw DataError(config_origin + ": chat_template lists named templates but none is named \"default\"",
+                      "ranktune renders the default template; choose a built-in format with --data.chat_template");
+  } else if (!ct.is_null()) {
+    throw DataError(config_origin + ": chat_template is neither a string nor a list of named templates");
+  }
+  if (!t.text.empty()) t.origin = config_origin;
+  return t;
+}
+
+TokenizerChatTemplate chat_template_read(const std::string& tokenizer_path) {
+  namespace fs = std::filesystem;
+  fs::path dir(tokenizer_path);
+  if (!fs::is_directory(dir)) dir = dir.parent_path();
+  const fs::path config = dir / "tokenizer_config.json", jinja = dir / "chat_template.jinja",
+                 special = dir / "special_tokens_map.json";
+  auto text = [](const fs::path& p) { return fs::exists(p) ? read_file(p) : std::string(); };
+  return chat_template_parse(text(config), config.string(), text(jinja), jinja.string(), text(special));
+}
+
+ChatFormat::ChatFormat(ChatFamily family) : family_(family) {}
+
+ChatFormat ChatFormat::model_template(const TokenizerChatTemplate& source) {
+  ChatFormat f(ChatFamily::plain);
+  f.source_ = source;
+  f.jinja_ = std::make_shared<const JinjaTemplate>(source.text, source.origin);
+  return f;
+}
+
+std::string ChatFormat::name() const { return is_template() ? "template" : chat_family_name(family_); }
+
+std::string ChatFormat::describe() const {
+  if (is_template()) return "model template (" + source_.origin + ")";
+  return std::string("built-in ") + chat_family_name(family_);
+}
+
+ChatFormat chat_format_parse(std::string_view name, const Tokenizer& tok) {
+  const TokenizerChatTemplate& own = tok.chat_template();
+  if (name == "auto" || name == "template") {
+    if (!own.text.empty()) return ChatFormat::model_template(own);
+    if (name == "auto" && dynamic_cast<const ByteTokenizer*>(&tok)) return ChatFamily::plain;
+    throw DataError("data.chat_template=" + std::string(name) + ": the tokenizer " + tok.describe() +
+                        " comes without a chat template (no chat_template.jinja, no chat_template in "
+                        "tokenizer_config.json), so messages records have no format",
+                    std::string("name a built-in format: --data.chat_template=") +
+                        chat_family_name(chat_family_detect(tok)) + " (its special tokens suggest it), or one of " +
+                        kFamilyHint);
+  }
   for (ChatFamily f :
        {ChatFamily::llama3, ChatFamily::llama2, ChatFamily::mistral, ChatFamily::chatml, ChatFamily::plain}) {
     if (name == chat_family_name(f)) return f;
   }
   throw DataError("unknown chat template '" + std::string(name) + "'",
-                  "use one of auto, llama3, llama2, mistral, chatml, plain");
+                  "use auto, template (the model's own), or a built-in format: llama3, llama2, mistral, chatml, "
+                  "plain");
 }
 
-TokenizedDoc chat_encode(const Tokenizer& tok, ChatFamily family, const std::vector<ChatMessage>& messages) {
+TokenizedDoc chat_encode(const Tokenizer& tok, const ChatFormat& format, const std::vector<ChatMessage>& messages) {
+  if (format.is_template()) return encode_with_template(tok, format, messages);
   check_roles(messages);
   Render r;
+  const ChatFamily family = format.family();
   switch (family) {
     case ChatFamily::llama3: render_llama3(tok, messages, r); break;
     case ChatFamily::chatml: render_chatml(tok, messages, r); break;

@@ -388,6 +388,7 @@ class HfTokenizer final : public Tokenizer {
       vocab_size_ = std::max(vocab_size_, a.id + 1);
       added_by_id_[a.id] = &a;
       added_by_content_[a.content] = a.id;
+      if (!a.pattern.empty()) added_starts_[a.normalized][static_cast<unsigned char>(a.pattern[0])] = true;
     }
     for (std::int32_t id : prefix_) check_id(p, id, "post_processor");
     for (std::int32_t id : suffix_) check_id(p, id, "post_processor");
@@ -517,6 +518,8 @@ class HfTokenizer final : public Tokenizer {
   }
 
   // Added tokens found leftmost-longest (HF's Aho-Corasick), with lstrip/rstrip taking the adjacent whitespace.
+  // As in HF, every match is found on the text before any strip: an rstrip takes whitespace that holds the next
+  // match (" y" in "<m>  y"), and that match is still a token; the text after it starts where it ends.
   std::vector<Piece> split_added(const std::string& text, std::size_t orig, bool normalized) const {
     std::vector<Piece> out;
     std::size_t done = 0;
@@ -524,6 +527,10 @@ class HfTokenizer final : public Tokenizer {
       if (b > a) out.push_back({text.substr(a, b - a), orig + a, -1});
     };
     for (std::size_t i = 0; i < text.size();) {
+      if (!added_starts_[normalized][static_cast<unsigned char>(text[i])]) {  // most bytes start no added token
+        i += utf8_len(static_cast<unsigned char>(text[i]));
+        continue;
+      }
       const AddedToken* best = nullptr;
       for (const AddedToken& a : added_) {
         if (a.normalized == normalized && !a.pattern.empty() && text.compare(i, a.pattern.size(), a.pattern) == 0 &&
@@ -536,6 +543,7 @@ class HfTokenizer final : public Tokenizer {
         continue;
       }
       std::size_t start = i, stop = i + best->pattern.size();
+      const std::size_t match_end = stop;
       if (best->lstrip) {
         while (start > done) {
           std::size_t b = start - 1;
@@ -543,8 +551,8 @@ class HfTokenizer final : public Tokenizer {
           if (!unicode_is_space(utf8_decode(text, b).cp)) break;
           start = b;
         }
+        start = std::max(start, done);  // never before the previous token's end, even past this match's start
       }
-      const std::size_t match_end = stop;
       if (best->rstrip) {
         while (stop < text.size()) {
           const Utf8Char c = utf8_decode(text, stop);
@@ -552,10 +560,17 @@ class HfTokenizer final : public Tokenizer {
           stop += c.len;
         }
       }
+      if (start > stop) {
+        throw DataError("added token '" + best->content + "' (lstrip) lies inside the whitespace that the rstrip of " +
+                            "the added token before it takes: HF tokenizers fails on this text too " +
+                            "(\"AddedVocabulary bad split\")",
+                        "remove that whitespace from the text, or set lstrip/rstrip to false in tokenizer.json");
+      }
       emit_text(done, start);
-      out.push_back({text.substr(start, stop - start), orig + start, best->id});
+      // Pushed forward to the end of that whitespace, the token is empty, and HF drops empty pieces.
+      if (stop > start) out.push_back({text.substr(start, stop - start), orig + start, best->id});
       done = stop;
-      i = std::max(match_end, stop);
+      i = match_end;
     }
     emit_text(done, text.size());
     return out;
@@ -698,6 +713,7 @@ class HfTokenizer final : public Tokenizer {
   std::vector<AddedToken> added_;
   std::unordered_map<std::int32_t, const AddedToken*> added_by_id_;
   std::unordered_map<std::string, std::int32_t> added_by_content_;
+  bool added_starts_[2][256] = {};  // [normalized][byte]: some added token's pattern starts with that byte
   std::vector<NormStep> norm_;
   std::vector<PreStep> pre_;
   std::vector<DecStep> dec_;

@@ -13,6 +13,19 @@ Overflow overflow_parse(const std::string& name) {
   throw DataError("unknown overflow policy '" + name + "'", "use truncate or split");
 }
 
+PackingAttention packing_attention_parse(const std::string& name) {
+  if (name == "isolated") return PackingAttention::isolated;
+  if (name == "shared") return PackingAttention::shared;
+  throw DataError("unknown packing attention '" + name + "'", "use isolated or shared");
+}
+
+std::vector<std::int32_t> row_documents(const std::vector<std::int32_t>& position_ids) {
+  std::vector<std::int32_t> doc(position_ids.size());
+  for (std::size_t t = 1; t < position_ids.size(); ++t)
+    doc[t] = doc[t - 1] + (position_ids[t] != position_ids[t - 1] + 1);
+  return doc;
+}
+
 std::string PackStats::summary() const {
   std::ostringstream os;
   const long slots = tokens + pad_tokens;

@@ -2,6 +2,8 @@
 // of Oniguruma worked out per alternative (see the comments on the whitespace ones).
 #include "ranktune/data/pre_split.h"
 
+#include <array>
+#include <cstdint>
 #include <string>
 
 #include "ranktune/data/unicode.h"
@@ -16,12 +18,33 @@ constexpr std::string_view kLlama3Pattern =
 constexpr std::string_view kQwen2Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
+// The classes of each character, found once per character: the alternatives below test them many times over.
+enum : std::uint8_t { kLetter = 1, kNumber = 2, kSpace = 4, kNewline = 8 };
+
+std::uint8_t classify(char32_t cp) {
+  return static_cast<std::uint8_t>((unicode_is_letter(cp) ? kLetter : 0) | (unicode_is_number(cp) ? kNumber : 0) |
+                                   (unicode_is_space(cp) ? kSpace : 0) | (cp == '\r' || cp == '\n' ? kNewline : 0));
+}
+
+const std::array<std::uint8_t, 128> kAsciiClass = [] {
+  std::array<std::uint8_t, 128> t{};
+  for (char32_t c = 0; c < 128; ++c) t[c] = classify(c);
+  return t;
+}();
+
+std::uint8_t class_of(char32_t cp) { return cp < 0x80 ? kAsciiClass[cp] : classify(cp); }
+
 class Splitter {
  public:
   Splitter(PreSplit kind, std::string_view text) : kind_(kind), text_(text) {
+    cps_.reserve(text.size());
+    cls_.reserve(text.size());
+    offs_.reserve(text.size() + 1);
     for (std::size_t i = 0; i < text.size();) {
-      const Utf8Char c = utf8_decode(text, i);
+      const auto b = static_cast<unsigned char>(text[i]);
+      const Utf8Char c = b < 0x80 ? Utf8Char{b, 1} : utf8_decode(text, i);
       cps_.push_back(c.cp);
+      cls_.push_back(class_of(c.cp));
       offs_.push_back(i);
       i += c.len;
     }
@@ -40,11 +63,12 @@ class Splitter {
   }
 
  private:
-  bool letter(std::size_t i) const { return i < cps_.size() && unicode_is_letter(cps_[i]); }
-  bool number(std::size_t i) const { return i < cps_.size() && unicode_is_number(cps_[i]); }
-  bool space(std::size_t i) const { return i < cps_.size() && unicode_is_space(cps_[i]); }
-  bool newline(std::size_t i) const { return i < cps_.size() && (cps_[i] == '\r' || cps_[i] == '\n'); }
-  bool other(std::size_t i) const { return i < cps_.size() && !space(i) && !letter(i) && !number(i); }
+  bool has(std::size_t i, std::uint8_t cls) const { return i < cls_.size() && (cls_[i] & cls) != 0; }
+  bool letter(std::size_t i) const { return has(i, kLetter); }
+  bool number(std::size_t i) const { return has(i, kNumber); }
+  bool space(std::size_t i) const { return has(i, kSpace); }
+  bool newline(std::size_t i) const { return has(i, kNewline); }
+  bool other(std::size_t i) const { return i < cls_.size() && (cls_[i] & (kLetter | kNumber | kSpace)) == 0; }
   bool is(std::size_t i, char32_t c) const { return i < cps_.size() && cps_[i] == c; }
 
   template <class Pred>
@@ -120,6 +144,7 @@ class Splitter {
   PreSplit kind_;
   std::string_view text_;
   std::vector<char32_t> cps_;
+  std::vector<std::uint8_t> cls_;
   std::vector<std::size_t> offs_;
 };
 

@@ -101,10 +101,18 @@ RecordReader::RecordReader(std::string path, RecordReaderOptions options)
   if (!in_) throw DataError("cannot open " + path_ + ": " + std::strerror(errno));
 }
 
-std::optional<Record> RecordReader::next() {
+Record record_parse(RawRecord raw) {
+  if (raw.jsonl) return record_parse_json(raw.text, raw.where);
+  Record r;
+  r.text = std::move(raw.text);
+  r.where = std::move(raw.where);
+  return r;
+}
+
+std::optional<RawRecord> RecordReader::next_raw() {
   std::string line;
   if (!jsonl_) {
-    Record r;
+    RawRecord r;
     long first_line = 0;
     while (std::getline(in_, line)) {
       ++stats_.lines;
@@ -121,16 +129,21 @@ std::optional<Record> RecordReader::next() {
     }
     if (!first_line) return std::nullopt;
     r.where = path_ + ":" + std::to_string(first_line);
-    ++stats_.records;
     return r;
   }
   while (std::getline(in_, line)) {
     ++stats_.lines;
     stats_.bytes += line.size() + 1;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path_ + ":" + std::to_string(stats_.lines);
+    return RawRecord{std::move(line), path_ + ":" + std::to_string(stats_.lines), true};
+  }
+  return std::nullopt;
+}
+
+std::optional<Record> RecordReader::next() {
+  while (std::optional<RawRecord> raw = next_raw()) {
     try {
-      Record r = record_parse_json(line, where);
+      Record r = record_parse(std::move(*raw));
       ++stats_.records;
       return r;
     } catch (const DataError& e) {
@@ -141,11 +154,11 @@ std::optional<Record> RecordReader::next() {
   return std::nullopt;
 }
 
-TokenizedDoc record_tokenize(const Record& record, const Tokenizer& tok, ChatFamily family) {
+TokenizedDoc record_tokenize(const Record& record, const Tokenizer& tok, const ChatFormat& chat) {
   try {
     switch (record.kind) {
       case Record::Kind::text: return document_from_text(tok, record.text);
-      case Record::Kind::chat: return chat_encode(tok, family, record.messages);
+      case Record::Kind::chat: return chat_encode(tok, chat, record.messages);
       case Record::Kind::prompt_response: return document_from_prompt_response(tok, record.prompt, record.response);
     }
   } catch (const DataError& e) {

@@ -1,12 +1,18 @@
 // Files -> records -> token documents -> rows, with the skip policy applied to parse and encode failures alike.
 #include "ranktune/data/sources.h"
 
+#include <array>
+#include <exception>
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <system_error>
 
+#include "ranktune/core/log.h"
 #include "ranktune/data/chat_template.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/record.h"
+#include "ranktune/data/worker_pool.h"
 
 namespace ranktune {
 namespace {
@@ -22,6 +28,8 @@ std::uint64_t total_bytes(const std::vector<std::string>& paths) {
   }
   return total;
 }
+
+}  // namespace
 
 // Opening a FIFO blocks until a writer comes, /dev/zero never ends and a directory reads as nothing: all refused
 // before any file is read. A missing file is left to its reader, which says why it cannot be opened.
@@ -42,8 +50,6 @@ void require_regular_files(const std::vector<std::string>& paths) {
   }
 }
 
-}  // namespace
-
 SourcesOptions sources_options_from(const Config& cfg) {
   SourcesOptions o;
   o.seq_len = cfg.train.seq_len;
@@ -59,8 +65,10 @@ SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer
   if (paths.empty()) throw DataError("no input files given", "set --data.path=FILE[,FILE...]");
   require_regular_files(paths);
   SourcesStats stats;
-  const ChatFamily family = chat_family_parse(options.chat_template, tok);
-  stats.chat_template = chat_family_name(family);
+  // Chosen at the first messages record: text-only data never needs a chat format, nor fails for want of one.
+  std::optional<ChatFormat> chat;
+  static const ChatFormat kNoChat(ChatFamily::plain);
+  stats.chat_template = "none";
   stats.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
   PackOptions pack;
   pack.seq_len = options.seq_len;
@@ -69,30 +77,115 @@ SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer
   pack.fill_rows = options.fill_rows;
   Packer packer(pack, sink);
 
+  // Records go in batches, parsed and tokenized on every thread while this one reads the next batch and packs the
+  // previous one in file order.
+  struct Slot {
+    RawRecord raw;
+    std::uint64_t done = 0;  // bytes of all files consumed up to the end of this record (progress)
+    std::optional<Record> rec;
+    TokenizedDoc doc;
+    std::exception_ptr error;  // a DataError of this record: malformed (rec empty) or not encodable
+    std::exception_ptr fatal;  // no chat format for a messages record: ends the run, as it always did
+  };
+  std::mutex chat_mu;  // the chat format is made once, by the first thread to meet a messages record
+  auto encode = [&](Slot& s) {
+    try {
+      s.rec = record_parse(std::move(s.raw));
+    } catch (const DataError&) {
+      s.error = std::current_exception();
+      return;
+    }
+    const ChatFormat* format = &kNoChat;
+    if (s.rec->kind == Record::Kind::chat) {
+      std::lock_guard<std::mutex> lock(chat_mu);
+      if (!chat) {
+        try {
+          chat.emplace(chat_format_parse(options.chat_template, tok));
+        } catch (...) {
+          s.fatal = std::current_exception();
+          return;
+        }
+      }
+      format = &*chat;
+    }
+    try {
+      s.doc = record_tokenize(*s.rec, tok, *format);
+    } catch (const DataError&) {
+      s.error = std::current_exception();
+    }
+  };
+
   const std::uint64_t total = total_bytes(paths);
+  std::size_t next_file = 0;
+  std::optional<RecordReader> reader;
   std::uint64_t done_before = 0;
-  for (const auto& path : paths) {
-    RecordReader reader(path, RecordReaderOptions{options.skip_bad_records});
-    while (true) {
-      const std::optional<Record> rec = reader.next();  // a parse error carries its own hint naming the flag
-      if (!rec) break;
-      TokenizedDoc doc;
-      try {
-        doc = record_tokenize(*rec, tok, family);
-      } catch (const DataError& e) {
-        if (!options.skip_bad_records) throw DataError(e.what(), kSkipHint);
-        if (stats.first_skipped.empty()) stats.first_skipped = e.what();
-        ++stats.skipped;
+  auto read_batch = [&](std::vector<Slot>& batch, std::size_t max_records, std::uint64_t max_bytes) {
+    batch.clear();
+    for (std::uint64_t bytes = 0; batch.size() < max_records && bytes < max_bytes;) {
+      if (!reader) {
+        if (next_file == paths.size()) return;
+        reader.emplace(paths[next_file++], RecordReaderOptions{options.skip_bad_records});
+      }
+      const std::uint64_t before = reader->stats().bytes;
+      std::optional<RawRecord> raw = reader->next_raw();
+      bytes += reader->stats().bytes - before;
+      if (!raw) {
+        done_before += reader->stats().bytes;
+        reader.reset();
+        continue;
+      }
+      batch.push_back({std::move(*raw), done_before + reader->stats().bytes, {}, {}, {}, {}});
+    }
+  };
+  bool chat_logged = false;
+  auto pack_batch = [&](std::vector<Slot>& batch) {
+    for (Slot& s : batch) {
+      if (s.fatal) std::rethrow_exception(s.fatal);
+      if (s.rec && s.rec->kind == Record::Kind::chat && !chat_logged) {
+        stats.chat_template = chat->name();
+        log0() << "chat format: " << chat->describe();
+        chat_logged = true;
+      }
+      if (s.error) {
+        try {
+          std::rethrow_exception(s.error);
+        } catch (const DataError& e) {  // a parse error carries its own hint naming the flag
+          if (!options.skip_bad_records) {
+            if (!s.rec) throw;
+            throw DataError(e.what(), kSkipHint);
+          }
+          if (stats.first_skipped.empty()) stats.first_skipped = e.what();
+          ++stats.skipped;
+        }
         continue;
       }
       ++stats.records;
-      packer.add(doc);
-      if (progress) progress(done_before + reader.stats().bytes, total);
+      packer.add(s.doc);
+      s.doc = {};
+      if (progress) progress(s.done, total);
     }
-    stats.skipped += reader.stats().skipped;
-    if (stats.first_skipped.empty()) stats.first_skipped = reader.stats().first_skipped;
-    done_before += reader.stats().bytes;
+  };
+
+  std::array<std::vector<Slot>, 2> batches;
+  // Declared after everything its threads touch: on an exception it is destroyed first, and joins them.
+  WorkerPool pool(options.threads);
+  const std::size_t max_records = 256 * static_cast<std::size_t>(pool.threads());
+  const std::uint64_t max_bytes = (std::uint64_t{1} << 20) * static_cast<std::uint64_t>(pool.threads());
+  auto start = [&](std::vector<Slot>& batch) {
+    pool.start(batch.size(), [&batch, &encode](std::size_t i) { encode(batch[i]); });
+  };
+  int cur = 0;
+  read_batch(batches[cur], max_records, max_bytes);
+  start(batches[cur]);
+  while (!batches[cur].empty()) {
+    std::vector<Slot>& next = batches[1 - cur];
+    read_batch(next, max_records, max_bytes);
+    pool.wait();
+    start(next);
+    pack_batch(batches[cur]);
+    cur = 1 - cur;
   }
+  pool.wait();
   packer.finish();
   if (progress) progress(total, total);
   stats.pack = packer.stats();

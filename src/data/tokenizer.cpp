@@ -8,6 +8,7 @@
 
 #include "ranktune/core/hash.h"
 #include "ranktune/data/byte_tokenizer.h"
+#include "ranktune/data/chat_template.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/hf_tokenizer.h"
 
@@ -15,7 +16,9 @@ namespace ranktune {
 
 std::unique_ptr<Tokenizer> tokenizer_load(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
-  return hf_tokenizer_load(spec);
+  std::unique_ptr<Tokenizer> tok = hf_tokenizer_load(spec);
+  tok->set_chat_template(chat_template_read(spec));
+  return tok;
 }
 
 std::string tokenizer_fingerprint(const std::string& spec) {
@@ -23,7 +26,8 @@ std::string tokenizer_fingerprint(const std::string& spec) {
   std::filesystem::path file(spec);
   if (std::filesystem::is_directory(file)) file /= "tokenizer.json";
   Fnv1a h;
-  for (const auto& part : {file, file.parent_path() / "tokenizer_config.json"}) {
+  for (const auto& part :
+       {file, file.parent_path() / "tokenizer_config.json", file.parent_path() / "chat_template.jinja"}) {
     std::ifstream in(part, std::ios::binary);
     if (!in) {
       if (part == file) throw DataError("cannot read tokenizer file '" + file.string() + "'");

@@ -2,6 +2,7 @@
 #include "ranktune/data/unicode.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <iterator>
 
 #include "ranktune/data/data_error.h"
@@ -89,6 +90,42 @@ void utf8_append(std::string& out, char32_t cp) {
     out += static_cast<char>(0x80 | (cp & 0x3F));
   }
 }
+
+std::string utf8_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  char hex[5];
+  for (std::size_t i = 0; i < s.size();) {
+    Utf8Char c;
+    try {
+      c = utf8_decode(s, i);
+    } catch (const DataError&) {  // a log line, not a hot path: the decoder's own verdict, not a second copy of it
+      std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned char>(s[i]));
+      out += hex;
+      ++i;
+      continue;
+    }
+    if (c.cp == '\\' || c.cp == '"') {
+      out += '\\';
+      out += static_cast<char>(c.cp);
+    } else if (c.cp == '\n') {
+      out += "\\n";
+    } else if (c.cp == '\r') {
+      out += "\\r";
+    } else if (c.cp == '\t') {
+      out += "\\t";
+    } else if (c.cp < 0x20 || c.cp == 0x7F) {
+      std::snprintf(hex, sizeof hex, "\\x%02x", static_cast<unsigned>(c.cp));
+      out += hex;
+    } else {
+      out.append(s, i, c.len);
+    }
+    i += c.len;
+  }
+  return out;
+}
+
+std::string_view unicode_tables_version() { return kUnicodeVersion; }
 
 bool unicode_is_letter(char32_t cp) {
   if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';

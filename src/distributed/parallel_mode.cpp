@@ -100,7 +100,7 @@ ModeDecision decide_cpu(const ClusterFacts& f, const ModeRequest& req) {
     d.reason = "balanced requested on CPU: every stage runs on the CPU (for testing the pipeline)";
   } else {
     d.mode = ParallelMode::single;
-    d.reason = req.mode == "auto" ? "--device=cpu with one process: single CPU run" : "single requested on CPU";
+    d.reason = req.mode == "auto" ? "one process on the CPU: single CPU run" : "single requested on CPU";
   }
   return d;
 }
@@ -227,6 +227,13 @@ const char* parallel_mode_name(ParallelMode m) {
   return "?";
 }
 
+std::string device_resolve(const std::string& device, const ClusterFacts& facts) {
+  if (device != "auto") return device;
+  const bool any_gpu =
+      std::any_of(facts.ranks.begin(), facts.ranks.end(), [](const RankFacts& r) { return !r.gpus.empty(); });
+  return any_gpu ? "cuda" : "cpu";
+}
+
 ModeDecision mode_decide(const ClusterFacts& facts, const ModeRequest& req) {
   if (facts.ranks.size() != static_cast<std::size_t>(facts.world_size) || facts.world_size < 1)
     throw LibraryError("topology facts incomplete: " + std::to_string(facts.ranks.size()) + " of " +
@@ -234,10 +241,14 @@ ModeDecision mode_decide(const ClusterFacts& facts, const ModeRequest& req) {
   static const std::set<std::string> modes{"auto", "single", "ddp", "balanced"};
   if (!modes.count(req.mode))
     throw ConfigError("bad value '" + req.mode + "' for parallel.mode: expected one of auto, single, ddp, balanced");
-  if (req.device != "cuda" && req.device != "cpu")
-    throw ConfigError("bad value '" + req.device + "' for device: expected cuda or cpu");
+  if (req.device != "cuda" && req.device != "cpu" && req.device != "auto")
+    throw ConfigError("bad value '" + req.device + "' for device: expected auto, cuda or cpu");
 
-  ModeDecision d = req.device == "cpu" ? decide_cpu(facts, req) : decide_gpu(facts, req);
+  const bool cpu = device_resolve(req.device, facts) == "cpu";
+  ModeDecision d = cpu ? decide_cpu(facts, req) : decide_gpu(facts, req);
+  if (cpu && req.device == "auto")
+    d.notes.push_back("device=auto: " + no_gpu_cause(facts.ranks.at(0)) +
+                      "; running on the CPU (--device=cuda makes a missing GPU an error)");
   if (auto stale = launch_stale_size(facts.ranks.at(0).env, facts.world_size)) d.notes.push_back(*stale);
   return d;
 }

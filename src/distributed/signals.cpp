@@ -4,6 +4,8 @@
 // default action and re-raises: the signal is delivered, and kills, as soon as the handler returns.
 #include "ranktune/distributed/signals.h"
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -31,6 +33,7 @@ extern "C" void on_stop_signal(int sig) {
 
 bool posix_ok(int rc) { return rc == 0; }
 std::string posix_error(int) { return std::strerror(errno); }
+std::string posix_error_number(int rc) { return std::strerror(rc); }  // pthread calls return the errno value
 
 const char* signal_of(StopRequest r) {
   switch (r) {
@@ -61,6 +64,15 @@ void signals_install() {
   RANKTUNE_CHECK_GEN("libc", sigaddset(&sa.sa_mask, SIGTERM), posix_ok, posix_error, LibraryError);
   RANKTUNE_CHECK_GEN("libc", sigaction(SIGUSR1, &sa, nullptr), posix_ok, posix_error, LibraryError);
   RANKTUNE_CHECK_GEN("libc", sigaction(SIGTERM, &sa, nullptr), posix_ok, posix_error, LibraryError);
+  // Only now that the handlers are in place: the launcher (bin/ranktune) blocked SIGUSR1 while this program loaded,
+  // and one that arrived meanwhile is pending; it is delivered on this call's return. Only this thread's mask changes:
+  // threads that libraries started while the program loaded keep SIGUSR1 blocked, so it comes to this thread (or to
+  // a thread started later).
+  sigset_t stop;
+  RANKTUNE_CHECK_GEN("libc", sigemptyset(&stop), posix_ok, posix_error, LibraryError);
+  RANKTUNE_CHECK_GEN("libc", sigaddset(&stop, SIGUSR1), posix_ok, posix_error, LibraryError);
+  RANKTUNE_CHECK_GEN("libc", sigaddset(&stop, SIGTERM), posix_ok, posix_error, LibraryError);
+  RANKTUNE_CHECK_GEN("libc", pthread_sigmask(SIG_UNBLOCK, &stop, nullptr), posix_ok, posix_error_number, LibraryError);
 }
 
 void signals_hold_term(bool hold) noexcept { g_hold_term = hold ? 1 : 0; }

@@ -103,6 +103,7 @@ VerifyReport checkpoint_verify(const fs::path& path, h5::FileLocking locking) {
       checkpoint_file_check(r.step_dir, *r.manifest, rank, locking);
     } catch (const std::exception& e) {
       r.problems.push_back(e.what());
+      r.failed_ranks.insert(rank);
     }
   }
   return r;
@@ -144,7 +145,13 @@ std::string checkpoint_inspect(const VerifyReport& r, h5::FileLocking locking) {
       os << "    " << f.name << "  rank " << f.rank << "  " << f.size << " bytes  crc32c " << crc << "\n";
     }
     std::optional<std::string> shown_config;
-    for (const auto& f : m.files) describe_file(os, r.step_dir / f.name, f.rank, locking, shown_config);
+    for (const auto& f : m.files) {
+      if (r.failed_ranks.count(f.rank)) {
+        os << f.name << " (rank " << f.rank << "): not parsed, it failed verification (below)\n";
+        continue;
+      }
+      describe_file(os, r.step_dir / f.name, f.rank, locking, shown_config);
+    }
   }
   os << verify_report_text(r);
   return os.str();

@@ -278,11 +278,12 @@ const char* file_locking_name(FileLocking locking) {
   return "?";
 }
 
-File file_create(const std::string& path, FileLocking locking) {
+File file_create(const std::string& path, FileLocking locking, std::uint64_t userblock) {
   return file_with(
       path, locking,
       [&](hid_t fapl) {
         Plist fcpl = no_times(H5P_FILE_CREATE);
+        if (userblock > 0) RANKTUNE_H5_CHECK(H5Pset_userblock(fcpl.get(), userblock));
         return H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl);
       },
       "create");

@@ -1,11 +1,14 @@
-// Opens a prepared token dataset (one file or a shard directory), checks that every shard belongs to the same
-// dataset and holds the rows its attributes announce, and reads rows by global index.
+// Opens a prepared token dataset (one file or a shard directory): every file must be a regular file and pass its
+// checksum before HDF5 opens it; then every shard must belong to the same dataset and hold the rows its attributes
+// announce. Reads rows by global index.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <regex>
 
+#include "ranktune/core/log.h"
 #include "ranktune/data/data_error.h"
+#include "ranktune/data/sources.h"
 #include "ranktune/io/h5_rows.h"
 #include "ranktune/io/token_dataset.h"
 
@@ -87,9 +90,11 @@ struct TokenDatasetReader::Impl {
   };
   std::vector<Shard> shards;
   TokenDatasetInfo info;
+  int unchecked = 0;  // files without a checksum (an earlier ranktune's)
 
-  // Opens one shard and checks it against the dataset (the first shard defines it).
+  // Verifies one shard's checksum, opens it and checks it against the dataset (the first shard defines it).
   void open(const std::string& path, std::int64_t index, std::int64_t count) {
+    if (token_dataset_verify(path) == TokenDatasetChecksum::absent) ++unchecked;
     Shard s;
     s.path = path;
     try {
@@ -143,8 +148,13 @@ bool TokenDatasetReader::is_dataset_path(const std::string& path) {
 TokenDatasetReader::TokenDatasetReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
   if (!fs::exists(path)) throw DataError("data.path '" + path + "' does not exist");
   const std::vector<std::string> files = fs::is_directory(path) ? shard_files(path) : std::vector{path};
+  require_regular_files(files);  // a FIFO named *.h5 would block the checksum's first read
   const auto count = static_cast<std::int64_t>(files.size());
   for (std::int64_t i = 0; i < count; ++i) impl_->open(files[static_cast<std::size_t>(i)], i, count);
+  if (impl_->unchecked > 0)
+    log0() << "note: token dataset '" << path << "': " << impl_->unchecked << " of " << count
+           << " file(s) have no checksum (prepared by an earlier ranktune), so damage to their HDF5 metadata is not "
+              "detected before it is read; re-run `ranktune prepare` to add one";
   const auto& last = impl_->shards.back();
   if (last.first + last.rows != impl_->info.rows)
     throw DataError("token dataset '" + path + "': its shards hold " + std::to_string(last.first + last.rows) +
@@ -156,6 +166,7 @@ TokenDatasetReader::~TokenDatasetReader() = default;
 TokenDatasetReader::TokenDatasetReader(TokenDatasetReader&&) noexcept = default;
 
 const TokenDatasetInfo& TokenDatasetReader::info() const { return impl_->info; }
+bool TokenDatasetReader::checksummed() const { return impl_->unchecked == 0; }
 
 std::vector<PackedRow> TokenDatasetReader::read(std::int64_t begin, std::int64_t n) const {
   const std::int64_t T = impl_->info.seq_len, end = begin + n;

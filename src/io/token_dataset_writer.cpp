@@ -1,5 +1,6 @@
 // Writes a prepared token dataset: rows buffered a chunk at a time and appended by hyperslab; the totals known only
-// at the end are written as root attributes of every file before the temp file (or directory) is renamed into place.
+// at the end are written as root attributes of every file, then each closed file gets its checksum header, before
+// the temp file (or directory) is renamed into place.
 #include <cstdio>
 #include <filesystem>
 
@@ -96,7 +97,7 @@ struct TokenDatasetWriter::Impl {
   void open_next() {
     close_file();
     const fs::path next = shard_rows > 0 ? tmp / shard_name(static_cast<int>(files.size())) : tmp;
-    file = h5::file_create(next.string(), h5::FileLocking::best_effort);
+    file = h5::file_create(next.string(), h5::FileLocking::best_effort, kTokenDatasetUserBlock);
     tokens = h5::rows_create(file.get(), "tokens", seq_len, chunk_rows);
     targets = h5::rows_create(file.get(), "targets", seq_len, chunk_rows);
     positions = h5::rows_create(file.get(), "positions", seq_len, chunk_rows);
@@ -171,6 +172,7 @@ void TokenDatasetWriter::commit(TokenDatasetInfo info) {
       h5::rows_seal(ds.get());
     }
     h5::file_close(f);
+    token_dataset_seal(w.files[i].string());  // after the last HDF5 write: the checksum covers the final bytes
     first += w.file_rows[i];
     if (w.shard_rows > 0) fsync_file(w.files[i]);
   }

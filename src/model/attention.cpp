@@ -20,7 +20,16 @@ AttentionImpl::AttentionImpl(const LlamaConfig& c, const at::TensorOptions& opti
   o_proj = register_module("o_proj", Linear(q_dim, c.hidden_size, c.o_bias, options));
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope) {
+at::Tensor document_causal_mask(const at::Tensor& documents) {
+  if (!documents.defined()) return {};
+  TORCH_CHECK(documents.dim() == 2, "documents must be [B, T], got ", documents.sizes());
+  const std::int64_t seq = documents.size(1);
+  const at::Tensor causal =
+      at::ones({seq, seq}, at::TensorOptions().dtype(at::kBool).device(documents.device())).tril();
+  return (documents.unsqueeze(2) == documents.unsqueeze(1)).logical_and_(causal).unsqueeze(1);
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask) {
   const std::int64_t batch = x.size(0);
   const std::int64_t seq = x.size(1);
   if (sliding_window_ > 0 && seq > sliding_window_) {
@@ -37,16 +46,23 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope) {
 
   const bool grouped = num_heads_ != num_kv_heads_;
   // Only the flash kernel reads grouped K/V in place (enable_gqa); elsewhere repeating them keeps the fused
-  // backends available instead of falling back to the math kernel.
-  const bool native_gqa = grouped && q.is_cuda() &&
+  // backends available instead of falling back to the math kernel. Flash takes no mask.
+  const bool native_gqa = grouped && !mask.defined() && q.is_cuda() &&
                           (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) && head_dim_ <= 256;
   if (grouped && !native_gqa) {
     const std::int64_t rep = num_heads_ / num_kv_heads_;
     k = k.unsqueeze(2).expand({batch, num_kv_heads_, rep, seq, head_dim_}).reshape({batch, num_heads_, seq, head_dim_});
     v = v.unsqueeze(2).expand({batch, num_kv_heads_, rep, seq, head_dim_}).reshape({batch, num_heads_, seq, head_dim_});
   }
-  const at::Tensor o = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                        /*is_causal=*/true, /*scale=*/std::nullopt, native_gqa);
+  if (mask.defined()) {
+    TORCH_CHECK(mask.dim() == 4 && mask.size(0) == batch && mask.size(2) == seq && mask.size(3) == seq,
+                "attention mask must be [B, 1, T, T] for ", x.sizes(), ", got ", mask.sizes());
+  }
+  // No mask: exactly the causal call of a row of one document, so such rows keep the flash kernel and its numbers.
+  const at::Tensor o = mask.defined()
+                           ? at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/false)
+                           : at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                              /*is_causal=*/true, /*scale=*/std::nullopt, native_gqa);
   return o_proj->forward(o.transpose(1, 2).reshape({batch, seq, num_heads_ * head_dim_}));
 }
 

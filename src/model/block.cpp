@@ -12,8 +12,8 @@ DecoderBlockImpl::DecoderBlockImpl(const LlamaConfig& c, const at::TensorOptions
       register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
-at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const RopeCache& rope) {
-  const at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), rope);
+at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask) {
+  const at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), rope, mask);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 

@@ -6,6 +6,7 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/model/activation_checkpoint.h"
+#include "ranktune/model/attention.h"
 
 namespace ranktune {
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options) {
@@ -40,40 +41,61 @@ RopeCache LlamaImpl::rope(const at::Tensor& position_ids, at::ScalarType dtype) 
 
 DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model->layers->ptr<DecoderBlockImpl>(i)); }
 
-at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope) {
+at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope, const at::Tensor& mask) {
   DecoderBlockImpl& b = *model->layers->ptr<DecoderBlockImpl>(i);
-  return activation_checkpointing_ ? activation_checkpoint_forward(b, h, rope) : b.forward(h, rope);
+  return activation_checkpointing_ ? activation_checkpoint_forward(b, h, rope, mask) : b.forward(h, rope, mask);
 }
 
 at::Device LlamaImpl::block_device(std::int64_t i) const { return block(i)->input_layernorm->weight.device(); }
 at::Device LlamaImpl::head_device() const { return model->norm->weight.device(); }
 
-at::Tensor LlamaImpl::head(const at::Tensor& x) {
-  const at::Tensor h = x.device() == head_device() ? x : x.to(head_device());
-  const at::Tensor normed = model->norm->forward(h);
-  if (lm_head) return lm_head->forward(normed);
-  const at::Tensor& w = model->embed_tokens->weight;
-  return at::linear(normed, w.device() == normed.device() ? w : w.to(normed.device()));  // the tied hop
+at::Tensor LlamaImpl::final_norm(const at::Tensor& x) {
+  return model->norm->forward(x.device() == head_device() ? x : x.to(head_device()));
 }
 
-at::Tensor LlamaImpl::forward(const at::Tensor& tokens, const at::Tensor& position_ids) {
+at::Tensor LlamaImpl::head_weight() {
+  if (lm_head) return lm_head->weight;
+  const at::Tensor& w = model->embed_tokens->weight;
+  return w.device() == head_device() ? w : w.to(head_device());  // the tied hop
+}
+
+bool LlamaImpl::head_is_matmul() const { return !lm_head || (!lm_head->lora_A && !lm_head->bias.defined()); }
+
+at::Tensor LlamaImpl::head(const at::Tensor& x) {
+  const at::Tensor normed = final_norm(x);
+  if (lm_head) return lm_head->forward(normed);
+  return at::linear(normed, head_weight());
+}
+
+at::Tensor LlamaImpl::forward(const at::Tensor& tokens, const at::Tensor& position_ids, const at::Tensor& documents) {
+  return head(hidden_states(tokens, position_ids, documents));
+}
+
+at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, const at::Tensor& position_ids,
+                                    const at::Tensor& documents) {
   at::Tensor h = embed(tokens);
   if (position_ids.defined()) {
     TORCH_CHECK(position_ids.dim() == 2 && (position_ids.size(0) == 1 || position_ids.size(0) == tokens.size(0)) &&
                     position_ids.size(1) == tokens.size(1),
                 "position_ids must be [B, T] or [1, T] for tokens ", tokens.sizes(), ", got ", position_ids.sizes());
   }
+  if (documents.defined()) {
+    TORCH_CHECK(documents.dim() == 2 && documents.size(0) == tokens.size(0) && documents.size(1) == tokens.size(1),
+                "documents must be [B, T] for tokens ", tokens.sizes(), ", got ", documents.sizes());
+  }
   RopeCache r = position_ids.defined() ? rope(position_ids.to(h.device()), h.scalar_type())
                                        : rope(tokens.size(1), h.device(), h.scalar_type());
+  at::Tensor mask = document_causal_mask(documents.defined() ? documents.to(h.device()) : documents);
   for (std::int64_t i = 0; i < num_layers(); ++i) {
     const at::Device d = block_device(i);
     if (h.device() != d) {  // the next stage of a sharded model
       h = h.to(d);
       r = r.to(d);
+      if (mask.defined()) mask = mask.to(d);
     }
-    h = run_block(i, h, r);
+    h = run_block(i, h, r, mask);
   }
-  return head(h);
+  return h;
 }
 
 void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {

@@ -72,6 +72,10 @@ bool lora_attached(const LlamaImpl& model) {
   return false;
 }
 
+void lora_use_reference(LlamaImpl& model, bool reference) {
+  for_each_target(model, [&](Linear& layer) { layer->lora_reference = reference; });
+}
+
 void lora_apply(LlamaImpl& model, const LoraConfig& cfg, std::uint64_t seed, at::ScalarType adapter_dtype) {
   if (cfg.r <= 0) throw ConfigError("lora.r must be positive to attach adapters, got " + std::to_string(cfg.r));
   if (!(cfg.alpha > 0)) throw ConfigError("lora.alpha must be positive, got " + std::to_string(cfg.alpha));

@@ -1,6 +1,7 @@
 #include "ranktune/model/rms_norm.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 namespace ranktune {
 
@@ -9,6 +10,7 @@ RMSNormImpl::RMSNormImpl(std::int64_t dim, double eps_, const at::TensorOptions&
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  RECORD_FUNCTION("ranktune::rms_norm", c10::ArrayRef<const c10::IValue>{});  // a named row in profile tables
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());

@@ -1,6 +1,7 @@
 #include "ranktune/model/rope.h"
 
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 
 #include <cmath>
 
@@ -38,6 +39,7 @@ RopeCache Rope::tables(const at::Tensor& position_ids, at::ScalarType dtype) con
 RopeCache RopeCache::to(at::Device device) const { return {cos.to(device), sin.to(device)}; }
 
 at::Tensor rope_apply(const at::Tensor& x, const RopeCache& rope) {
+  RECORD_FUNCTION("ranktune::rope", c10::ArrayRef<const c10::IValue>{});  // a named row in profile tables
   const std::int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * rope.cos.unsqueeze(1) + rotated * rope.sin.unsqueeze(1);

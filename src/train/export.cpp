@@ -1,16 +1,21 @@
 // Export of a checkpoint to the Hugging Face formats. The PEFT adapter is written straight from the saved tensors
-// (our adapter names are PEFT's minus its prefix, lora.h); full models go through llama_save_pretrained.
+// (our adapter names are PEFT's minus its prefix, lora.h); full models go through llama_save_pretrained. Both get the
+// run's tokenizer files; a full model also gets the base's special token ids in config.json and a
+// generation_config.json, so that transformers loads, tokenizes and stops generating as it did with the base.
 #include "ranktune/train/export.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
 
 #include "ranktune/core/error.h"
+#include "ranktune/data/byte_tokenizer_files.h"
+#include "ranktune/data/tokenizer.h"
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/checkpoint_verify.h"
 #include "ranktune/io/durable_file.h"
@@ -103,17 +108,117 @@ std::string write_model(const TrainedModel& tm, const fs::path& dir, at::ScalarT
          (merge && !lora ? "; export.merge ignored: nothing to merge" : "");
 }
 
-// A run with a tokenizer.json gets it next to the weights, as transformers' AutoTokenizer expects.
-std::string copy_tokenizer(const ModelRecord& r, const fs::path& dir) {
-  if (r.tokenizer.empty()) return "";
+// Beside tokenizer.json, what transformers' AutoTokenizer (and vLLM-style loaders) also read: bos/eos/pad and the
+// chat template (tokenizer_config.json, special_tokens_map.json, chat_template.jinja), and the SentencePiece model of
+// a slow tokenizer. tokenizer_config.json is the one ranktune itself read beside any tokenizer file; the others are
+// taken only from a Hugging Face directory (a file named tokenizer.json), where they belong to the same tokenizer.
+constexpr const char* kTokenizerSidecars[] = {"tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                                              "tokenizer.model"};
+
+void copy_into(const fs::path& from, const fs::path& to) {
   std::error_code ec;
-  if (!fs::is_regular_file(r.tokenizer, ec))
-    return "; WARNING: the run's tokenizer " + r.tokenizer + " no longer exists, copy it by hand";
-  const fs::path tmp = dir / ("tokenizer.json" + tmp_suffix());
-  fs::copy_file(r.tokenizer, tmp, fs::copy_options::overwrite_existing, ec);
-  if (ec) throw CheckpointError("cannot copy " + r.tokenizer + " to " + dir.string() + ": " + ec.message());
-  file_commit(tmp, dir / "tokenizer.json");
-  return "; tokenizer.json from " + r.tokenizer;
+  const fs::path tmp = to.string() + tmp_suffix();
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) throw CheckpointError("cannot copy " + from.string() + " to " + to.string() + ": " + ec.message());
+  file_commit(tmp, to);
+}
+
+// The run's tokenizer.json (a directory spec names the file inside it), or "" for the byte tokenizer.
+fs::path run_tokenizer_file(const ModelRecord& r) {
+  if (r.tokenizer.empty()) return {};
+  std::error_code ec;
+  return fs::is_directory(r.tokenizer, ec) ? fs::path(r.tokenizer) / "tokenizer.json" : fs::path(r.tokenizer);
+}
+
+// The tokenizer files next to the weights. A byte-tokenizer run gets that tokenizer written as HF files
+// (data/byte_tokenizer_files.h), so its export tokenizes in transformers as it did in training.
+std::string write_tokenizer_files(const ModelRecord& r, const fs::path& dir) {
+  if (r.tokenizer.empty()) {
+    file_write_atomic(dir / "tokenizer.json", byte_tokenizer_json());
+    file_write_atomic(dir / "tokenizer_config.json", byte_tokenizer_config_json());
+    file_write_atomic(dir / "special_tokens_map.json", byte_special_tokens_map_json());
+    return "; the byte tokenizer as tokenizer.json, tokenizer_config.json, special_tokens_map.json";
+  }
+  const fs::path file = run_tokenizer_file(r);
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec))
+    return "; WARNING: the run's tokenizer " + file.string() + " no longer exists, copy it by hand";
+  copy_into(file, dir / "tokenizer.json");
+  std::string copied = "tokenizer.json";
+  for (const char* name : kTokenizerSidecars) {
+    const fs::path side = file.parent_path() / name;
+    const bool hf_dir = file.filename() == "tokenizer.json";
+    if ((hf_dir || std::string(name) == "tokenizer_config.json") && fs::is_regular_file(side, ec)) {
+      copy_into(side, dir / name);
+      copied += std::string(", ") + name;
+    }
+  }
+  return "; " + copied + " from " + file.parent_path().string();
+}
+
+nlohmann::ordered_json read_json_file(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return nullptr;
+  return nlohmann::ordered_json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+// bos/eos/pad ids for config.json and generation_config.json: the base config.json's where it has the key (null
+// included: the base said so), else the run's tokenizer's. A byte-tokenizer run over a pretrained base trained the
+// byte ids, so those are what its export must stop on.
+nlohmann::ordered_json special_ids(const ModelRecord& r, std::string& from) {
+  nlohmann::ordered_json ids = nlohmann::ordered_json::object();
+  const char* keys[] = {"bos_token_id", "eos_token_id", "pad_token_id"};
+  std::vector<std::string> sources;
+  if (!r.base_path.empty() && !r.tokenizer.empty()) {
+    const nlohmann::ordered_json base = read_json_file(fs::path(r.base_path) / "config.json");
+    if (base.is_object())
+      for (const char* k : keys)
+        if (base.contains(k)) ids[k] = base.at(k);
+    if (!ids.empty()) sources.push_back(r.base_path + "/config.json");
+  }
+  if (ids.size() < 3) {
+    std::unique_ptr<Tokenizer> tok;
+    try {
+      tok = tokenizer_load(r.tokenizer.empty() ? "byte" : run_tokenizer_file(r).string());
+    } catch (const std::exception&) {
+      // the copy above already warned that the tokenizer is gone
+    }
+    if (tok) {
+      const std::optional<std::int32_t> have[] = {tok->bos_id(), tok->eos_id(), tok->pad_id()};
+      bool used = false;
+      for (int i = 0; i < 3; ++i)
+        if (!ids.contains(keys[i]) && have[i]) {
+          ids[keys[i]] = *have[i];
+          used = true;
+        }
+      if (used) sources.push_back(r.tokenizer.empty() ? "the byte tokenizer" : "the tokenizer");
+    }
+  }
+  for (const auto& src : sources) from += (from.empty() ? "" : " and ") + src;
+  return ids;
+}
+
+// config.json as llama_save_pretrained wrote it, plus the special ids; generation_config.json copied from the base,
+// or written from those ids, so that HF generate stops where the run's own generation stops.
+std::string write_generation_files(const ModelRecord& r, const fs::path& dir) {
+  std::string from;
+  const nlohmann::ordered_json ids = special_ids(r, from);
+  nlohmann::ordered_json config = read_json_file(dir / "config.json");
+  if (!config.is_object()) throw CheckpointError("cannot read back " + (dir / "config.json").string());
+  for (const auto& [k, v] : ids.items()) config[k] = v;
+  file_write_atomic(dir / "config.json", config.dump(2) + "\n");
+  std::string what = "; special token ids from " + (from.empty() ? std::string("nowhere (none known)") : from);
+  const fs::path base_generation = fs::path(r.base_path) / "generation_config.json";
+  std::error_code ec;
+  if (!r.base_path.empty() && !r.tokenizer.empty() && fs::is_regular_file(base_generation, ec)) {
+    copy_into(base_generation, dir / "generation_config.json");
+    return what + "; generation_config.json from " + r.base_path;
+  }
+  nlohmann::ordered_json gen = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : ids.items())
+    if (!v.is_null()) gen[k] = v;
+  file_write_atomic(dir / "generation_config.json", gen.dump(2) + "\n");
+  return what + "; generation_config.json written with them";
 }
 
 // Moves the finished temporary directory to `out`, replacing what is there (an empty or overwritable directory).
@@ -210,9 +315,10 @@ ExportResult checkpoint_export(const fs::path& checkpoint, const fs::path& out_d
   if (ec)
     throw CheckpointError("cannot create " + tmp.string() + ": " + ec.message(), "check the path and permissions");
   try {
-    result.what = tm.record.lora.r > 0 && !o.merge ? write_adapter(tm, tmp, o.dtype)
-                                                   : write_model(tm, tmp, o.dtype, o.merge);
-    result.what += copy_tokenizer(tm.record, tmp);
+    const bool adapter = tm.record.lora.r > 0 && !o.merge;
+    result.what = adapter ? write_adapter(tm, tmp, o.dtype) : write_model(tm, tmp, o.dtype, o.merge);
+    result.what += write_tokenizer_files(tm.record, tmp);
+    if (!adapter) result.what += write_generation_files(tm.record, tmp);
     install(tmp, out);
   } catch (...) {
     remove_tree(tmp);

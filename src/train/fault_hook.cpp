@@ -1,9 +1,13 @@
-// The test hook's parsing and firing, kept out of the trainer so that the loop shows one call.
+// The test hook's parsing and firing, kept out of the trainer so that the loop shows one call per place it can fail.
 #include "ranktune/train/fault_hook.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "ranktune/core/error.h"
@@ -11,29 +15,66 @@
 namespace ranktune {
 namespace {
 constexpr const char* kVar = "RANKTUNE_TEST_FAIL_AT_STEP";
+
+bool kind_from_suffix(const char* suffix, FaultKind& kind) {
+  static const struct {
+    const char* text;
+    FaultKind kind;
+  } kKinds[] = {{"", FaultKind::error},
+                {":exit", FaultKind::exit},
+                {":nan_grad", FaultKind::nan_grad},
+                {":inf_grad", FaultKind::inf_grad}};
+  for (const auto& k : kKinds) {
+    if (std::strcmp(suffix, k.text) == 0) {
+      kind = k.kind;
+      return true;
+    }
+  }
+  return false;
 }
+}  // namespace
 
 FaultHook fault_hook_from_env(int rank) {
   const char* v = std::getenv(kVar);
   if (!v || !*v) return {};
   long r = -1, step = 0;
   int used = 0;
+  FaultKind kind = FaultKind::error;
   const bool parsed = std::sscanf(v, "%ld:%ld%n", &r, &step, &used) == 2 && r >= 0 && step > 0 &&
-                      (v[used] == '\0' || std::strcmp(v + used, ":exit") == 0);
+                      kind_from_suffix(v + used, kind);
   if (!parsed)
-    throw UsageError(std::string(kVar) + "='" + v + "' is not RANK:STEP or RANK:STEP:exit",
+    throw UsageError(std::string(kVar) + "='" + v + "' is not RANK:STEP or RANK:STEP:exit|nan_grad|inf_grad",
                      "it is a test hook: unset it for real runs");
   if (r != rank) return {};
-  return {step, v[used] != '\0'};
+  return {step, kind};
 }
 
 void fault_hook_fire(const FaultHook& hook, int rank, long step) {
   if (hook.step == 0 || step != hook.step) return;
+  if (hook.kind != FaultKind::error && hook.kind != FaultKind::exit) return;
+  const bool exit = hook.kind == FaultKind::exit;
   const std::string what = std::string(kVar) + ": rank " + std::to_string(rank) + " fails at step " +
-                           std::to_string(step) + (hook.exit ? " with exit(1)" : "");
-  if (!hook.exit) throw Error(ExitCode::internal, what);
+                           std::to_string(step) + (exit ? " with exit(1)" : "");
+  if (!exit) throw Error(ExitCode::internal, what);
   std::fprintf(stderr, "ranktune: %s\n", what.c_str());  // exit() bypasses main's error report
   std::exit(1);
+}
+
+void fault_hook_poison_grads(const FaultHook& hook, long step, const NamedTensors& params) {
+  if (hook.step == 0 || step != hook.step) return;
+  if (hook.kind != FaultKind::nan_grad && hook.kind != FaultKind::inf_grad) return;
+  const double bad = hook.kind == FaultKind::nan_grad ? std::numeric_limits<double>::quiet_NaN()
+                                                      : std::numeric_limits<double>::infinity();
+  at::NoGradGuard no_grad;
+  for (const auto& item : params) {
+    const at::Tensor& grad = item.value().grad();
+    if (!grad.defined() || grad.numel() == 0) continue;
+    at::Tensor first = grad;  // a view of the first element, whatever the layout: the write reaches the gradient
+    while (first.dim() > 0) first = first.select(0, 0);
+    first.fill_(bad);
+    return;
+  }
+  throw Error(ExitCode::internal, std::string(kVar) + ": step " + std::to_string(step) + " has no gradient to poison");
 }
 
 }  // namespace ranktune

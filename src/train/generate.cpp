@@ -6,10 +6,12 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "ranktune/core/error.h"
 #include "ranktune/data/packer.h"
 #include "ranktune/data/tokenizer.h"
+#include "ranktune/data/unicode.h"
 #include "ranktune/io/row_store.h"
 
 namespace ranktune {
@@ -49,6 +51,13 @@ std::vector<std::int32_t> generate(LlamaImpl& model, const std::vector<std::int3
   return out;
 }
 
+std::vector<std::int32_t> prompt_encode(const Tokenizer& tokenizer, std::string_view text) {
+  std::vector<std::int32_t> plain = tokenizer.encode(text, /*add_special=*/false);
+  const std::optional<std::int32_t> bos = tokenizer.bos_id();
+  if (bos && !plain.empty() && plain.front() == *bos) return plain;
+  return tokenizer.encode(text, /*add_special=*/true);
+}
+
 std::vector<std::int32_t> sample_prompt(const RowStore& rows) {
   constexpr std::size_t n = kSamplePromptTokens;
   for (std::int64_t r = 0; r < static_cast<std::int64_t>(rows.size()); ++r) {
@@ -73,7 +82,8 @@ std::string sample_text(LlamaImpl& model, const RowStore& rows, const Tokenizer&
   o.stop_token = tokenizer.eos_id().value_or(-1);
   o.vocab_limit = tokenizer.vocab_size();
   const std::vector<std::int32_t> continuation = generate(model, prompt, o);
-  return "[" + tokenizer.decode(prompt) + "]" + tokenizer.decode(continuation);
+  return "prompt=\"" + utf8_escape(tokenizer.decode(prompt)) + "\" | continuation=\"" +
+         utf8_escape(tokenizer.decode(continuation)) + "\"";
 }
 
 }  // namespace ranktune

@@ -19,7 +19,8 @@
 #include <thread>
 
 #include "ranktune/core/error.h"
-#include "ranktune/model/loss.h"
+#include "ranktune/model/attention.h"
+#include "ranktune/model/linear_cross_entropy.h"
 #include "ranktune/train/pipeline_schedule.h"
 #include "ranktune/train/token_data.h"
 
@@ -175,7 +176,7 @@ PipelineExecutor::~PipelineExecutor() = default;
 // (0 nothing, 1 forward issued, 2 backward issued); a stage's thread waits on it for its neighbour's hand-off.
 struct PipelineExecutor::Step {
   std::vector<at::Tensor> tokens, targets;
-  std::vector<std::vector<at::Tensor>> positions, inputs, outputs;
+  std::vector<std::vector<at::Tensor>> positions, documents, inputs, outputs;  // documents: empty = no mask
   // GPU stages: recorded on the stage's stream right after it queued chunk c's forward (the activation it hands on)
   // or backward (the gradient of its input), before it marks the chunk done.
   std::vector<std::vector<std::optional<c10::Event>>> forwarded, backwarded;
@@ -217,10 +218,13 @@ at::Tensor PipelineExecutor::forward_backward(const BatchTensors& batch, double 
                       "set parallel.micro_batches <= train.micro_batch (each pipeline chunk needs a sequence)");
   Step step;
   // Each stage's inputs moved once per micro-step, before any of its compute is queued: tokens to the first stage,
-  // targets to the last, positions to every stage.
+  // targets to the last, positions (and the document index, when the batch has one) to every stage.
   step.tokens = hop(batch.tokens, stages_.front().device).tensor_split(chunks_);
   step.targets = hop(batch.targets, stages_.back().device).tensor_split(chunks_);
-  for (const auto& st : stages_) step.positions.push_back(hop(batch.positions, st.device).tensor_split(chunks_));
+  for (const auto& st : stages_) {
+    step.positions.push_back(hop(batch.positions, st.device).tensor_split(chunks_));
+    if (batch.documents.defined()) step.documents.push_back(hop(batch.documents, st.device).tensor_split(chunks_));
+  }
   step.inputs.assign(S, std::vector<at::Tensor>(chunks_));
   step.outputs.assign(S, std::vector<at::Tensor>(chunks_));
   step.losses.resize(chunks_);
@@ -278,15 +282,18 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     }
     timer.start();
     RopeCache rope;
-    if (st.last_unit >= 1 && st.first_unit <= layers)
+    at::Tensor mask;
+    if (st.last_unit >= 1 && st.first_unit <= layers) {
       rope = model_.rope(step.positions[a.stage][c], model_.model->norm->weight.scalar_type());
+      if (!step.documents.empty()) mask = document_causal_mask(step.documents[a.stage][c]);
+    }
     for (int u = st.first_unit; u <= st.last_unit; ++u) {
       if (u == 0) h = model_.embed(step.tokens[c]);
-      else if (u <= layers) h = model_.run_block(u - 1, h, rope);
-      else h = model_.head(h);
+      else if (u <= layers) h = model_.run_block(u - 1, h, rope, mask);
+      else h = head_loss_sum(model_, h, step.targets[c]);  // the head unit ends the last stage: head and loss as one
     }
     if (a.stage == S - 1) {
-      step.losses[c] = token_loss_sum(h, step.targets[c]);
+      step.losses[c] = h;
       h = step.losses[c] * step.scale;
     }
     step.outputs[a.stage][c] = h;

@@ -11,6 +11,13 @@
 namespace ranktune {
 namespace {
 
+// For the log's data line: what a packed document attends to.
+std::string attention_note(PackingAttention a) {
+  if (a == PackingAttention::isolated)
+    return "; packed documents attend only to themselves (data.packing_attention=isolated)";
+  return "; packed documents attend to the earlier ones in their row (data.packing_attention=shared)";
+}
+
 // Enough generated documents that the default 200 steps of 8 rows rarely repeat a row.
 constexpr std::size_t kTinyDocuments = 2000;
 
@@ -53,11 +60,12 @@ std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const
                           ", or run `ranktune prepare` again with "
                           "--train.seq_len=" +
                           std::to_string(cfg.train.seq_len));
-  const std::string mine = tokenizer_fingerprint(cfg.data.tokenizer);
+  const std::string spec = config_tokenizer(cfg);
+  const std::string mine = tokenizer_fingerprint(spec);
   if (info.tokenizer_fingerprint != mine || info.vocab_size != tok.vocab_size())
     throw ConfigError("data.path '" + path + "' was tokenized with '" + info.tokenizer + "' (" +
                           info.tokenizer_fingerprint + ", vocabulary " + std::to_string(info.vocab_size) +
-                          ") but data.tokenizer is '" + cfg.data.tokenizer + "' (" + mine + ", vocabulary " +
+                          ") but data.tokenizer is '" + spec + "' (" + mine + ", vocabulary " +
                           std::to_string(tok.vocab_size()) + ")",
                       "set --data.tokenizer=" + info.tokenizer +
                           " (or a copy of that file), or run `ranktune "
@@ -81,21 +89,23 @@ std::int64_t held_out_rows(const Config& cfg, std::int64_t rows, const std::stri
 
 }  // namespace
 
-TokenData token_data_load(const Config& cfg) {
+TokenData token_data_load(const Config& cfg, std::unique_ptr<Tokenizer> tokenizer) {
   TokenData data;
   try {
-    data.tokenizer = tokenizer_load(cfg.data.tokenizer);
+    data.tokenizer = tokenizer ? std::move(tokenizer) : tokenizer_load(config_tokenizer(cfg));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw ConfigError("data.tokenizer '" + cfg.data.tokenizer + "': " + e.what());
+    throw ConfigError("data.tokenizer '" + config_tokenizer(cfg) + "': " + e.what());
   }
   const Tokenizer& tok = *data.tokenizer;
+  data.packing_attention = packing_attention_parse(cfg.data.packing_attention);
   if (!cfg.data.path.empty() && TokenDatasetReader::is_dataset_path(cfg.data.path)) {
     auto reader = prepared_open(cfg, tok, data);
     const std::int64_t rows = reader->info().rows, n_val = held_out_rows(cfg, rows, data.source);
     data.train = RowStore(reader, 0, rows - n_val);
     data.val = RowStore(reader, rows - n_val, n_val);
+    data.summary += attention_note(data.packing_attention);
     return data;
   }
   std::vector<PackedRow> rows = cfg.data.path.empty() ? tiny_rows(cfg, tok, data) : text_rows(cfg, tok, data);
@@ -103,6 +113,7 @@ TokenData token_data_load(const Config& cfg) {
   data.val = RowStore(std::vector<PackedRow>(rows.end() - static_cast<std::ptrdiff_t>(n_val), rows.end()));
   rows.resize(rows.size() - n_val);
   data.train = RowStore(std::move(rows));
+  data.summary += attention_note(data.packing_attention);
   return data;
 }
 
@@ -113,28 +124,38 @@ long count_loss_tokens(const RowStore& rows, const std::vector<std::int64_t>& in
   return n;
 }
 
-BatchTensors batch_tensors(const RowStore& store, const std::vector<std::int64_t>& indices, const at::Device& device) {
+BatchTensors batch_tensors(const RowStore& store, const std::vector<std::int64_t>& indices, const at::Device& device,
+                           PackingAttention attention) {
   const std::vector<PackedRow> rows = store.rows(indices);
   const auto b = static_cast<std::int64_t>(indices.size());
   const auto T = static_cast<std::int64_t>(rows.at(0).input_ids.size());
-  at::Tensor tok = at::empty({b, T}, at::kLong), tgt = at::empty({b, T}, at::kLong), pos = at::empty({b, T}, at::kLong);
+  at::Tensor tok = at::empty({b, T}, at::kLong), tgt = at::empty({b, T}, at::kLong), pos = at::empty({b, T}, at::kLong),
+             doc = at::empty({b, T}, at::kLong);
   auto* tp = tok.data_ptr<std::int64_t>();
   auto* gp = tgt.data_ptr<std::int64_t>();
   auto* pp = pos.data_ptr<std::int64_t>();
+  auto* dp = doc.data_ptr<std::int64_t>();
   BatchTensors out;
+  // Under causal attention a row's first document never sees another one, and what a later document sees only
+  // matters where it has a target: a row of one document (padding after it included) needs no mask.
+  bool mixed = false;
   for (std::int64_t r = 0; r < b; ++r) {
     const PackedRow& row = rows[static_cast<std::size_t>(r)];
+    const std::vector<std::int32_t> docs = row_documents(row.position_ids);
     for (std::int64_t t = 0; t < T; ++t) {
       tp[r * T + t] = row.input_ids[t];
       gp[r * T + t] = row.targets[t];
       pp[r * T + t] = row.position_ids[t];
+      dp[r * T + t] = docs[t];
       out.loss_tokens += row.targets[t] != kIgnoreTarget;
+      mixed = mixed || (docs[t] > 0 && row.targets[t] != kIgnoreTarget);
     }
   }
   const bool pin = device.is_cuda();
   out.tokens = (pin ? tok.pin_memory() : tok).to(device, /*non_blocking=*/pin);
   out.targets = (pin ? tgt.pin_memory() : tgt).to(device, pin);
   out.positions = (pin ? pos.pin_memory() : pos).to(device, pin);
+  if (attention == PackingAttention::isolated && mixed) out.documents = (pin ? doc.pin_memory() : doc).to(device, pin);
   return out;
 }
 

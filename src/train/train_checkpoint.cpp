@@ -4,13 +4,12 @@
 #include <ATen/Context.h>
 #include <torch/types.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <iterator>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "ranktune/core/config_changes.h"
 #include "ranktune/core/error.h"
 #include "ranktune/core/hash.h"
 #include "ranktune/core/log.h"
@@ -55,29 +54,6 @@ std::string hex64(std::uint64_t v) {
 
 }  // namespace
 
-std::string config_ini(const Config& cfg) {
-  std::string top;
-  std::vector<std::pair<std::string, std::string>> sections;  // in order of first appearance
-  for (const auto& k : config_schema()) {
-    const auto dot = k.name.find('.');
-    const std::string line = k.name.substr(dot == std::string::npos ? 0 : dot + 1) + " = " + k.show(cfg) + "\n";
-    if (dot == std::string::npos) {
-      top += line;
-      continue;
-    }
-    const std::string section = k.name.substr(0, dot);
-    auto it = std::find_if(sections.begin(), sections.end(), [&](const auto& s) { return s.first == section; });
-    if (it == sections.end()) {
-      sections.emplace_back(section, "");
-      it = std::prev(sections.end());
-    }
-    it->second += line;
-  }
-  std::string out = top;
-  for (const auto& [name, body] : sections) out += "\n[" + name + "]\n" + body;
-  return out;
-}
-
 std::string base_identity_text(const std::string& origin, std::uint64_t config_hash,
                                std::optional<std::uint64_t> tensor_index_hash) {
   return origin + ", config " + hex64(config_hash) +
@@ -112,8 +88,8 @@ ModelRecord model_record_make(const Config& cfg, std::string config_json, std::s
   // Absolute: `ranktune export` may run from another directory.
   if (!cfg.model.path.empty()) r.base_path = std::filesystem::absolute(cfg.model.path).lexically_normal().string();
   r.lora = cfg.lora;
-  if (cfg.data.tokenizer != "byte")
-    r.tokenizer = std::filesystem::absolute(cfg.data.tokenizer).lexically_normal().string();
+  if (const std::string tok = config_tokenizer(cfg); tok != "byte")
+    r.tokenizer = std::filesystem::absolute(tok).lexically_normal().string();
   r.run_config = config_ini(cfg);
   return r;
 }
@@ -185,6 +161,35 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
     st.blobs["rng.cuda_gpu" + std::to_string(g)] =
         generator_state(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))));
   return st;
+}
+
+void resume_check_config(const LoadedCheckpoint& ck, const Config& cfg) {
+  const CheckpointState& src = replicated_source(ck);
+  const std::string where = ck.step_dir.string();
+  const auto recorded = src.strings.find("config");
+  if (recorded == src.strings.end() || recorded->second.empty()) {
+    log0() << "resume: " << where << " does not record its settings (written by an older ranktune): changes since "
+           << "then are not listed or checked";
+    return;
+  }
+  const std::vector<ConfigChange> changes = config_changes(config_ini_read(recorded->second), cfg);
+  std::vector<ConfigChange> refused;
+  for (const ConfigChange& c : changes)
+    if (!c.refuse.empty()) refused.push_back(c);
+  if (!refused.empty()) {
+    const auto shown = [](const std::string& v) { return v.empty() ? std::string("\"\"") : v; };
+    std::string what = "cannot resume " + where + ":", keep;
+    for (const ConfigChange& c : refused) {
+      what += (keep.empty() ? " " : "; ") + c.key + " was " + shown(c.saved) + " there, this run sets " + shown(c.now) +
+              " (" + c.refuse + ")";
+      keep += (keep.empty() ? "--" : " --") + c.key + "=" + c.saved;
+    }
+    throw ConfigError(what, "resume with " + keep +
+                                ", or train anew: another --checkpoint.dir, or --resume=overwrite to move these "
+                                "checkpoints aside");
+  }
+  if (!changes.empty())
+    log0() << "resume: settings changed since " << where << ": " << config_changes_describe(changes);
 }
 
 RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& params, AdamW& opt,

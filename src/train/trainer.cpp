@@ -24,8 +24,8 @@
 #include "ranktune/distributed/signals.h"
 #include "ranktune/io/durable_file.h"
 #include "ranktune/io/h5.h"
+#include "ranktune/model/linear_cross_entropy.h"
 #include "ranktune/model/lora.h"
-#include "ranktune/model/loss.h"
 #include "ranktune/train/batch_plan.h"
 #include "ranktune/train/fault_hook.h"
 #include "ranktune/train/flops.h"
@@ -35,6 +35,7 @@
 #include "ranktune/train/metrics.h"
 #include "ranktune/train/optimizer.h"
 #include "ranktune/train/pipeline.h"
+#include "ranktune/train/profile.h"
 #include "ranktune/train/progress.h"
 #include "ranktune/train/replica_check.h"
 #include "ranktune/train/train_checkpoint.h"
@@ -164,6 +165,7 @@ void Trainer::resume() {
     return;
   }
   agree_run(s.env, [&] {
+    resume_check_config(*loaded, s.cfg);
     s.pos = train_state_restore(*loaded, s.params, *s.opt, s.record.base_identity, s.cfg.lora.r > 0, s.device,
                                 s.other_gpus());
   });
@@ -223,8 +225,9 @@ double Trainer::evaluate() {
   for (std::size_t b = 0; b < mine.size(); b += micro) {
     std::vector<std::int64_t> idx(mine.begin() + static_cast<std::ptrdiff_t>(b),
                                   mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), b + micro)));
-    const BatchTensors bt = batch_tensors(s.data.val, idx, s.device);
-    acc[0] += token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets).item<double>();
+    const BatchTensors bt = batch_tensors(s.data.val, idx, s.device, s.data.packing_attention);
+    acc[0] += head_loss_sum(*s.model, s.model->hidden_states(bt.tokens, bt.positions, bt.documents), bt.targets)
+                  .item<double>();
     acc[1] += static_cast<double>(bt.loss_tokens);
   }
   host::sum(s.env, acc);
@@ -243,8 +246,11 @@ TrainResult Trainer::run() {
   signals_hold_term(true);  // from here on SIGTERM means: save if there is time, then exit
   const auto start = Clock::now();
   auto last = start;
+  const auto profiler = step_profiler_from_config(s.cfg, s.pos.step, s.env.rank(), s.env.size(), s.gpus);
   for (long step = s.pos.step; step < t.steps; ++step) {
+    if (profiler) profiler->step_begin(step);
     StepMetrics row = step_once(step);
+    if (profiler) profiler->step_end(step);
     const auto now = Clock::now();
     time_step(row, seconds(last, now), seconds(start, now), result);
     report(row, result, progress);
@@ -269,17 +275,18 @@ StepMetrics Trainer::step_once(long step) {
   double loss = 0;
   for (std::size_t m = 0; m < micro.size(); ++m) {
     if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
-    const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device);
+    const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device, s.data.packing_attention);
     at::Tensor sum;
     if (s.pipeline) {
       sum = s.pipeline->forward_backward(bt, scale);
     } else {
-      sum = token_loss_sum(s.model->forward(bt.tokens, bt.positions), bt.targets);
+      sum = head_loss_sum(*s.model, s.model->hidden_states(bt.tokens, bt.positions, bt.documents), bt.targets);
       (sum * scale).backward();
     }
     loss += sum.item<double>();
   }
   if (s.sync) s.sync->finish();
+  fault_hook_poison_grads(s.fault, step + 1, s.params);
   const double norm = t.grad_clip > 0 ? clip_grad_norm(s.params, t.grad_clip) : grad_norm(s.params);
   s.opt->step(lr);
   if (s.sync) s.sync->zero_grad();

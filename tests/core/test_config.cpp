@@ -46,7 +46,7 @@ class ConfigTest : public testing::Test {
 TEST_F(ConfigTest, DefaultsWhenNothingGiven) {
   const auto req = parse({"train"});
   const Config cfg = config_apply(req.values);
-  EXPECT_EQ(cfg.device, "cuda");
+  EXPECT_EQ(cfg.device, "auto");  // a GPU when one is visible, else the CPU (#15): a first run works on a laptop
   EXPECT_EQ(cfg.parallel.mode, "auto");
   EXPECT_EQ(cfg.train.micro_batch, Config{}.train.micro_batch);
   EXPECT_NO_THROW(config_validate(cfg));
@@ -180,6 +180,19 @@ TEST_F(ConfigTest, HashDependsOnEffectiveValuesOnly) {
   Config other = from_cli;
   other.train.steps += 1;
   EXPECT_NE(config_hash(other), config_hash(from_cli));
+}
+
+TEST_F(ConfigTest, CheckpointDirFollowsOutputDirUnlessSet) {
+  EXPECT_EQ(config_apply(parse({"train", "--output_dir=x/run"}).values).checkpoint.dir, "x/run/checkpoints");
+  EXPECT_EQ(config_apply(parse({"train", "--output_dir=x/run", "--checkpoint.dir=ck"}).values).checkpoint.dir, "ck");
+  const auto ini = write_ini("output_dir = a\n[checkpoint]\ndir = b\n");
+  EXPECT_EQ(config_apply(parse({"train", "--config", ini, "--output_dir=c"}).values).checkpoint.dir, "b");
+  Config cfg;
+  EXPECT_EQ(config_tokenizer(cfg), "byte");  // auto without a model directory
+  cfg.model.path = "m";
+  EXPECT_EQ(config_tokenizer(cfg), "m/tokenizer.json");
+  cfg.data.tokenizer = "byte";
+  EXPECT_EQ(config_tokenizer(cfg), "byte");
 }
 
 TEST_F(ConfigTest, TableShowsSources) {

@@ -25,6 +25,17 @@ TEST(ByteTokenizer, RoundTripsAnyBytes) {
   EXPECT_EQ(tok->encode("a", false), (std::vector<std::int32_t>{'a'}));
 }
 
+// What `ranktune train`'s closing sample prints: a byte-level model's continuation may be any bytes; the log line
+// shows invalid UTF-8 as \xNN and control characters escaped, and stays one line of valid UTF-8.
+TEST(ByteTokenizer, DecodedBytesEscapeForALogLine) {
+  ByteTokenizer tok;
+  const std::string decoded = tok.decode({'a', 0xFF, '\n', '"', '\\', 0xC3, 0xA9, 0xC3, 0x01, '\t', 0x7F, 0xE2, 0x82});
+  const std::string line = utf8_escape(decoded);
+  EXPECT_EQ(line, "a\\xff\\n\\\"\\\\é\\xc3\\x01\\t\\x7f\\xe2\\x82");
+  EXPECT_NO_THROW(utf8_validate(line, "escaped"));
+  EXPECT_EQ(utf8_escape("plain é 中文 😀"), "plain é 中文 😀");
+}
+
 TEST(ByteTokenizer, SpecialTokens) {
   ByteTokenizer tok;
   EXPECT_EQ(tok.bos_id(), 256);

@@ -34,6 +34,7 @@ TEST(Packer, TwoDocumentsShareARowWithResetPositionsAndNoCrossTargets) {
   EXPECT_EQ(rows[0].input_ids, (std::vector<std::int32_t>{1, 10, 11, 2, 1, 20, 2, 0}));
   EXPECT_EQ(rows[0].targets, (std::vector<std::int32_t>{10, 11, 2, X, 20, 2, X, X}));
   EXPECT_EQ(rows[0].position_ids, (std::vector<std::int32_t>{0, 1, 2, 3, 0, 1, 2, 0}));
+  EXPECT_EQ(row_documents(rows[0].position_ids), (std::vector<std::int32_t>{0, 0, 0, 0, 1, 1, 1, 2}));  // padding: 2
   EXPECT_EQ(st.rows, 1);
   EXPECT_EQ(st.tokens, 7);
   EXPECT_EQ(st.pad_tokens, 1);
@@ -117,7 +118,8 @@ TEST(Packer, FillRowsContinuesDocumentsAcrossRowsWithoutLosingTargets) {
 }
 
 TEST(Packer, PositionIdsGiveADocumentAwareMask) {
-  // i may attend to j iff i - position_ids[i] <= j <= i: exactly the earlier tokens of its own document.
+  // i may attend to j iff i - position_ids[i] <= j <= i: exactly the earlier tokens of its own document; and
+  // row_documents (what the trainer's mask is built from) gives i and j the same index iff they share a document.
   std::vector<TokenizedDoc> docs;
   std::vector<int> owner_of_id;
   for (int d = 0; d < 9; ++d) {
@@ -130,11 +132,13 @@ TEST(Packer, PositionIdsGiveADocumentAwareMask) {
   }
   for (bool fill : {false, true}) {
     for (const auto& r : pack(docs, {.seq_len = 10, .pad_id = -1, .fill_rows = fill})) {
+      const std::vector<std::int32_t> doc_of = row_documents(r.position_ids);
       for (int i = 0; i < 10; ++i) {
         if (r.input_ids[i] < 0) continue;
         for (int j = 0; j <= i; ++j) {
           const bool same = r.input_ids[j] >= 0 && owner_of_id[r.input_ids[j]] == owner_of_id[r.input_ids[i]];
           EXPECT_EQ(i - r.position_ids[i] <= j, same) << "i " << i << " j " << j;
+          EXPECT_EQ(doc_of[i] == doc_of[j], same) << "i " << i << " j " << j;
         }
       }
     }
@@ -156,6 +160,9 @@ TEST(Packer, RefusesBadInput) {
   EXPECT_THROW(p.add(TokenizedDoc{{1, 2}, {1}}), DataError);
   EXPECT_EQ(overflow_parse("split"), Overflow::split);
   EXPECT_THROW(overflow_parse("wrap"), DataError);
+  EXPECT_EQ(packing_attention_parse("isolated"), PackingAttention::isolated);
+  EXPECT_EQ(packing_attention_parse("shared"), PackingAttention::shared);
+  EXPECT_THROW(packing_attention_parse("none"), DataError);
 }
 
 }  // namespace

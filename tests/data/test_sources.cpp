@@ -1,6 +1,6 @@
 // sources_pack: files -> rows as both `prepare` and `train` on text do it: truncate vs split counts, malformed and
 // unencodable records as errors naming file:line (with the flag in the hint) or skipped and counted, prompt masking
-// of chat records, several files in order, byte progress up to the total.
+// of chat records, several files in order, byte progress up to the total, and the same rows at any thread count.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 
 #include "ranktune/data/byte_tokenizer.h"
 #include "ranktune/data/data_error.h"
+#include "ranktune/data/hf_tokenizer.h"
 #include "ranktune/data/sources.h"
 #include "support/scratch_dir.h"
 
@@ -128,6 +129,76 @@ TEST_F(SourcesTest, FilesAreReadInOrderAndProgressReachesTheTotal) {
   EXPECT_EQ(rows[2].input_ids[1], 't');
   EXPECT_EQ(last_total, std::filesystem::file_size(a) + std::filesystem::file_size(b));
   EXPECT_EQ(last_done, last_total);
+}
+
+// prepare.threads: records parsed and tokenized in batches on several threads give the rows, counts, skipped records
+// and progress of one thread. The llama3 fixture's BPE (its word caches are per thread) on its own test lines, with
+// malformed and unencodable records, chat and prompt/response records among them, over several batches.
+TEST_F(SourcesTest, ThreadsGiveTheRowsOfOneThread) {
+  const std::string dir = std::string(RANKTUNE_SOURCE_DIR) + "/tests/reference/fixtures/tokenizers/";
+  std::ifstream cases(dir + "llama3.cases.jsonl");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(cases, line);) lines.push_back(line);
+  ASSERT_GT(lines.size(), 100u);
+  std::string text;
+  for (int n = 0; n < 3000; ++n) {
+    text += lines[static_cast<std::size_t>(n) % lines.size()] + "\n";
+    if (n % 97 == 5) text += "{oops\n";
+    if (n % 89 == 7) text += std::string(R"({"messages": [{"role": "robot", "content": "x"}]})") + "\n";
+    if (n % 31 == 3) {
+      text += R"({"messages": [{"role": "user", "content": "Où est-il? )" + std::to_string(n) +
+              R"("}, {"role": "assistant", "content": "Ici, 123456 fois."}]})" + "\n";
+    }
+    if (n % 43 == 1) text += std::string(R"({"prompt": "Q: 1+1?\n", "response": "A: 2 — sûr"})") + "\n";
+  }
+  const std::string path = write("mixed.jsonl", text);
+  const auto tok = hf_tokenizer_load(dir + "llama3.tokenizer.json");
+
+  struct Run {
+    SourcesStats stats;
+    std::vector<PackedRow> rows;
+    std::vector<std::uint64_t> progress;
+    std::string error;
+  };
+  auto run = [&](int threads, bool skip) {
+    Run r;
+    SourcesOptions o;
+    o.seq_len = 64;
+    o.skip_bad_records = skip;
+    o.chat_template = "llama3";
+    o.threads = threads;
+    try {
+      r.stats = sources_pack(
+          {path}, *tok, o, [&](const PackedRow& row) { r.rows.push_back(row); },
+          [&](std::uint64_t done, std::uint64_t) { r.progress.push_back(done); });
+    } catch (const DataError& e) {
+      r.error = std::string(e.what()) + " | " + e.hint();
+    }
+    return r;
+  };
+  const Run one = run(1, true);
+  EXPECT_GT(one.stats.skipped, 60);
+  EXPECT_GT(one.rows.size(), 1000u);
+  EXPECT_EQ(one.stats.chat_template, "llama3");
+  for (int threads : {2, 4, 7}) {
+    const Run many = run(threads, true);
+    ASSERT_EQ(many.rows.size(), one.rows.size()) << threads << " threads";
+    for (std::size_t i = 0; i < one.rows.size(); ++i) {
+      ASSERT_EQ(many.rows[i].input_ids, one.rows[i].input_ids) << "row " << i << ", " << threads << " threads";
+      ASSERT_EQ(many.rows[i].targets, one.rows[i].targets) << "row " << i;
+      ASSERT_EQ(many.rows[i].position_ids, one.rows[i].position_ids) << "row " << i;
+    }
+    EXPECT_EQ(many.stats.records, one.stats.records);
+    EXPECT_EQ(many.stats.skipped, one.stats.skipped);
+    EXPECT_EQ(many.stats.first_skipped, one.stats.first_skipped);
+    EXPECT_EQ(many.stats.pack.tokens, one.stats.pack.tokens);
+    EXPECT_EQ(many.stats.pack.target_tokens, one.stats.pack.target_tokens);
+    EXPECT_EQ(many.progress, one.progress);
+  }
+  // Without skipping, the first bad record in file order is the error, whichever thread met it.
+  const Run strict = run(1, false);
+  EXPECT_THAT(strict.error, HasSubstr(path + ":9:"));  // the first "{oops"
+  EXPECT_EQ(run(4, false).error, strict.error);
 }
 
 TEST(SourcesSplit, CommaListsAndEmptyItems) {

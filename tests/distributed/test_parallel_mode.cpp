@@ -204,6 +204,39 @@ TEST(ParallelMode, NoGpuNamesMinusOneAndInvalidLists) {
             std::string::npos);
 }
 
+// device=auto (the default): the GPUs when any rank sees one, else the CPU with a note naming why none was seen;
+// device=cuda stays the loud demand of the tests above, and a rank without a GPU among ranks with one is its error.
+TEST(ParallelMode, DeviceAutoIsTheCpuWithANoteWhenNoGpuIsVisible) {
+  const auto f = cluster(1, 1, 0, false, {{"CUDA_VISIBLE_DEVICES", ""}});
+  EXPECT_EQ(device_resolve("auto", f), "cpu");
+  EXPECT_EQ(device_resolve("cuda", f), "cuda");
+  const auto d = mode_decide(f, req("auto", "auto"));
+  EXPECT_FALSE(d.on_gpu);
+  EXPECT_EQ(d.mode, ParallelMode::single);
+  ASSERT_FALSE(d.notes.empty());
+  EXPECT_NE(d.notes.back().find("device=auto: no GPU visible on host node0 (rank 0): CUDA_VISIBLE_DEVICES='' hides "
+                                "every GPU"),
+            std::string::npos)
+      << d.notes.back();
+  EXPECT_NE(d.notes.back().find("; running on the CPU (--device=cuda makes a missing GPU an error)"),
+            std::string::npos);
+  EXPECT_EQ(mode_decide(cluster(1, 2, 0, false, {}), req("auto", "auto")).mode, ParallelMode::ddp);
+  EXPECT_NE(message_of<ConfigError>(f, req("auto", "gpu")).find("expected auto, cuda or cpu"), std::string::npos);
+}
+
+TEST(ParallelMode, DeviceAutoTakesTheGpusWhenAnyIsVisible) {
+  const auto f = cluster(1, 1, 2, false, {});
+  EXPECT_EQ(device_resolve("auto", f), "cuda");
+  EXPECT_EQ(device_resolve("cpu", f), "cpu");
+  const auto d = mode_decide(f, req("auto", "auto"));
+  EXPECT_TRUE(d.on_gpu);
+  for (const auto& n : d.notes) EXPECT_EQ(n.find("device=auto"), std::string::npos) << n;
+  auto mixed = cluster(2, 1, 1, false, {});
+  mixed.ranks[1].gpus.clear();
+  EXPECT_NE(message_of<NoGpuError>(mixed, req("auto", "auto")).find("no GPU visible on host node1 (rank 1)"),
+            std::string::npos);
+}
+
 TEST(ParallelMode, NoGpuUnsetVariable) {
   EXPECT_NE(message_of<NoGpuError>(cluster(1, 1, 0, false, {}), req("auto")).find("CUDA_VISIBLE_DEVICES is unset"),
             std::string::npos);

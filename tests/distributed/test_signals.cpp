@@ -2,6 +2,7 @@
 // step boundary (signals_agree), and the handler leaves the process running.
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +113,33 @@ TEST_F(Signals, UnheldTermTerminatesHeldTermIsRecorded) {
   EXPECT_TRUE(WIFSIGNALED(unheld) && WTERMSIG(unheld) == SIGTERM) << "status " << unheld;
   const int held = child_fate(true);
   EXPECT_TRUE(WIFEXITED(held) && WEXITSTATUS(held) == 0) << "status " << held;
+}
+
+// The launcher bin/ranktune execs the program with SIGUSR1 blocked, so that one sent while LibTorch loads waits;
+// signals_install must then unblock it and record it. In a child process set up as after that execve: the default
+// action (which kills), SIGUSR1 blocked and already pending.
+TEST_F(Signals, Usr1PendingBehindTheLaunchersMaskIsRecorded) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGUSR1, &dfl, nullptr);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, nullptr);
+    kill(getpid(), SIGUSR1);
+    signals_install();
+    sigset_t now;
+    pthread_sigmask(SIG_SETMASK, nullptr, &now);
+    _exit(signals_pending() != StopRequest::checkpoint_and_exit ? 1 : sigismember(&now, SIGUSR1) ? 2 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_NE(WEXITSTATUS(status), 1) << "the pending SIGUSR1 was not recorded";
+  EXPECT_NE(WEXITSTATUS(status), 2) << "SIGUSR1 is still blocked after signals_install";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 TEST_F(Signals, HandlersRestartSyscallsAndBlockEachOther) {

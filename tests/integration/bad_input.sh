@@ -84,11 +84,52 @@ train ckpt_ok 0 --checkpoint.every_steps=0 --checkpoint.at_end=false
 # train.seq_len beyond a pretrained model's max_position_embeddings (256 in the fixture) is refused by name, as it is
 # for a random-init model against model.max_seq_len.
 hf="$RANKTUNE_SOURCE/tests/reference/fixtures/llama_tied"
-run seq_too_long 2 "$RANKTUNE_BIN" train "${TINY[@]}" --model.path="$hf" --train.seq_len=300 \
+run seq_too_long 2 "$RANKTUNE_BIN" train "${TINY[@]}" --model.path="$hf" --train.seq_len=300 --data.tokenizer=byte \
   --output_dir="$WORK/seq_too_long.run" --checkpoint.dir="$WORK/seq_too_long.ckpt"
 expect seq_too_long err "train.seq_len (300) exceeds max_position_embeddings (256) in $hf/config.json"
 expect seq_too_long err "hint: lower --train.seq_len to at most 256"
 
-# Not tested here: a step whose gradient norm is NaN or infinite while its loss stays finite now stops the run (exit 1,
-# "gradient norm became ... at step N") before that step is saved; no tiny config is known to produce it reliably.
+# A config.json whose vocab_size is absurd used to reach the allocator (exit 1, a raw "can't allocate" message); it is
+# checked against the safetensors header first, naming the field, the file and the tensor.
+mkdir -p "$WORK/huge_vocab"
+cp "$hf/config.json" "$hf/model.safetensors" "$WORK/huge_vocab/"
+sed -i 's/"vocab_size": 96/"vocab_size": 1000000000000/' "$WORK/huge_vocab/config.json"
+train huge_vocab 2 --model.path="$WORK/huge_vocab"
+expect huge_vocab err "vocab_size = 1000000000000 in $WORK/huge_vocab/config.json does not match \
+$WORK/huge_vocab/model.safetensors: model.embed_tokens.weight is [96, 64], not [1000000000000, 64]"
+lines huge_vocab err "error:" 1
+
+# A NaN or infinite gradient norm with a finite loss used to be committed with exit 0 (#16 point 8). The test hook
+# (RANKTUNE_TEST_FAIL_AT_STEP=0:5:nan_grad, docs/training.md) writes NaN / inf into one gradient element of step 5
+# after backward, as an overflowing kernel would; a smaller model, checkpoints every 2 steps. The run must stop at
+# step 5 with exit 1 and the fix in the hint, before step 5 is logged or saved: steps 2 and 4 committed, latest on
+# step 4, verified. The inf case runs with grad_clip on, whose scaling turns the poisoned element into NaN.
+for bad in nan inf; do
+  name=grad_$bad
+  clip=0
+  [ "$bad" = inf ] && clip=1.0
+  RANKTUNE_TEST_FAIL_AT_STEP=0:5:${bad}_grad run "$name" 1 "$RANKTUNE_BIN" train \
+    --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=8 --train.eval_every=0 \
+    --train.log_every=1 --train.grad_clip=$clip --checkpoint.every_steps=2 --checkpoint.keep=5 \
+    --train.micro_batch=2 --train.seq_len=32 --model.num_layers=2 --model.hidden_size=64 --model.num_heads=4 \
+    --model.num_kv_heads=2 --model.intermediate_size=128 \
+    --output_dir="$WORK/$name.run" --checkpoint.dir="$WORK/$name.ckpt"
+  if grep -qE "error: .*gradient norm became -?$bad at step 5" "$WORK/$name.err"; then
+    ok "$name: $(grep -m1 -E 'gradient norm became' "$WORK/$name.err")"
+  else
+    fail "$name: no 'gradient norm became $bad at step 5' error"; sed 's/^/    /' "$WORK/$name.err" | head -5
+  fi
+  expect "$name" err "hint: lower --train.lr or enable --train.grad_clip"
+  lines "$name" err "error:" 1
+  steps=$(cd "$WORK/$name.ckpt" 2>/dev/null && echo step_*)
+  [ "$steps" = "step_00000002 step_00000004" ] && ok "$name: committed steps: $steps" \
+    || fail "$name: committed steps '$steps', expected step_00000002 step_00000004 (nothing at or after step 5)"
+  latest=$(cat "$WORK/$name.ckpt/latest" 2>/dev/null)
+  [ "$latest" = step_00000004 ] && ok "$name: latest -> $latest" \
+    || fail "$name: latest is '$latest', expected step_00000004"
+  run "${name}_verify" 0 "$RANKTUNE_BIN" checkpoint verify "$WORK/$name.ckpt"
+  logged=$(python3 -c 'import json, sys; print(max(json.loads(l)["step"] for l in open(sys.argv[1])))' \
+             "$WORK/$name.run/metrics.jsonl" 2>&1)
+  [ "$logged" = 4 ] && ok "$name: metrics end at step 4" || fail "$name: last metrics step '$logged', expected 4"
+done
 finish

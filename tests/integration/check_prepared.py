@@ -1,17 +1,46 @@
 """Reads a prepared token dataset (one .h5 or a shard directory) with h5py and checks its documented layout:
-root attributes, int32 [rows, T] tokens/targets/positions, chunked with Fletcher32, targets pre-shifted with -100
-for no loss, positions restarting at every document, attribute counts equal to what the arrays hold, and prompt
-tokens masked out of the loss (--instruction: the chat and prompt/response records of prepare.sh's corpus).
+the checksum header in each file's 512-byte user block (checked here with a CRC32C written from RFC 3720, not
+ranktune's), root attributes, int32 [rows, T] tokens/targets/positions, chunked with Fletcher32, targets pre-shifted
+with -100 for no loss, positions restarting at every document, attribute counts equal to what the arrays hold, and
+prompt tokens masked out of the loss (--instruction: the chat and prompt/response records of prepare.sh's corpus).
 Usage: check_prepared.py PATH [--skipped N] [--same-as OTHER] [--shards N] [--instruction]"""
 import argparse
 import glob
 import os
+import struct
 import sys
 
 import h5py
 import numpy as np
 
 IGNORE = -100
+USER_BLOCK = 512
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit into a table."""
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def check_header(name):
+    """docs/data.md: magic, header version 1, user block 512, file size, CRC32C of the file with its CRC zeroed."""
+    data = bytearray(open(name, "rb").read())
+    magic, version, block, size, crc = struct.unpack_from("<16sIIQI", data, 0)
+    assert magic == b"ranktune-tokens\n", (name, magic)
+    assert version == 1 and block == USER_BLOCK, (name, version, block)
+    assert size == len(data), (name, size, len(data))
+    data[32:36] = bytes(4)
+    assert crc32c(data) == crc, (name, "the header's CRC32C does not match the file")
+    assert not any(data[36:USER_BLOCK]), (name, "the rest of the user block is not zero")
 
 
 def load(path):
@@ -19,7 +48,9 @@ def load(path):
     assert files, f"no shard files in {path}"
     attrs, parts = None, {"tokens": [], "targets": [], "positions": []}
     for i, name in enumerate(files):
+        check_header(name)
         with h5py.File(name, "r") as f:
+            assert f.userblock_size == USER_BLOCK, (name, f.userblock_size)
             a = dict(f.attrs)
             assert a["format"] == "ranktune-tokens" and a["format_version"] == 1, (name, a.get("format"))
             assert a["shard_index"] == i and a["shard_count"] == len(files), (name, a["shard_index"], a["shard_count"])
@@ -94,6 +125,7 @@ def main():
 
 
 if __name__ == "__main__":
+    assert crc32c(b"123456789") == 0xE3069283  # RFC 3720's check value
     try:
         main()
     except AssertionError as e:

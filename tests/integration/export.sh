@@ -2,7 +2,10 @@
 # Reference logits are ranktune's own model as the checkpoint holds it (checkpoint_logits, a test tool). Tolerances:
 # fp32 exports 1e-4 of the largest logit, bf16 exports 5e-2. Full fine-tune (bf16 training on CPU, so the fp32
 # masters are what must be exported): HF model directory. LoRA over a transformers-made base: PEFT adapter and merged
-# model. Then the refusals and their exit codes, and the run's tokenizer.json copied next to the weights.
+# model. Then the refusals and their exit codes, and the run's tokenizer.json copied next to the weights. Last, a
+# model directory as the Hub has them (tokenizer_config.json with a chat template, special_tokens_map.json,
+# generation_config.json): its exports load in transformers with the base's special tokens and template, and stop
+# generating where `ranktune generate` stops on the checkpoint.
 source "$(dirname "$0")/lib.sh"
 : "${RANKTUNE_LOGITS_BIN:?run through ctest}"
 CHECK=(python3 "$RANKTUNE_SOURCE/tests/integration/check_export.py")
@@ -47,11 +50,14 @@ sys.exit(0 if named == sys.argv[2] and held == {"torch." + sys.argv[2]} else 1)
 PY
 }
 dtype_is "$WORK/full16" bfloat16 && ok "default export is bf16" || fail "default export is not bf16"
+check "byte-tokenizer run: AutoTokenizer of its export is the byte tokenizer, eos 257 in generation_config.json" \
+  byte "$WORK/full32"
 check "full bf16: transformers' logits near ranktune's (5e-2)" logits full "$WORK/full16" "$WORK/full.f32" 5e-2
 
-# LoRA over a base made by transformers: the adapter for peft, and the merged model.
+# LoRA over a base made by transformers: the adapter for peft, and the merged model. The base has no tokenizer: the
+# byte tokenizer is asked for by name (its vocabulary is the byte tokenizer's).
 "${CHECK[@]}" base "$WORK/base" >/dev/null 2>&1 && ok "base model written by transformers" || fail "base model"
-train lora --model.path="$WORK/base" --lora.r=4 --lora.alpha=8 --train.lr=1e-2
+train lora --model.path="$WORK/base" --lora.r=4 --lora.alpha=8 --train.lr=1e-2 --data.tokenizer=byte
 logits "$WORK/lora/ckpt" "$WORK/lora.f32"
 run export_adapter 0 "$RANKTUNE_BIN" export "$WORK/lora/ckpt" "$WORK/adapter" --export.dtype=fp32
 python3 - "$WORK/adapter" "$WORK/base" <<'PY' && ok "adapter_config.json as PEFT writes it" || fail "adapter_config.json"
@@ -103,4 +109,39 @@ TOK="$RANKTUNE_SOURCE/tests/reference/fixtures/tokenizers/gpt2.tokenizer.json"
 STEPS=1 train tok "${SHAPE[@]}" --data.tokenizer="$TOK" --model.vocab_size=50257
 run export_tok 0 "$RANKTUNE_BIN" export "$WORK/tok/ckpt" "$WORK/tok_out"
 cmp -s "$TOK" "$WORK/tok_out/tokenizer.json" && ok "tokenizer.json copied" || fail "tokenizer.json not copied"
+
+# A Hub-style model directory. Full fine-tune over it (no --data.tokenizer: its own tokenizer) on one prompt/response
+# pair, until the model answers "hello" with " world" and eos; LoRA over a copy without generation_config.json.
+"${CHECK[@]}" hfbase "$WORK/hub" >/dev/null 2>&1 && ok "Hub-style base written by transformers" || fail "Hub-style base"
+cp -r "$WORK/hub" "$WORK/hub_nogen" && rm "$WORK/hub_nogen/generation_config.json"
+printf '{"prompt": "hello", "response": " world"}\n%.0s' {1..64} >"$WORK/hello.jsonl"
+HELLO=(--data.path="$WORK/hello.jsonl" --train.lr=1e-2 --train.schedule=constant)
+STEPS=40 train hub_full --model.path="$WORK/hub" "${HELLO[@]}"
+expect train_hub_full out "tokenizer: hf-bpe byte-level (300) from $WORK/hub/tokenizer.json; the model's own"
+run export_hub_full 0 "$RANKTUNE_BIN" export "$WORK/hub_full/ckpt" "$WORK/hub_full_out" --export.dtype=fp32
+for f in tokenizer.json tokenizer_config.json special_tokens_map.json generation_config.json; do
+  cmp -s "$WORK/hub/$f" "$WORK/hub_full_out/$f" && ok "full: $f copied from the base" || fail "full: $f not copied"
+done
+check "full: AutoTokenizer and config.json ids of the export are the base's" \
+  hub "$WORK/hub_full_out" "$WORK/hub" --model
+# ranktune generate stops on eos on the checkpoint and on the export after the same tokens; so does HF generate.
+for src in ckpt out; do
+  dir="$WORK/hub_full/ckpt"; [ "$src" = out ] && dir="$WORK/hub_full_out"
+  run "gen_hub_$src" 0 "$RANKTUNE_BIN" generate "$dir" --generate.prompt=hello --generate.max_new_tokens=20 --device=cpu
+done
+n_ckpt=$(grep -ao 'generated [0-9]* tokens' "$WORK/gen_hub_ckpt.out")
+n_out=$(grep -ao 'generated [0-9]* tokens' "$WORK/gen_hub_out.out")
+[ -n "$n_ckpt" ] && [ "$n_ckpt" = "$n_out" ] && [ "$n_ckpt" != "generated 20 tokens" ] \
+  && ok "ranktune generate stops at eos on the checkpoint and the export alike ($n_ckpt)" \
+  || fail "ranktune generate: checkpoint '$n_ckpt', export '$n_out' (max 20)"
+check "HF generate on the export stops at eos, after as many tokens as ranktune generate" \
+  stops "$WORK/hub_full_out" hello 20 "$WORK/gen_hub_out.out"
+
+STEPS=2 train hub_lora --model.path="$WORK/hub_nogen" --lora.r=4 "${HELLO[@]}"
+run export_hub_adapter 0 "$RANKTUNE_BIN" export "$WORK/hub_lora/ckpt" "$WORK/hub_adapter"
+check "adapter: AutoTokenizer of the adapter directory is the base's" hub "$WORK/hub_adapter" "$WORK/hub_nogen"
+run export_hub_merged 0 "$RANKTUNE_BIN" export "$WORK/hub_lora/ckpt" "$WORK/hub_merged" --export.merge=true
+expect export_hub_merged out "generation_config.json written"
+check "merged, base without generation_config.json: one written with the base config.json's ids" \
+  hub "$WORK/hub_merged" "$WORK/hub_nogen" --model
 finish

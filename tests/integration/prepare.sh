@@ -45,6 +45,19 @@ expect one out "1 split"
 expect one out "prepare 100%"
 run check_one 0 python3 "$CHECK" "$WORK/one.h5" --instruction
 
+# prepare.threads: records tokenized on several threads give the file of the runs above (prepare.threads=0: one
+# thread per CPU, OMP_NUM_THREADS=1 under ctest), byte for byte, skips included.
+run threads 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=64 \
+  --prepare.output="$WORK/threads.h5" --prepare.threads=3
+expect threads out "3 thread(s) tokenizing"
+cmp -s "$WORK/one.h5" "$WORK/threads.h5" && ok "3 threads write the file of the run above, byte for byte" \
+  || fail "3 threads wrote another file than the run above"
+run skip3 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/bad.jsonl" --train.seq_len=64 \
+  --prepare.output="$WORK/skip3.h5" --data.on_bad_record=skip --prepare.threads=3
+expect skip3 out "skipped 1 bad record(s); first: $WORK/bad.jsonl:5"
+cmp -s "$WORK/skip.h5" "$WORK/skip3.h5" && ok "3 threads skip as the run above does, byte for byte" \
+  || fail "3 threads wrote another file than the run above when skipping"
+
 run shards 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=64 \
   --prepare.output="$WORK/shards" --prepare.shard_rows=16
 run check_shards 0 python3 "$CHECK" "$WORK/shards" --same-as="$WORK/one.h5" --shards=11
@@ -58,6 +71,14 @@ expect trunc out "1 truncated, 0 split"
 run nodir 2 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=64 \
   --prepare.output="$WORK/none/x.h5"
 expect nodir err "directory '$WORK/none' does not exist"
+
+# Rows longer than model.max_seq_len (256 by default) are refused with the fix in the hint (#15), and the fix works.
+run long_rows 2 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=300 \
+  --prepare.output="$WORK/long.h5"
+expect long_rows err "train.seq_len (300) exceeds model.max_seq_len (256)"
+expect long_rows err "hint: set --model.max_seq_len=300 (or more) as well, or lower --train.seq_len"
+run long_rows_fixed 0 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=300 \
+  --model.max_seq_len=300 --prepare.output="$WORK/long.h5"
 
 run ranks2 2 "${MPIRUN[@]}" 2 "$RANKTUNE_BIN" prepare --data.path="$WORK/good.jsonl" --train.seq_len=64 \
   --prepare.output="$WORK/ranks2.h5"

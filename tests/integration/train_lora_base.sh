@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 FIXTURE="$RANKTUNE_SOURCE/tests/reference/fixtures/llama_tied"
 ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=3 --train.warmup_steps=1 --train.seq_len=32
   --train.micro_batch=2 --train.eval_every=0 --train.log_every=1 --checkpoint.every_steps=2 --lora.r=4
-  --lora.alpha=8 --train.lr=1e-2)
+  --lora.alpha=8 --train.lr=1e-2 --data.tokenizer=byte)  # the base has no tokenizer.json: byte ids, asked for
 DIRS=(--output_dir="$WORK/run" --checkpoint.dir="$WORK/ckpt")
 
 # safetensors MODE DIR [TENSOR]: "pad DIR": model.safetensors' embedding padded with zero rows and config.json's

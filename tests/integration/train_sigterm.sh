@@ -40,7 +40,7 @@ train() {
 # rank_pids NAME: pids of the ranktune processes of run NAME (not mpirun, not timeout).
 rank_pids() {
   local p bin
-  bin=$(readlink -f "$RANKTUNE_BIN")
+  bin=$(dirname "$(readlink -f "$RANKTUNE_BIN")")/ranktune-main  # what the launcher bin/ranktune execs
   for p in $(pgrep -f -- "--output_dir=$WORK/$1 "); do
     [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$bin" ] && echo "$p"
   done | sort -u
@@ -89,7 +89,7 @@ sigterm_case() {
   for p in "${victims[@]}"; do kill -TERM "$p"; done
   if [ "$who" = repeat ]; then
     (
-      bin=$(readlink -f "$RANKTUNE_BIN")
+      bin=$(dirname "$(readlink -f "$RANKTUNE_BIN")")/ranktune-main
       while :; do
         sleep 0.02
         for p in "${victims[@]}"; do

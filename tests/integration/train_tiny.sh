@@ -7,25 +7,18 @@ source "$(dirname "$0")/lib.sh"
 RUN_TIMEOUT=400 run tiny 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --output_dir="$WORK/run" \
   --checkpoint.dir="$WORK/ckpt"
 expect tiny out "step 200/200"
-expect tiny out "sample: ["
+expect tiny out 'sample: prompt="'
 held=$(sed -nE 's/^done: 200 steps, loss .* held-out loss ([0-9.]+)$/\1/p' "$WORK/tiny.out")
 python3 -c "import sys; sys.exit(0 if float('${held:-99}') < 1.0 else 1)" && ok "held-out loss $held < 1.0" \
   || fail "held-out loss '${held}' not below 1.0"
 [ -s "$WORK/run/metrics.jsonl" ] && [ -s "$WORK/run/metrics.csv" ] && ok "metrics written" || fail "metrics missing"
 run ckpt_verify 0 "$RANKTUNE_BIN" checkpoint verify "$WORK/ckpt"
 
-# `ranktune generate` from the final checkpoint continues the sample's prompt exactly as the run's own greedy sample.
-prompt=$(python3 -c 'import sys,re; t=open(sys.argv[1]).read(); print(re.search(r"^sample: \[(.*?)\]", t, re.M).group(1), end="")' "$WORK/tiny.out")
+# `ranktune generate` from the final checkpoint continues the sample's prompt exactly as the run's own greedy sample
+# (sample_of.py unescapes the sample line: `sample: prompt="..." | continuation="..."`).
+sample_of() { python3 "$RANKTUNE_SOURCE/tests/integration/sample_of.py" "$@"; }
+prompt=$(sample_of "$WORK/tiny.out" prompt)
 run gen 0 "$RANKTUNE_BIN" generate "$WORK/ckpt" --generate.prompt="$prompt" --generate.max_new_tokens=80 --device=cpu
-python3 - "$WORK/tiny.out" "$WORK/gen.out" <<'PY' && ok "generate reproduces the run's greedy sample" || fail "generate differs from the sample"
-import re, sys
-run, gen = open(sys.argv[1]).read(), open(sys.argv[2]).read()
-m = re.search(r"^sample: \[(.*?)\](.*?)\ndone: ", run, re.M | re.S)
-g = re.search(r"^generate: .*?\n(.*)\ngenerated 80 tokens", gen, re.S)
-assert m and g, "sample or generation missing"
-print("  " + repr(g.group(1)[:70]))
-sys.exit(0 if g.group(1) == m.group(1) + m.group(2) else 1)
-PY
 
 # continuation NAME: what `ranktune generate` wrote after the prompt (bytes, to stdout), without the timing line.
 continuation() {
@@ -35,6 +28,8 @@ m = re.search(rb"^generate: [^\n]*\n(.*)\ngenerated \d+ tokens after", open(sys.
 sys.stdout.buffer.write(m.group(1) if m else b"<no generation>")
 PY
 }
+cmp -s <(sample_of "$WORK/tiny.out") <(continuation gen) && ok "generate reproduces the run's greedy sample" \
+  || fail "generate differs from the sample"
 # Sampling is deterministic given the seed: the same seed twice gives the same text, another seed another text; a
 # top-p so small that only the most likely token survives gives the greedy text at temperature 1.
 sampled() {  # sampled NAME ARGS...
@@ -78,18 +73,12 @@ RUN_TIMEOUT=300 run lora 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/conf
 run gen_lora 0 "$RANKTUNE_BIN" generate "$WORK/lora_ckpt" --generate.prompt="$prompt" --generate.max_new_tokens=80 \
   --device=cpu
 expect gen_lora out "LoRA r=8 on $WORK/hf"
-python3 - "$WORK/lora.out" "$WORK/gen_lora.out" "$WORK/tiny.out" <<'PY' && ok "generate from the LoRA checkpoint reproduces its run's sample" \
+cmp -s <(sample_of "$WORK/lora.out" prompt) <(sample_of "$WORK/tiny.out" prompt) \
+  || fail "the LoRA run sampled another prompt"
+cmp -s <(sample_of "$WORK/lora.out" continuation) <(sample_of "$WORK/tiny.out" continuation) \
+  && fail "the adapters did not change the greedy text: this check would not see them"
+cmp -s <(sample_of "$WORK/lora.out") <(continuation gen_lora) && ok "generate from the LoRA checkpoint reproduces its run's sample" \
   || fail "generate from the LoRA checkpoint differs from its run's sample"
-import re, sys
-lora, gen, base = (open(p).read() for p in sys.argv[1:])
-sample = lambda t: re.search(r"^sample: \[(.*?)\](.*?)\ndone: ", t, re.M | re.S).groups()
-(lp, lc), (bp, bc) = sample(lora), sample(base)
-g = re.search(r"^generate: .*?\n(.*)\ngenerated \d+ tokens", gen, re.S).group(1)
-print("  " + repr(g[:70]))
-assert lp == bp, "the LoRA run sampled another prompt"
-assert lc != bc, "the adapters did not change the greedy text: this check would not see them"
-sys.exit(0 if g == lp + lc else 1)
-PY
 run gen_noprompt 2 "$RANKTUNE_BIN" generate "$WORK/ckpt"
 expect gen_noprompt err "no prompt"
 # Epochs instead of steps (the command line wins over the file's train.steps): 0.02 passes over 2760 rows in global batches of 8 = ceil(0.02 x 345) = 7 steps.

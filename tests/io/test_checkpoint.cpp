@@ -155,6 +155,7 @@ TEST_F(CheckpointTest, PerRankRoundTripFromAnExplicitPath) {
     EXPECT_NE(std::string(e.what()).find("already holds 1 committed checkpoint(s)"), std::string::npos) << e.what();
   }
   EXPECT_TRUE(std::filesystem::exists(r.step_dir / "manifest.json"));
+  barrier();  // every rank has looked before rank 0's "overwrite" below moves the step away
   EXPECT_FALSE(checkpoint_resume(*env_, "overwrite", dir_, kLock));
   EXPECT_FALSE(std::filesystem::exists(r.step_dir));
   EXPECT_FALSE(std::filesystem::exists(dir_ / "latest"));

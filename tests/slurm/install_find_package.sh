@@ -3,7 +3,8 @@
 source "$RANKTUNE_SOURCE/tests/integration/lib.sh"
 PREFIX=$WORK/prefix
 run install 0 cmake --install "$RANKTUNE_BUILD" --prefix "$PREFIX"
-for f in bin/ranktune lib/cmake/ranktune/ranktuneConfig.cmake lib/cmake/ranktune/ranktuneConfigVersion.cmake \
+for f in bin/ranktune bin/ranktune-main lib/cmake/ranktune/ranktuneConfig.cmake \
+         lib/cmake/ranktune/ranktuneConfigVersion.cmake \
          include/ranktune/distributed/signals.h include/ranktune/version.h share/ranktune/slurm/ddp.sbatch \
          share/ranktune/slurm/env.sh share/ranktune/slurm/requeue.sh share/ranktune/configs/tiny.ini \
          share/modulefiles/ranktune/0.1.0; do

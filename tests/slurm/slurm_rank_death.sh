@@ -57,7 +57,7 @@ kill_one_trainer() {
   job=$(submit)
   job_wait_output "$name" "^step $at/" 300 || { scancel "$job"; return; }
   sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", r / 32767 * 0.5 }')"
-  bin=$(readlink -f "$TRAIN_BIN")
+  bin=$(dirname "$(readlink -f "$TRAIN_BIN")")/ranktune-main  # what the launcher bin/ranktune execs
   pids=()
   for p in $(pgrep -f -- "--output_dir=$WORK/$name "); do
     [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$bin" ] && pids+=("$p")

@@ -103,8 +103,9 @@ job=$(train_job "$name")
 # in a run of 200 steps: on an idle machine a step takes ~10 ms, and the run must not reach its end first.
 job_wait_output "$name" "^step 1/" 300
 pids=()
+main=$(dirname "$(readlink -f "$RANKTUNE_BIN")")/ranktune-main  # what the launcher bin/ranktune execs
 for p in $(pgrep -f -- "--output_dir=$WORK/$name "); do   # quick: job_procs reads every process's environment
-  [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$(readlink -f "$RANKTUNE_BIN")" ] && pids+=("$p")
+  [ "$(readlink -f "/proc/$p/exe" 2>/dev/null)" = "$main" ] && pids+=("$p")
 done
 at=$((20 + RANDOM % 21))
 job_wait_output "$name" "^step $at/" 300

@@ -60,28 +60,33 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;
   bool activation_checkpointing = false;
-  std::string precision = "auto";  // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+  std::string precision = "auto";   // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+  std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
   long eval_every = 50;
   long log_every = 10;
+  long profile_steps = 0;  // > 0: Kineto profile of this many steps into output_dir (train/profile.h)
+  long profile_skip = 5;   // warm-up steps before the profiled ones
 };
 
 struct DataConfig {
   std::string path;  // text/JSONL files (comma list), or a prepared .h5 / shard directory; empty = generated corpus
-  std::string tokenizer = "byte";  // byte | <path to tokenizer.json>
+  std::string tokenizer = "auto";  // auto (model.path's tokenizer.json, else byte) | byte | <tokenizer.json path>
   double val_fraction = 0.05;
-  std::string on_bad_record = "error";  // error | skip (skipped records are counted and reported)
-  std::string overlong = "split";       // a document longer than a row: split | truncate
-  std::string packing = "documents";    // documents (start a new row rather than cut one) | fill
-  std::string chat_template = "auto";   // auto | llama3 | llama2 | mistral | chatml | plain
+  std::string on_bad_record = "error";         // error | skip (skipped records are counted and reported)
+  std::string overlong = "split";              // a document longer than a row: split | truncate
+  std::string packing = "documents";           // documents (start a new row rather than cut one) | fill
+  std::string packing_attention = "isolated";  // isolated (a packed document attends to itself only) | shared
+  std::string chat_template = "auto";          // auto | template | llama3 | llama2 | mistral | chatml | plain
 };
 
 struct PrepareConfig {
   std::string output;   // OUT.h5, or the directory of shards when shard_rows > 0
   long shard_rows = 0;  // 0 = one file
+  int threads = 0;      // records tokenized at once; 0 = the CPU threads this process may use
 };
 
 struct CheckpointConfig {
-  std::string dir = "checkpoints";
+  std::string dir;       // empty (the default) = <output_dir>/checkpoints, filled in by config_apply
   long every_steps = 0;  // 0 = only at the end and on preemption
   bool at_end = true;    // save when the last step is done (benchmarks turn it off; a stop signal still saves)
   int keep = 3;
@@ -90,19 +95,21 @@ struct CheckpointConfig {
 
 struct GenerateConfig {
   std::string prompt;
+  std::string prompt_file;  // the prompt read from a file (a rendered chat template), instead of prompt
   int max_new_tokens = 64;
   double temperature = 0;  // 0 = greedy
   double top_p = 1.0;
 };
 
 struct ExportConfig {
-  std::string dtype = "bf16";  // bf16 | fp16 | fp32: the exported weights' dtype
+  std::string format = "hf";   // hf (directory) | gguf (one llama.cpp file)
+  std::string dtype = "bf16";  // bf16 | fp16 | fp32 | q8_0 (gguf only): the exported weights' dtype
   bool merge = false;          // LoRA: fold the adapters into the base and write a full model instead of an adapter
   bool overwrite = false;      // replace a non-empty output directory
 };
 
 struct Config {
-  std::string device = "cuda";  // cuda | cpu
+  std::string device = "auto";  // auto (a GPU when one is visible, else the CPU) | cuda (a GPU or an error) | cpu
   long seed = 1234;
   std::string resume = "none";  // none | auto | PATH
   std::string output_dir = "runs/default";
@@ -142,7 +149,12 @@ struct ConfigValue {
 using ConfigValues = std::map<std::string, ConfigValue>;
 
 // Applies the given values over the defaults. Errors name the key, the value, where it came from and what is allowed.
+// An empty checkpoint.dir becomes <output_dir>/checkpoints, so that a run's checkpoints follow its output_dir.
 Config config_apply(const ConfigValues& values);
+
+// data.tokenizer as tokenizer_load takes it: `auto` is model.path's tokenizer.json, or `byte` without a model
+// directory (commands check the file and log the choice: app/tokenizer_choice.h).
+std::string config_tokenizer(const Config& cfg);
 
 // Cross-field checks (positive sizes, heads divide hidden size, ...). Throws ConfigError.
 void config_validate(const Config& cfg);

@@ -1,7 +1,8 @@
-// defines: Packer, which packs tokenized documents into fixed-length rows for training, and PackedRow/PackStats.
+// defines: Packer, which packs tokenized documents into fixed-length rows for training, and PackedRow/PackStats;
+// PackingAttention (data.packing_attention) and row_documents, the document boundaries a row's position ids encode.
 // Rows carry pre-shifted targets (targets[t] is the token to predict at position t, or -100 for no loss) and
-// position ids that restart at 0 at every document, which also encode the document-aware attention mask:
-// position i may attend to j iff i - position_ids[i] <= j <= i. Documents never see each other's tokens as targets.
+// position ids that restart at 0 at every document: they are the boundaries (nothing else is stored), from which
+// the trainer builds the per-document attention mask. Documents never see each other's tokens as targets.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +22,14 @@ enum class Overflow {
 };
 
 Overflow overflow_parse(const std::string& name);  // "truncate" | "split"; throws DataError
+
+// What a token of a packed row attends to (data.packing_attention).
+enum class PackingAttention {
+  isolated,  // the earlier tokens of its own document only (a block-diagonal causal mask): as if trained alone
+  shared,    // every earlier token of the row, other documents included (plain causal attention)
+};
+
+PackingAttention packing_attention_parse(const std::string& name);  // "isolated" | "shared"; throws DataError
 
 struct PackOptions {
   int seq_len = 128;
@@ -52,6 +61,11 @@ struct PackStats {
   long split_pieces = 0;
   std::string summary() const;  // one line for the log
 };
+
+// The document index (0, 1, ...) of each position of a row: a document starts wherever a position id is not the
+// previous one plus one (transformers' rule for packed position_ids, find_packed_sequence_indices), so each piece of
+// a split document, and the padding at the end of a row, is a document of its own.
+std::vector<std::int32_t> row_documents(const std::vector<std::int32_t>& position_ids);
 
 // Greedy, order-preserving: documents go into the current row while they fit; what happens to one that does not
 // is PackOptions::fill_rows. Rows go to the sink as soon as they are complete.

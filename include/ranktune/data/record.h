@@ -38,12 +38,25 @@ struct RecordStats {
   std::string first_skipped;  // the message of the first one, for the report
 };
 
+// One record as it stands in the file, not parsed yet: a JSONL line, or a paragraph of a text file.
+struct RawRecord {
+  std::string text;
+  std::string where;  // "file:line"
+  bool jsonl = false;
+};
+
+// RawRecord -> Record: record_parse_json of a JSONL line (and its DataError), a text record of a paragraph. Safe on
+// any thread: `prepare` parses a batch of lines on all of them.
+Record record_parse(RawRecord raw);
+
 // A file read record by record. "*.jsonl" / "*.json": one JSON object per line (blank lines ignored). Any other
 // file is plain text: one document per paragraph (paragraphs are separated by blank lines).
 class RecordReader {
  public:
   RecordReader(std::string path, RecordReaderOptions options);
   std::optional<Record> next();
+  // The next record unparsed; the caller parses it (record_parse) and counts the malformed ones itself.
+  std::optional<RawRecord> next_raw();
   const RecordStats& stats() const { return stats_; }
   const std::string& path() const { return path_; }
 
@@ -55,8 +68,8 @@ class RecordReader {
   RecordStats stats_;
 };
 
-// Tokens and loss mask of one record: text -> document_from_text, chat -> chat_encode(family),
+// Tokens and loss mask of one record: text -> document_from_text, chat -> chat_encode(chat),
 // prompt/response -> document_from_prompt_response. Errors are prefixed with the record's file:line.
-TokenizedDoc record_tokenize(const Record& record, const Tokenizer& tok, ChatFamily family);
+TokenizedDoc record_tokenize(const Record& record, const Tokenizer& tok, const ChatFormat& chat);
 
 }  // namespace ranktune

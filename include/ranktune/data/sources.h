@@ -20,14 +20,15 @@ struct SourcesOptions {
   Overflow overflow = Overflow::split;  // a document longer than a row: truncate or split
   bool fill_rows = false;               // PackOptions::fill_rows
   bool skip_bad_records = false;        // false: a malformed record is a DataError naming file:line
-  std::string chat_template = "auto";   // chat_family_parse name
+  std::string chat_template = "auto";   // data.chat_template (chat_format_parse)
+  int threads = 1;  // records parsed and tokenized at once (prepare.threads); the rows are the same for any count
 };
 
 struct SourcesStats {
   long records = 0;           // records read (skipped ones not included)
   long skipped = 0;           // malformed or unencodable records skipped under skip_bad_records
   std::string first_skipped;  // the message of the first one
-  std::string chat_template;  // the family used for messages records
+  std::string chat_template;  // the chat format used for messages records ("template", a family), "none" without
   std::int32_t pad_id = 0;    // the input id of padding: the tokenizer's pad, else eos, else 0
   PackStats pack;
 };
@@ -43,5 +44,9 @@ SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer
 
 // "a.jsonl,b.txt" -> {"a.jsonl", "b.txt"}; DataError on an empty item.
 std::vector<std::string> sources_split(const std::string& list);
+
+// DataError naming the first path that exists but is not a regular file (a FIFO, a device, a directory), which would
+// block or never end when read; missing paths pass (their reader says so). Also used for prepared .h5 files.
+void require_regular_files(const std::vector<std::string>& paths);
 
 }  // namespace ranktune

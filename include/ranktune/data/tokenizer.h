@@ -8,9 +8,18 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ranktune {
+
+// The chat template that came with a tokenizer (read by chat_template_read): the Jinja text ("" when none), the file
+// it was read from, and the named special tokens as text (bos_token, eos_token, ...), which templates use.
+struct TokenizerChatTemplate {
+  std::string text;
+  std::string origin;
+  std::vector<std::pair<std::string, std::string>> special_tokens;
+};
 
 class Tokenizer {
  public:
@@ -43,18 +52,24 @@ class Tokenizer {
   std::optional<std::int32_t> eos_id() const { return eos_; }
   std::optional<std::int32_t> pad_id() const { return pad_; }
 
+  // The model's chat template, attached by tokenizer_load from the files beside tokenizer.json.
+  const TokenizerChatTemplate& chat_template() const { return chat_template_; }
+  void set_chat_template(TokenizerChatTemplate t) { chat_template_ = std::move(t); }
+
  protected:
   std::optional<std::int32_t> bos_;
   std::optional<std::int32_t> eos_;
   std::optional<std::int32_t> pad_;
+  TokenizerChatTemplate chat_template_;
 };
 
-// "byte" -> the byte tokenizer; otherwise a path to a HF tokenizer.json or to a directory holding one.
-// Throws DataError naming the file and the unsupported feature.
+// "byte" -> the byte tokenizer; otherwise a path to a HF tokenizer.json or to a directory holding one, with the chat
+// template found beside it. Throws DataError naming the file and the unsupported feature.
 std::unique_ptr<Tokenizer> tokenizer_load(const std::string& spec);
 
 // What identifies a tokenizer in a prepared dataset, independent of where its file lies: "byte", or
-// "fnv1a64:<16 hex>" over tokenizer.json and the tokenizer_config.json beside it (bos/eos/pad come from there).
+// "fnv1a64:<16 hex>" over tokenizer.json and the tokenizer_config.json (bos/eos/pad, chat template) and
+// chat_template.jinja beside it.
 std::string tokenizer_fingerprint(const std::string& spec);
 
 }  // namespace ranktune

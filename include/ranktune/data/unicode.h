@@ -26,6 +26,14 @@ void utf8_validate(std::string_view s, std::string_view what);
 
 void utf8_append(std::string& out, char32_t cp);
 
+// s as one printable line, for a log: every byte that is not part of valid UTF-8 as \xNN, control characters as
+// \n, \r, \t or \xNN, and `\` and `"` escaped, so that the escapes read back unambiguously (a C string literal's).
+std::string utf8_escape(std::string_view s);
+
+// The Unicode version of the L and N tables: HF tokenizers 0.23's Oniguruma is 16.0.0, so a letter or digit added
+// in 15.0 or 16.0 splits as HF splits it (src/data/make_unicode_tables.py).
+std::string_view unicode_tables_version();
+
 bool unicode_is_letter(char32_t cp);  // general category L*
 bool unicode_is_number(char32_t cp);  // general category N*
 bool unicode_is_space(char32_t cp);   // \s: U+0009-000D, U+0085 and categories Zs, Zl, Zp

@@ -18,7 +18,7 @@ const char* parallel_mode_name(ParallelMode m);
 
 struct ModeRequest {
   std::string mode = "auto";                    // auto | single | ddp | balanced
-  std::string device = "cuda";                  // cuda | cpu
+  std::string device = "cuda";                  // cuda | cpu | auto (device_resolve)
   std::optional<std::int64_t> footprint_bytes;  // estimated training memory of the model, when known
   double reserve_gib = 2.0;
 };
@@ -32,8 +32,13 @@ struct ModeDecision {
   std::vector<std::string> notes;     // things worth knowing (idle GPUs, stale variables, ...)
 };
 
+// device=auto for this launch: cuda when any rank sees a GPU (a rank that sees none is then device=cuda's error),
+// else cpu, which a newcomer's first run on a laptop expects; cuda and cpu are returned as given.
+std::string device_resolve(const std::string& device, const ClusterFacts& facts);
+
 // Throws LaunchModeError (exit 2) when the request contradicts the launch, NoGpuError (exit 4) when no GPU is
-// visible for --device=cuda, TopologyError (exit 3) when ranks would share a GPU.
+// visible for --device=cuda, TopologyError (exit 3) when ranks would share a GPU. device=auto without any GPU runs on
+// the CPU with a note naming why no GPU was seen.
 ModeDecision mode_decide(const ClusterFacts& facts, const ModeRequest& req);
 
 // The table `ranktune topology` prints: one row per rank, then the mode and its reason.

@@ -22,8 +22,11 @@ enum class StopRequest : int {
 
 const char* stop_request_name(StopRequest r) noexcept;
 
-// Installs the handlers for SIGUSR1 and SIGTERM in this process. Call it first thing in main: SIGUSR1's default
-// action kills the process, and Slurm signals every process of the step. Idempotent.
+// Installs the handlers for SIGUSR1 and SIGTERM in this process, then unblocks both in the calling thread. Call it
+// first thing in main: SIGUSR1's default action kills the process, and Slurm signals every process of the step.
+// main runs only after LibTorch has loaded (0.3 s, seconds from a network filesystem), so the launcher bin/ranktune
+// (src/app/launcher.cpp) execs the program with SIGUSR1 blocked: one sent meanwhile stays pending and is delivered,
+// and recorded, when this unblocks it. Idempotent.
 void signals_install();
 
 // While held, SIGTERM only records save_best_effort, for the next step boundary. While not held (the default, and

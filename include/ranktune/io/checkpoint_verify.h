@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ struct VerifyReport {
   std::filesystem::path step_dir;  // empty when PATH could not be resolved to a step
   std::optional<Manifest> manifest;
   std::vector<std::string> problems;  // each names the file and its rank
+  std::set<int> failed_ranks;         // ranks whose file failed; inspect does not parse those
   bool ok() const { return problems.empty(); }
 };
 
@@ -26,7 +28,8 @@ VerifyReport checkpoint_verify(const std::filesystem::path& path, h5::FileLockin
 std::string verify_report_text(const VerifyReport& report);
 
 // A human-readable summary of a verified checkpoint: manifest fields, every rank file's attributes, tensors
-// (dtype, shape, bytes) and blobs, then the verdict of the report.
+// (dtype, shape, bytes) and blobs, then the verdict of the report. A file that failed verification (missing, size,
+// CRC32C) is not parsed, since HDF5 can crash on a damaged file's metadata; the verdict names its problem.
 std::string checkpoint_inspect(const VerifyReport& report, h5::FileLocking locking);
 
 }  // namespace ranktune

@@ -97,8 +97,9 @@ FileLocking file_locking_parse(std::string_view text);  // "best-effort" | "true
 const char* file_locking_name(FileLocking locking);
 
 // Creates (truncating) or opens read-only. A failure names the path; a locking failure adds a hint naming
-// HDF5_USE_FILE_LOCKING.
-File file_create(const std::string& path, FileLocking locking);
+// HDF5_USE_FILE_LOCKING. userblock > 0 (a power of two >= 512) leaves that many bytes before the HDF5 data for the
+// caller to fill after closing (HDF5 and h5py skip them): token datasets keep their checksum there.
+File file_create(const std::string& path, FileLocking locking, std::uint64_t userblock = 0);
 File file_open(const std::string& path, FileLocking locking);
 // Opens an existing file for reading and writing (to add attributes to a file whose data is written).
 File file_open_rw(const std::string& path, FileLocking locking);

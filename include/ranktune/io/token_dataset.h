@@ -1,9 +1,11 @@
 // defines: the prepared token dataset (docs/data.md, "Prepared datasets"): TokenDatasetInfo (the root attributes),
 // TokenDatasetWriter (rows -> OUT.h5, or OUT/shard-00000.h5... of at most shard_rows rows, committed by temp +
-// fsync + rename) and TokenDatasetReader (a file or a shard directory; rows by global index, read by hyperslab).
+// fsync + rename), TokenDatasetReader (a file or a shard directory; rows by global index, read by hyperslab) and the
+// whole-file checksum each file carries in its HDF5 user block, checked before HDF5 parses the file.
 // No LibTorch here: rows are PackedRow; token_data.cpp turns them into tensors.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,6 +17,20 @@ namespace ranktune {
 
 constexpr const char* kTokenDatasetFormat = "ranktune-tokens";
 constexpr std::int64_t kTokenDatasetVersion = 1;
+
+// Every file begins with a user block of this size (HDF5 and h5py skip it) holding a checksum header: magic
+// "ranktune-tokens\n", header version, user block size, file size, and the CRC32C of the whole file read with the
+// CRC field as zeros (docs/data.md). HDF5 can crash or hang instead of failing on one flipped bit of its metadata
+// (a variable-length string read from a damaged global heap), so no HDF5 call sees a file before its checksum passes.
+constexpr std::size_t kTokenDatasetUserBlock = 512;
+
+// absent: HDF5 from byte 0 and no header, a file prepared before the checksum existed; read without one.
+enum class TokenDatasetChecksum { verified, absent };
+// Checks one file with plain reads, no HDF5. Throws DataError naming the file when it is not a regular file, starts
+// with neither the header nor the HDF5 signature, or its size or CRC32C differs from the header's.
+TokenDatasetChecksum token_dataset_verify(const std::string& file);
+// Fills the user block of a closed file created with an empty one (h5::file_create's userblock) with the header.
+void token_dataset_seal(const std::string& file);
 
 struct TokenDatasetInfo {
   std::string tokenizer;              // data.tokenizer as given at prepare time ("byte" or a path)
@@ -54,13 +70,17 @@ class TokenDatasetWriter {
 
 class TokenDatasetReader {
  public:
-  // A file, or a directory of shard-NNNNN.h5 files. Throws DataError naming the file that is unreadable, is not
-  // a token dataset, or disagrees with the first shard.
+  // A file, or a directory of shard-NNNNN.h5 files. Every file is checked by token_dataset_verify before HDF5
+  // opens it (each rank reads the dataset through once, about 3 GB/s from the page cache). Throws DataError naming the
+  // file that is not a regular file, is damaged, is not a token dataset, or disagrees with the first shard. Files
+  // without a checksum (an earlier ranktune's) are read, with a note.
   explicit TokenDatasetReader(const std::string& path);
   ~TokenDatasetReader();
   TokenDatasetReader(TokenDatasetReader&&) noexcept;
 
   const TokenDatasetInfo& info() const;
+  // False when a file of the dataset has no checksum (TokenDatasetChecksum::absent).
+  bool checksummed() const;
   // Rows [begin, begin + n) of the whole dataset (shards concatenated in order), one hyperslab read per shard.
   std::vector<PackedRow> read(std::int64_t begin, std::int64_t n) const;
 

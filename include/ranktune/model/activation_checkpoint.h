@@ -13,8 +13,10 @@
 
 namespace ranktune {
 
-// Same value as block->forward(x, rope). When x does not require grad (a frozen embedding under LoRA), a detached
-// copy that does is used, so gradients still reach the layer's trainable parameters.
-at::Tensor activation_checkpoint_forward(DecoderBlockImpl& block, const at::Tensor& x, const RopeCache& rope);
+// Same value as block->forward(x, rope, mask) (the mask, if any, is kept for the recomputation). When x does not
+// require grad (a frozen embedding under LoRA), a detached copy that does is used, so gradients still reach the
+// layer's trainable parameters.
+at::Tensor activation_checkpoint_forward(DecoderBlockImpl& block, const at::Tensor& x, const RopeCache& rope,
+                                         const at::Tensor& mask = {});
 
 }  // namespace ranktune

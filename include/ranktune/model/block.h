@@ -16,7 +16,7 @@ namespace ranktune {
 class DecoderBlockImpl : public torch::nn::Module {
  public:
   DecoderBlockImpl(const LlamaConfig& c, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x, const RopeCache& rope);
+  at::Tensor forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask = {});  // mask: Attention's
 
   // Registered in transformers' order, so named_parameters() lists them as HF does.
   Attention self_attn{nullptr};

@@ -1,4 +1,5 @@
-// defines: Linear, y = x W^T (+ b), with an optional LoRA adapter: y += scale * B(A(dropout(x))).
+// defines: Linear, y = x W^T (+ b), with an optional LoRA adapter: y += scale * B(A(dropout(x))), through the fused
+// autograd op of lora_linear.h, or PEFT's unfused order (adapter in its own dtype) when `lora_reference` is set.
 // The adapter lives in child modules `lora_A` and `lora_B` so that parameter names match PEFT's
 // (`...q_proj.lora_A.weight`); lora.h attaches, merges and lists them. Weights are allocated, not initialised.
 #pragma once
@@ -26,6 +27,7 @@ class LinearImpl : public torch::nn::Module {
   Linear lora_B{nullptr};  // r -> out
   double lora_scale = 0;   // alpha / r
   double lora_dropout = 0;
+  bool lora_reference = false;  // the unfused path: what tests compare the fused one with, and a fallback
 };
 
 }  // namespace ranktune

@@ -33,8 +33,8 @@ TORCH_MODULE(LlamaModel);
 // with llama_init_random or llama_load_weights (hf_model_dir.h), or use llama_random / llama_from_pretrained.
 //
 // forward(tokens) is, stage by stage:
-//   h = embed(tokens); r = rope(T, h.device(), h.scalar_type());
-//   for i in [0, num_layers()): h = block(i)->forward(h, r);
+//   h = embed(tokens); r = rope(T, h.device(), h.scalar_type()); m = document_causal_mask(documents);
+//   for i in [0, num_layers()): h = block(i)->forward(h, r, m);
 //   logits = head(h);
 // The weights may be spread over several devices (balanced sharding): forward() then follows them, moving the hidden
 // state to each layer's device (one stage at a time, as accelerate's hooks do); the pipelined executor
@@ -45,23 +45,35 @@ class LlamaImpl : public torch::nn::Module {
   explicit LlamaImpl(LlamaConfig c, const at::TensorOptions& options = {});
 
   // tokens [B, T] int64, position_ids [B, T] or [1, T] (default 0..T-1) -> logits [B, T, vocab] in the weights' dtype.
-  // Attention is causal over the T tokens; position_ids only move the rotary phases.
-  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& position_ids = {});
+  // position_ids only move the rotary phases. Without documents attention is causal over the T tokens; documents
+  // [B, T] (the document index of each token of a packed row) restrict it to the earlier tokens of the same document.
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& position_ids = {}, const at::Tensor& documents = {});
+  // forward() without head(): the last decoder layer's output [B, T, d], for a loss that fuses the head
+  // (linear_cross_entropy.h) and never materialises the logits.
+  at::Tensor hidden_states(const at::Tensor& tokens, const at::Tensor& position_ids = {},
+                           const at::Tensor& documents = {});
 
   at::Tensor embed(const at::Tensor& tokens);
   RopeCache rope(std::int64_t seq_len, at::Device device, at::ScalarType dtype) const;
   RopeCache rope(const at::Tensor& position_ids, at::ScalarType dtype) const;
   std::int64_t num_layers() const { return static_cast<std::int64_t>(model->layers->size()); }
   DecoderBlock block(std::int64_t i) const;
-  // Layer i on h (checkpointed when activation checkpointing is on and gradients are being recorded).
-  at::Tensor run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope);
-  at::Tensor head(const at::Tensor& h);  // final norm + lm_head -> logits
+  // Layer i on h (checkpointed when activation checkpointing is on and gradients are being recorded); mask as
+  // document_causal_mask (attention.h) makes it, on h's device, or undefined for plain causal attention.
+  at::Tensor run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope, const at::Tensor& mask = {});
+  at::Tensor head(const at::Tensor& h);        // final norm + lm_head -> logits
+  at::Tensor final_norm(const at::Tensor& h);  // h moved to head_device(), then the final norm
+  at::Tensor head_weight();  // [vocab, d] on head_device(): lm_head's, or the tied embedding's (hopped, differentiable)
+  bool head_is_matmul() const;  // head() is final_norm then a plain matmul by head_weight() (no LoRA, no bias)
   at::Device block_device(std::int64_t i) const;
   at::Device head_device() const;
 
   // Recompute each layer's activations in backward instead of keeping them (train.activation_checkpointing).
   void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
+  // Compute the training loss with the fused chunked linear cross entropy (train.fused_loss); off = head() + loss.
+  void set_fused_loss(bool on) { fused_loss_ = on; }
+  bool fused_loss() const { return fused_loss_; }
 
   const LlamaConfig& config() const { return config_; }
 
@@ -72,6 +84,7 @@ class LlamaImpl : public torch::nn::Module {
   LlamaConfig config_;
   Rope rope_;
   bool activation_checkpointing_ = false;
+  bool fused_loss_ = false;
 };
 TORCH_MODULE(Llama);
 

@@ -32,6 +32,10 @@ void lora_merge(LlamaImpl& model);
 
 bool lora_attached(const LlamaImpl& model);
 
+// Routes every adapted linear through the unfused reference path (PEFT's order, adapter in its own dtype) instead of
+// the fused op of lora_linear.h, or back: the comparison the tests make, and an eager fallback.
+void lora_use_reference(LlamaImpl& model, bool reference);
+
 // Applies the adapter of a PEFT directory (adapter_config.json + adapter_model.safetensors) to the model.
 void lora_load_peft(LlamaImpl& model, const std::string& adapter_dir);
 

@@ -1,21 +1,29 @@
-// defines: FaultHook, a TEST HOOK (not for production runs): RANKTUNE_TEST_FAIL_AT_STEP=RANK:STEP[:exit] makes rank
-// RANK fail as it starts optimizer step STEP, so tests can show that one rank failing mid-run ends the whole job.
-// By default it throws an Error, as a failing read of its data would, and main aborts every rank; with `:exit` it
-// calls std::exit(1) without finalising MPI, as a library that gives up would, and the launcher must end the rest.
-// Read once when the trainer starts; unset (every real run) it does nothing.
+// defines: FaultHook, a TEST HOOK (not for production runs): RANKTUNE_TEST_FAIL_AT_STEP=RANK:STEP[:KIND] makes rank
+// RANK fail at optimizer step STEP, so tests can show that one rank failing mid-run ends the whole job (no KIND: an
+// Error, as a failing read of its data would, and main aborts every rank; `exit`: std::exit(1) without finalising
+// MPI, and the launcher must end the rest), and that a non-finite gradient stops the run before that step is logged
+// or committed (`nan_grad`, `inf_grad`). Read once when the trainer starts; unset (every real run) it does nothing.
 #pragma once
+
+#include "ranktune/distributed/named_tensors.h"
 
 namespace ranktune {
 
+enum class FaultKind { error, exit, nan_grad, inf_grad };
+
 struct FaultHook {
   long step = 0;  // 0: no fault on this rank
-  bool exit = false;
+  FaultKind kind = FaultKind::error;
 };
 
 // The hook for this rank from the environment; UsageError naming the variable when its value is malformed.
 FaultHook fault_hook_from_env(int rank);
 
-// Fails (throws, or exits) when `step` is the hook's step; nothing otherwise.
+// Fails (throws, or exits) as optimizer step `step` starts when it is the hook's step and the kind is error or exit.
 void fault_hook_fire(const FaultHook& hook, int rank, long step);
+
+// For nan_grad / inf_grad at the hook's step: writes NaN / +inf into one element of the first gradient of `params`,
+// as an overflowing kernel would. Called once the gradients are complete (reduced, in DDP), before their norm.
+void fault_hook_poison_grads(const FaultHook& hook, long step, const NamedTensors& params);
 
 }  // namespace ranktune

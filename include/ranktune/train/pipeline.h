@@ -59,7 +59,8 @@ class PipelineExecutor {
                    StageThreads threads = StageThreads::automatic);
   ~PipelineExecutor();
 
-  // Forward and backward of one micro-step (tokens, targets, positions [b, T] on any device). Gradients of
+  // Forward and backward of one micro-step (tokens, targets, positions and documents if defined, [b, T] on any
+  // device; each stage builds its chunks' document mask from documents). Gradients of
   // scale * (summed token loss) accumulate into the parameters. Returns the summed token loss (fp32 scalar on the
   // last stage's device, not synchronised).
   at::Tensor forward_backward(const BatchTensors& batch, double scale);

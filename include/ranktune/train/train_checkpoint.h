@@ -48,10 +48,6 @@ ModelRecord model_record_make(const Config& cfg, std::string config_json, std::s
 // Reads the record back; a checkpoint written before the record existed is a CheckpointError saying so.
 ModelRecord model_record_read(const CheckpointState& st, const std::string& where);
 
-// The effective configuration as INI text that `--config` reads back: the keys without a section first, then one
-// [section] per dotted prefix, every key of the schema in schema order.
-std::string config_ini(const Config& cfg);
-
 // The `base_model` identity: "<origin>, config <hex>" plus ", tensors <hex>" when the base has a tensor index.
 // origin: --model.path as given, or "random init, seed N" (whose tensors follow from its config, so no index);
 // the hashes are FNV-1a 64 of the model's config.json and of its tensor index (sorted names, dtypes, shapes).
@@ -74,6 +70,12 @@ std::map<std::string, at::Tensor> trained_weights(const CheckpointState& st);
 CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt, const RunPosition& pos,
                                     bool write_replicated, const ModelRecord& record, const c10::Device& device,
                                     const std::vector<int>& other_gpus = {});
+
+// Compares the configuration the checkpoint recorded (its `config` attribute) with this run's `cfg` (config_changes):
+// rank 0 prints the settings that changed in one line; a change that leaves the saved tensors meaningless (another
+// LoRA rank, a random-init model's shape, another tokenizer) is a ConfigError (exit 2) naming each such key with both
+// values and the fix. A checkpoint that records no configuration (an older ranktune) gets a note and passes.
+void resume_check_config(const LoadedCheckpoint& ck, const Config& cfg);
 
 // Copies the saved weights and optimizer state into params/opt (they must match by name and shape: a mismatch is a
 // CheckpointError naming the tensor), restores this rank's RNG when its own file exists, returns the position.

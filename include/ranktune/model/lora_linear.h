@@ -1,0 +1,18 @@
+// defines: lora_linear, the LoRA fast path: y = x W^T + b + (x A^T)(s B)^T as one autograd op over a frozen base.
+// It computes in x's dtype (bf16 on GPU: A and s*B are cast per call, they are tiny, while the trainable masters stay
+// fp32), adds the adapter into the base output with one in-place addmm, saves only x (the very tensor passed, so the
+// one input of q, k and v is kept once) and x A^T, and its backward computes dX, dA and dB, no base weight gradient.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace ranktune {
+
+// weight [out, in], bias [out] or undefined, lora_A [r, in], lora_B [out, r], any float dtypes (A and B are used in
+// x's dtype; their gradients come back in their own). `adapter_input`, when defined, is what the adapter reads instead
+// of x (x after LoRA dropout); it then gets its own gradient. Gradients of weight and bias are computed only if they
+// require one (never under lora_apply, which freezes the base).
+at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& lora_A,
+                       const at::Tensor& lora_B, double scale, const at::Tensor& adapter_input = {});
+
+}  // namespace ranktune

@@ -1,0 +1,121 @@
+// The LoRA fast path as a custom autograd function. Saved for backward: the adapter's input (the caller's tensor
+// itself, never a copy or a cast, so storage shared by q, k and v is held once), x A^T ([tokens, r]) and the small
+// compute-dtype copies of A and s*B; the frozen base weight is a parameter, saving it costs nothing.
+#include "ranktune/model/lora_linear.h"
+
+#include <ATen/ATen.h>
+#include <ATen/record_function.h>
+#include <torch/autograd.h>
+
+#include <optional>
+#include <vector>
+
+#include "ranktune/core/error.h"
+
+namespace ranktune {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+at::Tensor flat(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+
+// s * B rounded once to the compute dtype, in one kernel: the scale rides on the [out, r] matrix, never on a
+// [tokens, out] activation.
+at::Tensor scaled_to(const at::Tensor& b, double scale, at::ScalarType dtype) {
+  if (scale == 1.0) return b.to(dtype);
+  at::Tensor out = at::empty(b.sizes(), b.options().dtype(dtype));
+  at::Tensor s = at::scalar_tensor(scale, at::kDouble);
+  s.unsafeGetTensorImpl()->set_wrapped_number(true);  // a Python-style scalar: it does not promote B's dtype
+  return at::mul_out(out, b, s);
+}
+
+// a @ b returned in `dtype`: the product is rounded to its inputs' dtype, then widened, with the same ops on every
+// device. (CUDA can accumulate 16-bit inputs straight into an fp32 result, at::mm(a, b, at::kFloat); that path waits
+// for a GPU run to verify it.)
+at::Tensor mm_to(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) { return at::mm(a, b).to(dtype); }
+
+class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> {
+ public:
+  // bias and adapter_input are optionals: autograd refuses an undefined tensor argument, and an absent optional is
+  // no input at all, so the edge of each present input is counted here for needs_input_grad.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias_arg, const at::Tensor& lora_A,
+                            const at::Tensor& lora_B, const std::optional<at::Tensor>& adapter_arg, double scale) {
+    const at::Tensor bias = bias_arg.value_or(at::Tensor()), adapter_input = adapter_arg.value_or(at::Tensor());
+    std::vector<std::int64_t> edge;
+    std::int64_t next = 0;
+    for (const at::Tensor* t : {&x, &weight, &bias, &lora_A, &lora_B, &adapter_input})
+      edge.push_back(t->defined() ? next++ : -1);
+    ctx->saved_data["edge"] = edge;
+
+    const at::ScalarType dtype = x.scalar_type();
+    const at::Tensor a = lora_A.to(dtype);
+    const at::Tensor sb = scaled_to(lora_B, scale, dtype);
+    const at::Tensor& xin = adapter_input.defined() ? adapter_input : x;
+    const at::Tensor xa = at::mm(flat(xin), a.t());
+    at::Tensor y = at::linear(x, weight, bias);
+    flat(y).addmm_(xa, sb.t());  // one accumulate into the base output: no [tokens, out] temporary
+
+    ctx->save_for_backward({weight.requires_grad() ? x : at::Tensor(), xin, xa, weight, a, sb});
+    ctx->saved_data["separate"] = adapter_input.defined();
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["dtypes"] =
+        std::vector<std::int64_t>{static_cast<std::int64_t>(weight.scalar_type()),
+                                  static_cast<std::int64_t>(bias.defined() ? bias.scalar_type() : dtype),
+                                  static_cast<std::int64_t>(lora_A.scalar_type()),
+                                  static_cast<std::int64_t>(lora_B.scalar_type())};
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &xin = saved[1], &xa = saved[2], &weight = saved[3], &a = saved[4], &sb = saved[5];
+    const bool separate = ctx->saved_data["separate"].toBool();
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const std::vector<std::int64_t> dtypes = ctx->saved_data["dtypes"].toIntVector();
+    const auto dtype = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
+    const std::vector<std::int64_t> edge = ctx->saved_data["edge"].toIntVector();
+    const auto needs = [&](int i) { return edge[i] >= 0 && ctx->needs_input_grad(edge[i]); };
+
+    const at::Tensor dy = flat(grads[0]);
+    const at::Tensor xin2 = flat(xin);
+    const at::Tensor g = at::mm(dy, sb);  // the gradient of x A^T, [tokens, r]
+    at::Tensor dx, dw, db, da, dB, dxin;
+    if (separate) {
+      if (needs(0)) dx = at::mm(dy, weight).view(xin.sizes());
+      if (needs(5)) dxin = at::mm(g, a).view(xin.sizes());
+    } else if (needs(0)) {
+      dx = at::mm(dy, weight);
+      dx.addmm_(g, a);  // base and adapter parts summed by the matmul, not by a separate add
+      dx = dx.view(xin.sizes());
+    }
+    if (needs(1)) dw = mm_to(dy.t(), flat(x), dtype(0));
+    if (needs(2)) db = dy.sum(0).to(dtype(1));
+    if (needs(3)) da = mm_to(g.t(), xin2, dtype(2));
+    if (needs(4)) {
+      dB = mm_to(dy.t(), xa, dtype(3));
+      if (scale != 1.0) dB.mul_(scale);
+    }
+    return {dx, dw, db, da, dB, dxin, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& lora_A,
+                       const at::Tensor& lora_B, double scale, const at::Tensor& adapter_input) {
+  RECORD_FUNCTION("ranktune::lora_linear", c10::ArrayRef<const c10::IValue>{});  // a named row in profile tables
+  const std::int64_t in = weight.size(1), out = weight.size(0), r = lora_A.size(0);
+  if (x.size(-1) != in || lora_A.size(1) != in || lora_B.size(0) != out || lora_B.size(1) != r)
+    throw LibraryError("lora_linear: shapes disagree: x " + c10::str(x.sizes()) + ", weight " +
+                       c10::str(weight.sizes()) + ", lora_A " + c10::str(lora_A.sizes()) + ", lora_B " +
+                       c10::str(lora_B.sizes()));
+  if (adapter_input.defined() && adapter_input.sizes() != x.sizes())
+    throw LibraryError("lora_linear: adapter input " + c10::str(adapter_input.sizes()) + " for x " +
+                       c10::str(x.sizes()));
+  const auto present = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
+  return LoraLinearFunction::apply(x, weight, present(bias), lora_A, lora_B, present(adapter_input), scale);
+}
+
+}  // namespace ranktune
