@@ -12,8 +12,11 @@ Run by bench/prepare_speed.sh; works offline.
   check DIR OUT.h5  the documents of a prepared dataset (split at position resets, padding dropped) equal HF's ids.
   run DIR BIN       REPEATS rounds (BENCH_REPEATS, 3), each: `BIN prepare` of one record (the start-up cost: process,
                     LibTorch, tokenizer.json), `BIN prepare` at every thread count of BENCH_THREADS ("1 <cpus>"),
-                    then HF single-threaded, then HF at the largest thread count; the ids of every prepare checked
-                    against HF's; prints the medians as a markdown table (and DIR/results.json).
+                    then `mpirun -np N BIN prepare` for each N of BENCH_RANKS (default: 2 and 4 where that many
+                    CPUs exist and mpirun is found; "" for none; BENCH_MPIRUN, BENCH_MPIRUN_FLAGS) with the CPUs
+                    divided among the ranks, then HF single-threaded, then HF at the largest thread count; the ids
+                    of every prepare checked against HF's, and each mpirun output against the 1-process one byte for
+                    byte; prints the medians as a markdown table (and DIR/results.json).
 """
 import glob
 import json
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import os
 import random
+import shutil
 import sys
 import sysconfig
 import time
@@ -229,6 +233,11 @@ def run(work, binary):
                                                       text=True).stdout
     me = [sys.executable, os.path.abspath(__file__)]
     times = {}
+    cpus = os.cpu_count() or 1
+    mpirun = shutil.which(os.environ.get("BENCH_MPIRUN", "mpirun"))
+    ranks = [int(n) for n in os.environ.get("BENCH_RANKS", " ".join(str(n) for n in (2, 4) if n <= cpus)).split()]
+    if not mpirun or not has_threads:
+        ranks = []
 
     def hf_run(n):
         env = dict(os.environ, RAYON_NUM_THREADS=str(n), TOKENIZERS_PARALLELISM="true" if n > 1 else "false")
@@ -242,15 +251,21 @@ def run(work, binary):
     with open(os.path.join(work, "bench.jsonl"), encoding="utf-8") as f, open(one, "w", encoding="utf-8") as g:
         g.write(f.readline())
 
-    def prepare(data, out, n):
-        cmd = [binary, "prepare", f"--data.path={data}", f"--data.tokenizer={work}/tokenizer.json",
+    def prepare(data, out, n, np=1):
+        # np > 1: under mpirun, n threads per rank.
+        launch = []
+        env = None
+        if np > 1:
+            launch = [mpirun, "-np", str(np)] + os.environ.get("BENCH_MPIRUN_FLAGS", "--bind-to none").split()
+            env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        cmd = launch + [binary, "prepare", f"--data.path={data}", f"--data.tokenizer={work}/tokenizer.json",
                f"--train.seq_len={seq}", f"--model.max_seq_len={seq}", f"--prepare.output={out}"]
         if has_threads:
             cmd.append(f"--prepare.threads={n}")
         if os.path.exists(out):
             os.remove(out)
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         dt = time.perf_counter() - t0
         if p.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
@@ -265,6 +280,17 @@ def run(work, binary):
                 continue
             times.setdefault(f"ranktune prepare, {n} thread(s)", []).append(
                 prepare(os.path.join(work, "bench.jsonl"), os.path.join(work, f"out-{n}.h5"), n))
+        for np in ranks:
+            per = max(1, cpus // np)
+            out = os.path.join(work, f"out-np{np}.h5")
+            times.setdefault(f"ranktune prepare, mpirun -np {np} x {per} thread(s)", []).append(
+                prepare(os.path.join(work, "bench.jsonl"), out, per, np))
+            ref = os.path.join(work, f"out-{max(threads)}.h5")
+            if rep == 0 and os.path.exists(ref):
+                with open(ref, "rb") as a, open(out, "rb") as b:
+                    if a.read() != b.read():
+                        sys.exit(f"{out} differs from the one-process {ref}")
+                print(f"mpirun -np {np}: the file of one process, byte for byte")
         info = hf_run(1)
         if max(threads) > 1:
             hf_run(max(threads))

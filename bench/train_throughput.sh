@@ -16,6 +16,8 @@ shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_
   --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
   --train.seq_len=2048 --train.micro_batch=4 --train.log_every=1 --train.eval_every=0
   --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0 --data.packing_attention=shared)
+# BENCH_SAVE=0 skips the end-of-run checkpoint saves (a short GPU lease).
+[ "${BENCH_SAVE:-1}" = 0 ] && shape+=(--checkpoint.at_end=false)
 # shared: the peers train each row as one sequence (random tokens, plain causal attention), so ranktune's rows do the
 # same work; "isolated" (the default, a per-document mask) is measured by the lora_isolated run.
 
@@ -66,25 +68,39 @@ unsloth_peer() {
   local site=${TMPDIR:-/tmp}/unsloth-site
   [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}" || { echo "unsloth: unpack failed" >&2; return; }
   PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" UNSLOTH_DISABLE_STATISTICS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-    python3 bench/unsloth_peer.py --modes lora,lora_gc,qlora,qlora_gc --steps "$((STEPS - 4))" 2>"$out/unsloth.log"
+    python3 bench/unsloth_peer.py --modes "${UNSLOTH_MODES:-lora,lora_gc,qlora,qlora_gc}" --steps "$((STEPS - 4))" \
+      2>"$out/unsloth.log"
 }
 
 default_runs="full resume lora isolated ddp1 hf"
 [ -f .deps/unsloth.tar.xz ] && default_runs+=" unsloth"
 RUNS=${BENCH_RUNS:-$default_runs}
-has() { [[ " $RUNS " == *" $1 "* ]]; }
-{
-  has full && ranktune full
-  has resume && resume_full
-  has lora && { ranktune lora --lora.r=16 --lora.alpha=32; rm -rf "$out/lora/ckpt"; }
-  has ddp1 && { ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt"; }
-  has isolated && { ranktune lora_isolated --lora.r=16 --lora.alpha=32 --data.packing_attention=isolated
-                    rm -rf "$out/lora_isolated/ckpt"; }
-  has ac && { ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt"; }
-  has hf && python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))"
-  has unsloth && unsloth_peer
-  has profile && { profile_shape lora --lora.r=16 --lora.alpha=32; profile_shape full; }
-} | tee "$out/results.jsonl"
+lora=(--lora.r=16 --lora.alpha=32)
+# eager: the unfused reference ops and loss (train.kernels=eager, train.fused_loss=false): the step before the fused
+# kernels of issue #17, in the same binary.
+eager=(--train.kernels=eager --train.fused_loss=false)
+# Runs go in the order BENCH_RUNS names them; with a deadline (BENCH_DEADLINE, set by gpu_check.sh) a run that could
+# not finish in 45 s is skipped, and says so.
+for run in $RUNS; do
+  if [ $(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) )) -lt 45 ]; then echo "skipped $run: deadline" >&2; continue; fi
+  case $run in
+    full) ranktune full ;;
+    resume) resume_full ;;
+    lora) ranktune lora "${lora[@]}"; rm -rf "$out/lora/ckpt" ;;
+    qlora) ranktune qlora "${lora[@]}" --model.quantize=nf4; rm -rf "$out/qlora/ckpt" ;;
+    eager) ranktune lora_eager "${lora[@]}" "${eager[@]}"; rm -rf "$out/lora_eager/ckpt" ;;
+    ddp1) ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt" ;;
+    isolated) ranktune lora_isolated "${lora[@]}" --data.packing_attention=isolated; rm -rf "$out/lora_isolated/ckpt" ;;
+    varlen) ranktune lora_varlen "${lora[@]}" --data.packing_attention=isolated --train.flash_varlen=true
+            rm -rf "$out/lora_varlen/ckpt" ;;
+    ac) ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt" ;;
+    hf) python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))" ;;
+    unsloth) unsloth_peer ;;
+    profile) profile_shape lora "${lora[@]}"; profile_shape full ;;
+    profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
+    *) echo "unknown run $run (full resume lora qlora eager ddp1 isolated varlen ac hf unsloth profile profile_eager)" >&2 ;;
+  esac
+done | tee "$out/results.jsonl"
 
 python3 - "$out/results.jsonl" <<'PY'
 import json, sys

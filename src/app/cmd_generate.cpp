@@ -21,7 +21,9 @@
 #include "ranktune/data/tokenizer.h"
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/mpi_env.h"
+#include "ranktune/model/bnb_checkpoint.h"
 #include "ranktune/model/hf_model_dir.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/train/export.h"
 #include "ranktune/train/generate.h"
 
@@ -52,9 +54,12 @@ Source load_source(const Config& cfg, const std::vector<std::string>& args) {
                      "give a checkpoint (step directory or root) or a model directory");
   Source s;
   if (fs::exists(fs::path(path) / "config.json") && !fs::exists(fs::path(path) / "manifest.json")) {
-    s.model = llama_from_pretrained(path, at::TensorOptions().dtype(at::kFloat));
+    // A "...-bnb-4bit" directory is its 4-bit weights: loaded as stored (model/quantize.h), never dequantized here.
+    const bool nf4 = hf_model_dir_is_bnb_nf4(path);
+    s.model = llama_from_pretrained_quantized(path, at::TensorOptions().dtype(at::kFloat),
+                                              nf4 ? Quantize::nf4 : Quantize::none);
     s.tokenizer = tokenizer_choose(cfg.data.tokenizer, path);
-    s.what = "model directory " + path;
+    s.what = "model directory " + path + (nf4 ? " (bitsandbytes 4-bit NF4)" : "");
     return s;
   }
   const TrainedModel tm = trained_model_read(path, h5::file_locking_parse(cfg.checkpoint.file_locking));
@@ -62,8 +67,10 @@ Source load_source(const Config& cfg, const std::vector<std::string>& args) {
   s.tokenizer.spec = tm.record.tokenizer.empty() ? "byte" : tm.record.tokenizer;
   s.tokenizer.origin = "the one its run trained with";
   s.what = "checkpoint " + tm.step_dir.string() + " (step " + std::to_string(tm.step) +
-           (tm.record.lora.r > 0 ? ", LoRA r=" + std::to_string(tm.record.lora.r) + " on " + tm.record.base_path
-                                 : std::string(", full weights")) +
+           (tm.record.lora.r > 0
+                ? ", LoRA r=" + std::to_string(tm.record.lora.r) + " on " +
+                      (trained_model_quantize(tm) == "nf4" ? "the 4-bit NF4 " : "") + tm.record.base_path
+                : std::string(", full weights")) +
            ")";
   return s;
 }

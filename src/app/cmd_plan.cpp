@@ -49,10 +49,10 @@ int cmd_plan(const AppContext& ctx) {
   head << "model: " << shape.num_layers << " layers, d " << shape.hidden_size << ", "
        << static_cast<double>(llama_parameter_count(shape)) / 1e6 << "M parameters"
        << (shape.tie_word_embeddings ? " (tied head)" : "") << "; "
-       << (setup.lora_r ? "LoRA r=" + std::to_string(setup.lora_r) : std::string("full fine-tune")) << ", micro-batch "
-       << setup.micro_batch << " x " << setup.seq_len << " tokens"
-       << (setup.activation_checkpointing ? ", activation checkpointing" : "") << "; training footprint on one device "
-       << format_bytes(training_footprint_bytes(shape, setup));
+       << (setup.lora_r ? "LoRA r=" + std::to_string(setup.lora_r) : std::string("full fine-tune"))
+       << (setup.nf4 || shape.bnb_nf4 ? " on a 4-bit NF4 base" : "") << ", micro-batch " << setup.micro_batch << " x "
+       << setup.seq_len << " tokens" << (setup.activation_checkpointing ? ", activation checkpointing" : "")
+       << "; training footprint on one device " << format_bytes(training_footprint_bytes(shape, setup));
   log0() << head.str();
   log0() << "\nranktune balanced plan (weights + gradients + optimizer state + activations; time share from FLOPs):\n"
          << plan_table(plan, balanced_stage_labels(placed));
@@ -66,7 +66,9 @@ int cmd_plan(const AppContext& ctx) {
   char cmp[200];
   std::snprintf(cmp, sizeof cmp, "slowest device does %.0f%% of the work with accelerate's placement, %.0f%% with ours",
                 100 * slowest_share(plan.units, theirs), 100 * slowest_share(plan.units, ours));
-  log0() << "\naccelerate device_map=\"balanced\" (weights only) would place:\n"
+  log0() << "\naccelerate device_map=\"balanced\" (weights only"
+         << (setup.nf4 || shape.bnb_nf4 ? ", counted in 16 bits: the 4-bit sizes are not modelled" : "")
+         << ") would place:\n"
          << accelerate_table(shape, acc, devices) << cmp;
   return 0;
 }

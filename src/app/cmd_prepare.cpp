@@ -1,9 +1,11 @@
 // `ranktune prepare`: text/JSONL files -> tokenizer -> records -> packed rows -> HDF5 token dataset (docs/data.md).
-// One process: its threads parse and tokenize batches of records (prepare.threads), one writer keeps the row order
-// that of the inputs.
+// Its threads parse and tokenize batches of records (prepare.threads), one writer keeps the row order that of the
+// inputs; under mpirun the ranks share the tokenizing and rank 0 writes the same file (prepare_ranks).
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <system_error>
 
 #include "ranktune/app/commands.h"
@@ -12,6 +14,7 @@
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/sources.h"
 #include "ranktune/distributed/agree.h"
+#include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/h5.h"
 #include "ranktune/io/token_dataset.h"
@@ -23,9 +26,6 @@ namespace {
 
 void check_request(const AppContext& ctx) {
   const Config& cfg = ctx.cfg;
-  if (ctx.env.size() > 1)
-    throw UsageError("`ranktune prepare` runs as one process, not " + std::to_string(ctx.env.size()) + " ranks",
-                     "run it without mpirun/srun; `ranktune train` then reads the dataset at any world size");
   if (cfg.data.path.empty()) throw UsageError("prepare needs input files", "--data.path=FILE.jsonl[,FILE2.txt...]");
   if (TokenDatasetReader::is_dataset_path(cfg.data.path))
     throw UsageError("data.path '" + cfg.data.path + "' is already a prepared dataset (or a directory)",
@@ -52,40 +52,113 @@ TokenDatasetInfo info_of(const Config& cfg, const Tokenizer& tok, const std::vec
   return info;
 }
 
-void prepare(const Config& given, const CpuThreads& cpu) {
+// Errors of the output file name it and say what to check.
+template <class F>
+void on_output(F&& f) {
+  try {
+    f();
+  } catch (const h5::H5Error& e) {
+    throw DataError(std::string("prepare.output: ") + e.what(), "check that the directory is writable");
+  } catch (const std::system_error& e) {
+    throw DataError(std::string("prepare.output: ") + e.what(), "check that the directory is writable");
+  }
+}
+
+// Under mpirun: every rank reads the records, each tokenizes its batches (SourcesEncoder), rank 0 gathers them in
+// order and packs and writes as one process would. Each step is agreed, so an error on any rank (a bad record is
+// raised by rank 0 when it packs it, as in one process) ends every rank with the same code and nobody waits.
+SourcesStats prepare_ranks(const MpiEnv& env, const Config& cfg, const Tokenizer& tok,
+                           const std::vector<std::string>& files, const SourcesOptions& sources, std::int64_t& rows,
+                           int& shards) {
+  const bool root = env.rank() == 0;
+  const int batch_threads = static_cast<int>(host::max(env, sources.threads));
+  std::unique_ptr<SourcesEncoder> encoder;
+  std::optional<TokenDatasetWriter> writer;
+  std::optional<ByteProgress> progress;
+  std::optional<SourcesPacker> packer;
+  agree_run(env, [&] {
+    encoder = std::make_unique<SourcesEncoder>(files, tok, sources, env.rank(), env.size(), batch_threads);
+    if (!root) return;
+    on_output([&] { writer.emplace(cfg.prepare.output, cfg.train.seq_len, cfg.prepare.shard_rows); });
+    progress.emplace(std::cout, "prepare", Progress::stdout_is_tty());
+    packer.emplace(
+        files, tok, sources, [&writer](const PackedRow& r) { writer->add(r); },
+        [&](std::uint64_t done, std::uint64_t total) {
+          progress->update(done, total, std::to_string(writer->rows()) + " rows");
+        });
+  });
+  while (true) {
+    std::string mine;
+    bool more = false;
+    agree_run(env, [&] { more = encoder->next(mine); });
+    if (!host::any(env, more)) break;
+    const std::vector<std::string> parts = host::gather_bytes(env, mine);
+    agree_run(env, [&] {
+      if (!root) return;
+      on_output([&] {
+        for (const std::string& part : parts) packer->add(part);
+      });
+    });
+  }
+  SourcesStats st;
+  agree_run(env, [&] {
+    encoder.reset();
+    if (!root) return;
+    on_output([&] {
+      progress->finish();
+      st = packer->finish();
+      writer->commit(info_of(cfg, tok, files, st));
+      rows = writer->rows();
+      shards = writer->shards();
+    });
+  });
+  return st;
+}
+
+void prepare(const AppContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
-  const TokenizerChoice choice = tokenizer_choose(given.data.tokenizer, given.model.path);
+  const MpiEnv& env = ctx.env;
+  const Config& given = ctx.cfg;
+  const CpuThreads& cpu = ctx.cpu_threads;
   Config cfg = given;
-  cfg.data.tokenizer = choice.spec;  // what the dataset records and `train` compares with its own choice
-  const std::vector<std::string> files = sources_split(cfg.data.path);
-  const std::unique_ptr<Tokenizer> tok = tokenizer_open(choice);
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<std::string> files;
+  SourcesOptions sources;
+  agree_run(env, [&] {
+    check_request(ctx);
+    const TokenizerChoice choice = tokenizer_choose(given.data.tokenizer, given.model.path);
+    cfg.data.tokenizer = choice.spec;  // what the dataset records and `train` compares with its own choice
+    files = sources_split(cfg.data.path);
+    tok = tokenizer_open(choice);
+    sources = sources_options_from(cfg);
+  });
   log0() << "prepare: " << files.size() << " file(s) -> " << cfg.prepare.output << ", tokenizer " << tok->describe()
          << ", rows of " << cfg.train.seq_len << " tokens, overlong=" << cfg.data.overlong
          << ", packing=" << cfg.data.packing << ", on_bad_record=" << cfg.data.on_bad_record;
-  SourcesOptions sources = sources_options_from(cfg);
   sources.threads = cfg.prepare.threads > 0 ? cfg.prepare.threads : cpu.threads;
-  log0() << "prepare: " << sources.threads << " thread(s) tokenizing ("
+  log0() << "prepare: " << (env.size() > 1 ? std::to_string(env.size()) + " rank(s), " : std::string())
+         << sources.threads << " thread(s) tokenizing" << (env.size() > 1 ? " on rank 0" : "") << " ("
          << (cfg.prepare.threads > 0 ? "prepare.threads" : "prepare.threads=0: " + cpu.reason) << ")";
 
   SourcesStats st;
   std::int64_t rows = 0;
   int shards = 0;
-  try {
-    TokenDatasetWriter writer(cfg.prepare.output, cfg.train.seq_len, cfg.prepare.shard_rows);
-    ByteProgress progress(std::cout, "prepare", Progress::stdout_is_tty());
-    st = sources_pack(
-        files, *tok, sources, [&writer](const PackedRow& r) { writer.add(r); },
-        [&](std::uint64_t done, std::uint64_t total) {
-          progress.update(done, total, std::to_string(writer.rows()) + " rows");
-        });
-    progress.finish();
-    writer.commit(info_of(cfg, *tok, files, st));
-    rows = writer.rows();
-    shards = writer.shards();
-  } catch (const h5::H5Error& e) {
-    throw DataError(std::string("prepare.output: ") + e.what(), "check that the directory is writable");
-  } catch (const std::system_error& e) {
-    throw DataError(std::string("prepare.output: ") + e.what(), "check that the directory is writable");
+  if (env.size() > 1) {
+    st = prepare_ranks(env, cfg, *tok, files, sources, rows, shards);
+  } else {
+    on_output([&] {
+      TokenDatasetWriter writer(cfg.prepare.output, cfg.train.seq_len, cfg.prepare.shard_rows);
+      ByteProgress progress(std::cout, "prepare", Progress::stdout_is_tty());
+      st = sources_pack(
+          files, *tok, sources, [&writer](const PackedRow& r) { writer.add(r); },
+          [&](std::uint64_t done, std::uint64_t total) {
+            progress.update(done, total, std::to_string(writer.rows()) + " rows");
+          });
+      progress.finish();
+      writer.commit(info_of(cfg, *tok, files, st));
+      rows = writer.rows();
+      shards = writer.shards();
+    });
   }
 
   if (st.skipped) log0() << "prepare: skipped " << st.skipped << " bad record(s); first: " << st.first_skipped;
@@ -104,11 +177,8 @@ void prepare(const Config& given, const CpuThreads& cpu) {
 }  // namespace
 
 int cmd_prepare(const AppContext& ctx) {
-  // One rank (checked first); agree_run gives its errors the same one-line form and exit code as train's.
-  agree_run(ctx.env, [&] {
-    check_request(ctx);
-    prepare(ctx.cfg, ctx.cpu_threads);
-  });
+  // Every step agrees (agree_run) inside: errors get the same one-line form and exit code as train's on every rank.
+  agree_run(ctx.env, [&] { prepare(ctx); });
   return 0;
 }
 

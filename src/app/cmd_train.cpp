@@ -20,8 +20,10 @@
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/parallel_mode.h"
 #include "ranktune/distributed/topology_detect.h"
+#include "ranktune/io/token_dataset.h"
 #include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/plan/layer_cost.h"
 #include "ranktune/train/batch_plan.h"
 #include "ranktune/train/generate.h"
@@ -57,10 +59,14 @@ BalancedSetup place_balanced(const Config& cfg, const ClusterFacts& facts, const
 // Built on `device` with the dtype of `compute` (balanced mode builds on the CPU, then places the stages).
 Llama build_model(const Config& cfg, const at::Device& device, const at::Device& compute) {
   const at::TensorOptions options = at::TensorOptions(device).dtype(llama_dtype(compute, cfg.train.precision));
-  Llama model = cfg.model.path.empty()
-                    ? llama_random(llama_config_from_model(cfg.model), static_cast<std::uint64_t>(cfg.seed), options)
-                    : llama_from_pretrained(cfg.model.path, options);
+  // model.quantize=nf4: the decoder linears are quantized layer by layer as they are made (model/quantize.h).
+  const Quantize q = quantize_parse(cfg.model.quantize);
+  Llama model = cfg.model.path.empty() ? llama_random_quantized(llama_config_from_model(cfg.model),
+                                                                static_cast<std::uint64_t>(cfg.seed), options, q)
+                                       : llama_from_pretrained_quantized(cfg.model.path, options, q);
   if (cfg.lora.r > 0) lora_apply(*model, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
+  model->set_fused_kernels(cfg.train.kernels == "fused");
+  model->set_flash_varlen(cfg.train.flash_varlen);
   model->set_activation_checkpointing(cfg.train.activation_checkpointing);
   model->set_fused_loss(cfg.train.fused_loss == "true" || (cfg.train.fused_loss == "auto" && compute.is_cuda()));
   return model;
@@ -156,6 +162,13 @@ std::string model_summary(const Config& cfg, const LlamaImpl& model) {
      << (c.rope_scaling.type.empty() ? "" : " (" + c.rope_scaling.type + " scaling)")
      << (c.tie_word_embeddings ? ", tied embeddings" : "") << "; " << base << " parameters (" << count_text(base)
      << ")\n";
+  if (llama_quantized(model)) {
+    const auto [dense, packed] = llama_nf4_bytes(model);
+    char nf4[160];
+    std::snprintf(nf4, sizeof nf4, "base: decoder linears in NF4 (model.quantize=nf4): %.3g MiB for %.3g MiB in bf16\n",
+                  static_cast<double>(packed) / 1048576.0, static_cast<double>(dense) / 1048576.0);
+    os << nf4;
+  }
   char share[32];
   std::snprintf(share, sizeof share, "%.3g%%", 100.0 * static_cast<double>(trainable) / static_cast<double>(base));
   if (cfg.lora.r > 0) {
@@ -230,12 +243,18 @@ int cmd_train(const AppContext& ctx) {
   Llama model{nullptr};
   std::shared_ptr<PipelineExecutor> pipeline;
   Config data_cfg = cfg;  // data.tokenizer as chosen: what the data is tokenized with and the checkpoint records
+  // A prepared dataset is read through for its CRC32C once per node (each local rank a share of the files), and every
+  // rank learns the outcome before any rank lets HDF5 parse a file, which can crash on damaged metadata.
+  const bool prepared = !cfg.data.path.empty() && TokenDatasetReader::is_dataset_path(cfg.data.path);
+  agree_run(ctx.env, [&] {
+    if (prepared) token_dataset_verify_files(cfg.data.path, ChecksumShare{ctx.env.local_rank(), ctx.env.local_size()});
+  });
   agree_run(ctx.env, [&] {
     check_sequence_length(cfg, configured_model_shape(cfg));
     const TokenizerChoice choice = tokenizer_choose(cfg.data.tokenizer, cfg.model.path);
     std::unique_ptr<Tokenizer> tokenizer = tokenizer_open(choice);
     data_cfg.data.tokenizer = choice.spec;
-    data = token_data_load(data_cfg, std::move(tokenizer));
+    data = token_data_load(data_cfg, std::move(tokenizer), /*verified=*/prepared);
     model = build_model(cfg, balanced ? at::Device(at::kCPU) : device, device);
     if (balanced) pipeline = make_pipeline(cfg, placed, *model);
     check_vocabulary(*data.tokenizer, *model);

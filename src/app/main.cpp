@@ -47,7 +47,9 @@ int main(int argc, char** argv) {
     agree_run(*env, [&] {
       if (parse_error) std::rethrow_exception(parse_error);
       cfg = config_apply(request.values);
+      config_apply_model_dir(cfg, request.values, request.subcommand);  // a bnb-4bit model.path: model.quantize=nf4
       config_validate(cfg);
+      if (request.subcommand == "train" || request.subcommand == "plan") config_validate_train(cfg);
     });
     agree_config_hash(*env, config_hash(cfg));
 

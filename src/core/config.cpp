@@ -127,6 +127,9 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(double, "model.rope_theta", model.rope_theta, "rotary base"),
       RT_KEY(double, "model.rms_norm_eps", model.rms_norm_eps, "RMSNorm epsilon"),
       RT_KEY(bool, "model.tie_embeddings", model.tie_embeddings, "lm_head shares the embedding matrix"),
+      RT_KEY(S, "model.quantize", model.quantize,
+             "frozen base linears: none (16-bit) or nf4 (4-bit QLoRA, bitsandbytes' format; needs lora.r > 0)",
+             V{"none", "nf4"}),
 
       RT_KEY(int, "lora.r", lora.r, "LoRA rank lora_r; 0 = full fine-tune"),
       RT_KEY(double, "lora.alpha", lora.alpha, "LoRA alpha (scale alpha/r)"),
@@ -150,6 +153,13 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing,
              "recompute activations in backward"),
       RT_KEY(S, "train.precision", train.precision, "compute precision", V{"auto", "bf16", "fp32"}),
+      RT_KEY(bool, "train.flash_varlen", train.flash_varlen,
+             "GPU, data.packing_attention=isolated: the flash kernel's variable-length form instead of a T x T mask "
+             "(off until a GPU run has checked it: test_model_gpu GpuPacked)"),
+      RT_KEY(S, "train.kernels", train.kernels,
+             "fused (on GPU RMSNorm's fused kernel; the LoRA fast path everywhere) or eager (the unfused reference "
+             "ops, transformers' and PEFT's order: a fallback and the comparison)",
+             V{"fused", "eager"}),
       RT_KEY(S, "train.fused_loss", train.fused_loss,
              "chunked linear cross entropy that never holds the full logits: auto = on GPU only (CPU keeps the "
              "reference's exact loss bits), true, false",
@@ -191,6 +201,9 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(int, "checkpoint.keep", checkpoint.keep, "committed checkpoints kept"),
       RT_KEY(S, "checkpoint.file_locking", checkpoint.file_locking, "HDF5 file locking",
              V{"best-effort", "true", "false"}),
+      RT_KEY(bool, "checkpoint.async", checkpoint.async,
+             "periodic saves: copy the state to host memory, write and commit it while training goes on (one extra "
+             "host copy of the saved state; synchronous when the node lacks the memory)"),
 
       RT_KEY(S, "generate.prompt", generate.prompt, "text to continue (ranktune generate)"),
       RT_KEY(S, "generate.prompt_file", generate.prompt_file,
@@ -260,6 +273,14 @@ Config config_apply(const ConfigValues& values) {
 std::string config_tokenizer(const Config& cfg) {
   if (cfg.data.tokenizer != "auto") return cfg.data.tokenizer;
   return cfg.model.path.empty() ? "byte" : path_join(cfg.model.path, "tokenizer.json");
+}
+
+void config_validate_train(const Config& c) {
+  if (c.model.quantize == "nf4" && c.lora.r == 0)
+    throw ConfigError(
+        "model.quantize=nf4 needs LoRA (lora.r > 0): the 4-bit base is frozen, so full fine-tuning "
+        "would train nothing",
+        "add --lora.r=16 (QLoRA), or set --model.quantize=none for a full fine-tune");
 }
 
 void config_validate(const Config& c) {

@@ -40,6 +40,10 @@ std::string refusal(const std::string& key, const ConfigText& saved, const Confi
     const bool both_lora = value_or(saved, "lora.r", "0") != "0" && now.lora.r > 0;
     return both_lora ? "the saved LoRA adapters were trained under it" : "";
   }
+  if (key == "model.quantize") {
+    return "the saved LoRA adapters were trained on the base as it held it (16-bit, or rounded to NF4): on another "
+           "they correct the wrong weights";
+  }
   if (key == "data.tokenizer") {
     // Compared as resolved: `auto` over a random init is `byte`, as older checkpoints recorded it.
     Config then;
@@ -108,7 +112,9 @@ std::vector<ConfigChange> config_changes(const ConfigText& saved, const Config& 
     const auto it = saved.find(k.name);
     const std::string value = trim(k.show(now));  // as config_ini_read gives the saved one
     if (it == saved.end()) {
-      out.push_back({k.name, kNotRecorded, value, ""});
+      // Builds before model.quantize existed trained on a 16-bit base only.
+      const bool refused = k.name == "model.quantize" && value != "none";
+      out.push_back({k.name, kNotRecorded, value, refused ? refusal(k.name, saved, now) : ""});
     } else if (it->second != value) {
       out.push_back({k.name, it->second, value, refusal(k.name, saved, now)});
     }

@@ -1,11 +1,14 @@
 // Files -> records -> token documents -> rows, with the skip policy applied to parse and encode failures alike.
 #include "ranktune/data/sources.h"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <system_error>
 
 #include "ranktune/core/log.h"
@@ -60,137 +63,385 @@ SourcesOptions sources_options_from(const Config& cfg) {
   return o;
 }
 
-SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
-                          const Packer::Sink& sink, const SourcesProgress& progress) {
-  if (paths.empty()) throw DataError("no input files given", "set --data.path=FILE[,FILE...]");
-  require_regular_files(paths);
-  SourcesStats stats;
-  // Chosen at the first messages record: text-only data never needs a chat format, nor fails for want of one.
-  std::optional<ChatFormat> chat;
-  static const ChatFormat kNoChat(ChatFamily::plain);
-  stats.chat_template = "none";
-  stats.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
-  PackOptions pack;
-  pack.seq_len = options.seq_len;
-  pack.overflow = options.overflow;
-  pack.pad_id = stats.pad_id;
-  pack.fill_rows = options.fill_rows;
-  Packer packer(pack, sink);
+namespace {
 
-  // Records go in batches, parsed and tokenized on every thread while this one reads the next batch and packs the
-  // previous one in file order.
-  struct Slot {
-    RawRecord raw;
-    std::uint64_t done = 0;  // bytes of all files consumed up to the end of this record (progress)
+// One record on its way from the file to the packer.
+struct Slot {
+  RawRecord raw;
+  std::uint64_t done = 0;  // bytes of all files consumed up to the end of this record (progress)
+  bool parsed = false;     // false: malformed (error holds why)
+  bool chat = false;       // a messages record
+  TokenizedDoc doc;
+  std::exception_ptr error;  // a DataError of this record: malformed (parsed false) or not encodable
+  std::exception_ptr fatal;  // no chat format for a messages record: ends the run, as it always did
+};
+
+// Parses and tokenizes one record; safe on any thread.
+class Encoder {
+ public:
+  Encoder(const Tokenizer& tok, const SourcesOptions& options) : tok_(tok), options_(options) {}
+
+  void encode(Slot& s) {
     std::optional<Record> rec;
-    TokenizedDoc doc;
-    std::exception_ptr error;  // a DataError of this record: malformed (rec empty) or not encodable
-    std::exception_ptr fatal;  // no chat format for a messages record: ends the run, as it always did
-  };
-  std::mutex chat_mu;  // the chat format is made once, by the first thread to meet a messages record
-  auto encode = [&](Slot& s) {
     try {
-      s.rec = record_parse(std::move(s.raw));
+      rec = record_parse(std::move(s.raw));
     } catch (const DataError&) {
       s.error = std::current_exception();
       return;
     }
+    s.raw = {};
+    s.parsed = true;
+    s.chat = rec->kind == Record::Kind::chat;
+    static const ChatFormat kNoChat(ChatFamily::plain);
     const ChatFormat* format = &kNoChat;
-    if (s.rec->kind == Record::Kind::chat) {
-      std::lock_guard<std::mutex> lock(chat_mu);
-      if (!chat) {
+    if (s.chat) {
+      std::lock_guard<std::mutex> lock(mu_);  // the chat format is made once, by the first thread to need it
+      if (!chat_) {
         try {
-          chat.emplace(chat_format_parse(options.chat_template, tok));
+          chat_.emplace(chat_format_parse(options_.chat_template, tok_));
         } catch (...) {
           s.fatal = std::current_exception();
           return;
         }
       }
-      format = &*chat;
+      format = &*chat_;
     }
     try {
-      s.doc = record_tokenize(*s.rec, tok, *format);
+      s.doc = record_tokenize(*rec, tok_, *format);
     } catch (const DataError&) {
       s.error = std::current_exception();
     }
-  };
+  }
 
-  const std::uint64_t total = total_bytes(paths);
-  std::size_t next_file = 0;
-  std::optional<RecordReader> reader;
-  std::uint64_t done_before = 0;
-  auto read_batch = [&](std::vector<Slot>& batch, std::size_t max_records, std::uint64_t max_bytes) {
+ private:
+  const Tokenizer& tok_;
+  const SourcesOptions& options_;
+  std::mutex mu_;
+  std::optional<ChatFormat> chat_;
+};
+
+// The records of the files, in order, a batch at a time.
+class BatchReader {
+ public:
+  BatchReader(const std::vector<std::string>& paths, const SourcesOptions& options)
+      : paths_(paths), skip_(options.skip_bad_records) {}
+
+  void read(std::vector<Slot>& batch, std::size_t max_records, std::uint64_t max_bytes) {
     batch.clear();
     for (std::uint64_t bytes = 0; batch.size() < max_records && bytes < max_bytes;) {
-      if (!reader) {
-        if (next_file == paths.size()) return;
-        reader.emplace(paths[next_file++], RecordReaderOptions{options.skip_bad_records});
+      if (!reader_) {
+        if (next_file_ == paths_.size()) return;
+        reader_.emplace(paths_[next_file_++], RecordReaderOptions{skip_});
       }
-      const std::uint64_t before = reader->stats().bytes;
-      std::optional<RawRecord> raw = reader->next_raw();
-      bytes += reader->stats().bytes - before;
+      const std::uint64_t before = reader_->stats().bytes;
+      std::optional<RawRecord> raw = reader_->next_raw();
+      bytes += reader_->stats().bytes - before;
       if (!raw) {
-        done_before += reader->stats().bytes;
-        reader.reset();
+        done_before_ += reader_->stats().bytes;
+        reader_.reset();
         continue;
       }
-      batch.push_back({std::move(*raw), done_before + reader->stats().bytes, {}, {}, {}, {}});
+      batch.push_back({std::move(*raw), done_before_ + reader_->stats().bytes, false, false, {}, {}, {}});
     }
-  };
-  bool chat_logged = false;
-  auto pack_batch = [&](std::vector<Slot>& batch) {
+  }
+
+ private:
+  const std::vector<std::string>& paths_;
+  bool skip_;
+  std::size_t next_file_ = 0;
+  std::optional<RecordReader> reader_;
+  std::uint64_t done_before_ = 0;
+};
+
+// Applies the skip policy and packs the records in input order.
+class SlotPacker {
+ public:
+  SlotPacker(const Tokenizer& tok, const SourcesOptions& options, const Packer::Sink& sink,
+             const SourcesProgress& progress, std::uint64_t total)
+      : tok_(tok), options_(options), progress_(progress), total_(total), packer_(pack_options(tok, options), sink) {
+    stats_.chat_template = "none";
+    stats_.pad_id = pad_id(tok);
+  }
+
+  void pack(std::vector<Slot>& batch) {
     for (Slot& s : batch) {
       if (s.fatal) std::rethrow_exception(s.fatal);
-      if (s.rec && s.rec->kind == Record::Kind::chat && !chat_logged) {
-        stats.chat_template = chat->name();
-        log0() << "chat format: " << chat->describe();
-        chat_logged = true;
+      if (s.parsed && s.chat && !chat_logged_) {
+        // Made again here when another rank encoded the record (prepare under mpirun): the same for the same input.
+        ChatFormat chat = chat_format_parse(options_.chat_template, tok_);
+        stats_.chat_template = chat.name();
+        log0() << "chat format: " << chat.describe();
+        chat_logged_ = true;
       }
       if (s.error) {
         try {
           std::rethrow_exception(s.error);
         } catch (const DataError& e) {  // a parse error carries its own hint naming the flag
-          if (!options.skip_bad_records) {
-            if (!s.rec) throw;
+          if (!options_.skip_bad_records) {
+            if (!s.parsed) throw;
             throw DataError(e.what(), kSkipHint);
           }
-          if (stats.first_skipped.empty()) stats.first_skipped = e.what();
-          ++stats.skipped;
+          if (stats_.first_skipped.empty()) stats_.first_skipped = e.what();
+          ++stats_.skipped;
         }
         continue;
       }
-      ++stats.records;
-      packer.add(s.doc);
+      ++stats_.records;
+      packer_.add(s.doc);
       s.doc = {};
-      if (progress) progress(s.done, total);
+      if (progress_) progress_(s.done, total_);
     }
-  };
+  }
 
+  SourcesStats finish() {
+    packer_.finish();
+    if (progress_) progress_(total_, total_);
+    stats_.pack = packer_.stats();
+    return stats_;
+  }
+
+ private:
+  static std::int32_t pad_id(const Tokenizer& tok) { return tok.pad_id().value_or(tok.eos_id().value_or(0)); }
+  static PackOptions pack_options(const Tokenizer& tok, const SourcesOptions& options) {
+    PackOptions pack;
+    pack.seq_len = options.seq_len;
+    pack.overflow = options.overflow;
+    pack.pad_id = pad_id(tok);
+    pack.fill_rows = options.fill_rows;
+    return pack;
+  }
+
+  const Tokenizer& tok_;
+  const SourcesOptions& options_;
+  SourcesProgress progress_;
+  std::uint64_t total_;
+  Packer packer_;
+  SourcesStats stats_;
+  bool chat_logged_ = false;
+};
+
+std::size_t batch_records(int threads) { return 256 * static_cast<std::size_t>(std::max(threads, 1)); }
+std::uint64_t batch_bytes(int threads) {
+  return (std::uint64_t{1} << 20) * static_cast<std::uint64_t>(std::max(threads, 1));
+}
+
+}  // namespace
+
+SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
+                          const Packer::Sink& sink, const SourcesProgress& progress) {
+  if (paths.empty()) throw DataError("no input files given", "set --data.path=FILE[,FILE...]");
+  require_regular_files(paths);
+  // Chosen at the first messages record: text-only data never needs a chat format, nor fails for want of one.
+  Encoder encoder(tok, options);
+  SlotPacker packer(tok, options, sink, progress, total_bytes(paths));
+  BatchReader reader(paths, options);
+
+  // Records go in batches, parsed and tokenized on every thread while this one reads the next batch and packs the
+  // previous one in file order.
   std::array<std::vector<Slot>, 2> batches;
   // Declared after everything its threads touch: on an exception it is destroyed first, and joins them.
   WorkerPool pool(options.threads);
-  const std::size_t max_records = 256 * static_cast<std::size_t>(pool.threads());
-  const std::uint64_t max_bytes = (std::uint64_t{1} << 20) * static_cast<std::uint64_t>(pool.threads());
+  const std::size_t max_records = batch_records(pool.threads());
+  const std::uint64_t max_bytes = batch_bytes(pool.threads());
   auto start = [&](std::vector<Slot>& batch) {
-    pool.start(batch.size(), [&batch, &encode](std::size_t i) { encode(batch[i]); });
+    pool.start(batch.size(), [&batch, &encoder](std::size_t i) { encoder.encode(batch[i]); });
   };
   int cur = 0;
-  read_batch(batches[cur], max_records, max_bytes);
+  reader.read(batches[cur], max_records, max_bytes);
   start(batches[cur]);
   while (!batches[cur].empty()) {
     std::vector<Slot>& next = batches[1 - cur];
-    read_batch(next, max_records, max_bytes);
+    reader.read(next, max_records, max_bytes);
     pool.wait();
     start(next);
-    pack_batch(batches[cur]);
+    packer.pack(batches[cur]);
     cur = 1 - cur;
   }
   pool.wait();
-  packer.finish();
-  if (progress) progress(total, total);
-  stats.pack = packer.stats();
-  return stats;
+  return packer.finish();
 }
+
+// ---- prepare under mpirun: the encoded form of a batch ----
+// A batch crosses ranks as bytes: per record a flag byte, the progress offset, then either the error (exit code,
+// message, hint) or the document (count, ids, train flags). Native byte order: the ranks of one job share it.
+namespace {
+
+enum : std::uint8_t { kParsed = 1, kChat = 2, kError = 4, kFatal = 8 };
+
+void put_raw(std::string& out, const void* p, std::size_t n) { out.append(static_cast<const char*>(p), n); }
+template <class T>
+void put(std::string& out, T v) {
+  put_raw(out, &v, sizeof v);
+}
+void put_str(std::string& out, const std::string& s) {
+  put<std::uint64_t>(out, s.size());
+  out += s;
+}
+void put_error(std::string& out, const std::exception_ptr& e) {
+  std::int32_t code = static_cast<std::int32_t>(ExitCode::internal);
+  std::string what, hint;
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& err) {
+    code = static_cast<std::int32_t>(err.code());
+    what = err.what();
+    hint = err.hint();
+  } catch (const std::exception& err) {
+    what = err.what();
+  }
+  put(out, code);
+  put_str(out, what);
+  put_str(out, hint);
+}
+
+class Cursor {
+ public:
+  explicit Cursor(const std::string& s) : s_(s) {}
+  bool done() const { return pos_ == s_.size(); }
+  void get_raw(void* p, std::size_t n) {
+    if (n > s_.size() - pos_) throw std::runtime_error("prepare: a rank's encoded batch is truncated");
+    std::memcpy(p, s_.data() + pos_, n);
+    pos_ += n;
+  }
+  template <class T>
+  T get() {
+    T v;
+    get_raw(&v, sizeof v);
+    return v;
+  }
+  std::string get_str() {
+    std::string s(get<std::uint64_t>(), '\0');
+    get_raw(s.data(), s.size());
+    return s;
+  }
+  std::exception_ptr get_error(bool record) {
+    const auto code = static_cast<ExitCode>(get<std::int32_t>());
+    std::string what = get_str(), hint = get_str();
+    // A record's error is always a DataError (Encoder catches nothing else), which the skip policy catches.
+    if (record) return std::make_exception_ptr(DataError(what, std::move(hint)));
+    return std::make_exception_ptr(Error(code, what, std::move(hint)));
+  }
+
+ private:
+  const std::string& s_;
+  std::size_t pos_ = 0;
+};
+
+std::string encode_batch(const std::vector<Slot>& batch) {
+  std::string out;
+  for (const Slot& s : batch) {
+    const std::uint8_t flags = (s.parsed ? kParsed : 0) | (s.chat ? kChat : 0) | (s.error ? kError : 0) |
+                               (s.fatal ? kFatal : 0);
+    put(out, flags);
+    put<std::uint64_t>(out, s.done);
+    if (s.fatal) {
+      put_error(out, s.fatal);
+    } else if (s.error) {
+      put_error(out, s.error);
+    } else {
+      put<std::uint64_t>(out, s.doc.ids.size());
+      put_raw(out, s.doc.ids.data(), s.doc.ids.size() * sizeof(std::int32_t));
+      put_raw(out, s.doc.train.data(), s.doc.train.size());
+    }
+  }
+  return out;
+}
+
+std::vector<Slot> decode_batch(const std::string& bytes) {
+  std::vector<Slot> batch;
+  Cursor in(bytes);
+  while (!in.done()) {
+    Slot s;
+    const auto flags = in.get<std::uint8_t>();
+    s.done = in.get<std::uint64_t>();
+    s.parsed = flags & kParsed;
+    s.chat = flags & kChat;
+    if (flags & kFatal) {
+      s.fatal = in.get_error(false);
+    } else if (flags & kError) {
+      s.error = in.get_error(true);
+    } else {
+      const auto n = static_cast<std::size_t>(in.get<std::uint64_t>());
+      s.doc.ids.resize(n);
+      s.doc.train.resize(n);
+      in.get_raw(s.doc.ids.data(), n * sizeof(std::int32_t));
+      in.get_raw(s.doc.train.data(), n);
+    }
+    batch.push_back(std::move(s));
+  }
+  return batch;
+}
+
+}  // namespace
+
+struct SourcesEncoder::Impl {
+  Impl(const std::vector<std::string>& p, const Tokenizer& tok, const SourcesOptions& o, int r, int n, int bt)
+      : paths(p),
+        options(o),
+        rank(r),
+        ranks(n),
+        batch_threads(bt),
+        encoder(tok, options),
+        reader(paths, options),
+        pool(options.threads) {}
+  std::vector<std::string> paths;
+  SourcesOptions options;
+  int rank, ranks, batch_threads;
+  Encoder encoder;
+  BatchReader reader;
+  std::vector<Slot> mine, others;
+  WorkerPool pool;  // last: destroyed first, joining the threads that touch the rest
+};
+
+SourcesEncoder::SourcesEncoder(const std::vector<std::string>& paths, const Tokenizer& tok,
+                               const SourcesOptions& options, int rank, int ranks, int batch_threads) {
+  if (paths.empty()) throw DataError("no input files given", "set --data.path=FILE[,FILE...]");
+  if (ranks < 1 || rank < 0 || rank >= ranks) throw std::invalid_argument("SourcesEncoder: rank out of range");
+  require_regular_files(paths);
+  impl_ = std::make_unique<Impl>(paths, tok, options, rank, ranks, batch_threads);
+}
+
+SourcesEncoder::~SourcesEncoder() = default;
+
+bool SourcesEncoder::next(std::string& encoded) {
+  Impl& m = *impl_;
+  const std::size_t max_records = batch_records(m.batch_threads);
+  const std::uint64_t max_bytes = batch_bytes(m.batch_threads);
+  bool any = false;
+  m.mine.clear();
+  for (int r = 0; r < m.ranks; ++r) {
+    std::vector<Slot>& batch = r == m.rank ? m.mine : m.others;
+    m.reader.read(batch, max_records, max_bytes);
+    any = any || !batch.empty();
+    if (batch.empty()) break;  // the files are done: so are the batches of the ranks after this one
+  }
+  m.others.clear();
+  m.pool.run(m.mine.size(), [&m](std::size_t i) { m.encoder.encode(m.mine[i]); });
+  encoded = encode_batch(m.mine);
+  m.mine.clear();
+  return any;
+}
+
+struct SourcesPacker::Impl {
+  Impl(const Tokenizer& tok, const SourcesOptions& o, const Packer::Sink& sink, const SourcesProgress& progress,
+       std::uint64_t total)
+      : options(o), packer(tok, options, sink, progress, total) {}
+  SourcesOptions options;
+  SlotPacker packer;
+};
+
+SourcesPacker::SourcesPacker(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
+                             const Packer::Sink& sink, const SourcesProgress& progress)
+    : impl_(std::make_unique<Impl>(tok, options, sink, progress, total_bytes(paths))) {}
+
+SourcesPacker::~SourcesPacker() = default;
+
+void SourcesPacker::add(const std::string& encoded) {
+  std::vector<Slot> batch = decode_batch(encoded);
+  impl_->packer.pack(batch);
+}
+
+SourcesStats SourcesPacker::finish() { return impl_->packer.finish(); }
 
 std::vector<std::string> sources_split(const std::string& list) {
   std::vector<std::string> out;

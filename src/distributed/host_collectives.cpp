@@ -3,6 +3,7 @@
 // ranks waiting.
 #include "ranktune/distributed/host_collectives.h"
 
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <string>
@@ -147,6 +148,40 @@ std::vector<std::vector<std::uint64_t>> all_gather(const MpiEnv& env, const std:
 std::vector<std::vector<std::uint64_t>> gather(const MpiEnv& env, const std::vector<std::uint64_t>& values, int root) {
   return gather_varying<std::vector<std::uint64_t>>(env.world(), values.data(), values.size(), MPI_UINT64_T, root,
                                                     "integer gather");
+}
+
+std::vector<std::string> gather_bytes(const MpiEnv& env, const std::string& bytes, int root, std::size_t chunk) {
+  const MPI_Comm comm = env.world();
+  const int size = env.size();
+  const std::vector<std::uint64_t> sizes = all_gather(env, static_cast<std::uint64_t>(bytes.size()));
+  // Each round moves at most `chunk` bytes per rank, and a round's total must be one MPI count.
+  const std::uint64_t limit = static_cast<std::uint64_t>(std::numeric_limits<int>::max()) / static_cast<unsigned>(size);
+  const std::uint64_t step = chunk == 0 ? limit : std::min<std::uint64_t>(chunk, limit);
+  std::uint64_t largest = 0;
+  for (const std::uint64_t n : sizes) largest = std::max(largest, n);
+  const bool receives = env.rank() == root;
+  std::vector<std::string> out(receives ? static_cast<std::size_t>(size) : 0);
+  if (receives)
+    for (int r = 0; r < size; ++r) out[static_cast<std::size_t>(r)].resize(sizes[static_cast<std::size_t>(r)]);
+  std::vector<int> counts(static_cast<std::size_t>(size)), displs(static_cast<std::size_t>(size));
+  std::vector<char> flat;
+  for (std::uint64_t offset = 0; offset < largest; offset += step) {
+    int total = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      const std::uint64_t n = sizes[r] > offset ? std::min(step, sizes[r] - offset) : 0;
+      counts[r] = static_cast<int>(n);
+      displs[r] = total;
+      total += counts[r];
+    }
+    if (receives) flat.resize(static_cast<std::size_t>(total));
+    const std::size_t mine = static_cast<std::size_t>(env.rank());
+    RANKTUNE_MPI_CHECK(MPI_Gatherv(bytes.data() + std::min<std::uint64_t>(offset, bytes.size()), counts[mine], MPI_CHAR,
+                                   flat.data(), counts.data(), displs.data(), MPI_CHAR, root, comm));
+    if (!receives) continue;
+    for (std::size_t r = 0; r < counts.size(); ++r)
+      std::copy_n(flat.data() + displs[r], counts[r], out[r].data() + offset);
+  }
+  return out;
 }
 
 void barrier(const MpiEnv& env, Scope scope) { RANKTUNE_MPI_CHECK(MPI_Barrier(comm_of(env, scope))); }

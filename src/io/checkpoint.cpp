@@ -306,35 +306,45 @@ std::optional<SaveOutcome> save_prepare(const MpiEnv& env, const fs::path& dir, 
   return save_ended(SaveStatus::failed, save_failed(step, v.message));
 }
 
-// Phase 2. Every rank writes, commits and checksums its own file. If any rank failed, rank 0 removes the step
-// directory and every rank returns after it is gone; nullopt (and `digest` set) means go on.
-std::optional<SaveOutcome> save_rank_file(const MpiEnv& env, const SaveRequest& req, const fs::path& dir,
-                                          const fs::path& step_dir, const fs::path& aside, const CheckpointState& state,
-                                          const std::string& copy_error, FileDigest& digest) {
-  const int rank = env.rank();
+// Phase 2a, no collective (checkpoint.async runs it on a background thread): this rank writes, commits and
+// checksums its own file. Every std::exception becomes `problem`, naming the final file and the rank; anything else
+// (a test's CheckpointCrash) escapes.
+RankFileWritten rank_file_write(const SaveRequest& req, int rank, int world_size, const fs::path& step_dir,
+                                const CheckpointState& state, const std::string& copy_error) {
+  const auto start = std::chrono::steady_clock::now();
   const fs::path final_path = step_dir / rank_file_name(rank);
   const fs::path tmp_path = final_path.string() + tmp_suffix();
-  std::string problem;
+  RankFileWritten out;
   try {
+    fire(req, SavePhase::rank_file_begin);
     if (!copy_error.empty()) throw CheckpointError("device-to-host copy failed: " + copy_error);
     fs::create_directories(step_dir);
-    checkpoint_file_write(tmp_path, state, RankFileHeader{req.step, rank, env.size(), req.meta.mode, req.meta.topology},
+    checkpoint_file_write(tmp_path, state, RankFileHeader{req.step, rank, world_size, req.meta.mode, req.meta.topology},
                           req.locking);
     file_commit(tmp_path, final_path,
                 phase_hook(req, SavePhase::rank_file_written, SavePhase::rank_file_synced,
                            SavePhase::rank_file_renamed));
-    digest = crc32c_file(final_path);
+    out.digest = crc32c_file(final_path);
     fire(req, SavePhase::before_agree);
   } catch (const std::exception& e) {
     std::string what = describe(e);
     const std::string tmp_prefix = tmp_path.string() + ": ";  // checkpoint_file_write names the temp file
     if (what.rfind(tmp_prefix, 0) == 0) what.erase(0, tmp_prefix.size());
-    problem = final_path.string() + " (rank " + std::to_string(rank) + "): " + what;
+    out.problem = final_path.string() + " (rank " + std::to_string(rank) + "): " + what;
     remove_quietly(tmp_path);
   }
-  const Verdict v = agree(env, problem.empty() ? ok : damaged, problem);
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+// Phase 2b. The ranks agree on their files. If any rank failed, rank 0 removes the step directory and every rank
+// returns after it is gone; nullopt means go on.
+std::optional<SaveOutcome> rank_files_agree(const MpiEnv& env, const SaveRequest& req, const fs::path& dir,
+                                            const fs::path& step_dir, const fs::path& aside,
+                                            const RankFileWritten& written) {
+  const Verdict v = agree(env, written.problem.empty() ? ok : damaged, written.problem);
   if (v.code == ok) return std::nullopt;
-  if (rank == 0) {
+  if (env.rank() == 0) {
     remove_quietly(step_dir);
     aside_restore(dir, step_dir, aside);
   }
@@ -429,10 +439,26 @@ SaveOutcome save_commit(const MpiEnv& env, const SaveRequest& req, const fs::pat
   return out;
 }
 
+// The result every rank returns, from where the save ended.
+SaveResult save_result(const SavePrepared& p, SaveOutcome outcome, const RankFileWritten& written) {
+  SaveResult res;
+  res.step_dir = p.step_dir;
+  res.status = outcome.status;
+  res.message = std::move(outcome.message);
+  res.bytes = outcome.bytes;
+  res.pruned = std::move(outcome.pruned);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count();
+  res.stage_seconds = p.stage_seconds;
+  res.write_seconds = written.seconds;
+  res.write_bytes = written.digest.size;
+  return res;
+}
+
 }  // namespace
 
 const char* save_phase_name(SavePhase phase) {
   switch (phase) {
+    case SavePhase::rank_file_begin: return "rank_file_begin";
     case SavePhase::rank_file_written: return "rank_file_written";
     case SavePhase::rank_file_synced: return "rank_file_synced";
     case SavePhase::rank_file_renamed: return "rank_file_renamed";
@@ -450,33 +476,51 @@ const char* save_phase_name(SavePhase phase) {
   return "?";
 }
 
+SavePrepared checkpoint_save_prepare(const MpiEnv& env, const SaveRequest& req,
+                                     std::chrono::steady_clock::time_point start) {
+  SavePrepared p;
+  p.start = start;
+  p.dir = clean(req.dir);
+  p.step_dir = p.dir / step_dir_name(req.step);
+  if (auto ended = save_prepare(env, p.dir, p.step_dir, req.step, p.note, p.aside))
+    p.ended = save_result(p, std::move(*ended), {});
+  return p;
+}
+
+RankFileWritten checkpoint_rank_file_write(const SaveRequest& req, const SavePrepared& prepared, int rank,
+                                           int world_size, const CheckpointState& on_host,
+                                           const std::string& copy_error) {
+  return rank_file_write(req, rank, world_size, prepared.step_dir, on_host, copy_error);
+}
+
+SaveResult checkpoint_save_commit(const MpiEnv& env, const SaveRequest& req, const SavePrepared& prepared,
+                                  const RankFileWritten& written) {
+  if (prepared.ended) return *prepared.ended;
+  if (auto ended = rank_files_agree(env, req, prepared.dir, prepared.step_dir, prepared.aside, written))
+    return save_result(prepared, std::move(*ended), written);
+  SaveOutcome outcome = save_commit(env, req, prepared.dir, prepared.step_dir, prepared.aside, written.digest);
+  if (outcome.status == SaveStatus::committed) outcome.message = message_join(prepared.note, outcome.message);
+  return save_result(prepared, std::move(outcome), written);
+}
+
 SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const CheckpointState& state) {
   const auto start = std::chrono::steady_clock::now();
-  const fs::path dir = clean(req.dir);
-  SaveResult res;
-  res.step_dir = dir / step_dir_name(req.step);
-  auto finish = [&](SaveOutcome outcome) {
-    res.status = outcome.status;
-    res.message = std::move(outcome.message);
-    res.bytes = outcome.bytes;
-    res.pruned = std::move(outcome.pruned);
-    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return res;
-  };
-
   // Host copies before the first collective: after this no CUDA work is left in the save.
   CheckpointState on_host = state;
   const std::string copy_error = copy_to_host(on_host);
-
-  std::string aside_note;  // every rank: what save_prepare moved aside
-  fs::path aside;          // rank 0: where, to put it back if the save fails
-  if (auto ended = save_prepare(env, dir, res.step_dir, req.step, aside_note, aside)) return finish(std::move(*ended));
-  FileDigest digest;
-  if (auto ended = save_rank_file(env, req, dir, res.step_dir, aside, on_host, copy_error, digest))
-    return finish(std::move(*ended));
-  SaveOutcome outcome = save_commit(env, req, dir, res.step_dir, aside, digest);
-  if (outcome.status == SaveStatus::committed) outcome.message = message_join(aside_note, outcome.message);
-  return finish(std::move(outcome));
+  const double stage_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  SavePrepared prepared = checkpoint_save_prepare(env, req, start);
+  prepared.stage_seconds = stage_seconds;
+  if (prepared.ended) {
+    prepared.ended->stage_seconds = stage_seconds;
+    prepared.ended->stall_seconds = prepared.ended->seconds;
+    return *prepared.ended;
+  }
+  const RankFileWritten written =
+      checkpoint_rank_file_write(req, prepared, env.rank(), env.size(), on_host, copy_error);
+  SaveResult r = checkpoint_save_commit(env, req, prepared, written);
+  r.stall_seconds = r.seconds;  // the whole save held training
+  return r;
 }
 
 LoadedCheckpoint checkpoint_load(const MpiEnv& env, const fs::path& path, h5::FileLocking locking) {

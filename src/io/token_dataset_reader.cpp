@@ -93,8 +93,8 @@ struct TokenDatasetReader::Impl {
   int unchecked = 0;  // files without a checksum (an earlier ranktune's)
 
   // Verifies one shard's checksum, opens it and checks it against the dataset (the first shard defines it).
-  void open(const std::string& path, std::int64_t index, std::int64_t count) {
-    if (token_dataset_verify(path) == TokenDatasetChecksum::absent) ++unchecked;
+  void open(const std::string& path, std::int64_t index, std::int64_t count, bool read_through) {
+    if (token_dataset_verify(path, read_through) == TokenDatasetChecksum::absent) ++unchecked;
     Shard s;
     s.path = path;
     try {
@@ -145,12 +145,27 @@ bool TokenDatasetReader::is_dataset_path(const std::string& path) {
   return ext == ".h5" || ext == ".hdf5" || fs::is_directory(path);
 }
 
-TokenDatasetReader::TokenDatasetReader(const std::string& path) : impl_(std::make_unique<Impl>()) {
+namespace {
+
+std::vector<std::string> dataset_files(const std::string& path) {
   if (!fs::exists(path)) throw DataError("data.path '" + path + "' does not exist");
   const std::vector<std::string> files = fs::is_directory(path) ? shard_files(path) : std::vector{path};
   require_regular_files(files);  // a FIFO named *.h5 would block the checksum's first read
+  return files;
+}
+
+}  // namespace
+
+void token_dataset_verify_files(const std::string& path, ChecksumShare share) {
+  const std::vector<std::string> files = dataset_files(path);
+  for (std::size_t i = 0; i < files.size(); ++i)
+    token_dataset_verify(files[i], /*read_through=*/share.mine(static_cast<std::int64_t>(i)));
+}
+
+TokenDatasetReader::TokenDatasetReader(const std::string& path, bool read_through) : impl_(std::make_unique<Impl>()) {
+  const std::vector<std::string> files = dataset_files(path);
   const auto count = static_cast<std::int64_t>(files.size());
-  for (std::int64_t i = 0; i < count; ++i) impl_->open(files[static_cast<std::size_t>(i)], i, count);
+  for (std::int64_t i = 0; i < count; ++i) impl_->open(files[static_cast<std::size_t>(i)], i, count, read_through);
   if (impl_->unchecked > 0)
     log0() << "note: token dataset '" << path << "': " << impl_->unchecked << " of " << count
            << " file(s) have no checksum (prepared by an earlier ranktune), so damage to their HDF5 metadata is not "

@@ -29,6 +29,26 @@ at::Tensor document_causal_mask(const at::Tensor& documents) {
   return (documents.unsqueeze(2) == documents.unsqueeze(1)).logical_and_(causal).unsqueeze(1);
 }
 
+at::Tensor document_lengths(const at::Tensor& documents) {
+  TORCH_CHECK(documents.dim() == 2, "documents must be [B, T], got ", documents.sizes());
+  const at::Tensor d = documents.to(at::kCPU, at::kLong).contiguous();
+  const std::int64_t batch = d.size(0), seq = d.size(1);
+  // A document starts at every row start and wherever the index changes within a row.
+  at::Tensor starts = at::ones({batch, seq}, at::kBool);
+  if (seq > 1) starts.narrow(1, 1, seq - 1).copy_(d.narrow(1, 1, seq - 1) != d.narrow(1, 0, seq - 1));
+  const at::Tensor begin = starts.reshape({-1}).nonzero().reshape({-1});
+  return at::cat({begin, at::full({1}, batch * seq, at::kLong)}).to(at::kInt);
+}
+
+at::Tensor attention_mask(const at::Tensor& documents, at::Device device, at::ScalarType dtype, std::int64_t head_dim,
+                          bool varlen) {
+  if (!documents.defined()) return {};
+  const bool flash = varlen && device.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim <= 256 &&
+                     head_dim % 8 == 0;
+  if (flash) return document_lengths(documents).to(device);
+  return document_causal_mask(documents.to(device));
+}
+
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask) {
   const std::int64_t batch = x.size(0);
   const std::int64_t seq = x.size(1);
@@ -44,6 +64,16 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope, co
   q = rope_apply(q, rope);
   k = rope_apply(k, rope);
 
+  if (mask.defined() && mask.dim() == 1) {
+    // Packed documents through the flash kernel's variable-length form: the batch is one sequence of
+    // [B*T, heads, head_dim] cut at the cumulative lengths, each document causal on its own, grouped K/V read in
+    // place. rope_apply keeps q's [B, T, heads, head_dim] storage, so the flattening is a view, not a copy.
+    TORCH_CHECK(mask.scalar_type() == at::kInt && q.is_cuda(), "document lengths must be int32 on the GPU");
+    const auto flatten = [&](const at::Tensor& t) { return t.transpose(1, 2).reshape({batch * seq, -1, head_dim_}); };
+    const auto out = at::_flash_attention_forward(flatten(q), flatten(k), flatten(v), mask, mask, seq, seq,
+                                                  /*dropout_p=*/0.0, /*is_causal=*/true, /*return_debug_mask=*/false);
+    return o_proj->forward(std::get<0>(out).view({batch, seq, num_heads_ * head_dim_}));
+  }
   const bool grouped = num_heads_ != num_kv_heads_;
   // Only the flash kernel reads grouped K/V in place (enable_gqa); elsewhere repeating them keeps the fused
   // backends available instead of falling back to the math kernel. Flash takes no mask.

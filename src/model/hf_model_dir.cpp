@@ -13,7 +13,9 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/model/bnb_checkpoint.h"
 #include "ranktune/model/lora.h"
+#include "ranktune/model/quantize.h"
 
 namespace ranktune {
 namespace fs = std::filesystem;
@@ -67,6 +69,9 @@ struct ExpectedTensor {
   std::string name;
   std::vector<Dim> dims;
   std::string needs;  // the setting that asks for this tensor when it is optional ("tie_word_embeddings = false")
+  // bitsandbytes 4-bit (config.json's quantization_config): the uint8 codes of a linear, or one of its quant-state
+  // tensors, whose sizes and dtypes nf4_weight_read checks against the linear's shape (bnb_checkpoint.h).
+  enum { dense, nf4_codes, nf4_state } kind = dense;
 };
 
 // Every tensor config.json implies, by transformers' name (the registration order of llama.cpp's modules). Built only
@@ -81,7 +86,18 @@ std::vector<ExpectedTensor> expected_tensors(const LlamaConfig& c) {
   for (std::int64_t i = 0; i < c.num_layers; ++i) {
     const std::string l = "model.layers." + std::to_string(i) + ".";
     const auto linear = [&](const std::string& name, const Dim& o, const Dim& in, bool bias, const std::string& needs) {
-      out.push_back({l + name + ".weight", {o, in}, ""});
+      if (c.bnb_nf4) {  // [out x in / 2, 1] uint8: the linear's size is still bounded by the file's
+        std::int64_t n = 0;
+        if (o.size < 0 || in.size < 0 || __builtin_mul_overflow(o.size, in.size, &n)) n = -3;  // ? in messages
+        out.push_back({l + name + ".weight",
+                       {{(n + 1) / 2, o.field + " and " + in.field + " (4-bit codes, two a byte)"}, {1, "1"}},
+                       "",
+                       ExpectedTensor::nf4_codes});
+        const std::vector<std::string> state = bnb_nf4_tensor_names(l + name + ".");
+        for (std::size_t k = 1; k < state.size(); ++k) out.push_back({state[k], {}, "", ExpectedTensor::nf4_state});
+      } else {
+        out.push_back({l + name + ".weight", {o, in}, ""});
+      }
       if (bias) out.push_back({l + name + ".bias", {o}, needs});
     };
     linear("self_attn.q_proj", q, d, c.qkv_bias, qkv_bias);
@@ -233,6 +249,12 @@ const std::string& HfModelDir::file_of(std::string_view name) const {
   return files_[it->second]->path();
 }
 
+const SafetensorsFile& HfModelDir::safetensors_of(std::string_view name) const {
+  const auto it = where_.find(name);
+  if (it == where_.end()) throw ModelDirError("model directory " + dir_ + " has no tensor " + std::string(name));
+  return *files_[it->second];
+}
+
 void hf_model_dir_check(const LlamaConfig& c, const HfModelDir& files) {
   check_layer_count(c, files);
   const std::vector<ExpectedTensor> expected = expected_tensors(c);
@@ -259,6 +281,7 @@ void hf_model_dir_check(const LlamaConfig& c, const HfModelDir& files) {
                         "use the config.json that came with the weights");
   }
   for (const ExpectedTensor& t : expected) {
+    if (t.kind == ExpectedTensor::nf4_state) continue;
     const SafetensorsEntry& e = *files.find(t.name);
     const bool same_ndim = e.shape.size() == t.dims.size();
     std::size_t bad = 0;  // the first dimension that differs names its field
@@ -271,10 +294,13 @@ void hf_model_dir_check(const LlamaConfig& c, const HfModelDir& files) {
                               "]",
                           kHintConfig);
     }
-    if (!at::isFloatingType(e.dtype)) {
+    if (t.kind == ExpectedTensor::nf4_codes ? e.dtype != at::kByte : !at::isFloatingType(e.dtype)) {
       throw ModelDirError("tensor " + t.name + " in " + files.file_of(t.name) + " is " +
-                              safetensors_dtype_name(e.dtype) + ", not a floating-point weight",
-                          "quantized or packed checkpoints are not supported; use the bf16/fp16/fp32 weights");
+                              safetensors_dtype_name(e.dtype) +
+                              (t.kind == ExpectedTensor::nf4_codes ? ", not the U8 codes of a bitsandbytes 4-bit weight"
+                                                                   : ", not a floating-point weight"),
+                          "of quantized checkpoints only bitsandbytes 4-bit NF4 ones load, with their "
+                          "quantization_config in config.json (docs/models.md); else use the bf16/fp16/fp32 weights");
     }
   }
 }
@@ -303,6 +329,12 @@ void llama_load_weights(LlamaImpl& model, const HfModelDir& files) {
 
 Llama llama_from_pretrained(const std::string& dir, const at::TensorOptions& options) {
   LlamaConfig c = read_config(dir);
+  // Its decoder linears have no 16-bit weight to copy: model/quantize.h's loader takes them as they are.
+  if (c.bnb_nf4)
+    throw ConfigError("model directory " + dir +
+                          " holds bitsandbytes 4-bit NF4 weights, which a 16-bit load cannot use",
+                      "load it 4-bit (model.quantize=nf4, which `ranktune train` and `generate` choose for such a "
+                      "directory), or use the model's bf16/fp16/fp32 weights");
   const HfModelDir files(dir);
   hf_model_dir_check(c, files);  // before the model allocates what the config asks for
   Llama model(std::move(c), options);
@@ -318,6 +350,10 @@ void llama_save_pretrained(LlamaImpl& model, const std::string& dir, at::ScalarT
   if (lora_attached(model)) {
     throw CheckpointError("cannot save the model to " + dir + " with LoRA adapters attached",
                           "merge them first (lora_merge) or export the adapter alone");
+  }
+  if (llama_quantized(model)) {
+    throw CheckpointError("cannot save the model to " + dir + " with a 4-bit (NF4) base",
+                          "merge first: lora_merge dequantizes the base to 16 bits");
   }
   std::error_code ec;
   fs::create_directories(dir, ec);

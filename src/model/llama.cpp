@@ -9,16 +9,20 @@
 #include "ranktune/model/attention.h"
 
 namespace ranktune {
-LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options) {
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options,
+                               const LlamaLayerHook& each_layer) {
   embed_tokens = register_module("embed_tokens", Embedding(c.vocab_size, c.hidden_size, options));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (std::int64_t i = 0; i < c.num_layers; ++i) layers->push_back(DecoderBlock(c, options));
+  for (std::int64_t i = 0; i < c.num_layers; ++i) {
+    layers->push_back(DecoderBlock(c, options));
+    if (each_layer) each_layer(*this, i);
+  }
   norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
-LlamaImpl::LlamaImpl(LlamaConfig c, const at::TensorOptions& options)
+LlamaImpl::LlamaImpl(LlamaConfig c, const at::TensorOptions& options, const LlamaLayerHook& each_layer)
     : config_((llama_config_validate(c), std::move(c))), rope_(config_) {
-  model = register_module("model", LlamaModel(config_, options));
+  model = register_module("model", LlamaModel(config_, options, each_layer));
   if (!config_.tie_word_embeddings) {
     lm_head = register_module("lm_head", Linear(config_.hidden_size, config_.vocab_size, /*bias=*/false, options));
   }
@@ -85,7 +89,7 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, const at::Tensor& 
   }
   RopeCache r = position_ids.defined() ? rope(position_ids.to(h.device()), h.scalar_type())
                                        : rope(tokens.size(1), h.device(), h.scalar_type());
-  at::Tensor mask = document_causal_mask(documents.defined() ? documents.to(h.device()) : documents);
+  at::Tensor mask = attention_mask(documents, h.device(), h.scalar_type(), config_.head_dim, flash_varlen_);
   for (std::int64_t i = 0; i < num_layers(); ++i) {
     const at::Device d = block_device(i);
     if (h.device() != d) {  // the next stage of a sharded model
@@ -98,20 +102,33 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, const at::Tensor& 
   return h;
 }
 
+void LlamaImpl::set_fused_kernels(bool on) {
+  for (std::int64_t i = 0; i < num_layers(); ++i) {
+    DecoderBlock b = block(i);
+    b->input_layernorm->fused = on;
+    b->post_attention_layernorm->fused = on;
+    for (Linear* l : {&b->self_attn->q_proj, &b->self_attn->k_proj, &b->self_attn->v_proj, &b->self_attn->o_proj,
+                      &b->mlp->gate_proj, &b->mlp->up_proj, &b->mlp->down_proj})
+      (*l)->lora_reference = !on;
+  }
+  model->norm->fused = on;
+}
+
 void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {
   at::NoGradGuard no_grad;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  for (auto& item : model.named_parameters()) {
-    const std::string& name = item.key();
-    at::Tensor& p = item.value();
-    if (name.find(".lora_") != std::string::npos) continue;
-    if (name.ends_with("norm.weight")) {
-      p.fill_(1.0);
-    } else if (name.ends_with(".bias")) {
-      p.zero_();
-    } else {
-      p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, std, gen));
-    }
+  for (auto& item : model.named_parameters()) llama_init_parameter(item.key(), item.value(), gen, std);
+}
+
+void llama_init_parameter(const std::string& name, at::Tensor& p, at::Generator& gen, double std) {
+  at::NoGradGuard no_grad;
+  if (name.find(".lora_") != std::string::npos) return;
+  if (name.ends_with("norm.weight")) {
+    p.fill_(1.0);
+  } else if (name.ends_with(".bias")) {
+    p.zero_();
+  } else {
+    p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0.0, std, gen));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ranktune/core/error.h"
+#include "ranktune/model/bnb_checkpoint.h"
 
 namespace ranktune {
 namespace {
@@ -193,10 +194,8 @@ LlamaConfig llama_config_from_json(std::string_view text, const std::string& ori
       }
     }
   }
-  if (f.has("quantization_config")) {
-    refuse(origin, "quantized checkpoints (\"quantization_config\") are not supported",
-           "use the unquantized bf16/fp16/fp32 weights of the model");
-  }
+  // bitsandbytes 4-bit NF4 loads as it is (bnb_checkpoint.h); any other quantization_config is refused by name.
+  c.bnb_nf4 = hf_quantization_parse(text, origin) == HfQuantization::bnb_nf4;
   const std::string act = f.string("hidden_act", "silu");
   if (act != "silu") refuse(origin, "hidden_act \"" + act + "\" is not supported (SwiGLU with silu only)");
   if (f.number("attention_dropout", 0.0) != 0.0) {

@@ -12,6 +12,7 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/core/text.h"
+#include "ranktune/kernels/nf4.h"
 #include "ranktune/model/safetensors.h"
 
 namespace ranktune {
@@ -92,7 +93,10 @@ void lora_apply(LlamaImpl& model, const LoraConfig& cfg, std::uint64_t seed, at:
     DecoderBlock block = model.block(i);
     for (const std::string& name : targets) {
       LinearImpl& base = *target(*block, name);
-      const auto options = base.weight.options().dtype(adapter_dtype);
+      // A 4-bit base has no 16-bit weight: its adapters go to the device of its packed codes.
+      const auto options =
+          (base.weight_nf4 ? at::TensorOptions(base.weight_nf4->packed.device()) : base.weight.options())
+              .dtype(adapter_dtype);
       base.lora_A = base.register_module("lora_A", Linear(base.in_features, cfg.r, /*bias=*/false, options));
       base.lora_B = base.register_module("lora_B", Linear(cfg.r, base.out_features, /*bias=*/false, options));
       // PEFT: kaiming_uniform_(a=sqrt(5)) on A, whose bound gain * sqrt(3 / fan_in) is 1 / sqrt(in_features).
@@ -107,11 +111,28 @@ void lora_apply(LlamaImpl& model, const LoraConfig& cfg, std::uint64_t seed, at:
 
 void lora_merge(LlamaImpl& model) {
   at::NoGradGuard no_grad;
-  for_each_target(model, [](Linear& layer) {
+  // A 4-bit base comes back as a 16-bit weight in the model's dtype (its norms'), the adapter folded into the
+  // dequantized fp32 weight and rounded once: what Unsloth's "merged_16bit" writes. Every decoder linear is
+  // dequantized, adapted or not, so that no NF4 weight is left behind.
+  const at::ScalarType dtype = model.model->norm->weight.scalar_type();
+  for_each_target(model, [dtype](Linear& layer) {
+    if (layer->weight_nf4) {
+      const Nf4Weight& w = *layer->weight_nf4;
+      // Dequantized to the state's dtype first, as the forward (nf4_linear.h) and Unsloth's merge see the base.
+      at::Tensor dense = nf4_dequantize(w).to(layer->lora_A ? at::kFloat : dtype);
+      if (layer->lora_A) {
+        dense +=
+            at::matmul(layer->lora_B->weight.to(at::kFloat), layer->lora_A->weight.to(at::kFloat)).to(dense.device()) *
+            layer->lora_scale;
+        dense = dense.to(dtype);
+      }
+      layer->set_weight(dense);
+    } else if (layer->lora_A) {
+      const at::Tensor delta = at::matmul(layer->lora_B->weight.to(at::kFloat), layer->lora_A->weight.to(at::kFloat)) *
+                               layer->lora_scale;
+      layer->weight.copy_(layer->weight.to(at::kFloat) + delta.to(layer->weight.device()));
+    }
     if (!layer->lora_A) return;
-    const at::Tensor delta = at::matmul(layer->lora_B->weight.to(at::kFloat), layer->lora_A->weight.to(at::kFloat)) *
-                             layer->lora_scale;
-    layer->weight.copy_(layer->weight.to(at::kFloat) + delta.to(layer->weight.device()));
     layer->unregister_module("lora_A");
     layer->unregister_module("lora_B");
     layer->lora_A = nullptr;

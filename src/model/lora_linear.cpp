@@ -10,7 +10,9 @@
 #include <optional>
 #include <vector>
 
+#include "lora_adapter_math.h"
 #include "ranktune/core/error.h"
+#include "ranktune/kernels/swiglu.h"
 
 namespace ranktune {
 namespace {
@@ -18,22 +20,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-at::Tensor flat(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
-
-// s * B rounded once to the compute dtype, in one kernel: the scale rides on the [out, r] matrix, never on a
-// [tokens, out] activation.
-at::Tensor scaled_to(const at::Tensor& b, double scale, at::ScalarType dtype) {
-  if (scale == 1.0) return b.to(dtype);
-  at::Tensor out = at::empty(b.sizes(), b.options().dtype(dtype));
-  at::Tensor s = at::scalar_tensor(scale, at::kDouble);
-  s.unsafeGetTensorImpl()->set_wrapped_number(true);  // a Python-style scalar: it does not promote B's dtype
-  return at::mul_out(out, b, s);
-}
-
-// a @ b returned in `dtype`: the product is rounded to its inputs' dtype, then widened, with the same ops on every
-// device. (CUDA can accumulate 16-bit inputs straight into an fp32 result, at::mm(a, b, at::kFloat); that path waits
-// for a GPU run to verify it.)
-at::Tensor mm_to(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) { return at::mm(a, b).to(dtype); }
+using namespace lora_math;
 
 class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> {
  public:
@@ -43,17 +30,11 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
                             const std::optional<at::Tensor>& bias_arg, const at::Tensor& lora_A,
                             const at::Tensor& lora_B, const std::optional<at::Tensor>& adapter_arg, double scale) {
     const at::Tensor bias = bias_arg.value_or(at::Tensor()), adapter_input = adapter_arg.value_or(at::Tensor());
-    std::vector<std::int64_t> edge;
-    std::int64_t next = 0;
-    for (const at::Tensor* t : {&x, &weight, &bias, &lora_A, &lora_B, &adapter_input})
-      edge.push_back(t->defined() ? next++ : -1);
-    ctx->saved_data["edge"] = edge;
+    store_edges(ctx, {&x, &weight, &bias, &lora_A, &lora_B, &adapter_input});
 
     const at::ScalarType dtype = x.scalar_type();
-    const at::Tensor a = lora_A.to(dtype);
-    const at::Tensor sb = scaled_to(lora_B, scale, dtype);
     const at::Tensor& xin = adapter_input.defined() ? adapter_input : x;
-    const at::Tensor xa = at::mm(flat(xin), a.t());
+    const auto [a, sb, xa] = adapter_products(xin, lora_A, lora_B, scale, dtype);
     at::Tensor y = at::linear(x, weight, bias);
     flat(y).addmm_(xa, sb.t());  // one accumulate into the base output: no [tokens, out] temporary
 
@@ -75,8 +56,7 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
     const double scale = ctx->saved_data["scale"].toDouble();
     const std::vector<std::int64_t> dtypes = ctx->saved_data["dtypes"].toIntVector();
     const auto dtype = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
-    const std::vector<std::int64_t> edge = ctx->saved_data["edge"].toIntVector();
-    const auto needs = [&](int i) { return edge[i] >= 0 && ctx->needs_input_grad(edge[i]); };
+    const auto needs = [&](int i) { return edge_needed(ctx, i); };
 
     const at::Tensor dy = flat(grads[0]);
     const at::Tensor xin2 = flat(xin);
@@ -101,7 +81,74 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
   }
 };
 
+// down_proj over swiglu(gate, up) with a LoRA adapter on a frozen base: h = swiglu(gate, up) is not saved (it is
+// the largest activation of a layer, [tokens, ffn]); backward recomputes it from gate and up, which the SwiGLU
+// gradient needs anyway, for dA only.
+class LoraSwigluLinearFunction : public torch::autograd::Function<LoraSwigluLinearFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up,
+                            const at::Tensor& weight, const std::optional<at::Tensor>& bias_arg,
+                            const at::Tensor& lora_A, const at::Tensor& lora_B, double scale) {
+    const at::Tensor bias = bias_arg.value_or(at::Tensor());
+    const at::ScalarType dtype = gate.scalar_type();
+    const at::Tensor h = swiglu_forward(gate, up);
+    const auto [a, sb, xa] = adapter_products(h, lora_A, lora_B, scale, dtype);
+    at::Tensor y = at::linear(h, weight, bias);
+    flat(y).addmm_(xa, sb.t());
+    ctx->save_for_backward({gate, up, xa, weight, a, sb});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["has_bias"] = bias.defined();
+    ctx->saved_data["dtypes"] =
+        std::vector<std::int64_t>{static_cast<std::int64_t>(bias.defined() ? bias.scalar_type() : dtype),
+                                  static_cast<std::int64_t>(lora_A.scalar_type()),
+                                  static_cast<std::int64_t>(lora_B.scalar_type())};
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &up = saved[1], &xa = saved[2], &weight = saved[3], &a = saved[4],
+                     &sb = saved[5];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const std::vector<std::int64_t> dtypes = ctx->saved_data["dtypes"].toIntVector();
+    const auto dtype = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
+    // Inputs: gate 0, up 1, weight 2, bias 3 (when present), A, B.
+    const std::int64_t a_edge = has_bias ? 4 : 3;
+
+    const at::Tensor dy = flat(grads[0]);
+    const at::Tensor g = at::mm(dy, sb);
+    at::Tensor dh = at::mm(dy, weight);
+    dh.addmm_(g, a);
+    at::Tensor da, dB, db;
+    if (ctx->needs_input_grad(a_edge)) da = mm_to(g.t(), flat(swiglu_forward(gate, up)), dtype(1));
+    if (ctx->needs_input_grad(a_edge + 1)) {
+      dB = mm_to(dy.t(), xa, dtype(2));
+      if (scale != 1.0) dB.mul_(scale);
+    }
+    if (has_bias && ctx->needs_input_grad(3)) db = dy.sum(0).to(dtype(0));
+    auto [dgate, dup] = swiglu_backward(dh.view(gate.sizes()), gate, up);
+    return {dgate, dup, at::Tensor(), db, da, dB, at::Tensor()};
+  }
+};
+
 }  // namespace
+
+at::Tensor lora_swiglu_linear(const at::Tensor& gate, const at::Tensor& up, const at::Tensor& weight,
+                              const at::Tensor& bias, const at::Tensor& lora_A, const at::Tensor& lora_B,
+                              double scale) {
+  RECORD_FUNCTION("ranktune::lora_swiglu_linear", c10::ArrayRef<const c10::IValue>{});
+  const std::int64_t in = weight.size(1), out = weight.size(0), r = lora_A.size(0);
+  if (gate.sizes() != up.sizes() || gate.size(-1) != in || lora_A.size(1) != in || lora_B.size(0) != out ||
+      lora_B.size(1) != r)
+    throw LibraryError("lora_swiglu_linear: shapes disagree: gate " + c10::str(gate.sizes()) + ", up " +
+                       c10::str(up.sizes()) + ", weight " + c10::str(weight.sizes()) + ", lora_A " +
+                       c10::str(lora_A.sizes()) + ", lora_B " + c10::str(lora_B.sizes()));
+  if (weight.requires_grad())
+    throw LibraryError("lora_swiglu_linear: the base weight must be frozen (it recomputes what dW would need)");
+  const std::optional<at::Tensor> b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  return LoraSwigluLinearFunction::apply(gate, up, weight, b, lora_A, lora_B, scale);
+}
 
 at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& lora_A,
                        const at::Tensor& lora_B, double scale, const at::Tensor& adapter_input) {

@@ -1,6 +1,7 @@
 #include "ranktune/model/mlp.h"
 
 #include "ranktune/kernels/swiglu.h"
+#include "ranktune/model/lora_linear.h"
 
 #include <ATen/ATen.h>
 
@@ -13,7 +14,16 @@ MlpImpl::MlpImpl(const LlamaConfig& c, const at::TensorOptions& options) {
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+  const at::Tensor gate = gate_proj->forward(x), up = up_proj->forward(x);
+  const LinearImpl& down = *down_proj;
+  // LoRA on a frozen 16-bit base without dropout: the SwiGLU product is recomputed in backward, not kept.
+  const bool recompute = down.lora_A && !down.lora_reference && !down.weight_nf4 && down.weight.defined() &&
+                         !down.weight.requires_grad() && !(down.lora_dropout > 0 && is_training());
+  if (recompute) {
+    return lora_swiglu_linear(gate, up, down.weight, down.bias, down.lora_A->weight, down.lora_B->weight,
+                              down.lora_scale);
+  }
+  return down_proj->forward(swiglu(gate, up));
 }
 
 }  // namespace ranktune

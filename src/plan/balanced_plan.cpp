@@ -182,6 +182,12 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
       s.lora_r = 16;
       try_variant(s, "LoRA: --lora.r=16");
     }
+    if (!setup.nf4 && !model.bnb_nf4) {
+      TrainSetup s = setup;
+      s.nf4 = true;
+      s.lora_r = std::max(setup.lora_r, 16);
+      try_variant(s, std::string("QLoRA: --model.quantize=nf4") + (setup.lora_r == 0 ? " --lora.r=16" : ""));
+    }
     if (!setup.activation_checkpointing) {
       TrainSetup s = setup;
       s.activation_checkpointing = true;

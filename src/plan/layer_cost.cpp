@@ -1,12 +1,15 @@
 // Memory: full fine-tune keeps weights (bf16 on GPU), their gradients, fp32 masters (GPU only) and two fp32 Adam
-// moments; LoRA keeps the frozen base plus fp32 adapters with gradients and moments. Activations: the tensors one
-// decoder layer saves for backward with fused (flash) attention, per token; with activation checkpointing only the
-// layer input. Compute: 2 FLOPs per multiply-add, backward twice forward (once for frozen LoRA bases), attention
-// 4*T*(num_heads*head_dim) per token per layer forward (causal halving ignored, as MFU conventions do).
+// moments; LoRA keeps the frozen base plus fp32 adapters with gradients and moments; QLoRA's base linears are NF4
+// (about 0.516 bytes a weight) plus one dequantized linear in the compute dtype as a working set. Activations: the
+// tensors one decoder layer saves for backward with fused (flash) attention, per token; with activation checkpointing
+// only the layer input. Compute: 2 FLOPs per multiply-add, backward twice forward (once for frozen LoRA bases),
+// attention 4*T*(num_heads*head_dim) per token per layer forward (causal halving ignored, as MFU conventions do).
 #include "ranktune/plan/layer_cost.h"
 
 #include <algorithm>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "ranktune/core/error.h"
 
@@ -47,6 +50,12 @@ Precision precision(const TrainSetup& s) {
   return s.on_gpu ? Precision{2, 2 + 4 + 8} : Precision{4, 4 + 8};
 }
 
+// out x in of each decoder linear: q, k, v, o, gate, up, down.
+std::vector<std::pair<std::int64_t, std::int64_t>> linear_shapes(const LlamaConfig& m) {
+  const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
+  return {{q, d}, {kv, d}, {kv, d}, {d, q}, {f, d}, {f, d}, {d, f}};
+}
+
 UnitCost make_unit(std::string name, std::int64_t params, const TrainSetup& s, std::int64_t trained_params) {
   const Precision p = precision(s);
   UnitCost u;
@@ -67,6 +76,7 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   for (std::string t; std::getline(ss, t, ',');)
     if (!t.empty()) s.lora_targets.push_back(t);
   s.activation_checkpointing = cfg.train.activation_checkpointing;
+  s.nf4 = cfg.model.quantize == "nf4";
   s.micro_batch = cfg.train.micro_batch;
   s.seq_len = cfg.train.seq_len;
   return s;
@@ -96,13 +106,24 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   // Saved per token: norm in/out, q, k, v, attention out, o_proj in, residual, norm in/out, gate, up, silu, product:
   // nine tensors counted hidden-wide, of which q, attention out and o_proj in are q-wide (num_heads x head_dim).
   const std::int64_t saved_per_token = 6 * d + 3 * q + 2 * kv + 4 * f;
+  // NF4: the linears' weights in 4 bits, the rest of the layer (norms, biases) as stored for compute; each linear is
+  // dequantized to the compute dtype for its matmuls and freed, so one of the largest is alive at a time.
+  const bool nf4 = s.nf4 || m.bnb_nf4;
+  std::int64_t nf4_bytes = 0, linear_params = 0, largest_linear = 0;
+  for (const auto& [out, in] : linear_shapes(m)) {
+    nf4_bytes += nf4_base_bytes(out, in);
+    linear_params += out * in;
+    largest_linear = std::max(largest_linear, out * in);
+  }
   for (std::int64_t i = 0; i < m.num_layers; ++i) {
     UnitCost u = make_unit("layer " + std::to_string(i), lp, s, lora ? 0 : lp);
+    if (nf4) u.weight_bytes = nf4_bytes + (lp - linear_params) * precision(s).weight;
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
     u.activation_bytes = tokens * act_bytes * (s.activation_checkpointing ? d : saved_per_token);
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * act_bytes * saved_per_token;
+    if (nf4) u.working_bytes += largest_linear * act_bytes;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
                                              3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(q));
     units.push_back(u);
@@ -123,6 +144,12 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   head.flops = static_cast<double>(tokens) * (lora ? 4.0 : 6.0) * static_cast<double>(head_params);
   units.push_back(head);
   return units;
+}
+
+std::int64_t nf4_base_bytes(std::int64_t out_features, std::int64_t in_features) {
+  const std::int64_t n = out_features * in_features;
+  const std::int64_t blocks = (n + 63) / 64;
+  return (n + 1) / 2 + blocks + (blocks + 255) / 256 * 4 + (16 + 256) * 4;
 }
 
 std::int64_t stage_peak_bytes(const std::vector<UnitCost>& units, int first, int end) {

@@ -13,6 +13,7 @@
 #include <set>
 #include <system_error>
 
+#include "ranktune/core/config_changes.h"
 #include "ranktune/core/error.h"
 #include "ranktune/data/byte_tokenizer_files.h"
 #include "ranktune/data/tokenizer.h"
@@ -21,6 +22,7 @@
 #include "ranktune/io/durable_file.h"
 #include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/model/safetensors.h"
 
 namespace ranktune {
@@ -92,8 +94,14 @@ std::string write_adapter(const TrainedModel& tm, const fs::path& dir, at::Scala
   }
   file_write_atomic(dir / "adapter_config.json", adapter_config_json(tm.record));
   safetensors_save((dir / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
+  // PEFT's adapter_config.json has no field for the base's quantization: the adapter loads on either base, but it
+  // was trained to correct the 4-bit one.
+  const bool nf4 = trained_model_quantize(tm) == "nf4";
   return "PEFT LoRA adapter (r=" + std::to_string(tm.record.lora.r) + ", " + std::to_string(tensors.size()) +
-         " tensors, " + dtype_text(dtype) + ") for " + tm.record.base_path;
+         " tensors, " + dtype_text(dtype) + ") for " + tm.record.base_path +
+         (nf4 ? " (trained over its 4-bit NF4 base: load that with BitsAndBytesConfig(load_in_4bit=True, "
+                "bnb_4bit_quant_type=\"nf4\", bnb_4bit_use_double_quant=True))"
+              : "");
 }
 
 std::string write_model(const TrainedModel& tm, const fs::path& dir, at::ScalarType dtype, bool merge) {
@@ -103,9 +111,10 @@ std::string write_model(const TrainedModel& tm, const fs::path& dir, at::ScalarT
   llama_save_pretrained(*model, dir.string(), dtype);
   std::int64_t count = 0;
   for (const auto& p : model->parameters()) count += p.numel();
-  return std::string("Hugging Face model (") + (lora ? "LoRA merged into " + tm.record.base_path : "full fine-tune") +
-         ", " + std::to_string(count) + " parameters, " + dtype_text(dtype) + ")" +
-         (merge && !lora ? "; export.merge ignored: nothing to merge" : "");
+  const std::string base = trained_model_quantize(tm) == "nf4" ? "the dequantized NF4 base " : "";
+  return std::string("Hugging Face model (") +
+         (lora ? "LoRA merged into " + base + tm.record.base_path : "full fine-tune") + ", " + std::to_string(count) +
+         " parameters, " + dtype_text(dtype) + ")" + (merge && !lora ? "; export.merge ignored: nothing to merge" : "");
 }
 
 // Beside tokenizer.json, what transformers' AutoTokenizer (and vLLM-style loaders) also read: bos/eos/pad and the
@@ -258,10 +267,17 @@ TrainedModel trained_model_read(const fs::path& checkpoint, h5::FileLocking lock
   const CheckpointState st = checkpoint_file_load(report.step_dir, *report.manifest, 0, locking);
   tm.record = model_record_read(st, report.step_dir.string());
   tm.weights = trained_weights(st);
+  tm.trained_on_gpu = st.blobs.count("rng.cuda") > 0;
   if (tm.weights.empty())
     throw CheckpointError("checkpoint " + report.step_dir.string() + " holds no weights in rank 0's file",
                           "it was not written by `ranktune train`");
   return tm;
+}
+
+std::string trained_model_quantize(const TrainedModel& tm) {
+  const ConfigText run = config_ini_read(tm.record.run_config);
+  const auto it = run.find("model.quantize");
+  return it == run.end() ? "none" : it->second;
 }
 
 Llama trained_model_build(const TrainedModel& tm) {
@@ -273,7 +289,13 @@ Llama trained_model_build(const TrainedModel& tm) {
     model = Llama(llama_config_from_json(tm.record.config_json, where + " (attribute model.config)"), fp32);
   } else {
     require_base_dir(tm);
-    model = llama_from_pretrained(tm.record.base_path, fp32);
+    // QLoRA: the adapters learned to correct the rounded base, so the base is rounded again as the run rounded it.
+    const Quantize q = quantize_parse(trained_model_quantize(tm));
+    const ConfigText run = config_ini_read(tm.record.run_config);
+    const auto precision = run.find("train.precision");
+    const at::ScalarType held = llama_dtype(tm.trained_on_gpu ? at::Device(at::kCUDA) : at::Device(at::kCPU),
+                                            precision == run.end() ? std::string("auto") : precision->second);
+    model = llama_from_pretrained_quantized(tm.record.base_path, fp32, q, held);
     if (llama_config_to_json(model->config()) != tm.record.config_json)
       throw CheckpointError("the base model " + tm.record.base_path + " no longer matches the config.json that " +
                                 where + " was trained on",

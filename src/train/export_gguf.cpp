@@ -251,7 +251,10 @@ ExportResult checkpoint_export_gguf(const fs::path& checkpoint, const fs::path& 
   }
   std::string what = "GGUF " + arch + " (" + o.dtype + ", " + std::to_string(c.num_layers) + " blocks, " +
                      std::to_string(w.tensor_count()) + " tensors, " + size_text(bytes) + "; " +
-                     (lora ? "LoRA merged into " + tm.record.base_path : std::string("full fine-tune")) +
+                     (lora ? "LoRA merged into " +
+                                 (trained_model_quantize(tm) == "nf4" ? "the dequantized NF4 base " : std::string()) +
+                                 tm.record.base_path
+                           : std::string("full fine-tune")) +
                      "; tokenizer " + vocab.describe + ")";
   if (fallbacks)
     what += "; " + std::to_string(fallbacks) + " matrices as F16: their rows are not whole Q8_0 blocks of 32";

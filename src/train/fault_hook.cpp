@@ -4,11 +4,14 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "ranktune/core/error.h"
 
@@ -75,6 +78,36 @@ void fault_hook_poison_grads(const FaultHook& hook, long step, const NamedTensor
     return;
   }
   throw Error(ExitCode::internal, std::string(kVar) + ": step " + std::to_string(step) + " has no gradient to poison");
+}
+
+SaveFaultHook save_fault_hook_from_env(int rank, long step) {
+  constexpr const char* kSaveVar = "RANKTUNE_TEST_SAVE_FAULT";
+  const char* v = std::getenv(kSaveVar);
+  if (!v || !*v) return {};
+  long r = -1, at = 0, ms = 0;
+  int used = 0;
+  char phase_text[40] = {0};
+  bool parsed = std::sscanf(v, "%ld:%ld:%39[a-z_]%n", &r, &at, phase_text, &used) == 3 && r >= 0 && at > 0;
+  const char* action = v + used;
+  const bool fail = parsed && std::strcmp(action, ":fail") == 0;
+  int tail = 0;
+  parsed = parsed && (fail || (std::sscanf(action, ":sleep=%ld%n", &ms, &tail) == 1 && ms >= 0 && !action[tail]));
+  SavePhase phase{};
+  bool known = false;
+  for (SavePhase p : kAllSavePhases)
+    if (std::strcmp(save_phase_name(p), phase_text) == 0) phase = p, known = true;
+  if (!parsed || !known)
+    throw UsageError(std::string(kSaveVar) + "='" + v + "' is not RANK:STEP:PHASE:fail or RANK:STEP:PHASE:sleep=MS " +
+                         "with PHASE a save phase (rank_file_written, before_manifest, latest_written, ...)",
+                     "it is a test hook: unset it for real runs");
+  if (r != rank || at != step) return {};
+  return [phase, fail, ms, at, rank](SavePhase now) {
+    if (now != phase) return;
+    if (fail)
+      throw std::runtime_error(std::string(kSaveVar) + ": rank " + std::to_string(rank) + " fails the save of step " +
+                               std::to_string(at) + " at " + save_phase_name(now));
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  };
 }
 
 }  // namespace ranktune

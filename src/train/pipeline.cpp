@@ -285,7 +285,10 @@ bool PipelineExecutor::run_action(const PipeAction& a, Step& step) {
     at::Tensor mask;
     if (st.last_unit >= 1 && st.first_unit <= layers) {
       rope = model_.rope(step.positions[a.stage][c], model_.model->norm->weight.scalar_type());
-      if (!step.documents.empty()) mask = document_causal_mask(step.documents[a.stage][c]);
+      if (!step.documents.empty()) {
+        mask = attention_mask(step.documents[a.stage][c], st.device, model_.model->norm->weight.scalar_type(),
+                              model_.config().head_dim, model_.flash_varlen());
+      }
     }
     for (int u = st.first_unit; u <= st.last_unit; ++u) {
       if (u == 0) h = model_.embed(step.tokens[c]);

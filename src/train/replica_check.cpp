@@ -23,7 +23,17 @@ std::string hex(std::uint32_t v) {
 
 }  // namespace
 
-ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long step) {
+FrozenDigest frozen_digest(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  FrozenDigest d;
+  for (const auto& [name, tensor] : tensors) {
+    const at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
+    d.crcs.emplace_back(name, crc32c(t.data_ptr(), t.nbytes()));
+    d.bytes += t.nbytes();
+  }
+  return d;
+}
+
+ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long step, const FrozenDigest& frozen) {
   ReplicaDigest d;
   d.ranks = env.size();
   std::vector<std::uint64_t> mine;  // one CRC per tensor, so a mismatch can name the tensor
@@ -37,6 +47,9 @@ ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long 
     d.bytes += n;
   }
   d.tensors = mine.size();
+  for (const auto& [name, crc] : frozen.crcs) mine.push_back(crc);
+  d.frozen_tensors = frozen.crcs.size();
+  d.frozen_bytes = frozen.bytes;
 
   const std::vector<std::vector<std::uint64_t>> all = host::all_gather(env, mine);
   for (const auto& theirs : all)  // every rank sees a count that differs from its own, so all of them throw
@@ -61,6 +74,20 @@ ReplicaDigest replica_check(const MpiEnv& env, const NamedTensors& params, long 
   if (first_rank < 0) return d;
   const auto ref = static_cast<std::uint32_t>(all[0][first_tensor]);
   const auto got = static_cast<std::uint32_t>(all[static_cast<std::size_t>(first_rank)][first_tensor]);
+  if (first_tensor >= d.tensors) {
+    // Made by each rank before training: the ranks started from different bases, whatever the gradients did.
+    throw AgreedError(ExitCode::internal,
+                      "DDP replicas differ at step " + std::to_string(step) + ": rank " + std::to_string(first_rank) +
+                          "'s frozen 4-bit base differs from rank 0's, first at '" +
+                          frozen.crcs[first_tensor - d.tensors].first + "' (crc32c " + hex(got) + " vs " + hex(ref) +
+                          "); " + std::to_string(differing) + " of " + std::to_string(env.size() - 1) +
+                          " other rank(s) differ",
+                      "every rank quantizes the same base weights and must get the same bytes: check that rank " +
+                          std::to_string(first_rank) +
+                          "'s node reads the same model.path files (a different copy or a damaged one) and runs the "
+                          "same ranktune build",
+                      first_rank);
+  }
   throw AgreedError(ExitCode::internal,
                     "DDP replicas diverged at step " + std::to_string(step) + ": rank " + std::to_string(first_rank) +
                         "'s trainable parameters differ from rank 0's, first at '" + params[first_tensor].key() +
@@ -77,7 +104,13 @@ std::string replica_digest_describe(const ReplicaDigest& d) {
   char s[160];
   std::snprintf(s, sizeof s, "replicas identical on %d ranks: crc32c %s over %zu tensors (%.1f MB)", d.ranks,
                 hex(d.crc32c).c_str(), d.tensors, static_cast<double>(d.bytes) / 1e6);
-  return s;
+  std::string out = s;
+  if (d.frozen_tensors > 0) {
+    std::snprintf(s, sizeof s, "; frozen 4-bit base: %zu tensors (%.1f MB) identical", d.frozen_tensors,
+                  static_cast<double>(d.frozen_bytes) / 1e6);
+    out += s;
+  }
+  return out;
 }
 
 }  // namespace ranktune

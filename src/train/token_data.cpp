@@ -49,9 +49,10 @@ std::vector<PackedRow> text_rows(const Config& cfg, const Tokenizer& tok, TokenD
 
 // A dataset written by `ranktune prepare`: its rows must have this run's length and its tokenizer must be ours.
 // Only the attributes are read here; rows are read when a batch needs them (RowStore).
-std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const Tokenizer& tok, TokenData& data) {
+std::shared_ptr<const TokenDatasetReader> prepared_open(const Config& cfg, const Tokenizer& tok, TokenData& data,
+                                                        bool verified) {
   const std::string& path = cfg.data.path;
-  auto reader = std::make_shared<const TokenDatasetReader>(path);
+  auto reader = std::make_shared<const TokenDatasetReader>(path, /*read_through=*/!verified);
   const TokenDatasetInfo& info = reader->info();
   if (info.seq_len != cfg.train.seq_len)
     throw ConfigError("data.path '" + path + "' holds rows of " + std::to_string(info.seq_len) +
@@ -89,7 +90,7 @@ std::int64_t held_out_rows(const Config& cfg, std::int64_t rows, const std::stri
 
 }  // namespace
 
-TokenData token_data_load(const Config& cfg, std::unique_ptr<Tokenizer> tokenizer) {
+TokenData token_data_load(const Config& cfg, std::unique_ptr<Tokenizer> tokenizer, bool verified) {
   TokenData data;
   try {
     data.tokenizer = tokenizer ? std::move(tokenizer) : tokenizer_load(config_tokenizer(cfg));
@@ -101,7 +102,7 @@ TokenData token_data_load(const Config& cfg, std::unique_ptr<Tokenizer> tokenize
   const Tokenizer& tok = *data.tokenizer;
   data.packing_attention = packing_attention_parse(cfg.data.packing_attention);
   if (!cfg.data.path.empty() && TokenDatasetReader::is_dataset_path(cfg.data.path)) {
-    auto reader = prepared_open(cfg, tok, data);
+    auto reader = prepared_open(cfg, tok, data, verified);
     const std::int64_t rows = reader->info().rows, n_val = held_out_rows(cfg, rows, data.source);
     data.train = RowStore(reader, 0, rows - n_val);
     data.val = RowStore(reader, rows - n_val, n_val);

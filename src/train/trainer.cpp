@@ -22,10 +22,12 @@
 #include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/signals.h"
+#include "ranktune/io/checkpoint_async.h"
 #include "ranktune/io/durable_file.h"
 #include "ranktune/io/h5.h"
 #include "ranktune/model/linear_cross_entropy.h"
 #include "ranktune/model/lora.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/train/batch_plan.h"
 #include "ranktune/train/fault_hook.h"
 #include "ranktune/train/flops.h"
@@ -100,10 +102,82 @@ struct Trainer::State {
   // end, before anything is written from rank 0's copy alone.
   std::optional<ReplicaDigest> replicas;
   long replicas_step = -1;
+  std::optional<FrozenDigest> frozen;  // the NF4 base's CRCs (QLoRA), taken at the first check: it never changes
   void check_replicas(long step) {
     if (!ddp() || env.size() < 2 || step == replicas_step) return;
-    replicas = replica_check(env, params, step);
+    if (!frozen) frozen = frozen_digest(llama_nf4_state(*model));
+    replicas = replica_check(env, params, step, *frozen);
     replicas_step = step;
+  }
+
+  std::unique_ptr<CheckpointAsync> saver;  // checkpoint.async: periodic saves written in the background
+
+  SaveRequest save_request(long step) const {
+    SaveRequest req;
+    req.dir = cfg.checkpoint.dir;
+    req.step = step;
+    req.keep = cfg.checkpoint.keep;
+    req.locking = locking;
+    req.meta.mode = parallel_mode_name(mode);
+    req.meta.topology = std::to_string(env.size()) + " rank(s) on " + device.str();
+    req.meta.config_hash = config_hash(cfg);
+    req.meta.replicated = true;
+    req.fault_hook = save_fault_hook_from_env(env.rank(), step);
+    return req;
+  }
+  CheckpointState save_state() const {
+    return train_state_capture(params, *opt, pos, env.rank() == 0, record, device, other_gpus());
+  }
+  // Logs a finished save (rank 0) and returns whether it committed. `mode`: sync or async. The `checkpoint timing:`
+  // line is what bench/checkpoint_speed.sh reads: the stall, and rank 0's write of its own file.
+  bool save_report(long step, const SaveResult& r, const char* mode) {
+    char line[256];
+    // Only a checkpoint this save wrote counts: a committed step met under this number was moved aside and written
+    // anew (r.message says so), so success never stands for a step holding another state.
+    if (r.ok()) {
+      last_saved = step;
+      std::snprintf(line, sizeof line, "checkpoint: step %ld -> %s (%.1f MB in %.2f s)", step, r.step_dir.c_str(),
+                    static_cast<double>(r.bytes) / 1e6, r.seconds);
+      log0() << line << (r.message.empty() ? "" : "; " + r.message);
+      std::snprintf(line, sizeof line,
+                    "checkpoint timing: step %ld %s: stall %.3f s (staging %.3f s), rank 0 wrote %.1f MB in %.2f s "
+                    "(%.2f GB/s)",
+                    step, mode, r.stall_seconds, r.stage_seconds, static_cast<double>(r.write_bytes) / 1e6,
+                    r.write_seconds,
+                    r.write_seconds > 0 ? static_cast<double>(r.write_bytes) / 1e9 / r.write_seconds : 0.0);
+      log0() << line;
+      return true;
+    }
+    log0() << "WARNING: checkpoint of step " << step << " failed, training goes on: " << r.message;
+    return false;
+  }
+  // A new save, the end of the run and a stop all wait for the background save to commit first.
+  void save_wait() {
+    if (saver && saver->pending()) save_report(saver->pending_step(), saver->wait(), "async");
+  }
+  // At every step boundary while a background save runs: commits it once every rank's file is written.
+  void save_poll() {
+    if (!saver || !saver->pending()) return;
+    const long step = saver->pending_step();
+    if (auto r = saver->poll()) save_report(step, *r, "async");
+  }
+  void save_async(long step) {
+    save_wait();
+    if (step == last_saved) return;
+    check_replicas(step);
+    const CheckpointAsync::Begun b = saver->begin(save_request(step), save_state());
+    if (!b.fallback.empty())
+      log0() << "checkpoint: step " << step
+             << " saved synchronously, host memory is short for checkpoint.async: " << b.fallback;
+    if (b.result) {
+      save_report(step, *b.result, b.fallback.empty() ? "async" : "sync");
+      return;
+    }
+    char line[160];
+    std::snprintf(line, sizeof line,
+                  "checkpoint: staged step %ld (%.1f MB to host memory in %.3f s), writing in the background", step,
+                  static_cast<double>(b.staged_bytes) / 1e6, b.stage_seconds);
+    log0() << line;
   }
 
   State(const Config& c, const MpiEnv& e, Communicator& cm, Llama m, const TokenData& d)
@@ -143,9 +217,13 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, Paral
   so.seed = static_cast<std::uint64_t>(cfg.seed);
   s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
   s.fault = fault_hook_from_env(env.rank());
+  save_fault_hook_from_env(env.rank(), 0);  // test hook: a malformed value fails at start, not at the first save
+  if (cfg.checkpoint.async) s.saver = std::make_unique<CheckpointAsync>(env);
   if (!cfg.checkpoint.dir.empty())  // every rank writes its own file of each checkpoint
     agree_run(env, [&] { dir_require_writable(cfg.checkpoint.dir, "checkpoint", "checkpoint.dir", env.rank()); });
   resume();
+  // After resume, which may load other state into the same tensors: the staging buffer takes the saved layout.
+  if (s.saver) log0() << "checkpoint.async: " << s.saver->reserve(s.save_state());
   s.metrics = std::make_unique<MetricsWriter>(cfg.output_dir, /*append=*/s.pos.step > 0, env.rank() == 0);
   s.flops_per_token =
       train_flops_per_token(s.model->config(), cfg.train.seq_len, lora_adapter_params(s.params, cfg.lora.r > 0));
@@ -183,32 +261,10 @@ void Trainer::resume() {
 
 bool Trainer::save(long step) {
   State& s = *s_;
+  s.save_wait();
   if (step == s.last_saved) return true;
   s.check_replicas(step);  // a diverged replica must not be committed as the run's state
-  SaveRequest req;
-  req.dir = s.cfg.checkpoint.dir;
-  req.step = step;
-  req.keep = s.cfg.checkpoint.keep;
-  req.locking = s.locking;
-  req.meta.mode = parallel_mode_name(s.mode);
-  req.meta.topology = std::to_string(s.env.size()) + " rank(s) on " + s.device.str();
-  req.meta.config_hash = config_hash(s.cfg);
-  req.meta.replicated = true;
-  const SaveResult r = checkpoint_save(s.env, req,
-                                       train_state_capture(s.params, *s.opt, s.pos, s.env.rank() == 0, s.record,
-                                                           s.device, s.other_gpus()));
-  char line[256];
-  // Only a checkpoint this save wrote counts: a committed step met under this number was moved aside and written anew
-  // (r.message says so), so success never stands for a step holding another state.
-  if (r.ok()) {
-    s.last_saved = step;
-    std::snprintf(line, sizeof line, "checkpoint: step %ld -> %s (%.1f MB in %.2f s)", step, r.step_dir.c_str(),
-                  static_cast<double>(r.bytes) / 1e6, r.seconds);
-    log0() << line << (r.message.empty() ? "" : "; " + r.message);
-    return true;
-  }
-  log0() << "WARNING: checkpoint of step " << step << " failed, training goes on: " << r.message;
-  return false;
+  return s.save_report(step, checkpoint_save(s.env, s.save_request(step), s.save_state()), "sync");
 }
 
 double Trainer::evaluate() {
@@ -355,6 +411,7 @@ void Trainer::report(StepMetrics& row, TrainResult& result, Progress& progress) 
 
 bool Trainer::stop_or_save(long step, TrainResult& result) {
   State& s = *s_;
+  s.save_poll();
   // Every rank learns at the same boundary whether any rank was signalled.
   const StopAgreement stop = signals_agree(s.env);
   if (stop.request != StopRequest::none) {
@@ -365,7 +422,10 @@ bool Trainer::stop_or_save(long step, TrainResult& result) {
     return true;
   }
   const bool periodic = s.cfg.checkpoint.every_steps > 0 && step % s.cfg.checkpoint.every_steps == 0;
-  if (periodic || (step == s.cfg.train.steps && s.cfg.checkpoint.at_end)) save(step);
+  const bool last = step == s.cfg.train.steps;
+  // The save after the last step and a stop's save are synchronous: nothing is left to overlap with them.
+  if (periodic && !last && s.saver) s.save_async(step);
+  else if (periodic || (last && s.cfg.checkpoint.at_end)) save(step);
   return false;
 }
 
@@ -373,6 +433,7 @@ void Trainer::finish(TrainResult& result, Progress& progress) {
   State& s = *s_;
   // After a stop the checkpoint is committed and the process is on its way to exit 75: a second SIGTERM (Slurm sends
   // one to every process) must not turn that into death by signal, which the batch script would not requeue.
+  s.save_wait();  // a background save commits before the run ends, whatever ended it
   if (!result.stopped) signals_hold_term(false);
   s.check_replicas(s.pos.step);
   if (s.env.rank() == 0) {

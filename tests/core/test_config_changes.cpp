@@ -1,7 +1,7 @@
 // The resume rule (config_changes): the INI record a checkpoint keeps reads back to every key; a changed learning rate,
 // step count, seed or sequence length is shown; another LoRA rank, scale or targets, a random-init model's shape or
-// another tokenizer is refused with its reason; keys that do not shape training are left out; keys an older build did
-// not record are shown as such, never refused.
+// another tokenizer or another base quantization is refused with its reason; keys that do not shape training are left
+// out; keys an older build did not record are shown as such, refused only for a quantized base.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -113,6 +113,26 @@ TEST(ConfigChanges, RandomInitShapeIsRefusedAPretrainedOneIsNot) {
   now = then;
   now.model.path = "/scratch/base";
   EXPECT_EQ(summary(then, now), (Lines{"model.path /m/base -> /scratch/base"}));
+}
+
+// Adapters trained on a 16-bit base do not fit its NF4 rounding, nor the reverse; a checkpoint of a build before
+// model.quantize existed had a 16-bit base.
+TEST(ConfigChanges, BaseQuantizationIsRefusedBothWays) {
+  Config then;
+  then.lora.r = 16;
+  Config now = then;
+  now.model.quantize = "nf4";
+  EXPECT_EQ(summary(then, now), (Lines{"model.quantize none -> nf4 refused"}));
+  EXPECT_EQ(summary(now, then), (Lines{"model.quantize nf4 -> none refused"}));
+  EXPECT_NE(changes(then, now).front().refuse.find("NF4"), std::string::npos);
+  EXPECT_TRUE(changes(now, now).empty());
+  ConfigText older = config_ini_read(config_ini(then));
+  older.erase("model.quantize");
+  const std::vector<ConfigChange> got = config_changes(older, now);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].saved, "(not recorded)");
+  EXPECT_FALSE(got[0].refuse.empty());
+  EXPECT_TRUE(config_changes(older, then).front().refuse.empty());  // none over an older record: only shown
 }
 
 TEST(ConfigChanges, TokenizerIsRefused) {

@@ -1,11 +1,14 @@
 // sources_pack: files -> rows as both `prepare` and `train` on text do it: truncate vs split counts, malformed and
 // unencodable records as errors naming file:line (with the flag in the hint) or skipped and counted, prompt masking
-// of chat records, several files in order, byte progress up to the total, and the same rows at any thread count.
+// of chat records, several files in order, byte progress up to the total, and the same rows at any thread count
+// and when ranks share the encoding (SourcesEncoder/SourcesPacker).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <utility>
 
 #include "ranktune/data/byte_tokenizer.h"
 #include "ranktune/data/data_error.h"
@@ -199,6 +202,107 @@ TEST_F(SourcesTest, ThreadsGiveTheRowsOfOneThread) {
   const Run strict = run(1, false);
   EXPECT_THAT(strict.error, HasSubstr(path + ":9:"));  // the first "{oops"
   EXPECT_EQ(run(4, false).error, strict.error);
+}
+
+// prepare under mpirun, its ranks played here in one process: each SourcesEncoder reads every record and encodes its
+// rank's batches, the packer takes the encoded batches in rank order; rows, counts, skips, progress and the strict
+// error are those of sources_pack, whatever the ranks and threads (the batch size follows batch_threads only).
+TEST_F(SourcesTest, RanksGiveTheRowsOfOneProcess) {
+  const std::string dir = std::string(RANKTUNE_SOURCE_DIR) + "/tests/reference/fixtures/tokenizers/";
+  std::ifstream cases(dir + "llama3.cases.jsonl");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(cases, line);) lines.push_back(line);
+  ASSERT_GT(lines.size(), 100u);
+  std::string text;
+  for (int n = 0; n < 1400; ++n) {
+    text += lines[static_cast<std::size_t>(n) % lines.size()] + "\n";
+    // From line 300 on: the first bad record, and the first chat record (whose chat format the packer then makes
+    // itself), are in batch 1 of 256 records, encoded by rank 1.
+    if (n >= 300 && n % 97 == 60) text += "{oops\n";
+    if (n >= 300 && n % 89 == 7) text += std::string(R"({"messages": [{"role": "robot", "content": "x"}]})") + "\n";
+    if (n >= 300 && n % 131 == 100) {
+      text += R"({"messages": [{"role": "user", "content": "Où? )" + std::to_string(n) +
+              R"("}, {"role": "assistant", "content": "Ici."}]})" + "\n";
+    }
+  }
+  const std::string a = write("mixed.jsonl", text);
+  const std::string b = write("notes.txt", "first paragraph\n\nsecond one\n\n" + std::string(300, 'z') + "\n");
+  const auto tok = hf_tokenizer_load(dir + "llama3.tokenizer.json");
+
+  struct Run {
+    SourcesStats stats;
+    std::vector<PackedRow> rows;
+    std::vector<std::uint64_t> progress;
+    std::string error;
+  };
+  auto options = [](bool skip, int threads) {
+    SourcesOptions o;
+    o.seq_len = 64;
+    o.skip_bad_records = skip;
+    o.chat_template = "llama3";
+    o.threads = threads;
+    return o;
+  };
+  auto one = [&](bool skip) {
+    Run r;
+    try {
+      r.stats = sources_pack(
+          {a, b}, *tok, options(skip, 1), [&](const PackedRow& row) { r.rows.push_back(row); },
+          [&](std::uint64_t done, std::uint64_t) { r.progress.push_back(done); });
+    } catch (const DataError& e) {
+      r.error = std::string(e.what()) + " | " + e.hint();
+    }
+    return r;
+  };
+  auto ranks = [&](bool skip, int n, int threads) {
+    Run r;
+    const SourcesOptions o = options(skip, threads);
+    try {
+      std::vector<std::unique_ptr<SourcesEncoder>> encoders;
+      // batch_threads 0 gives batches of 256 records: several rounds, each rank's batch meets bad records.
+      for (int rank = 0; rank < n; ++rank)
+        encoders.push_back(std::make_unique<SourcesEncoder>(std::vector<std::string>{a, b}, *tok, o, rank, n, 0));
+      SourcesPacker packer(
+          {a, b}, *tok, o, [&](const PackedRow& row) { r.rows.push_back(row); },
+          [&](std::uint64_t done, std::uint64_t) { r.progress.push_back(done); });
+      for (bool more = true; more;) {
+        more = false;
+        std::vector<std::string> parts(static_cast<std::size_t>(n));
+        for (int rank = 0; rank < n; ++rank) more = encoders[rank]->next(parts[rank]) || more;
+        for (const std::string& part : parts) packer.add(part);
+      }
+      r.stats = packer.finish();
+    } catch (const DataError& e) {
+      r.error = std::string(e.what()) + " | " + e.hint();
+    }
+    return r;
+  };
+  const Run ref = one(true);
+  EXPECT_GT(ref.stats.skipped, 20);
+  EXPECT_EQ(ref.stats.first_skipped.rfind(a + ":353:", 0), 0u) << ref.stats.first_skipped;
+  EXPECT_GT(ref.rows.size(), 300u);
+  EXPECT_EQ(ref.stats.chat_template, "llama3");
+  for (const auto& [n, threads] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {3, 2}, {5, 1}}) {
+    const Run got = ranks(true, n, threads);
+    ASSERT_EQ(got.error, "") << n << " ranks";
+    ASSERT_EQ(got.rows.size(), ref.rows.size()) << n << " ranks";
+    for (std::size_t i = 0; i < ref.rows.size(); ++i) {
+      ASSERT_EQ(got.rows[i].input_ids, ref.rows[i].input_ids) << "row " << i << ", " << n << " ranks";
+      ASSERT_EQ(got.rows[i].targets, ref.rows[i].targets) << "row " << i;
+      ASSERT_EQ(got.rows[i].position_ids, ref.rows[i].position_ids) << "row " << i;
+    }
+    EXPECT_EQ(got.stats.records, ref.stats.records);
+    EXPECT_EQ(got.stats.skipped, ref.stats.skipped);
+    EXPECT_EQ(got.stats.first_skipped, ref.stats.first_skipped);
+    EXPECT_EQ(got.stats.chat_template, ref.stats.chat_template);
+    EXPECT_EQ(got.stats.pack.tokens, ref.stats.pack.tokens);
+    EXPECT_EQ(got.stats.pack.target_tokens, ref.stats.pack.target_tokens);
+    EXPECT_EQ(got.progress, ref.progress);
+  }
+  // Without skipping, the first bad record in file order is the error, whichever rank encoded it.
+  const Run strict = one(false);
+  EXPECT_THAT(strict.error, HasSubstr(a + ":353:"));
+  for (int n : {2, 3}) EXPECT_EQ(ranks(false, n, 1).error, strict.error) << n << " ranks";
 }
 
 TEST(SourcesSplit, CommaListsAndEmptyItems) {

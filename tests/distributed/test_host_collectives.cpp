@@ -1,5 +1,5 @@
 // Host collectives at 1, 2 and 4 ranks: broadcasts resize receivers, reductions, all-gathers and gathers with a
-// different count per rank, worst() ties and the node scope.
+// different count per rank, byte gathers in chunks, worst() ties and the node scope.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -163,6 +163,33 @@ TEST_F(HostCollectives, GatherWithACountPerRankReachesOnlyTheRoot) {
     for (int r = 0; r < size(); ++r)
       EXPECT_EQ(got[static_cast<std::size_t>(r)], values_of(r, r + extra)) << "root " << root << ", rank " << r;
   }
+}
+
+// Rank r sends r * 7 + 3 bytes (rank 1 none), each byte naming its rank and position; a chunk of 4 bytes makes
+// several rounds in which the ranks run out at different times.
+std::string bytes_of(int r) {
+  if (r == 1) return {};
+  std::string s;
+  for (int i = 0; i < r * 7 + 3; ++i) s.push_back(static_cast<char>(r * 31 + i));
+  return s;
+}
+
+TEST_F(HostCollectives, GatherBytesInChunksReachesOnlyTheRootInRankOrder) {
+  for (const std::size_t chunk : {std::size_t{0}, std::size_t{4}, std::size_t{1}}) {
+    const std::vector<std::string> got = host::gather_bytes(env, bytes_of(rank()), last(), chunk);
+    if (rank() != last()) {
+      EXPECT_TRUE(got.empty());
+      continue;
+    }
+    ASSERT_EQ(got.size(), static_cast<std::size_t>(size()));
+    for (int r = 0; r < size(); ++r) EXPECT_EQ(got[static_cast<std::size_t>(r)], bytes_of(r)) << "chunk " << chunk;
+  }
+}
+
+TEST_F(HostCollectives, GatherBytesWhenNoRankSendsAny) {
+  const std::vector<std::string> got = host::gather_bytes(env, std::string());
+  EXPECT_EQ(got.size(), rank() == 0 ? static_cast<std::size_t>(size()) : 0u);
+  for (const std::string& s : got) EXPECT_TRUE(s.empty());
 }
 
 TEST_F(HostCollectives, WorstWithNoFailure) {

@@ -243,6 +243,25 @@ TEST_F(TokenDatasetTest, AFlippedByteIsAnErrorNamingTheShard) {
   }
 }
 
+// The ranks of a node share the read-through (ChecksumShare): the rank given a damaged shard finds it; the others
+// check only its header and size (train agrees on the outcome before any rank opens a file with HDF5).
+TEST_F(TokenDatasetTest, TheRankGivenAShardReadsItThrough) {
+  const std::string out = path("share");
+  write(out, make_rows(60, 16), 16, 20);
+  const std::string victim = (fs::path(out) / "shard-00001.h5").string();
+  const auto [addr, size] = first_targets_chunk(victim);
+  flip_bit(victim, addr + size / 2, 4);
+  EXPECT_EQ(token_dataset_verify(victim, /*read_through=*/false), TokenDatasetChecksum::header_only);
+  EXPECT_NO_THROW(token_dataset_verify_files(out, ChecksumShare{0, 2}));  // files 0 and 2: intact
+  EXPECT_NO_THROW(TokenDatasetReader(out, /*read_through=*/false));       // headers only: the chunk is not read
+  try {
+    token_dataset_verify_files(out, ChecksumShare{1, 2});
+    FAIL() << "the rank given shard 1 did not detect its flipped byte";
+  } catch (const DataError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("token dataset '" + victim + "' is damaged: its CRC32C is"));
+  }
+}
+
 // Damage that happens after the checksum was checked (the file changed under a running job) is still caught when
 // the chunk is read, by its Fletcher32.
 TEST_F(TokenDatasetTest, AChunkDamagedAfterOpeningIsAnErrorWhenRead) {

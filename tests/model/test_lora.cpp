@@ -168,6 +168,32 @@ TEST(LoraLinear, MatchesPlainOpsInFp32) {
   }
 }
 
+// down_proj's form: the SwiGLU product recomputed in backward equals the plain composition, with and without bias.
+TEST(LoraLinear, SwigluDownRecomputesTheProduct) {
+  at::manual_seed(6);
+  const auto leaf = [](const at::Tensor& t) { return t.clone().set_requires_grad(true); };
+  const at::Tensor g0 = at::randn({2, 5, 12}), u0 = at::randn({2, 5, 12}), w = at::randn({9, 12});
+  const at::Tensor a0 = at::randn({3, 12}), B0 = at::randn({9, 3}), dy = at::randn({2, 5, 9});
+  for (const bool with_bias : {false, true}) {
+    SCOPED_TRACE(with_bias ? "bias" : "no bias");
+    const at::Tensor bias = with_bias ? at::randn({9}).requires_grad_(true) : at::Tensor();
+    const at::Tensor g1 = leaf(g0), u1 = leaf(u0), a1 = leaf(a0), B1 = leaf(B0);
+    const at::Tensor y1 = lora_swiglu_linear(g1, u1, w, bias, a1, B1, 1.7);
+    y1.backward(dy);
+    const at::Tensor bias1_grad = with_bias ? bias.grad().clone() : at::Tensor();
+    const at::Tensor g2 = leaf(g0), u2 = leaf(u0), a2 = leaf(a0), B2 = leaf(B0);
+    const at::Tensor h = at::silu(g2) * u2;
+    const at::Tensor y2 = at::linear(h, w, bias) + at::linear(at::linear(h, a2), B2) * 1.7;
+    y2.backward(dy);
+    EXPECT_LT(test::rel_error(y1, y2), 1e-6);
+    for (const auto& [x1, x2] :
+         {std::pair{g1.grad(), g2.grad()}, {u1.grad(), u2.grad()}, {a1.grad(), a2.grad()}, {B1.grad(), B2.grad()}})
+      EXPECT_LT(test::rel_error(x1, x2), 1e-5);
+    if (with_bias) EXPECT_LT(test::rel_error(bias1_grad, bias.grad() - bias1_grad), 1e-5);
+  }
+  EXPECT_THROW(lora_swiglu_linear(g0, u0, w.clone().requires_grad_(true), {}, a0, B0, 1.0), LibraryError);
+}
+
 // Under lora_apply the base is frozen: no gradient is made for it, and the adapters' gradients keep their fp32 dtype
 // over a bf16 input.
 TEST(LoraLinear, FrozenBaseGetsNoGradient) {

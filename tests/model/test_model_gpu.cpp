@@ -6,9 +6,11 @@
 #include <torch/cuda.h>
 
 #include "model/model_test_util.h"
+#include "ranktune/model/attention.h"
 #include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/loss.h"
+#include "ranktune/model/rms_norm.h"
 #include "ranktune/model/safetensors.h"
 
 namespace ranktune {
@@ -58,6 +60,65 @@ TEST_P(GpuParity, Fp32) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuParity,
                          ::testing::Values("llama_gqa_untied", "llama_tied", "qwen2_bias", "llama3_rope",
                                            "mistral_head_dim"));
+
+// Packed documents in bf16 on the GPU take the flash kernel's variable-length form (document_lengths): against
+// transformers' block-diagonal mask (fixture llama_packed) and against our dense-mask path on the same weights.
+TEST(GpuPacked, VarlenFlashEqualsDocumentMask) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  const std::string dir = test::fixture("llama_packed");
+  const SafetensorsFile ref(dir + "/reference.safetensors");
+  Llama model = llama_from_pretrained(dir, at::TensorOptions().device(kGpu).dtype(at::kBFloat16));
+  const at::Tensor tokens = ref.tensor("input_ids").to(kGpu), positions = ref.tensor("position_ids").to(kGpu);
+  const at::Tensor documents = ref.tensor("documents");
+  model->set_flash_varlen(true);
+  ASSERT_EQ(attention_mask(documents, kGpu, at::kBFloat16, model->config().head_dim, true).dim(), 1);
+  const at::Tensor logits = model->forward(tokens, positions, documents);
+  const double err = test::rel_error(logits, ref.tensor("logits"));
+  EXPECT_LE(err, 2e-2);
+
+  // One attention layer, both forms, with gradients of its input.
+  Attention attn = model->block(0)->self_attn;
+  const RopeCache rope = model->rope(positions, at::kBFloat16);
+  const at::Tensor x0 = at::randn({tokens.size(0), tokens.size(1), model->config().hidden_size},
+                                  at::TensorOptions().device(kGpu).dtype(at::kBFloat16));
+  at::Tensor x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+  const at::Tensor y1 = attn->forward(x1, rope, document_lengths(documents).to(kGpu));
+  const at::Tensor y2 = attn->forward(x2, rope, document_causal_mask(documents.to(kGpu)));
+  const double y_err = test::rel_error(y1, y2);
+  EXPECT_LE(y_err, 1e-2);
+  const at::Tensor dy = at::randn_like(y1);
+  y1.backward(dy);
+  y2.backward(dy);
+  const double dx_err = test::rel_error(x1.grad(), x2.grad());
+  EXPECT_LE(dx_err, 2e-2);
+  std::cout << "  varlen flash: logits rel err " << err << " vs transformers; one layer vs dense mask: y " << y_err
+            << ", dx " << dx_err << "\n";
+}
+
+// RMSNorm's fused kernel (the default on GPU) against transformers' composition, bf16, forward and backward.
+TEST(GpuRmsNorm, FusedEqualsComposition) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  const auto opts = at::TensorOptions().device(kGpu).dtype(at::kBFloat16);
+  RMSNorm fused(2048, 1e-5, opts), eager(2048, 1e-5, opts);
+  eager->fused = false;
+  {
+    at::NoGradGuard no_grad;
+    fused->weight.copy_(at::rand({2048}, opts) + 0.5);
+    eager->weight.copy_(fused->weight);
+  }
+  const at::Tensor x0 = at::randn({4, 512, 2048}, opts) * 3;
+  at::Tensor x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+  const at::Tensor y1 = fused->forward(x1), y2 = eager->forward(x2);
+  const at::Tensor dy = at::randn_like(y1);
+  y1.backward(dy);
+  y2.backward(dy);
+  const double y_err = test::rel_error(y1, y2), dx_err = test::rel_error(x1.grad(), x2.grad());
+  const double dw_err = test::rel_error(fused->weight.grad(), eager->weight.grad());
+  EXPECT_LE(y_err, 1e-2);
+  EXPECT_LE(dx_err, 1e-2);
+  EXPECT_LE(dw_err, 1e-2);
+  std::cout << "  fused RMSNorm vs composition: y " << y_err << ", dx " << dx_err << ", dw " << dw_err << "\n";
+}
 
 TEST(GpuLora, Bf16BaseFp32Adapters) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";

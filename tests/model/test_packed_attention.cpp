@@ -84,6 +84,19 @@ TEST_F(PackedAttention, MaskIsCausalWithinEachDocument) {
   EXPECT_FALSE(document_causal_mask(at::Tensor()).defined());
 }
 
+// The flash kernel's form of the same layout: documents cut at index changes and at row starts (a row's first
+// document continuing the previous row's index is still a new document), over the flattened batch.
+TEST_F(PackedAttention, DocumentLengthsAreCumulativeOverTheFlattenedBatch) {
+  const at::Tensor docs = at::tensor({0, 0, 1, 1, 1, 2, /**/ 2, 2, 3, 4, 4, 4}, at::kLong).view({2, 6});
+  const at::Tensor cu = document_lengths(docs);
+  EXPECT_EQ(cu.scalar_type(), at::kInt);
+  EXPECT_TRUE(at::equal(cu, at::tensor({0, 2, 5, 6, 8, 9, 12}, at::kInt)));
+  // On the CPU (or in fp32) attention_mask is the dense mask; the lengths are the GPU's 16-bit form.
+  const at::Tensor dense = attention_mask(docs, at::kCPU, at::kBFloat16, 64, /*varlen=*/true);
+  EXPECT_TRUE(at::equal(dense, document_causal_mask(docs)));
+  EXPECT_FALSE(attention_mask(at::Tensor(), at::kCPU, at::kFloat, 64, true).defined());
+}
+
 // One document per row: the masked path computes what the mask-free (is_causal) path does.
 TEST_F(PackedAttention, OneDocumentMaskEqualsPlainCausal) {
   Llama model = llama_from_pretrained(dir);

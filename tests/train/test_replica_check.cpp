@@ -1,5 +1,6 @@
 // replica_check at 1, 2 and 4 ranks: identical parameters give one digest (the CRC32C of all their bytes), and one
-// flipped bit on some ranks is an error on every rank naming the first of them and the tensor.
+// flipped bit on some ranks is an error on every rank naming the first of them and the tensor; the same for the frozen
+// NF4 base of QLoRA (each rank quantizes its own copy), compared through frozen_digest.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -9,7 +10,9 @@
 #include "ranktune/distributed/agree.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/io/crc32c.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/train/replica_check.h"
+#include "support/tiny_model.h"
 
 namespace ranktune {
 namespace {
@@ -74,6 +77,49 @@ TEST_F(ReplicaCheckTest, OneFlippedBitOnSomeRanksIsNamedOnEveryRank) {
               std::string::npos)
         << what;
     EXPECT_NE(e.hint().find("hardware fault"), std::string::npos) << e.hint();
+  }
+}
+
+// Every rank quantizes the same weights: one digest; one absmax byte changed on some ranks is named on every rank.
+TEST_F(ReplicaCheckTest, FrozenNf4BaseIsComparedToo) {
+  Llama q = llama_random_quantized(test::tiny_llama(), 5, {}, Quantize::nf4);
+  std::vector<std::pair<std::string, at::Tensor>> base = llama_nf4_state(*q);
+  ASSERT_EQ(base.size(), static_cast<std::size_t>(test::tiny_llama().num_layers * 7 * 6));
+  const FrozenDigest frozen = frozen_digest(base);
+  ASSERT_EQ(frozen.crcs.size(), base.size());
+  std::uint64_t bytes = 0;
+  for (const auto& [name, t] : base) bytes += t.nbytes();
+  EXPECT_EQ(frozen.bytes, bytes);
+  EXPECT_EQ(frozen.crcs[1].first, "model.layers.0.self_attn.q_proj.weight.absmax");
+  const ReplicaDigest d = replica_check(env, params(), 3, frozen);
+  EXPECT_EQ(d.tensors, 3u);
+  EXPECT_EQ(d.frozen_tensors, base.size());
+  EXPECT_NE(replica_digest_describe(d).find("; frozen 4-bit base: " + std::to_string(base.size()) + " tensors"),
+            std::string::npos)
+      << replica_digest_describe(d);
+  // A 16-bit model has no frozen base to compare, and the line stays as it was.
+  EXPECT_TRUE(llama_nf4_state(*llama_random(test::tiny_llama(), 5)).empty());
+  EXPECT_EQ(replica_digest_describe(replica_check(env, params(), 3)).find("frozen"), std::string::npos);
+
+  if (env.size() < 2) GTEST_SKIP() << "the divergence needs 2 ranks or more";
+  const int first = std::max(1, env.size() - 2);
+  if (env.rank() >= first) {
+    at::Tensor absmax = base[1].second.clone();
+    absmax.data_ptr<std::uint8_t>()[0] ^= 1u;
+    base[1].second = absmax;
+  }
+  try {
+    replica_check(env, params(), 9, frozen_digest(base));
+    FAIL() << "no error";
+  } catch (const AgreedError& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.failing_rank(), first);
+    EXPECT_NE(what.find("rank " + std::to_string(first) +
+                        "'s frozen 4-bit base differs from rank 0's, first at "
+                        "'model.layers.0.self_attn.q_proj.weight.absmax'"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(e.hint().find("same model.path files"), std::string::npos) << e.hint();
   }
 }
 

@@ -35,5 +35,8 @@ std::string version_string();
 
 // The model's shape for planning: the [model] keys, or config.json under --model.path.
 LlamaConfig configured_model_shape(const Config& cfg);
+// train and plan over a bitsandbytes 4-bit --model.path: model.quantize becomes nf4 (given as none: ConfigError); a
+// quantization_config ranktune cannot load is refused here, before anything starts. Other subcommands: unchanged.
+void config_apply_model_dir(Config& cfg, const ConfigValues& given, const std::string& subcommand);
 
 }  // namespace ranktune

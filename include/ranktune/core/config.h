@@ -35,6 +35,7 @@ struct ModelConfig {
   double rope_theta = 10000;
   double rms_norm_eps = 1e-5;
   bool tie_embeddings = true;
+  std::string quantize = "none";  // none | nf4: the frozen base linears held in bitsandbytes' 4-bit NF4 (QLoRA)
 };
 
 struct LoraConfig {
@@ -61,6 +62,8 @@ struct TrainConfig {
   double grad_clip = 1.0;
   bool activation_checkpointing = false;
   std::string precision = "auto";   // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+  bool flash_varlen = false;        // packed documents: the flash kernel's variable-length form on GPU
+  std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)
   std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
   long eval_every = 50;
   long log_every = 10;
@@ -91,6 +94,7 @@ struct CheckpointConfig {
   bool at_end = true;    // save when the last step is done (benchmarks turn it off; a stop signal still saves)
   int keep = 3;
   std::string file_locking = "best-effort";  // best-effort | true | false
+  bool async = false;  // periodic saves written by a background thread after a copy to host memory
 };
 
 struct GenerateConfig {
@@ -158,6 +162,10 @@ std::string config_tokenizer(const Config& cfg);
 
 // Cross-field checks (positive sizes, heads divide hidden size, ...). Throws ConfigError.
 void config_validate(const Config& cfg);
+// What only a training run (`train`, and `plan`, which plans one) must satisfy, on top of config_validate: settings
+// that describe what trains (model.quantize=nf4 needs LoRA), which export and generate read from the checkpoint
+// instead. Throws ConfigError.
+void config_validate_train(const Config& cfg);
 
 // FNV-1a 64 over "key=value\n" in schema order: equal on every rank iff the effective configs are equal.
 std::uint64_t config_hash(const Config& cfg);

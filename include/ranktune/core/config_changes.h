@@ -1,8 +1,8 @@
 // defines: the effective configuration as a checkpoint records it (config_ini, INI text that --config reads back, and
 // config_ini_read), and config_changes: the settings a resumed run changes against that record, each either shown
 // (a new learning rate or more steps is a legitimate resume) or refused, where the saved tensors would lose their
-// meaning (a random-init model's shape, LoRA's rank, scale and targets, the tokenizer). Pure: unit-tested without a
-// checkpoint.
+// meaning (a random-init model's shape, LoRA's rank, scale and targets, the base's quantization, the tokenizer). Pure:
+// unit-tested without a checkpoint.
 #pragma once
 
 #include <map>
@@ -32,7 +32,8 @@ struct ConfigChange {
 
 // The keys whose values differ, in schema order, without the ones that do not shape training (resume itself,
 // [generate], [export], [prepare]) and without saved keys the schema no longer has. A key `saved` lacks is shown, never
-// refused. Refused: lora.r, and lora.alpha / lora.target_modules of a LoRA run; data.tokenizer; the [model] keys that
+// refused, but for model.quantize other than none (older builds had only a 16-bit base). Refused: lora.r, and
+// lora.alpha / lora.target_modules of a LoRA run; model.quantize (both ways); data.tokenizer; the [model] keys that
 // define a random-init model (all but path and max_seq_len) while model.path is empty in both. Everything else
 // (train.*, seed, data.path, device, parallel.*, model.path, ...) is shown: model.path's identity is the base check's
 // (train_checkpoint.h), and a world-size or mode change is the reshard's.

@@ -1,11 +1,13 @@
 // defines: sources_pack, the one path from input files to packed rows that both `ranktune prepare` and
 // `ranktune train` on text take (so a prepared dataset holds exactly the rows training on the text would see):
 // text/JSONL files read in order, malformed records an error naming file:line or skipped and counted, each record
-// tokenized (chat template for messages, prompt tokens masked) and packed. Also sources_split for "a.jsonl,b.txt".
+// tokenized (chat template for messages, prompt tokens masked) and packed; SourcesEncoder/SourcesPacker, the same
+// split over the ranks of `prepare` under mpirun. Also sources_split for "a.jsonl,b.txt".
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,37 @@ using SourcesProgress = std::function<void(std::uint64_t done, std::uint64_t tot
 
 SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
                           const Packer::Sink& sink, const SourcesProgress& progress = {});
+
+// `prepare` under mpirun (the app passes the bytes between ranks; nothing here knows MPI). Every rank reads all the
+// records in the batches sources_pack makes; batch b of each round of `ranks` batches is parsed and tokenized by rank
+// b, and rank 0 packs the encoded batches in rank order, so the rows, stats and errors are those of sources_pack.
+class SourcesEncoder {
+ public:
+  // batch_threads sets the batch size and must be the same on every rank (the largest options.threads of all).
+  SourcesEncoder(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options, int rank,
+                 int ranks, int batch_threads);
+  ~SourcesEncoder();
+  // Reads the next round of batches and encodes this rank's one into `encoded` (empty when it has none); false once
+  // the files are done, on every rank alike. Bad records travel in `encoded`, to be raised or skipped by the packer.
+  bool next(std::string& encoded);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class SourcesPacker {
+ public:
+  SourcesPacker(const std::vector<std::string>& paths, const Tokenizer& tok, const SourcesOptions& options,
+                const Packer::Sink& sink, const SourcesProgress& progress = {});
+  ~SourcesPacker();
+  void add(const std::string& encoded);  // in record order; throws for a bad record as sources_pack does
+  SourcesStats finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // "a.jsonl,b.txt" -> {"a.jsonl", "b.txt"}; DataError on an empty item.
 std::vector<std::string> sources_split(const std::string& list);

@@ -4,6 +4,7 @@
 // it takes `node`, which means the node-local communicator.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,6 +41,10 @@ std::vector<std::vector<std::uint64_t>> all_gather(const MpiEnv& env, const std:
 // Every rank's values on `root` only (empty elsewhere); each rank may send a different count.
 std::vector<std::vector<std::uint64_t>> gather(const MpiEnv& env, const std::vector<std::uint64_t>& values,
                                                int root = 0);
+
+// Every rank's bytes on `root` only (empty elsewhere), in rank order; any size: large payloads go in rounds of at
+// most `chunk` bytes per rank (0: as many as one MPI count allows), so no count overflows.
+std::vector<std::string> gather_bytes(const MpiEnv& env, const std::string& bytes, int root = 0, std::size_t chunk = 0);
 
 void barrier(const MpiEnv& env, Scope scope = Scope::world);
 

@@ -4,6 +4,7 @@
 // result, never an exception: training goes on.
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "ranktune/io/checkpoint_state.h"
+#include "ranktune/io/crc32c.h"
 #include "ranktune/io/h5.h"
 #include "ranktune/io/manifest.h"
 
@@ -30,6 +32,7 @@ struct CheckpointMeta {
 
 // Points of a save where tests inject faults. rank_file_* run on every rank, the rest on rank 0 only.
 enum class SavePhase {
+  rank_file_begin,    // before the temp HDF5 file is created (checkpoint.async: first thing of the background write)
   rank_file_written,  // temp HDF5 file closed, not yet fsynced
   rank_file_synced,   // fsynced, not yet renamed
   rank_file_renamed,  // renamed, directory not yet fsynced
@@ -45,13 +48,13 @@ enum class SavePhase {
   before_prune,
 };
 const char* save_phase_name(SavePhase phase);
-inline constexpr SavePhase kAllSavePhases[] = {SavePhase::rank_file_written, SavePhase::rank_file_synced,
-                                               SavePhase::rank_file_renamed, SavePhase::before_agree,
-                                               SavePhase::before_manifest,   SavePhase::manifest_written,
-                                               SavePhase::manifest_synced,   SavePhase::manifest_renamed,
-                                               SavePhase::before_latest,     SavePhase::latest_written,
-                                               SavePhase::latest_synced,     SavePhase::latest_renamed,
-                                               SavePhase::before_prune};
+inline constexpr SavePhase kAllSavePhases[] = {SavePhase::rank_file_begin,  SavePhase::rank_file_written,
+                                               SavePhase::rank_file_synced, SavePhase::rank_file_renamed,
+                                               SavePhase::before_agree,     SavePhase::before_manifest,
+                                               SavePhase::manifest_written, SavePhase::manifest_synced,
+                                               SavePhase::manifest_renamed, SavePhase::before_latest,
+                                               SavePhase::latest_written,   SavePhase::latest_synced,
+                                               SavePhase::latest_renamed,   SavePhase::before_prune};
 
 // Thrown by a fault hook to stop the save dead, as SIGKILL would: no cleanup, no further collectives (so only
 // meaningful when every rank stops, e.g. at world size 1). Any other exception from the hook is an ordinary failure
@@ -84,6 +87,14 @@ struct SaveResult {
   std::uint64_t bytes = 0;  // all rank files together
   double seconds = 0;
   std::vector<long> pruned;  // steps deleted by keep-last-N
+  // Where the time went, on this rank: the whole save (`seconds`) held training for `stall_seconds` (all of it in a
+  // synchronous save; the host copy and the step directory's preparation in an asynchronous one); staging the state
+  // to host memory took `stage_seconds`; writing, fsyncing, renaming and checksumming this rank's file of
+  // `write_bytes` took `write_seconds`.
+  double stall_seconds = 0;
+  double stage_seconds = 0;
+  double write_seconds = 0;
+  std::uint64_t write_bytes = 0;
   bool ok() const { return status == SaveStatus::committed; }
 };
 
@@ -95,6 +106,33 @@ struct SaveResult {
 // counts only the steps below N. Nothing renamed is deleted, and no step listing takes the new names. A failed save
 // puts a step it renamed back.
 SaveResult checkpoint_save(const MpiEnv& env, const SaveRequest& req, const CheckpointState& state);
+
+// checkpoint_save in three calls, so that the rank files can be written on another thread (checkpoint_async.h) with
+// the very same protocol: checkpoint_save_prepare (collective: rank 0 prepares step_N/), checkpoint_rank_file_write
+// (no collective, any thread: this rank's file written, fsynced, renamed, checksummed), checkpoint_save_commit
+// (collective: agreement on every rank's file, manifest, `latest`, pruning). checkpoint_save is the three in a row.
+struct SavePrepared {
+  std::chrono::steady_clock::time_point start;  // when the save began (SaveResult::seconds counts from here)
+  std::filesystem::path dir, step_dir;
+  std::filesystem::path aside;  // rank 0: where a committed step met by this save went, to put it back on failure
+  std::string note;             // what was moved aside, for the result's message
+  double stage_seconds = 0;
+  std::optional<SaveResult> ended;  // the save failed already (step directory not prepared): commit returns this
+};
+struct RankFileWritten {
+  std::string problem;  // empty when the file is committed; else what failed, naming the file and the rank
+  FileDigest digest;
+  double seconds = 0;
+};
+SavePrepared checkpoint_save_prepare(const MpiEnv& env, const SaveRequest& req,
+                                     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now());
+// on_host: the state with every tensor in host memory; copy_error: why the copy to the host failed (a failure of
+// this rank's file). Faults of `req.fault_hook` at the rank_file_* phases and before_agree fire on the calling thread.
+RankFileWritten checkpoint_rank_file_write(const SaveRequest& req, const SavePrepared& prepared, int rank,
+                                           int world_size, const CheckpointState& on_host,
+                                           const std::string& copy_error = "");
+SaveResult checkpoint_save_commit(const MpiEnv& env, const SaveRequest& req, const SavePrepared& prepared,
+                                  const RankFileWritten& written);
 
 struct LoadedCheckpoint {
   std::filesystem::path step_dir;

@@ -25,10 +25,25 @@ constexpr std::int64_t kTokenDatasetVersion = 1;
 constexpr std::size_t kTokenDatasetUserBlock = 512;
 
 // absent: HDF5 from byte 0 and no header, a file prepared before the checksum existed; read without one.
-enum class TokenDatasetChecksum { verified, absent };
+enum class TokenDatasetChecksum { verified, header_only, absent };
 // Checks one file with plain reads, no HDF5. Throws DataError naming the file when it is not a regular file, starts
-// with neither the header nor the HDF5 signature, or its size or CRC32C differs from the header's.
-TokenDatasetChecksum token_dataset_verify(const std::string& file);
+// with neither the header nor the HDF5 signature, or its size or CRC32C differs from the header's. With
+// `read_through` false the header and the size are checked but the file is not read through for its CRC
+// (header_only): the ranks of a node share that work (ChecksumShare).
+TokenDatasetChecksum token_dataset_verify(const std::string& file, bool read_through = true);
+
+// Which files of a dataset this rank reads through for their CRC32C: file i when i % count == index. The ranks of
+// one node take index = local rank, count = local size, so each file is read once per node, not once per rank.
+struct ChecksumShare {
+  int index = 0;
+  int count = 1;
+  bool mine(std::int64_t file) const { return file % count == index; }
+};
+
+// Every file of a dataset (a file or a shard directory): the header and size of each, the CRC32C of this rank's
+// share. Run under agree_run, and completed on every rank, before any rank opens the files with HDF5 (which can crash
+// on damaged metadata): then readers can be opened with read_through = false.
+void token_dataset_verify_files(const std::string& path, ChecksumShare share);
 // Fills the user block of a closed file created with an empty one (h5::file_create's userblock) with the header.
 void token_dataset_seal(const std::string& file);
 
@@ -71,10 +86,11 @@ class TokenDatasetWriter {
 class TokenDatasetReader {
  public:
   // A file, or a directory of shard-NNNNN.h5 files. Every file is checked by token_dataset_verify before HDF5
-  // opens it (each rank reads the dataset through once, about 3 GB/s from the page cache). Throws DataError naming the
-  // file that is not a regular file, is damaged, is not a token dataset, or disagrees with the first shard. Files
-  // without a checksum (an earlier ranktune's) are read, with a note.
-  explicit TokenDatasetReader(const std::string& path);
+  // opens it (about 3 GB/s from the page cache); `read_through` false checks only headers and sizes, for files that
+  // token_dataset_verify_files has already verified on every rank's behalf. Throws DataError naming the file that is
+  // not a regular file, is damaged, is not a token dataset, or disagrees with the first shard. Files without a
+  // checksum (an earlier ranktune's) are read, with a note.
+  explicit TokenDatasetReader(const std::string& path, bool read_through = true);
   ~TokenDatasetReader();
   TokenDatasetReader(TokenDatasetReader&&) noexcept;
 

@@ -1,6 +1,7 @@
 // defines: Attention, causal grouped-query self-attention (HF `self_attn`: q_proj, k_proj, v_proj, o_proj) through
 // at::scaled_dot_product_attention, which picks flash / cuDNN / memory-efficient kernels on GPU and math on CPU;
-// and document_causal_mask, the block-diagonal causal mask that keeps the documents packed into a row apart.
+// and the two forms of keeping the documents packed into a row apart: document_causal_mask (block-diagonal causal
+// mask) and document_lengths (cumulative lengths for the flash kernel's variable-length form).
 #pragma once
 
 #include <torch/nn/module.h>
@@ -16,8 +17,9 @@ class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const LlamaConfig& c, const at::TensorOptions& options);
   // [B, T, hidden] -> [B, T, hidden]. Without a mask: causal over the row (is_causal, the flash kernel on GPU). With
-  // one (document_causal_mask): position i attends to j where mask[b, 0, i, j] is true (on GPU the memory-efficient
-  // kernel, which takes a mask; a varlen flash path over cumulative document lengths would be faster).
+  // a [B, 1, T, T] bool mask (document_causal_mask): position i attends to j where mask[b, 0, i, j] is true (the
+  // memory-efficient kernel on GPU, math on CPU). With int32 document lengths (document_lengths, GPU only): the
+  // flash kernel's variable-length form, the same attention without a T x T mask.
   at::Tensor forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask = {});
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
@@ -32,5 +34,15 @@ TORCH_MODULE(Attention);
 // device: true where j <= i and token j is of the same document as token i (transformers' causal mask AND its
 // packed-sequence mask). An undefined tensor gives an undefined mask.
 at::Tensor document_causal_mask(const at::Tensor& documents);
+
+// documents [B, T] -> int32 [n + 1] (CPU): where each of the n documents of the flattened batch begins, then B * T:
+// the cumulative lengths the flash kernel's variable-length form takes. A document never spans two rows.
+at::Tensor document_lengths(const at::Tensor& documents);
+
+// What Attention::forward takes for packed documents, made once per batch for activations of `dtype` on `device`:
+// with `varlen` set (train.flash_varlen), document_lengths where the flash kernel can run (CUDA, 16-bit,
+// head_dim <= 256); otherwise document_causal_mask.
+at::Tensor attention_mask(const at::Tensor& documents, at::Device device, at::ScalarType dtype, std::int64_t head_dim,
+                          bool varlen);
 
 }  // namespace ranktune

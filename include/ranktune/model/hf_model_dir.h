@@ -29,6 +29,7 @@ class HfModelDir {
   const SafetensorsEntry* find(std::string_view name) const;
   at::Tensor tensor(std::string_view name) const;  // CPU, over the mapping
   const std::string& file_of(std::string_view name) const;
+  const SafetensorsFile& safetensors_of(std::string_view name) const;  // the open file holding `name`
   // model.safetensors, or model.safetensors.index.json for a sharded model: what messages name for "the weights".
   const std::string& weights_file() const { return weights_file_; }
 
@@ -57,7 +58,7 @@ LlamaConfig hf_model_config(const std::string& dir);
 void llama_load_weights(LlamaImpl& model, const HfModelDir& files);
 
 // config.json + weights of `dir`, on `options`' device and dtype. Throws ModelDirError (config.json's own values:
-// ConfigError).
+// ConfigError; a bitsandbytes 4-bit directory too: llama_from_pretrained_quantized of model/quantize.h loads it).
 Llama llama_from_pretrained(const std::string& dir, const at::TensorOptions& options = {});
 
 // Writes dir/config.json and dir/model.safetensors with the weights in `dtype`. Refuses a model with LoRA adapters

@@ -9,6 +9,8 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
+#include <string>
 
 #include "ranktune/model/block.h"
 #include "ranktune/model/embedding.h"
@@ -19,9 +21,15 @@
 
 namespace ranktune {
 
+class LlamaModelImpl;
+// Runs as decoder layer i has been built, before layer i + 1 is allocated (embed_tokens exists, norm does not yet):
+// where a 4-bit model fills and quantizes each layer, so that the whole model never exists in 16 bits
+// (model/quantize.h).
+using LlamaLayerHook = std::function<void(LlamaModelImpl& model, std::int64_t layer)>;
+
 class LlamaModelImpl : public torch::nn::Module {
  public:
-  LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options);
+  LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options, const LlamaLayerHook& each_layer = {});
 
   Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};  // of DecoderBlock
@@ -33,7 +41,7 @@ TORCH_MODULE(LlamaModel);
 // with llama_init_random or llama_load_weights (hf_model_dir.h), or use llama_random / llama_from_pretrained.
 //
 // forward(tokens) is, stage by stage:
-//   h = embed(tokens); r = rope(T, h.device(), h.scalar_type()); m = document_causal_mask(documents);
+//   h = embed(tokens); r = rope(T, h.device(), h.scalar_type()); m = attention_mask(documents, ...);
 //   for i in [0, num_layers()): h = block(i)->forward(h, r, m);
 //   logits = head(h);
 // The weights may be spread over several devices (balanced sharding): forward() then follows them, moving the hidden
@@ -42,7 +50,7 @@ TORCH_MODULE(LlamaModel);
 // the final norm, head() copies embed_tokens.weight over: an explicit hop, differentiable, once per call.
 class LlamaImpl : public torch::nn::Module {
  public:
-  explicit LlamaImpl(LlamaConfig c, const at::TensorOptions& options = {});
+  explicit LlamaImpl(LlamaConfig c, const at::TensorOptions& options = {}, const LlamaLayerHook& each_layer = {});
 
   // tokens [B, T] int64, position_ids [B, T] or [1, T] (default 0..T-1) -> logits [B, T, vocab] in the weights' dtype.
   // position_ids only move the rotary phases. Without documents attention is causal over the T tokens; documents
@@ -59,7 +67,7 @@ class LlamaImpl : public torch::nn::Module {
   std::int64_t num_layers() const { return static_cast<std::int64_t>(model->layers->size()); }
   DecoderBlock block(std::int64_t i) const;
   // Layer i on h (checkpointed when activation checkpointing is on and gradients are being recorded); mask as
-  // document_causal_mask (attention.h) makes it, on h's device, or undefined for plain causal attention.
+  // attention_mask (attention.h) makes it once per batch for h's device, or undefined for plain causal attention.
   at::Tensor run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope, const at::Tensor& mask = {});
   at::Tensor head(const at::Tensor& h);        // final norm + lm_head -> logits
   at::Tensor final_norm(const at::Tensor& h);  // h moved to head_device(), then the final norm
@@ -73,6 +81,12 @@ class LlamaImpl : public torch::nn::Module {
   bool activation_checkpointing() const { return activation_checkpointing_; }
   // Compute the training loss with the fused chunked linear cross entropy (train.fused_loss); off = head() + loss.
   void set_fused_loss(bool on) { fused_loss_ = on; }
+  // train.flash_varlen: packed documents through the flash kernel's variable-length form on GPU (attention_mask).
+  void set_flash_varlen(bool on) { flash_varlen_ = on; }
+  bool flash_varlen() const { return flash_varlen_; }
+  // train.kernels: true = the fused ops (RMSNorm's fused kernel on GPU, the LoRA fast path), false = the unfused
+  // reference compositions (transformers' RMSNorm order, PEFT's adapter order) in every layer. Call after lora_apply.
+  void set_fused_kernels(bool on);
   bool fused_loss() const { return fused_loss_; }
 
   const LlamaConfig& config() const { return config_; }
@@ -85,12 +99,16 @@ class LlamaImpl : public torch::nn::Module {
   Rope rope_;
   bool activation_checkpointing_ = false;
   bool fused_loss_ = false;
+  bool flash_varlen_ = false;
 };
 TORCH_MODULE(Llama);
 
 // transformers' initialisation: normal(0, std) for linear and embedding weights, ones for norms, zeros for biases.
 // Deterministic for a seed whatever the device (drawn on the CPU in named_parameters() order); LoRA adapters untouched.
 void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std = 0.02);
+// One parameter of that initialisation, by its name, drawing from `gen`: what a model built layer by layer calls in
+// named_parameters() order to draw the same numbers.
+void llama_init_parameter(const std::string& name, at::Tensor& p, at::Generator& gen, double std = 0.02);
 
 // The weights' dtype for [train] precision: "auto" = bf16 on CUDA, fp32 on CPU; "bf16"; "fp32". ConfigError otherwise.
 at::ScalarType llama_dtype(const at::Device& device, const std::string& precision);

@@ -41,6 +41,7 @@ struct LlamaConfig {
   bool tie_word_embeddings = false;
   std::int64_t sliding_window = 0;  // 0 = full attention; else sequences longer than this are refused
   std::string dtype;                // the stored weights' dtype as config.json names it ("bfloat16"); informational
+  bool bnb_nf4 = false;             // quantization_config: decoder linears stored in bitsandbytes NF4
   std::string source;               // where it came from, for messages: a config.json path or "[model] section"
 };
 

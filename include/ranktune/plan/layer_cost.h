@@ -18,6 +18,9 @@ struct TrainSetup {
   int lora_r = 0;      // 0 = full fine-tune
   std::vector<std::string> lora_targets{"q", "k", "v", "o", "gate", "up", "down"};
   bool activation_checkpointing = false;
+  // model.quantize=nf4 (QLoRA): the decoder linears held in bitsandbytes' 4-bit NF4 (nf4_base_bytes) and dequantized
+  // to the compute dtype one at a time; a bnb-4bit model directory (LlamaConfig::bnb_nf4) implies it.
+  bool nf4 = false;
   std::int64_t micro_batch = 1;  // sequences per optimizer micro-step (all pipeline micro-batches together)
   std::int64_t seq_len = 2048;
   // Balanced mode's pipeline micro-batches (GPipe): every micro-batch's saved activations are alive at once, but the
@@ -38,6 +41,10 @@ struct UnitCost {
   std::int64_t working_bytes = 0;
   std::int64_t bytes() const { return weight_bytes + state_bytes + activation_bytes; }
 };
+
+// Bytes of one out x in linear weight in NF4 with double quantization: packed codes (two a byte), one 8-bit absmax per
+// 64 weights, one fp32 absmax per 256 of those, the 16-entry NF4 and 256-entry dynamic fp32 code tables.
+std::int64_t nf4_base_bytes(std::int64_t out_features, std::int64_t in_features);
 
 // Bytes a stage holding units [first, end) needs at its peak: their bytes() plus the largest working_bytes.
 std::int64_t stage_peak_bytes(const std::vector<UnitCost>& units, int first, int end);

@@ -21,6 +21,7 @@ struct TrainedModel {
   long step = 0;
   ModelRecord record;
   std::map<std::string, at::Tensor> weights;  // trained parameters by model name, fp32 (the masters where kept)
+  bool trained_on_gpu = false;                // the run's device was CUDA (its checkpoint holds `rng.cuda`)
 };
 
 // PATH: a step directory or a checkpoint root (its `latest`). A damaged or missing checkpoint is a CheckpointError
@@ -29,7 +30,12 @@ TrainedModel trained_model_read(const std::filesystem::path& checkpoint, h5::Fil
 
 // The model as the run held it, on the CPU in fp32, in eval mode: a full fine-tune from its recorded config.json, a
 // LoRA run from its base directory (which must still match the recorded config) with the adapters attached unmerged.
+// A QLoRA run (recorded model.quantize=nf4; a checkpoint without the key predates it: 16-bit) gets its 4-bit base
+// back byte for byte: the 16-bit linears are quantized from the dtype the run loaded them in (bf16 on a GPU unless
+// train.precision=fp32), a bitsandbytes directory's are taken as stored.
 Llama trained_model_build(const TrainedModel& tm);
+// The recorded model.quantize of the run ("none" when the checkpoint predates the key).
+std::string trained_model_quantize(const TrainedModel& tm);
 
 struct ExportOptions {
   at::ScalarType dtype = at::kBFloat16;  // of every written tensor

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "ranktune/distributed/named_tensors.h"
+#include "ranktune/io/checkpoint.h"
 
 namespace ranktune {
 
@@ -25,5 +26,12 @@ void fault_hook_fire(const FaultHook& hook, int rank, long step);
 // For nan_grad / inf_grad at the hook's step: writes NaN / +inf into one element of the first gradient of `params`,
 // as an overflowing kernel would. Called once the gradients are complete (reduced, in DDP), before their norm.
 void fault_hook_poison_grads(const FaultHook& hook, long step, const NamedTensors& params);
+
+// TEST HOOK (not for production runs): RANKTUNE_TEST_SAVE_FAULT=RANK:STEP:PHASE:fail|sleep=MS acts on rank RANK in
+// the save of step STEP at SavePhase PHASE (save_phase_name: rank_file_begin, ..., before_prune): `fail` throws,
+// an ordinary failure of that phase (the save fails, training goes on); `sleep=MS` holds the save there, so that a
+// test can signal or kill the process in the middle of it (checkpoint.async: inside the background write). Empty
+// (no hook) when unset or for another rank or step; UsageError naming the variable when malformed.
+SaveFaultHook save_fault_hook_from_env(int rank, long step);
 
 }  // namespace ranktune

@@ -28,7 +28,9 @@ struct TokenData {
 };
 
 // `tokenizer`: the one the command already chose and checked (app/tokenizer_choice.h); null = config_tokenizer(cfg).
-TokenData token_data_load(const Config& cfg, std::unique_ptr<Tokenizer> tokenizer = nullptr);
+// `verified`: a prepared dataset's files were read through for their CRC32C already (token_dataset_verify_files,
+// agreed over the ranks), so only their headers are checked again here.
+TokenData token_data_load(const Config& cfg, std::unique_ptr<Tokenizer> tokenizer = nullptr, bool verified = false);
 
 struct BatchTensors {
   at::Tensor tokens;     // [b, T] int64

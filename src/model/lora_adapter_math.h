@@ -1,0 +1,58 @@
+// defines: the arithmetic the LoRA autograd ops share (lora_linear.cpp, nf4_linear.cpp), in one place so that they
+// round identically and a QLoRA layer equals a LoRA layer over the same dense weight bit for bit: flattening, s * B in
+// the compute dtype, products widened to a gradient's dtype, the adapter's forward products, and the edge of each
+// present autograd input. Internal to src/model.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+namespace ranktune::lora_math {
+
+inline at::Tensor flat(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
+
+// s * B rounded once to the compute dtype, in one kernel: the scale rides on the [out, r] matrix, never on a
+// [tokens, out] activation.
+inline at::Tensor scaled_to(const at::Tensor& b, double scale, at::ScalarType dtype) {
+  if (scale == 1.0) return b.to(dtype);
+  at::Tensor out = at::empty(b.sizes(), b.options().dtype(dtype));
+  at::Tensor s = at::scalar_tensor(scale, at::kDouble);
+  s.unsafeGetTensorImpl()->set_wrapped_number(true);  // a Python-style scalar: it does not promote B's dtype
+  return at::mul_out(out, b, s);
+}
+
+// a @ b returned in `dtype`: the product is rounded to its inputs' dtype, then widened, with the same ops on every
+// device. (CUDA can accumulate 16-bit inputs straight into an fp32 result, at::mm(a, b, at::kFloat); that path waits
+// for a GPU run to verify it.)
+inline at::Tensor mm_to(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
+  return at::mm(a, b).to(dtype);
+}
+
+// What the adapter's forward computes and its backward needs: A and s * B in the compute dtype, and x A^T.
+struct AdapterProducts {
+  at::Tensor a, sb, xa;
+};
+inline AdapterProducts adapter_products(const at::Tensor& xin, const at::Tensor& lora_A, const at::Tensor& lora_B,
+                                        double scale, at::ScalarType dtype) {
+  const at::Tensor a = lora_A.to(dtype);
+  return {a, scaled_to(lora_B, scale, dtype), at::mm(flat(xin), a.t())};
+}
+
+// An absent optional is no autograd input at all: the needs_input_grad index of each argument (-1 when absent),
+// stored under "edge" for edge_needed().
+inline void store_edges(torch::autograd::AutogradContext* ctx, std::initializer_list<const at::Tensor*> args) {
+  std::vector<std::int64_t> edge;
+  std::int64_t next = 0;
+  for (const at::Tensor* t : args) edge.push_back(t->defined() ? next++ : -1);
+  ctx->saved_data["edge"] = edge;
+}
+inline bool edge_needed(torch::autograd::AutogradContext* ctx, int arg) {
+  const std::vector<std::int64_t> edge = ctx->saved_data["edge"].toIntVector();
+  return edge[arg] >= 0 && ctx->needs_input_grad(edge[arg]);
+}
+
+}  // namespace ranktune::lora_math
