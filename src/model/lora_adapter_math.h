@@ -55,4 +55,17 @@ inline bool edge_needed(torch::autograd::AutogradContext* ctx, int arg) {
   return edge[arg] >= 0 && ctx->needs_input_grad(edge[arg]);
 }
 
+// The dtypes the gradients go back in: the bias's (or the compute dtype without one), A's and B's, stored under
+// "dtypes" for grad_dtype(ctx, 0..2).
+inline void store_grad_dtypes(torch::autograd::AutogradContext* ctx, const at::Tensor& bias, at::ScalarType compute,
+                              const at::Tensor& lora_A, const at::Tensor& lora_B) {
+  ctx->saved_data["dtypes"] =
+      std::vector<std::int64_t>{static_cast<std::int64_t>(bias.defined() ? bias.scalar_type() : compute),
+                                static_cast<std::int64_t>(lora_A.scalar_type()),
+                                static_cast<std::int64_t>(lora_B.scalar_type())};
+}
+inline at::ScalarType grad_dtype(torch::autograd::AutogradContext* ctx, int i) {
+  return static_cast<at::ScalarType>(ctx->saved_data["dtypes"].toIntVector()[i]);
+}
+
 }  // namespace ranktune::lora_math

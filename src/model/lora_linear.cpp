@@ -90,6 +90,7 @@ class LoraSwigluLinearFunction : public torch::autograd::Function<LoraSwigluLine
                             const at::Tensor& weight, const std::optional<at::Tensor>& bias_arg,
                             const at::Tensor& lora_A, const at::Tensor& lora_B, double scale) {
     const at::Tensor bias = bias_arg.value_or(at::Tensor());
+    store_edges(ctx, {&gate, &up, &weight, &bias, &lora_A, &lora_B});
     const at::ScalarType dtype = gate.scalar_type();
     const at::Tensor h = swiglu_forward(gate, up);
     const auto [a, sb, xa] = adapter_products(h, lora_A, lora_B, scale, dtype);
@@ -97,11 +98,7 @@ class LoraSwigluLinearFunction : public torch::autograd::Function<LoraSwigluLine
     flat(y).addmm_(xa, sb.t());
     ctx->save_for_backward({gate, up, xa, weight, a, sb});
     ctx->saved_data["scale"] = scale;
-    ctx->saved_data["has_bias"] = bias.defined();
-    ctx->saved_data["dtypes"] =
-        std::vector<std::int64_t>{static_cast<std::int64_t>(bias.defined() ? bias.scalar_type() : dtype),
-                                  static_cast<std::int64_t>(lora_A.scalar_type()),
-                                  static_cast<std::int64_t>(lora_B.scalar_type())};
+    store_grad_dtypes(ctx, bias, dtype, lora_A, lora_B);
     return y;
   }
 
@@ -110,23 +107,20 @@ class LoraSwigluLinearFunction : public torch::autograd::Function<LoraSwigluLine
     const at::Tensor &gate = saved[0], &up = saved[1], &xa = saved[2], &weight = saved[3], &a = saved[4],
                      &sb = saved[5];
     const double scale = ctx->saved_data["scale"].toDouble();
-    const bool has_bias = ctx->saved_data["has_bias"].toBool();
-    const std::vector<std::int64_t> dtypes = ctx->saved_data["dtypes"].toIntVector();
-    const auto dtype = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
-    // Inputs: gate 0, up 1, weight 2, bias 3 (when present), A, B.
-    const std::int64_t a_edge = has_bias ? 4 : 3;
+    const auto dtype = [&](int i) { return grad_dtype(ctx, i); };
+    const auto needs = [&](int i) { return edge_needed(ctx, i); };  // gate 0, up 1, weight 2, bias 3, A 4, B 5
 
     const at::Tensor dy = flat(grads[0]);
     const at::Tensor g = at::mm(dy, sb);
     at::Tensor dh = at::mm(dy, weight);
     dh.addmm_(g, a);
     at::Tensor da, dB, db;
-    if (ctx->needs_input_grad(a_edge)) da = mm_to(g.t(), flat(swiglu_forward(gate, up)), dtype(1));
-    if (ctx->needs_input_grad(a_edge + 1)) {
+    if (needs(4)) da = mm_to(g.t(), flat(swiglu_forward(gate, up)), dtype(1));
+    if (needs(5)) {
       dB = mm_to(dy.t(), xa, dtype(2));
       if (scale != 1.0) dB.mul_(scale);
     }
-    if (has_bias && ctx->needs_input_grad(3)) db = dy.sum(0).to(dtype(0));
+    if (needs(3)) db = dy.sum(0).to(dtype(0));
     auto [dgate, dup] = swiglu_backward(dh.view(gate.sizes()), gate, up);
     return {dgate, dup, at::Tensor(), db, da, dB, at::Tensor()};
   }

@@ -93,10 +93,7 @@ class QloraLinearFunction : public torch::autograd::Function<QloraLinearFunction
     ctx->save_for_backward({xin, xa, a, sb});
     ctx->saved_data["separate"] = adapter_input.defined();
     ctx->saved_data["scale"] = scale;
-    ctx->saved_data["dtypes"] =
-        std::vector<std::int64_t>{static_cast<std::int64_t>(bias.defined() ? bias.scalar_type() : dtype),
-                                  static_cast<std::int64_t>(lora_A.scalar_type()),
-                                  static_cast<std::int64_t>(lora_B.scalar_type())};
+    store_grad_dtypes(ctx, bias, dtype, lora_A, lora_B);
     return y;
   }
 
@@ -105,8 +102,7 @@ class QloraLinearFunction : public torch::autograd::Function<QloraLinearFunction
     const at::Tensor &xin = saved[0], &xa = saved[1], &a = saved[2], &sb = saved[3];
     const bool separate = ctx->saved_data["separate"].toBool();
     const double scale = ctx->saved_data["scale"].toDouble();
-    const std::vector<std::int64_t> dtypes = ctx->saved_data["dtypes"].toIntVector();
-    const auto dtype = [&](int i) { return static_cast<at::ScalarType>(dtypes[i]); };
+    const auto dtype = [&](int i) { return grad_dtype(ctx, i); };
     const auto needs = [&](int i) { return edge_needed(ctx, i); };
 
     const at::Tensor dy = flat(grads[0]);
