@@ -17,8 +17,8 @@ pack "$build/bin/ranktune"
 pack "$build/bin/ranktune-main"
 pack "$build/bench/ranktune_allreduce_bench"
 pack "$build/bench/ranktune_nf4_dequant_bench"
-for t in test_nccl_communicator test_grad_sync_gpu test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_lora \
-  test_model_gpu; do
+for t in test_nccl_communicator test_grad_sync_gpu test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_lora test_rope \
+  test_model_gpu test_swiglu test_activation_offload; do
   f=$(find "$build/tests" -name "$t" -type f -perm -u+x | head -1)
   [ -n "$f" ] && pack "$f"
 done

@@ -15,18 +15,22 @@ STEPS=${BENCH_STEPS:-14}
 shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
   --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
   --train.seq_len=2048 --train.micro_batch=4 --train.log_every=1 --train.eval_every=0
-  --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0 --data.packing_attention=shared)
+  --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0)
 # BENCH_SAVE=0 skips the end-of-run checkpoint saves (a short GPU lease).
 [ "${BENCH_SAVE:-1}" = 0 ] && shape+=(--checkpoint.at_end=false)
-# shared: the peers train each row as one sequence (random tokens, plain causal attention), so ranktune's rows do the
-# same work; "isolated" (the default, a per-document mask) is measured by the lora_isolated run.
+
+# packing: data.packing_attention=shared unless a run sets it (ranktune refuses an option given twice): the peers
+# train each row as one sequence (random tokens, plain causal attention), so ranktune's rows do the same work;
+# "isolated" (the default: documents apart) is measured by lora_varlen (the flash kernel's variable-length form, the
+# default on GPU) and lora_isolated (the dense per-document mask, train.flash_varlen=false).
+packing() { [[ " $* " == *" --data.packing_attention="* ]] || echo --data.packing_attention=shared; }
 
 # ranktune NAME EXTRA...: one run; summary from its metrics (median over steps after the first 4).
 ranktune() {
   local name=$1; shift
   rm -rf "$out/$name"
   "$bin" train "${shape[@]}" --train.steps="$STEPS" --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" "$@" \
-    >"$out/$name.log" 2>&1 || { echo "ranktune $name failed:"; tail -5 "$out/$name.log"; return; }
+    $(packing "$@") >"$out/$name.log" 2>&1 || { echo "ranktune $name failed:"; tail -5 "$out/$name.log"; return; }
   python3 - "$out/$name" "$name" "$out/$name.log" <<'PY'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
@@ -45,7 +49,7 @@ PY
 # Resume of the full fine-tune's final checkpoint: read + verify time, then two more steps.
 resume_full() {
   "$bin" train "${shape[@]}" --train.steps=$((STEPS + 2)) --output_dir="$out/full" --checkpoint.dir="$out/full/ckpt" \
-    --resume=auto >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
+    --resume=auto $(packing) >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
   grep -E '^resume: ' "$out/full_resume.log" >&2
   rm -rf "$out/full/ckpt"
 }
@@ -55,8 +59,10 @@ resume_full() {
 profile_shape() {
   local name=$1; shift
   rm -rf "$out/profile_$name"
-  "$bin" train "${shape[@]}" --train.steps=8 --train.profile_steps=3 --train.profile_skip=5 --checkpoint.at_end=false \
-    --output_dir="$out/profile_$name" "$@" >"$out/profile_$name.log" 2>&1 \
+  local -a save=(--checkpoint.at_end=false)
+  [ "${BENCH_SAVE:-1}" = 0 ] && save=()  # shape has it already
+  "$bin" train "${shape[@]}" --train.steps=8 --train.profile_steps=3 --train.profile_skip=5 "${save[@]}" \
+    --output_dir="$out/profile_$name" "$@" $(packing "$@") >"$out/profile_$name.log" 2>&1 \
     || { echo "profile $name failed:" >&2; tail -5 "$out/profile_$name.log" >&2; return; }
   cp "$out/profile_$name/profile_kernels.md" "$out/profile_kernels_$name.md"
   gzip -f "$out/profile_$name/profile_trace.json"
@@ -90,7 +96,8 @@ for run in $RUNS; do
     qlora) ranktune qlora "${lora[@]}" --model.quantize=nf4; rm -rf "$out/qlora/ckpt" ;;
     eager) ranktune lora_eager "${lora[@]}" "${eager[@]}"; rm -rf "$out/lora_eager/ckpt" ;;
     ddp1) ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt" ;;
-    isolated) ranktune lora_isolated "${lora[@]}" --data.packing_attention=isolated; rm -rf "$out/lora_isolated/ckpt" ;;
+    isolated) ranktune lora_isolated "${lora[@]}" --data.packing_attention=isolated --train.flash_varlen=false
+              rm -rf "$out/lora_isolated/ckpt" ;;
     varlen) ranktune lora_varlen "${lora[@]}" --data.packing_attention=isolated --train.flash_varlen=true
             rm -rf "$out/lora_varlen/ckpt" ;;
     ac) ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt" ;;
@@ -122,13 +129,16 @@ print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+pef
 if ("unsloth", "lora") in by:
     print(f"lora: ranktune / Unsloth tokens/s = {ratio(('ranktune','lora'), ('unsloth','lora')):.2f}x, "
           f"peak memory {ratio(('ranktune','lora'), ('unsloth','lora'), 'peak_gib'):.2f}x")
-if ("ranktune", "lora_isolated") in by:
-    print(f"lora with per-document attention masks (packing_attention=isolated): "
-          f"{ratio(('ranktune','lora_isolated'), ('ranktune','lora')):.2f}x the tokens/s of one sequence per row")
+for mode, how in (("lora_varlen", "the flash kernel's variable-length form"), ("lora_isolated", "a dense mask")):
+    if ("ranktune", mode) in by:
+        print(f"lora with documents kept apart by {how}: "
+              f"{ratio(('ranktune', mode), ('ranktune','lora')):.2f}x the tokens/s of one sequence per row")
 if ("ranktune", "full_ac") in by:
     print(f"activation checkpointing (full): {ratio(('ranktune','full_ac'), ('ranktune','full')):.2f}x the tokens/s, "
           f"{ratio(('ranktune','full_ac'), ('ranktune','full'), 'peak_gib'):.2f}x the peak memory")
-print(f"DDP path at world size 1 costs {100*(1-ratio(('ranktune','full_ddp1'), ('ranktune','full'))):.1f}% of throughput")
+if ("ranktune", "full_ddp1") in by:
+    print(f"DDP path at world size 1 costs "
+          f"{100*(1-ratio(('ranktune','full_ddp1'), ('ranktune','full'))):.1f}% of throughput")
 s = by.get(("ranktune", "full"), {}).get("save")
 if s: print(f"final checkpoint of the full fine-tune: {s['mb']/1e3:.1f} GB in {s['s']:.1f} s = {s['mb']/1e3/s['s']:.2f} GB/s")
 PY

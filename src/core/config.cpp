@@ -152,13 +152,16 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(double, "train.grad_clip", train.grad_clip, "clip the global gradient norm; 0 = off"),
       RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing,
              "recompute activations in backward"),
+      RT_KEY(bool, "train.activation_offload", train.activation_offload,
+             "with activation checkpointing: keep each layer's saved input in pinned host memory until its backward "
+             "(tokens x hidden x 2 bytes per layer moved off the GPU; a copy each way per layer)"),
       RT_KEY(S, "train.precision", train.precision, "compute precision", V{"auto", "bf16", "fp32"}),
       RT_KEY(bool, "train.flash_varlen", train.flash_varlen,
              "GPU, data.packing_attention=isolated: the flash kernel's variable-length form instead of a T x T mask "
-             "(off until a GPU run has checked it: test_model_gpu GpuPacked)"),
+             "(as fast as unmasked rows; false: the mask and the memory-efficient kernel)"),
       RT_KEY(S, "train.kernels", train.kernels,
-             "fused (on GPU RMSNorm's fused kernel; the LoRA fast path everywhere) or eager (the unfused reference "
-             "ops, transformers' and PEFT's order: a fallback and the comparison)",
+             "fused (on GPU RMSNorm's and RoPE's fused kernels; the LoRA fast path everywhere) or eager (the unfused "
+             "reference ops, transformers' and PEFT's order: a fallback and the comparison)",
              V{"fused", "eager"}),
       RT_KEY(S, "train.fused_loss", train.fused_loss,
              "chunked linear cross entropy that never holds the full logits: auto = on GPU only (CPU keeps the "
@@ -192,8 +195,8 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(S, "prepare.output", prepare.output, "prepare: output OUT.h5, or a directory when shard_rows > 0"),
       RT_KEY(long, "prepare.shard_rows", prepare.shard_rows, "prepare: rows per shard file; 0 = one file"),
       RT_KEY(int, "prepare.threads", prepare.threads,
-             "prepare: threads that parse and tokenize records (the output is the same for any number); 0 = the "
-             "CPUs this process may use, or OMP_NUM_THREADS when set"),
+             "prepare: threads per rank that parse and tokenize records (the output is the same for any number of "
+             "threads and ranks); 0 = the CPUs this rank may use, or OMP_NUM_THREADS when set"),
 
       RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory; empty = <output_dir>/checkpoints"),
       RT_KEY(long, "checkpoint.every_steps", checkpoint.every_steps, "save every N steps; 0 = end and preemption only"),
@@ -281,6 +284,11 @@ void config_validate_train(const Config& c) {
         "model.quantize=nf4 needs LoRA (lora.r > 0): the 4-bit base is frozen, so full fine-tuning "
         "would train nothing",
         "add --lora.r=16 (QLoRA), or set --model.quantize=none for a full fine-tune");
+  if (c.train.activation_offload && !c.train.activation_checkpointing)
+    throw ConfigError(
+        "train.activation_offload=true needs train.activation_checkpointing=true: the offload moves the layer inputs "
+        "that activation checkpointing keeps, and without it there are none",
+        "add --train.activation_checkpointing=true, or drop --train.activation_offload");
 }
 
 void config_validate(const Config& c) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -160,9 +161,23 @@ std::vector<std::string> gather_bytes(const MpiEnv& env, const std::string& byte
   std::uint64_t largest = 0;
   for (const std::uint64_t n : sizes) largest = std::max(largest, n);
   const bool receives = env.rank() == root;
-  std::vector<std::string> out(receives ? static_cast<std::size_t>(size) : 0);
-  if (receives)
-    for (int r = 0; r < size; ++r) out[static_cast<std::size_t>(r)].resize(sizes[static_cast<std::size_t>(r)]);
+  std::vector<std::string> out;
+  bool short_of_memory = false;
+  try {  // the root sizes its parts first and every rank learns whether it could: no rank waits in a gather alone
+    if (receives) {
+      out.resize(static_cast<std::size_t>(size));
+      for (int r = 0; r < size; ++r) out[static_cast<std::size_t>(r)].resize(sizes[static_cast<std::size_t>(r)]);
+    }
+  } catch (const std::bad_alloc&) {
+    short_of_memory = true;
+  }
+  if (any(env, short_of_memory)) {
+    std::uint64_t total = 0;
+    for (const std::uint64_t n : sizes) total += n;
+    throw OutOfMemoryError("rank " + std::to_string(root) + " cannot hold the " + std::to_string(total) +
+                               " bytes gathered from " + std::to_string(size) + " ranks",
+                           "give rank " + std::to_string(root) + " more host memory");
+  }
   std::vector<int> counts(static_cast<std::size_t>(size)), displs(static_cast<std::size_t>(size));
   std::vector<char> flat;
   for (std::uint64_t offset = 0; offset < largest; offset += step) {
@@ -179,7 +194,7 @@ std::vector<std::string> gather_bytes(const MpiEnv& env, const std::string& byte
                                    flat.data(), counts.data(), displs.data(), MPI_CHAR, root, comm));
     if (!receives) continue;
     for (std::size_t r = 0; r < counts.size(); ++r)
-      std::copy_n(flat.data() + displs[r], counts[r], out[r].data() + offset);
+      if (counts[r] > 0) std::copy_n(flat.data() + displs[r], counts[r], out[r].data() + offset);
   }
   return out;
 }

@@ -5,20 +5,28 @@
 #include <ATen/ATen.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <pthread.h>
+#ifdef RANKTUNE_HAVE_CUDA
+#include <ATen/core/CachingHostAllocator.h>
+#endif
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/log.h"
 #include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
+#include "ranktune/io/h5.h"
 
 namespace ranktune {
 namespace {
@@ -39,7 +47,154 @@ std::uint64_t blob_bytes(const CheckpointState& state) {
   return n;
 }
 
+// The test hook RANKTUNE_TEST_ASYNC_FAULT (checkpoint_async.h): whether it names this rank and `kind`.
+constexpr const char* kFaultVar = "RANKTUNE_TEST_ASYNC_FAULT";
+constexpr const char* kFaultKinds[] = {"stage_alloc", "thread", "h5_not_threadsafe"};
+
+bool test_fault(int rank, std::string_view kind) {
+  const char* v = std::getenv(kFaultVar);
+  if (!v || !*v) return false;
+  long r = -1;
+  int used = 0;
+  const bool parsed = std::sscanf(v, "%ld:%n", &r, &used) == 1 && used > 0 && r >= 0 &&
+                      std::any_of(std::begin(kFaultKinds), std::end(kFaultKinds),
+                                  [&](const char* k) { return std::strcmp(v + used, k) == 0; });
+  if (!parsed)
+    throw UsageError(std::string(kFaultVar) + "='" + v + "' is not RANK:stage_alloc|thread|h5_not_threadsafe",
+                     "it is a test hook: unset it for real runs");
+  return r == rank && kind == v + used;
+}
+
+// An exception's message on one line (LibTorch's may carry a backtrace after it).
+std::string first_line(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string s = c10_error ? c10_error->what_without_backtrace() : e.what();
+  return s.substr(0, s.find('\n'));
+}
+
+// Pinned blocks freed by LibTorch stay pinned in its host allocator's cache until emptied.
+void pinned_cache_empty() {
+#ifdef RANKTUNE_HAVE_CUDA
+  if (at::hasCUDA()) at::getHostAllocator(at::kCUDA)->empty_cache();
+#endif
+}
+
+// The stop signals stay blocked while it lives (a thread started meanwhile inherits the mask), whatever throws.
+class StopSignalsBlocked {
+ public:
+  StopSignalsBlocked() {
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (int sig : {SIGTERM, SIGUSR1, SIGINT, SIGHUP}) sigaddset(&stop, sig);
+    pthread_sigmask(SIG_BLOCK, &stop, &old_);
+  }
+  ~StopSignalsBlocked() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  StopSignalsBlocked(const StopSignalsBlocked&) = delete;
+  StopSignalsBlocked& operator=(const StopSignalsBlocked&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+// --- host memory ---------------------------------------------------------------------------------------------------
+
+std::optional<std::uint64_t> number(const std::optional<std::string>& text) {
+  if (!text) return std::nullopt;
+  const char* p = text->c_str();
+  while (*p == ' ' || *p == '\t') ++p;
+  if (*p < '0' || *p > '9') return std::nullopt;  // "max", or garbage: no limit
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(p, &end, 10);
+  if (errno == ERANGE) return std::nullopt;
+  return static_cast<std::uint64_t>(v);
+}
+
+// The value of `key` (a line "key value") in a memory.stat or /proc/meminfo text; 0 when absent.
+std::uint64_t field(const std::optional<std::string>& text, std::string_view key) {
+  if (!text) return 0;
+  std::istringstream in(*text);
+  std::string k;
+  std::uint64_t v = 0;
+  std::string rest;
+  while (in >> k >> v) {
+    std::getline(in, rest);
+    if (k == key) return v;
+  }
+  return 0;
+}
+
+// This process's cgroup path of hierarchy `v2` ("0::/path") or of the v1 hierarchy holding the memory controller.
+std::optional<std::string> cgroup_path(const std::string& self_cgroup, bool v2) {
+  std::istringstream in(self_cgroup);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    const std::string id = line.substr(0, a), controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
+    if (v2 && id == "0" && controllers.empty()) return path;
+    if (!v2 && ("," + controllers + ",").find(",memory,") != std::string::npos) return path;
+  }
+  return std::nullopt;
+}
+
+// The least headroom of the cgroup at `path` under `mount` and of its ancestors, with the binding level's account.
+void cgroup_headroom(const TextFileReader& read, const std::string& mount, std::string path, const char* limit_file,
+                     const char* usage_file, const char* inactive_key, HostMemory& best) {
+  while (true) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    const std::string dir = mount + (path == "/" ? "" : path);
+    const auto limit = number(read(dir + "/" + limit_file));
+    const auto usage = number(read(dir + "/" + usage_file));
+    if (limit && usage) {
+      const std::uint64_t reclaimable = field(read(dir + "/memory.stat"), inactive_key);
+      const std::uint64_t used = *usage > reclaimable ? *usage - reclaimable : 0;
+      const std::uint64_t room = *limit > used ? *limit - used : 0;
+      if (room < best.bytes) best = {room, "cgroup " + dir + " (limit " + gb(static_cast<double>(*limit)) + ")"};
+    }
+    if (path.empty() || path == "/") return;
+    const auto slash = path.rfind('/');
+    path = slash == std::string::npos || slash == 0 ? "/" : path.substr(0, slash);
+  }
+}
+
 }  // namespace
+
+HostMemory host_memory_available(const TextFileReader& read) {
+  HostMemory best;
+  if (const auto meminfo = read("/proc/meminfo")) {
+    std::istringstream in(*meminfo);
+    std::string key, rest;
+    std::uint64_t kib = 0;
+    while (in >> key >> kib) {
+      std::getline(in, rest);
+      if (key == "MemAvailable:") {
+        best = {kib << 10, "MemAvailable"};
+        break;
+      }
+    }
+  }
+  if (const auto self = read("/proc/self/cgroup")) {
+    if (const auto p = cgroup_path(*self, true))
+      cgroup_headroom(read, "/sys/fs/cgroup", *p, "memory.max", "memory.current", "inactive_file", best);
+    if (const auto p = cgroup_path(*self, false))
+      cgroup_headroom(read, "/sys/fs/cgroup/memory", *p, "memory.limit_in_bytes", "memory.usage_in_bytes",
+                      "total_inactive_file", best);
+  }
+  return best;
+}
+
+HostMemory host_memory_available() {
+  if (const char* v = std::getenv("RANKTUNE_TEST_MEM_AVAILABLE_MB"); v && *v)
+    return {static_cast<std::uint64_t>(std::strtoull(v, nullptr, 10)) << 20, "MemAvailable"};
+  return host_memory_available([](const std::string& path) -> std::optional<std::string> {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  });
+}
 
 std::uint64_t StageLayout::allocated() const {
   std::uint64_t n = 0;
@@ -90,18 +245,20 @@ StageLayout stage_layout(const CheckpointState& state) {
   return l;
 }
 
-std::uint64_t host_mem_available_bytes() {
-  if (const char* v = std::getenv("RANKTUNE_TEST_MEM_AVAILABLE_MB"); v && *v)
-    return static_cast<std::uint64_t>(std::strtoull(v, nullptr, 10)) << 20;
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  std::uint64_t kib = 0;
-  std::string unit;
-  while (in >> key >> kib) {
-    std::getline(in, unit);
-    if (key == "MemAvailable:") return kib << 10;
+std::string CheckpointAsync::unavailable(const MpiEnv& env) {
+  for (const char* kind : kFaultKinds) test_fault(env.rank(), kind);  // a malformed hook fails at start
+  std::string why;
+  if (!h5::library_threadsafe() || test_fault(env.rank(), "h5_not_threadsafe")) {
+    unsigned major = 0, minor = 0, release = 0;
+    H5get_libversion(&major, &minor, &release);
+    why = "the HDF5 library " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release) +
+          " on " + env.host() +
+          " is not thread-safe, and the background write would call it while training reads "
+          "the dataset through it; link ranktune against an HDF5 built with --enable-threadsafe (Debian's and "
+          "Ubuntu's libhdf5 are)";
   }
-  return UINT64_MAX;  // no /proc/meminfo: nothing to compare with, so no fallback
+  const host::Outcome o = host::worst(env, why.empty() ? 0 : 1, why);
+  return o.code == 0 ? "" : "rank " + std::to_string(o.rank) + ": " + o.message;
 }
 
 CheckpointAsync::~CheckpointAsync() {
@@ -110,7 +267,11 @@ CheckpointAsync::~CheckpointAsync() {
 
 // The blocks of `layout`, cut into one view per tensor of `state` (stage_layout(state) == layout).
 void CheckpointAsync::allocate(const StageLayout& layout, const CheckpointState& state) {
-  release();  // the old buffers go before the new ones come
+  release(true);  // the old buffers go before the new ones come (the memory check counts them gone)
+  pinned_ = layout.pinned;
+  if (test_fault(env_.rank(), "stage_alloc"))
+    throw OutOfMemoryError(std::string(kFaultVar) + ": rank " + std::to_string(env_.rank()) +
+                           " cannot allocate its staging buffer");
   for (std::uint64_t bytes : layout.blocks)
     blocks_.push_back(at::empty({static_cast<std::int64_t>(bytes)},
                                 at::TensorOptions().dtype(at::kByte).pinned_memory(layout.pinned)));
@@ -126,24 +287,28 @@ void CheckpointAsync::allocate(const StageLayout& layout, const CheckpointState&
   layout_ = layout;
 }
 
-void CheckpointAsync::release() {
+void CheckpointAsync::release(bool give_back) {
+  const bool pinned = std::exchange(pinned_, false) && !blocks_.empty();
   buffers_.clear();
   blocks_.clear();
   layout_ = StageLayout{};
+  if (give_back && pinned) pinned_cache_empty();
 }
 
-// Collective. Empty when the buffers a save of `layout` would add fit in 90% of MemAvailable on every node (the
-// ranks of a node add theirs up; reused buffers are already counted out of MemAvailable); else the first short
+// Collective. Empty when the buffers a save of `layout` would add fit in 90% of host_memory_available() on every
+// node (the ranks of a node add theirs up; reused buffers are already counted out of it); else the first short
 // rank's account, the same on every rank.
 std::string CheckpointAsync::memory_short(const StageLayout& layout, std::uint64_t extra) {
   const std::uint64_t adds = extra + (layout == layout_ ? 0 : layout.allocated());
   const auto node_adds =
       static_cast<std::uint64_t>(host::sum(env_, static_cast<std::int64_t>(adds), host::Scope::node));
-  const std::uint64_t avail = host_mem_available_bytes();
+  const HostMemory avail = host_memory_available();
   std::string short_of;
-  if (static_cast<double>(node_adds) > 0.9 * static_cast<double>(avail))
+  if (static_cast<double>(node_adds) > 0.9 * static_cast<double>(avail.bytes))
     short_of = "staging needs " + gb(static_cast<double>(node_adds)) + " of host memory on " + env_.host() + " (" +
-               std::to_string(env_.local_size()) + " rank(s)), MemAvailable is " + gb(static_cast<double>(avail));
+               std::to_string(env_.local_size()) + " rank(s)), " +
+               (avail.what == "MemAvailable" ? "MemAvailable is " : "the memory " + avail.what + " leaves ") +
+               gb(static_cast<double>(avail.bytes));
   const host::Outcome lacking = host::worst(env_, short_of.empty() ? 0 : 1, short_of);
   return lacking.code == 0 ? "" : "rank " + std::to_string(lacking.rank) + ": " + lacking.message;
 }
@@ -157,8 +322,8 @@ std::string CheckpointAsync::reserve(const CheckpointState& state) {
   try {
     allocate(layout, state);
   } catch (const std::exception& e) {
-    release();
-    return std::string("not reserved: ") + e.what() + "; each save tries again";
+    release(true);
+    return "not reserved: " + first_line(e) + "; each save tries again";
   }
   char line[128];
   std::snprintf(line, sizeof line, "%.2f GB of %s host memory reserved for staging (%.2f GB of tensors) in %.2f s",
@@ -169,7 +334,7 @@ std::string CheckpointAsync::reserve(const CheckpointState& state) {
 
 // Copies every tensor into this saver's host buffer, without waiting for each copy from a GPU (one stream
 // synchronisation per device at the end). CPU tensors are copied too: training updates them in place. Returns what
-// went wrong, which the write reports as this rank's failure, as checkpoint_save does.
+// went wrong (the buffers are released then).
 std::string CheckpointAsync::stage(const CheckpointState& state, CheckpointState& staged) {
   staged = CheckpointState{};
   staged.blobs = state.blobs;
@@ -192,10 +357,20 @@ std::string CheckpointAsync::stage(const CheckpointState& state, CheckpointState
     }
     for (const c10::Device& d : devices) c10::impl::VirtualGuardImpl(d.type()).getStream(d).synchronize();
   } catch (const std::exception& e) {
-    release();
-    return e.what();
+    staged = CheckpointState{};  // views of the buffers, which go too
+    release(true);
+    return first_line(e);
   }
   return "";
+}
+
+void CheckpointAsync::write_rank_file(int rank, int size) {
+  try {
+    written_ = checkpoint_rank_file_write(req_, prepared_, rank, size, staged_);
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+  done_ = true;
 }
 
 CheckpointAsync::Begun CheckpointAsync::begin(const SaveRequest& req, const CheckpointState& state) {
@@ -203,16 +378,24 @@ CheckpointAsync::Begun CheckpointAsync::begin(const SaveRequest& req, const Chec
   const auto start = Clock::now();
   Begun out;
 
-  out.fallback = memory_short(stage_layout(state), blob_bytes(state));
-  if (!out.fallback.empty()) {
-    release();  // memory is short: give back what an earlier save kept
+  if (const std::string short_of = memory_short(stage_layout(state), blob_bytes(state)); !short_of.empty()) {
+    out.fallback = "host memory is short for checkpoint.async: " + short_of;
+    release(true);  // give back what an earlier save kept
     out.result = checkpoint_save(env_, req, state);
     return out;
   }
 
   const auto stage_start = Clock::now();
-  const std::string copy_error = stage(state, staged_);
+  const std::string stage_error = stage(state, staged_);
   out.stage_seconds = since(stage_start);
+  // A rank that could not stage (its buffers are gone) saves with the others, synchronously, from the live state: a
+  // failed allocation must not cost the checkpoint, and the next save tries staging again.
+  if (const host::Outcome o = host::worst(env_, stage_error.empty() ? 0 : 1, stage_error); o.code != 0) {
+    release(true);
+    out.fallback = "staging for checkpoint.async failed on rank " + std::to_string(o.rank) + ": " + o.message;
+    out.result = checkpoint_save(env_, req, state);
+    return out;
+  }
   for (const auto& [name, t] : staged_.tensors)
     if (t.defined()) out.staged_bytes += t.nbytes();
 
@@ -228,22 +411,22 @@ CheckpointAsync::Begun CheckpointAsync::begin(const SaveRequest& req, const Chec
   written_ = RankFileWritten{};
   error_ = nullptr;
   done_ = false;
+  active_ = true;
   const int rank = env_.rank(), size = env_.size();
-  // The stop signals stay with the training thread (the writer inherits this mask): the writer's system calls are
-  // never the ones a SIGTERM or SIGUSR1 interrupts.
-  sigset_t stop_signals, old_mask;
-  sigemptyset(&stop_signals);
-  for (int sig : {SIGTERM, SIGUSR1, SIGINT, SIGHUP}) sigaddset(&stop_signals, sig);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
-  writer_ = std::thread([this, rank, size, copy_error] {
-    try {
-      written_ = checkpoint_rank_file_write(req_, prepared_, rank, size, staged_, copy_error);
-    } catch (...) {
-      error_ = std::current_exception();
-    }
-    done_ = true;
-  });
-  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  try {
+    // The stop signals stay with the training thread (the writer inherits the mask): the writer's system calls are
+    // never the ones a SIGTERM or SIGUSR1 interrupts.
+    const StopSignalsBlocked blocked;
+    if (test_fault(rank, "thread"))
+      throw std::system_error(EAGAIN, std::generic_category(), std::string(kFaultVar) + ": no writer thread");
+    writer_ = std::thread([this, rank, size] { write_rank_file(rank, size); });
+  } catch (const std::system_error& e) {
+    // No thread (EAGAIN: the process or user is at its thread limit). This rank writes its file now, on this thread;
+    // the save stays pending, so the commit still runs at a step boundary on every rank.
+    logr() << "WARNING: checkpoint of step " << req_.step << ": cannot start the background writer (" << e.what()
+           << "); this rank writes its file in the foreground";
+    write_rank_file(rank, size);
+  }
   begin_stall_ = since(start);
   return out;
 }
@@ -256,7 +439,8 @@ std::optional<SaveResult> CheckpointAsync::poll() {
 
 SaveResult CheckpointAsync::wait() {
   if (!pending()) throw LibraryError("CheckpointAsync::wait without a pending save");
-  writer_.join();
+  if (writer_.joinable()) writer_.join();
+  active_ = false;
   staged_ = CheckpointState{};  // the buffers stay in buffers_ for the next save
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   const auto commit_start = Clock::now();

@@ -5,7 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
+#include <thread>
 
 namespace ranktune::h5 {
 namespace {
@@ -126,6 +128,34 @@ std::vector<hsize_t> chunk_dims(const std::vector<hsize_t>& dims, std::size_t el
   return c;
 }
 
+// Writes all of `data` (C order, `dims`) into ds. Slices hold whole chunks (a multiple of the chunk's leading extent),
+// so every chunk is still written once, whole, in the same order as by one write: the file's bytes are the same.
+// Between slices the writer pauses briefly: the thread-safe build's lock is not fair, and a thread waiting for it
+// would otherwise rarely win it back from a writer that asks again at once.
+void write_sliced(hid_t ds, hid_t mem_type, const std::vector<hsize_t>& dims, hsize_t chunk_rows, const void* data,
+                  std::size_t elem, std::size_t slice_bytes) {
+  hsize_t row_bytes = elem;
+  for (std::size_t i = 1; i < dims.size(); ++i) row_bytes *= dims[i];
+  const hsize_t rows =
+      slice_bytes == 0 || chunk_rows == 0 ? 0 : std::max<hsize_t>(1, slice_bytes / row_bytes / chunk_rows) * chunk_rows;
+  if (rows == 0 || dims.empty() || rows >= dims[0]) {
+    RANKTUNE_H5_CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+    return;
+  }
+  Dataspace file_space(RANKTUNE_H5_ID(H5Dget_space(ds)));
+  std::vector<hsize_t> start(dims.size(), 0), count = dims;
+  for (hsize_t row = 0; row < dims[0]; row += rows) {
+    if (row > 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
+    start[0] = row;
+    count[0] = std::min(rows, dims[0] - row);
+    RANKTUNE_H5_CHECK(
+        H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
+    Dataspace mem_space(RANKTUNE_H5_ID(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr)));
+    RANKTUNE_H5_CHECK(H5Dwrite(ds, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT,
+                               static_cast<const std::uint8_t*>(data) + row * row_bytes));
+  }
+}
+
 void dataset_write(hid_t loc, std::string_view path, std::string_view dtype, const std::vector<hsize_t>& dims,
                    const void* data, std::size_t elem, const TensorWriteOptions& opts) {
   const auto [parent, leaf] = split_parent(path);
@@ -137,14 +167,17 @@ void dataset_write(hid_t loc, std::string_view path, std::string_view dtype, con
   hsize_t numel = 1;
   for (hsize_t d : dims) numel *= d;
   Plist dcpl = no_times(H5P_DATASET_CREATE);
+  hsize_t chunk_rows = 0;  // the chunk's leading extent; 0: contiguous
   if (!dims.empty() && numel > 0) {
     const auto chunk = chunk_dims(dims, elem, std::max<std::size_t>(opts.chunk_bytes, elem));
     RANKTUNE_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()));
     if (opts.fletcher32) RANKTUNE_H5_CHECK(H5Pset_fletcher32(dcpl.get()));
+    chunk_rows = chunk[0];
   }
   Dataset ds(RANKTUNE_H5_ID(
       H5Dcreate2(group.get(), leaf.c_str(), types.file.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)));
-  if (numel > 0) RANKTUNE_H5_CHECK(H5Dwrite(ds.get(), types.mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+  if (numel > 0)
+    write_sliced(ds.get(), types.mem.get(), dims, chunk_rows, data, elem, chunk_rows > 0 ? opts.slice_bytes : 0);
   attr_write_string(ds.get(), "dtype", dtype);
   std::vector<std::int64_t> shape(dims.begin(), dims.end());
   attr_write_ints(ds.get(), "shape", shape);
@@ -261,6 +294,11 @@ hid_t check_id(hid_t id, const char* call, const char* file, int line) {
 }
 
 }  // namespace detail
+
+bool library_threadsafe() {
+  hbool_t yes = false;
+  return H5is_library_threadsafe(&yes) >= 0 && yes;
+}
 
 FileLocking file_locking_parse(std::string_view text) {
   if (text == "best-effort") return FileLocking::best_effort;

@@ -61,8 +61,8 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope, co
   at::Tensor q = q_proj->forward(x).view({batch, seq, num_heads_, head_dim_}).transpose(1, 2);
   at::Tensor k = k_proj->forward(x).view({batch, seq, num_kv_heads_, head_dim_}).transpose(1, 2);
   at::Tensor v = v_proj->forward(x).view({batch, seq, num_kv_heads_, head_dim_}).transpose(1, 2);
-  q = rope_apply(q, rope);
-  k = rope_apply(k, rope);
+  q = rope_apply(q, rope, fused_rope);
+  k = rope_apply(k, rope, fused_rope);
 
   if (mask.defined() && mask.dim() == 1) {
     // Packed documents through the flash kernel's variable-length form: the batch is one sequence of

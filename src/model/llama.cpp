@@ -47,7 +47,8 @@ DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model-
 
 at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope, const at::Tensor& mask) {
   DecoderBlockImpl& b = *model->layers->ptr<DecoderBlockImpl>(i);
-  return activation_checkpointing_ ? activation_checkpoint_forward(b, h, rope, mask) : b.forward(h, rope, mask);
+  return activation_checkpointing_ ? activation_checkpoint_forward(b, h, rope, mask, activation_offload_)
+                                   : b.forward(h, rope, mask);
 }
 
 at::Device LlamaImpl::block_device(std::int64_t i) const { return block(i)->input_layernorm->weight.device(); }
@@ -107,6 +108,7 @@ void LlamaImpl::set_fused_kernels(bool on) {
     DecoderBlock b = block(i);
     b->input_layernorm->fused = on;
     b->post_attention_layernorm->fused = on;
+    b->self_attn->fused_rope = on;
     for (Linear* l : {&b->self_attn->q_proj, &b->self_attn->k_proj, &b->self_attn->v_proj, &b->self_attn->o_proj,
                       &b->mlp->gate_proj, &b->mlp->up_proj, &b->mlp->down_proj})
       (*l)->lora_reference = !on;

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "ranktune/kernels/rope.h"
+
 namespace ranktune {
 
 // The arithmetic follows transformers' expression order (reciprocals, then products) so that fp32 results agree
@@ -38,8 +40,9 @@ RopeCache Rope::tables(const at::Tensor& position_ids, at::ScalarType dtype) con
 
 RopeCache RopeCache::to(at::Device device) const { return {cos.to(device), sin.to(device)}; }
 
-at::Tensor rope_apply(const at::Tensor& x, const RopeCache& rope) {
+at::Tensor rope_apply(const at::Tensor& x, const RopeCache& rope, bool fused) {
   RECORD_FUNCTION("ranktune::rope", c10::ArrayRef<const c10::IValue>{});  // a named row in profile tables
+  if (fused) return rope_rotate(x, rope.cos, rope.sin);
   const std::int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * rope.cos.unsqueeze(1) + rotated * rope.sin.unsqueeze(1);

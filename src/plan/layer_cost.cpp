@@ -2,8 +2,9 @@
 // moments; LoRA keeps the frozen base plus fp32 adapters with gradients and moments; QLoRA's base linears are NF4
 // (about 0.516 bytes a weight) plus one dequantized linear in the compute dtype as a working set. Activations: the
 // tensors one decoder layer saves for backward with fused (flash) attention, per token; with activation checkpointing
-// only the layer input. Compute: 2 FLOPs per multiply-add, backward twice forward (once for frozen LoRA bases),
-// attention 4*T*(num_heads*head_dim) per token per layer forward (causal halving ignored, as MFU conventions do).
+// only the layer input, and with its offload not even that (it waits in pinned host memory). Compute: 2 FLOPs per
+// multiply-add, backward twice forward (once for frozen LoRA bases), attention 4*T*(num_heads*head_dim) per token per
+// layer forward (causal halving ignored, as MFU conventions do).
 #include "ranktune/plan/layer_cost.h"
 
 #include <algorithm>
@@ -76,6 +77,7 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   for (std::string t; std::getline(ss, t, ',');)
     if (!t.empty()) s.lora_targets.push_back(t);
   s.activation_checkpointing = cfg.train.activation_checkpointing;
+  s.activation_offload = cfg.train.activation_offload;
   s.nf4 = cfg.model.quantize == "nf4";
   s.micro_batch = cfg.train.micro_batch;
   s.seq_len = cfg.train.seq_len;
@@ -120,6 +122,8 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     if (nf4) u.weight_bytes = nf4_bytes + (lp - linear_params) * precision(s).weight;
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
     u.activation_bytes = tokens * act_bytes * (s.activation_checkpointing ? d : saved_per_token);
+    // On the CPU the host is the device: the offload moves nothing there.
+    if (s.activation_checkpointing && s.activation_offload && s.on_gpu) std::swap(u.activation_bytes, u.host_bytes);
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * act_bytes * saved_per_token;

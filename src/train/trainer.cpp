@@ -166,9 +166,7 @@ struct Trainer::State {
     if (step == last_saved) return;
     check_replicas(step);
     const CheckpointAsync::Begun b = saver->begin(save_request(step), save_state());
-    if (!b.fallback.empty())
-      log0() << "checkpoint: step " << step
-             << " saved synchronously, host memory is short for checkpoint.async: " << b.fallback;
+    if (!b.fallback.empty()) log0() << "checkpoint: step " << step << " saved synchronously, " << b.fallback;
     if (b.result) {
       save_report(step, *b.result, b.fallback.empty() ? "async" : "sync");
       return;
@@ -218,7 +216,11 @@ Trainer::Trainer(const Config& cfg, const MpiEnv& env, Communicator& comm, Paral
   s.sampler = std::make_unique<Sampler>(so, env.rank(), env.size());
   s.fault = fault_hook_from_env(env.rank());
   save_fault_hook_from_env(env.rank(), 0);  // test hook: a malformed value fails at start, not at the first save
-  if (cfg.checkpoint.async) s.saver = std::make_unique<CheckpointAsync>(env);
+  if (cfg.checkpoint.async) {
+    if (const std::string why = CheckpointAsync::unavailable(env); why.empty())
+      s.saver = std::make_unique<CheckpointAsync>(env);
+    else log0() << "WARNING: checkpoint.async is off, every save is synchronous: " << why;
+  }
   if (!cfg.checkpoint.dir.empty())  // every rank writes its own file of each checkpoint
     agree_run(env, [&] { dir_require_writable(cfg.checkpoint.dir, "checkpoint", "checkpoint.dir", env.rank()); });
   resume();
@@ -387,15 +389,26 @@ void Trainer::time_step(StepMetrics& row, double step_s, double elapsed_s, Train
 void Trainer::report(StepMetrics& row, TrainResult& result, Progress& progress) {
   State& s = *s_;
   const TrainConfig& t = s.cfg.train;
+  // A finite loss does not prove a sane step: an overflowing gradient already reached the weights through the
+  // optimizer, so stop before this step can be evaluated or saved.
+  const bool finite = std::isfinite(row.loss) && std::isfinite(row.grad_norm);
+  // A background save of an earlier step holds a sane state, which a synchronous save would have committed by now:
+  // it commits before the error ends the run. The commit is collective, so while one is pending the ranks agree on
+  // the verdict (the loss is all-reduced, the norm is of all-reduced gradients, but a rank must never be left alone
+  // in the commit).
+  const bool any_bad = s.saver && s.saver->pending() ? host::any(s.env, !finite) : !finite;
+  if (any_bad && s.saver) s.save_wait();
   if (!std::isfinite(row.loss))
     throw Error(ExitCode::internal,
                 "training loss became " + std::to_string(row.loss) + " at step " + std::to_string(row.step),
                 "lower --train.lr or enable --train.grad_clip");
-  // A finite loss does not prove a sane step: an overflowing gradient already reached the weights through the
-  // optimizer, so stop before this step can be evaluated or saved.
   if (!std::isfinite(row.grad_norm))
     throw Error(ExitCode::internal,
                 "gradient norm became " + std::to_string(row.grad_norm) + " at step " + std::to_string(row.step),
+                "lower --train.lr or enable --train.grad_clip");
+  if (any_bad)
+    throw Error(ExitCode::internal,
+                "another rank's training loss or gradient norm became non-finite at step " + std::to_string(row.step),
                 "lower --train.lr or enable --train.grad_clip");
   if ((t.eval_every > 0 && row.step % t.eval_every == 0) || row.step == t.steps) {
     row.eval_loss = evaluate();

@@ -172,6 +172,17 @@ TEST_F(ConfigTest, ValidationExplainsCrossFieldErrors) {
   EXPECT_THROW(config_validate(cfg), ConfigError);
 }
 
+TEST_F(ConfigTest, ActivationOffloadNeedsActivationCheckpointing) {
+  Config cfg = config_apply(parse({"train", "--train.activation_offload=true"}).values);
+  EXPECT_TRUE(cfg.train.activation_offload);
+  const std::string msg = error_of([&] { config_validate_train(cfg); });
+  EXPECT_NE(msg.find("train.activation_offload"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("hint: add --train.activation_checkpointing=true"), std::string::npos) << msg;
+  cfg.train.activation_checkpointing = true;
+  EXPECT_NO_THROW(config_validate_train(cfg));
+  EXPECT_FALSE(Config{}.train.activation_offload);
+}
+
 TEST_F(ConfigTest, HashDependsOnEffectiveValuesOnly) {
   const auto ini = write_ini("[train]\nlr = 0.001\n");
   const Config from_file = config_apply(parse({"train", "--config", ini}).values);

@@ -8,7 +8,10 @@
 #   verifies, and --resume=auto continues from it bit-identically;
 # - SIGTERM (1 rank) and SIGUSR1 to mpirun (2 ranks) during the background write: the pending save commits, then the
 #   stop's save, exit 75;
-# - too little host memory (test hook RANKTUNE_TEST_MEM_AVAILABLE_MB) saves synchronously, said in one line.
+# - too little host memory (test hook RANKTUNE_TEST_MEM_AVAILABLE_MB) saves synchronously, said in one line;
+# - the review of #19 (test hook RANKTUNE_TEST_ASYNC_FAULT): a non-finite gradient norm while a background save is
+#   pending commits that save before the run fails (1 and 2 ranks, the fault on rank 0 only); a staging allocation
+#   that fails saves each step synchronously; an HDF5 that is not thread-safe on one rank turns async off everywhere.
 source "$(dirname "$0")/lib.sh"
 ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=7 --train.log_every=1 --train.warmup_steps=2
   --train.seq_len=64 --model.num_layers=2 --model.hidden_size=128 --model.num_heads=4 --model.num_kv_heads=2
@@ -158,4 +161,31 @@ RUN_ENV=RANKTUNE_TEST_MEM_AVAILABLE_MB=1 trained lowmem 2 0 --train.steps=12 --c
 lines lowmem out "saved synchronously, host memory is short for checkpoint.async: rank 0: staging needs" 3
 expect lowmem out "checkpoint timing: step 6 sync:"
 same_state sync2 lowmem 6 2 && ok "lowmem: step 6 = the sync run's" || fail "lowmem: step 6 differs"
+
+# A NaN gradient norm at step 4 (rank 0 only) while step 3's background write is held: step 3 predates the bad step
+# and a synchronous run would have committed it, so it commits before the error ends the run.
+for n in 0 2; do
+  name=nan$n
+  RUN_ENV="RANKTUNE_TEST_SAVE_FAULT=0:3:rank_file_written:sleep=1500 RANKTUNE_TEST_FAIL_AT_STEP=0:4:nan_grad" \
+    trained "$name" "$n" 1 --train.steps=12 --checkpoint.async=true
+  expect "$name" err "gradient norm became"
+  expect "$name" out "checkpoint: step 3 -> $(step_dir "$name" 3)"
+  [ "$(cat "$WORK/$name/ckpt/latest" 2>/dev/null)" = step_00000003 ] && ok "$name: latest names step 3" \
+    || fail "$name: latest is '$(cat "$WORK/$name/ckpt/latest" 2>/dev/null)', expected step_00000003"
+  run "verify_$name" 0 "$RANKTUNE_BIN" checkpoint verify "$WORK/$name/ckpt"
+done
+
+# Staging that cannot allocate (a refused pinned allocation): steps 3 and 6 are saved synchronously, not lost.
+RUN_ENV=RANKTUNE_TEST_ASYNC_FAULT=0:stage_alloc trained stagefail 0 0 --train.steps=7 --checkpoint.async=true \
+  --checkpoint.at_end=false
+lines stagefail out "saved synchronously, staging for checkpoint.async failed on rank 0: RANKTUNE_TEST_ASYNC_FAULT" 2
+[ "$(cat "$WORK/stagefail/ckpt/latest" 2>/dev/null)" = step_00000006 ] && ok "stagefail: latest names step 6" \
+  || fail "stagefail: latest is not step 6"
+
+# HDF5 not thread-safe on rank 1: one warning naming the fix, every save synchronous on both ranks.
+RUN_ENV=RANKTUNE_TEST_ASYNC_FAULT=1:h5_not_threadsafe trained not_threadsafe 2 0 --train.steps=4 \
+  --checkpoint.async=true --checkpoint.at_end=false
+lines not_threadsafe out "WARNING: checkpoint.async is off, every save is synchronous: rank 1: the HDF5 library" 1
+expect not_threadsafe out "built with --enable-threadsafe"
+expect not_threadsafe out "checkpoint timing: step 3 sync:"
 finish

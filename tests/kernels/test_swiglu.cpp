@@ -56,5 +56,20 @@ TEST(SwiGLU, CudaKernelsMatchFp64Reference) {
   }
 }
 
+TEST(SwiGLU, CudaKernelsTakeMisalignedViews) {
+  // A view one element into its storage is not 16-byte aligned: the kernels must take it element by element.
+  if (!at::hasCUDA()) GTEST_SKIP() << "no GPU visible";
+  at::manual_seed(12);
+  const auto opt = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor g = at::randn({4097}, opt).narrow(0, 1, 4096), u = at::randn({4097}, opt).narrow(0, 1, 4096);
+  const at::Tensor dy = at::randn({4097}, opt).narrow(0, 1, 4096);
+  const at::Tensor gr = g.cpu().to(at::kDouble), ur = u.cpu().to(at::kDouble), dyr = dy.cpu().to(at::kDouble);
+  const at::Tensor s = at::sigmoid(gr);
+  EXPECT_LT(rel_err(swiglu_forward(g, u).cpu(), gr * s * ur), 1e-2);
+  auto [dg, du] = swiglu_backward(dy, g, u);
+  EXPECT_LT(rel_err(dg.cpu(), dyr * ur * s * (1 + gr * (1 - s))), 1e-2);
+  EXPECT_LT(rel_err(du.cpu(), dyr * gr * s), 1e-2);
+}
+
 }  // namespace
 }  // namespace ranktune

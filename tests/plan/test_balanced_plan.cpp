@@ -295,5 +295,35 @@ TEST(LayerCost, LoraAndCheckpointingShrinkTheFootprint) {
   EXPECT_EQ(weights + state, 16 * llama_parameter_count(m));
 }
 
+// train.activation_offload: the per-layer input that checkpointing keeps (tokens x hidden x 2 bytes) leaves the
+// device for pinned host memory; the recomputation's working set stays. Llama-3-8B at 128k tokens: 32 GiB.
+TEST(LayerCost, ActivationOffloadMovesTheLayerInputsToTheHost) {
+  const auto m = llama3_8b();
+  TrainSetup ckpt;
+  ckpt.lora_r = 16;
+  ckpt.seq_len = 128 * 1024;
+  ckpt.activation_checkpointing = true;
+  TrainSetup offload = ckpt;
+  offload.activation_offload = true;
+  const auto a = layer_costs(m, ckpt), b = layer_costs(m, offload);
+  ASSERT_EQ(a.size(), b.size());
+  std::int64_t host = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const bool layer = a[i].name.rfind("layer ", 0) == 0;
+    EXPECT_EQ(b[i].activation_bytes, layer ? 0 : a[i].activation_bytes) << a[i].name;
+    EXPECT_EQ(b[i].host_bytes, layer ? a[i].activation_bytes : 0) << a[i].name;
+    EXPECT_EQ(b[i].working_bytes, a[i].working_bytes) << a[i].name;
+    host += b[i].host_bytes;
+  }
+  EXPECT_EQ(host, 32 * GiB);
+  EXPECT_EQ(training_footprint_bytes(m, ckpt) - training_footprint_bytes(m, offload), 32 * GiB);
+  // Without checkpointing nothing is offloaded; on the CPU the host is the device.
+  TrainSetup plain = offload;
+  plain.activation_checkpointing = false;
+  for (const auto& u : layer_costs(m, plain)) EXPECT_EQ(u.host_bytes, 0) << u.name;
+  offload.on_gpu = ckpt.on_gpu = false;
+  EXPECT_EQ(training_footprint_bytes(m, offload), training_footprint_bytes(m, ckpt));
+}
+
 }  // namespace
 }  // namespace ranktune

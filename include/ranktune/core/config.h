@@ -61,8 +61,9 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;
   bool activation_checkpointing = false;
+  bool activation_offload = false;  // the layer inputs activation checkpointing keeps, in pinned host memory
   std::string precision = "auto";   // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-  bool flash_varlen = false;        // packed documents: the flash kernel's variable-length form on GPU
+  bool flash_varlen = true;         // packed documents: the flash kernel's variable-length form on GPU
   std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)
   std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
   long eval_every = 50;

@@ -43,7 +43,8 @@ std::vector<std::vector<std::uint64_t>> gather(const MpiEnv& env, const std::vec
                                                int root = 0);
 
 // Every rank's bytes on `root` only (empty elsewhere), in rank order; any size: large payloads go in rounds of at
-// most `chunk` bytes per rank (0: as many as one MPI count allows), so no count overflows.
+// most `chunk` bytes per rank (0: as many as one MPI count allows), so no count overflows. Collective: a root that
+// cannot hold the parts throws OutOfMemoryError on every rank, before any data moves.
 std::vector<std::string> gather_bytes(const MpiEnv& env, const std::string& bytes, int root = 0, std::size_t chunk = 0);
 
 void barrier(const MpiEnv& env, Scope scope = Scope::world);

@@ -88,6 +88,10 @@ using Type = Handle<H5Tclose>;
 using Plist = Handle<H5Pclose>;
 using Attribute = Handle<H5Aclose>;
 
+// Whether this HDF5 library was built thread-safe (--enable-threadsafe: one global lock around every API call).
+// Without it, two threads must never call HDF5 at the same time.
+bool library_threadsafe();
+
 // --- files -------------------------------------------------------------------------------------------------------
 
 // best_effort: lock, but carry on where the filesystem has no locks (NFS/Lustre without flock); on: lock or fail;
@@ -127,6 +131,11 @@ std::vector<std::string> datasets_list(hid_t loc);
 struct TensorWriteOptions {
   std::size_t chunk_bytes = std::size_t{1} << 20;  // target chunk size; each chunk carries its own Fletcher32
   bool fletcher32 = true;
+  // A thread-safe HDF5 holds one lock for the whole of a call: a dataset above this size is written in slices of
+  // whole chunk rows of its leading dimension, about this big, so that another thread's HDF5 calls (the training
+  // thread's dataset reads during a background checkpoint write) wait for one slice, not for the whole tensor. The
+  // file's bytes do not depend on it. 0: one write.
+  std::size_t slice_bytes = std::size_t{64} << 20;
 };
 
 // Stored dtypes: float32 float64 float16 bfloat16 int8 int16 int32 int64 uint8 bool. The `dtype` attribute holds

@@ -23,6 +23,7 @@ class AttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask = {});
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  bool fused_rope = true;  // the fused rotary kernel (kernels/rope.h); false: transformers' composition
 
  private:
   std::int64_t num_heads_, num_kv_heads_, head_dim_, sliding_window_;

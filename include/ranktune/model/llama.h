@@ -79,13 +79,18 @@ class LlamaImpl : public torch::nn::Module {
   // Recompute each layer's activations in backward instead of keeping them (train.activation_checkpointing).
   void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
+  // Keep the layer inputs that activation checkpointing saves in pinned host memory until their backward
+  // (train.activation_offload); nothing changes without activation checkpointing.
+  void set_activation_offload(bool on) { activation_offload_ = on; }
+  bool activation_offload() const { return activation_offload_; }
   // Compute the training loss with the fused chunked linear cross entropy (train.fused_loss); off = head() + loss.
   void set_fused_loss(bool on) { fused_loss_ = on; }
   // train.flash_varlen: packed documents through the flash kernel's variable-length form on GPU (attention_mask).
   void set_flash_varlen(bool on) { flash_varlen_ = on; }
   bool flash_varlen() const { return flash_varlen_; }
-  // train.kernels: true = the fused ops (RMSNorm's fused kernel on GPU, the LoRA fast path), false = the unfused
-  // reference compositions (transformers' RMSNorm order, PEFT's adapter order) in every layer. Call after lora_apply.
+  // train.kernels: true = the fused ops (RMSNorm's and RoPE's fused kernels on GPU, the LoRA fast path), false = the
+  // unfused reference compositions (transformers' RMSNorm and RoPE order, PEFT's adapter order) in every layer. Call
+  // after lora_apply.
   void set_fused_kernels(bool on);
   bool fused_loss() const { return fused_loss_; }
 
@@ -98,8 +103,9 @@ class LlamaImpl : public torch::nn::Module {
   LlamaConfig config_;
   Rope rope_;
   bool activation_checkpointing_ = false;
+  bool activation_offload_ = false;
   bool fused_loss_ = false;
-  bool flash_varlen_ = false;
+  bool flash_varlen_ = true;
 };
 TORCH_MODULE(Llama);
 

@@ -18,6 +18,9 @@ struct TrainSetup {
   int lora_r = 0;      // 0 = full fine-tune
   std::vector<std::string> lora_targets{"q", "k", "v", "o", "gate", "up", "down"};
   bool activation_checkpointing = false;
+  // train.activation_offload (with checkpointing): each layer's saved input waits in pinned host memory, not on the
+  // device; the recomputation's working set stays on the device.
+  bool activation_offload = false;
   // model.quantize=nf4 (QLoRA): the decoder linears held in bitsandbytes' 4-bit NF4 (nf4_base_bytes) and dequantized
   // to the compute dtype one at a time; a bnb-4bit model directory (LlamaConfig::bnb_nf4) implies it.
   bool nf4 = false;
@@ -39,6 +42,7 @@ struct UnitCost {
   // Held only while this unit runs its backward (with activation checkpointing: the layer's recomputed activations);
   // a stage needs the largest of its units' working bytes on top of the sum of their bytes().
   std::int64_t working_bytes = 0;
+  std::int64_t host_bytes = 0;  // pinned host memory for the micro-step (activation offload); not in bytes()
   std::int64_t bytes() const { return weight_bytes + state_bytes + activation_bytes; }
 };
 

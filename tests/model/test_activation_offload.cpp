@@ -1,0 +1,249 @@
+// train.activation_offload: activation checkpointing with each layer's saved input kept on the host. On the CPU (a
+// separate copy, the same code path) loss and every gradient are bit-identical to checkpointing alone, for a full
+// fine-tune and for LoRA with dropout (the RNG replay) over packed documents, and the kept input is a copy: changing
+// the caller's tensor after the forward changes nothing. On a GPU (skipped without one): the same equality in bf16 and
+// fp32 (bitwise, or within the run-to-run noise of the baseline's own atomics), and the device memory held after
+// the forward is lower by the layers' inputs.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/model_test_util.h"
+#include "ranktune/model/activation_checkpoint.h"
+#include "ranktune/model/llama.h"
+#include "ranktune/model/lora.h"
+#include "ranktune/model/loss.h"
+#include "support/tiny_model.h"
+
+#ifdef RANKTUNE_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace ranktune {
+namespace {
+
+// Two rows of packed documents (lengths 5, 9, 2 and 7, 9), positions restarting at each document.
+struct Batch {
+  at::Tensor tokens, positions, documents, labels;
+};
+
+Batch packed_batch(std::int64_t vocab, std::int64_t seq, const at::Device& device) {
+  const std::vector<std::vector<std::int64_t>> lengths{{5, 9, seq - 14}, {7, seq - 7}};
+  std::vector<std::int64_t> docs, pos;
+  for (const auto& row : lengths)
+    for (std::size_t d = 0; d < row.size(); ++d)
+      for (std::int64_t t = 0; t < row[d]; ++t) docs.push_back(static_cast<std::int64_t>(d)), pos.push_back(t);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(23);
+  Batch b;
+  b.tokens = at::randint(vocab, {2, seq}, gen, at::kLong);
+  b.documents = at::tensor(docs, at::kLong).view({2, seq});
+  b.positions = at::tensor(pos, at::kLong).view({2, seq});
+  b.labels = b.tokens.clone();
+  b.labels.masked_fill_(b.positions == 0, kIgnoreIndex);  // no target across a document boundary
+  for (at::Tensor* t : {&b.tokens, &b.documents, &b.positions, &b.labels}) *t = t->to(device);
+  return b;
+}
+
+LoraConfig lora_with_dropout() {
+  LoraConfig l;
+  l.r = 4;
+  l.alpha = 8;
+  l.dropout = 0.25;
+  return l;
+}
+
+struct Step {
+  at::Tensor loss;
+  std::vector<std::pair<std::string, at::Tensor>> grads;
+  at::Tensor flat() const {
+    std::vector<at::Tensor> g;
+    for (const auto& [name, t] : grads) g.push_back(t.flatten().to(at::kDouble));
+    return at::cat(g);
+  }
+};
+
+// One training forward and backward of a fresh random model with activation checkpointing, offloaded or not. The
+// seeds make every run draw the same weights, adapters and dropout masks.
+Step train_step(const LlamaConfig& c, const at::TensorOptions& options, const std::optional<LoraConfig>& lora,
+                bool offload, const Batch& batch, std::uint64_t dropout_seed = 11) {
+  Llama model = llama_random(c, 7, options);
+  if (lora) {
+    lora_apply(*model, *lora, 3);
+    torch::manual_seed(5);
+    at::NoGradGuard no_grad;
+    for (auto& p : model->named_parameters())
+      if (p.key().find("lora_B") != std::string::npos) p.value().normal_(0, 0.05);  // adapters that matter
+  }
+  model->set_activation_checkpointing(true);
+  model->set_activation_offload(offload);
+  EXPECT_TRUE(model->is_training());
+  torch::manual_seed(dropout_seed);
+  Step s;
+  s.loss = causal_lm_loss(model->forward(batch.tokens, batch.positions, batch.documents), batch.labels);
+  s.loss.backward();
+  for (const auto& [name, p] : trainable_parameters(*model)) {
+    EXPECT_TRUE(p.grad().defined()) << name;
+    s.grads.emplace_back(name, p.grad().detach().cpu());
+  }
+  s.loss = s.loss.detach().cpu();
+  return s;
+}
+
+void expect_identical(const Step& want, const Step& got) {
+  EXPECT_TRUE(at::equal(got.loss, want.loss)) << got.loss.item<double>() << " vs " << want.loss.item<double>();
+  ASSERT_EQ(got.grads.size(), want.grads.size());
+  for (std::size_t i = 0; i < want.grads.size(); ++i) {
+    ASSERT_EQ(got.grads[i].first, want.grads[i].first);
+    EXPECT_TRUE(at::equal(got.grads[i].second, want.grads[i].second)) << want.grads[i].first;
+  }
+}
+
+TEST(ActivationOffload, CpuFullFineTuneIsBitIdentical) {
+  const LlamaConfig c = test::tiny_llama();
+  const Batch b = packed_batch(c.vocab_size, 24, at::kCPU);
+  const Step ckpt = train_step(c, {}, std::nullopt, false, b);
+  const Step off = train_step(c, {}, std::nullopt, true, b);
+  EXPECT_EQ(ckpt.grads.size(), trainable_parameters(*llama_random(c, 7)).size());
+  expect_identical(ckpt, off);
+}
+
+TEST(ActivationOffload, CpuLoraWithDropoutIsBitIdentical) {
+  const LlamaConfig c = test::tiny_llama();
+  const Batch b = packed_batch(c.vocab_size, 24, at::kCPU);
+  const Step ckpt = train_step(c, {}, lora_with_dropout(), false, b);
+  const Step off = train_step(c, {}, lora_with_dropout(), true, b);
+  EXPECT_EQ(ckpt.grads.size(), 2u * 7 * static_cast<std::size_t>(c.num_layers));  // A and B of every target
+  expect_identical(ckpt, off);
+  // The dropout masks do draw from the RNG that the recomputation replays: another seed gives another loss.
+  EXPECT_FALSE(at::equal(train_step(c, {}, lora_with_dropout(), true, b, 12).loss, off.loss));
+}
+
+// The offloaded input is a copy taken in the forward: the backward does not read the caller's tensor (without the
+// offload, saving x itself, the same in-place change makes autograd refuse the backward). Through the model's
+// run_block, so the setting is seen to reach the layers.
+TEST(ActivationOffload, KeepsACopyOfTheLayerInput) {
+  const LlamaConfig c = test::tiny_llama();
+  Llama model = llama_random(c, 7);
+  model->set_activation_checkpointing(true);
+  DecoderBlockImpl& block = *model->block(0);
+  const RopeCache rope = model->rope(6, at::kCPU, at::kFloat);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  const at::Tensor x0 = at::randn({2, 6, c.hidden_size}, gen);
+  const at::Tensor g = at::randn({2, 6, c.hidden_size}, gen);
+
+  at::Tensor x = x0.clone().requires_grad_(true);
+  activation_checkpoint_forward(block, x, rope, {}, /*offload=*/false).backward(g);
+  const at::Tensor want = x.grad().clone();
+
+  for (const bool offload : {true, false}) {
+    SCOPED_TRACE(offload ? "offload" : "saved on the device");
+    model->set_activation_offload(offload);
+    x = x0.clone().requires_grad_(true);
+    const at::Tensor out = model->run_block(0, x, rope);
+    {
+      at::NoGradGuard no_grad;
+      x.add_(1);
+    }
+    if (offload) {
+      out.backward(g);
+      EXPECT_TRUE(at::equal(x.grad(), want));
+    } else {
+      EXPECT_THROW(out.backward(g), c10::Error);
+    }
+  }
+}
+
+#ifdef RANKTUNE_HAVE_CUDA
+
+// A model big enough that its layer inputs are whole allocator blocks, small enough for a quick test.
+LlamaConfig gpu_config() {
+  LlamaConfig c = test::tiny_llama();
+  c.vocab_size = 512;
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_layers = 4;
+  c.num_heads = 8;
+  c.num_kv_heads = 4;
+  c.head_dim = 32;
+  c.max_position_embeddings = 512;
+  return c;
+}
+
+class ActivationOffloadGpu : public ::testing::TestWithParam<at::ScalarType> {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  }
+  const at::Device gpu{at::kCUDA, 0};
+};
+
+// The recomputation reads the input back from the host; the copy itself is exact, but attention's backward adds with
+// atomics, so two runs of the baseline may differ in the last bits; then the offload may differ about as much.
+TEST_P(ActivationOffloadGpu, EqualsCheckpointingAlone) {
+  const LlamaConfig c = gpu_config();
+  const at::TensorOptions options = at::TensorOptions().device(gpu).dtype(GetParam());
+  const Batch b = packed_batch(c.vocab_size, 256, gpu);
+  for (const auto& lora : {std::optional<LoraConfig>(), std::optional<LoraConfig>(lora_with_dropout())}) {
+    SCOPED_TRACE(lora ? "LoRA with dropout" : "full fine-tune");
+    const Step a1 = train_step(c, options, lora, false, b);
+    const Step a2 = train_step(c, options, lora, false, b);
+    const Step off = train_step(c, options, lora, true, b);
+    if (at::equal(a2.loss, a1.loss))  // the forward has no atomics, but only the baseline can say so
+      EXPECT_TRUE(at::equal(off.loss, a1.loss)) << off.loss.item<double>() << " vs " << a1.loss.item<double>();
+    const double noise = test::rel_error(a2.flat(), a1.flat());
+    const double err = test::rel_error(off.flat(), a1.flat());
+    std::cout << "  " << c10::toString(GetParam()) << (lora ? " LoRA" : " full") << ": gradient rel err " << err
+              << " (baseline run to run " << noise << ")\n";
+    // A nondeterministic baseline: as far from it as its own repeat, with a floor of a few roundings of the dtype (a
+    // stale or torn input would be off by far more).
+    const double floor = GetParam() == at::kFloat ? 1e-5 : 1e-2;
+    if (noise == 0) expect_identical(a1, off);
+    else EXPECT_LE(err, std::max(4 * noise, floor));
+  }
+}
+
+// Without the offload every layer's input stays allocated on the device from its forward to its backward; with it
+// none does (the output of the last layer is the final norm's input either way).
+TEST_P(ActivationOffloadGpu, FreesTheLayerInputsOnTheDevice) {
+  const LlamaConfig c = gpu_config();
+  const std::int64_t seq = 512;
+  const Batch b = packed_batch(c.vocab_size, seq, gpu);
+  const std::int64_t input_bytes = 2 * seq * c.hidden_size * static_cast<std::int64_t>(c10::elementSize(GetParam()));
+  auto held_after_forward = [&](bool offload) {
+    Llama model = llama_random(c, 7, at::TensorOptions().device(gpu).dtype(GetParam()));
+    model->set_activation_checkpointing(true);
+    model->set_activation_offload(offload);
+    auto allocated = [] { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; };
+    const std::int64_t before = allocated();
+    const at::Tensor logits = model->forward(b.tokens, b.positions, b.documents);
+    const std::int64_t held = allocated() - before;
+    causal_lm_loss(logits, b.labels).backward();  // the offloaded inputs come back and the backward completes
+    torch::cuda::synchronize();
+    for (const auto& [name, p] : trainable_parameters(*model))
+      EXPECT_TRUE(p.grad().defined() && p.grad().isfinite().all().item<bool>()) << name;
+    return held;
+  };
+  const std::int64_t kept = held_after_forward(false), offloaded = held_after_forward(true);
+  const std::int64_t saved = kept - offloaded, want = c.num_layers * input_bytes;
+  std::cout << "  " << c10::toString(GetParam()) << ": held after the forward " << kept << " B, offloaded " << offloaded
+            << " B; " << saved << " B less (the layers' inputs: " << want << " B)\n";
+  EXPECT_GE(saved, want * 9 / 10);
+  EXPECT_LE(saved, want * 11 / 10);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, ActivationOffloadGpu, ::testing::Values(at::kBFloat16, at::kFloat),
+                         [](const auto& info) { return std::string(c10::toString(info.param)); });
+
+#endif
+
+}  // namespace
+}  // namespace ranktune
