@@ -3,35 +3,65 @@
 TinyLlama-1.1B shape ranktune is measured on, in the same run on the same GPU.
 
 Full fine-tune: fp32 master weights, bf16 autocast, fused AdamW. LoRA: bf16 base, PEFT r=16 on all linear layers,
-fused AdamW on the adapters. SDPA attention. Random weights and random tokens (throughput does not depend on them).
+fused AdamW on the adapters. QLoRA ("qlora", impl hf+peft+bnb): the same random-init model saved in bf16 with
+save_pretrained and loaded back by transformers in 4 bits (BitsAndBytesConfig: NF4, double quantization, bf16
+compute), as a QLoRA user loads a 16-bit checkpoint, then the same PEFT LoRA; no gradient checkpointing, like the
+other rows. SDPA attention. Random weights and random tokens (throughput does not depend on them).
 Prints one JSON object per mode: tokens/s, MFU against the H100/H200 dense bf16 peak, peak memory.
+bitsandbytes is needed by (and imported for) the qlora mode only; on the GPU machine it comes from
+.deps/unsloth.tar.xz (bench/train_throughput.sh puts it on PYTHONPATH when HF_MODES names qlora).
 """
 import argparse
+import tempfile
 
 import torch
 
 from peer_common import time_and_report
 
+MODES = ("full", "lora", "qlora")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def benchmark_config(seq):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                       intermediate_size=5632, vocab_size=32000, max_position_embeddings=seq,
+                       tie_word_embeddings=False, attn_implementation="sdpa")
+
+
+def load_4bit(cfg, dev):
+    """llama(cfg)'s random init (the torch seed as set) written in bf16 and read back with bitsandbytes NF4 linears."""
+    import bitsandbytes  # noqa: F401  (transformers' 4-bit loading needs it: fail here, by name, if it is missing)
+    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp)
+        return LlamaForCausalLM.from_pretrained(tmp, quantization_config=quant, dtype=torch.bfloat16,
+                                                device_map={"": dev}, attn_implementation="sdpa")
+
+
+def make_model(mode, cfg, dev):
+    """The model a mode trains, on dev: fp32 (full), bf16 + PEFT LoRA (lora), NF4 + PEFT LoRA (qlora)."""
+    from transformers import LlamaForCausalLM
+
+    if mode == "full":
+        return LlamaForCausalLM(cfg).to(dev)
+    from peft import LoraConfig, get_peft_model
+
+    model = LlamaForCausalLM(cfg).to(dev, torch.bfloat16) if mode == "lora" else load_4bit(cfg, dev)
+    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS))
+
 
 def run(mode, args):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
-                      intermediate_size=5632, vocab_size=32000, max_position_embeddings=args.seq,
-                      tie_word_embeddings=False, attn_implementation="sdpa")
+    cfg = benchmark_config(args.seq)
     torch.manual_seed(0)
     dev = torch.device("cuda")
     torch.cuda.reset_peak_memory_stats()
-    lora = mode == "lora"
-    if lora:
-        from peft import LoraConfig, get_peft_model
-
-        model = LlamaForCausalLM(cfg).to(dev, torch.bfloat16)
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                 "gate_proj", "up_proj", "down_proj"]))
-    else:
-        model = LlamaForCausalLM(cfg).to(dev)
+    lora = mode != "full"
+    model = make_model(mode, cfg, dev)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
@@ -45,20 +75,25 @@ def run(mode, args):
         opt.zero_grad(set_to_none=True)
         return loss
 
-    time_and_report(step, "hf+peft" if lora else "hf", mode, cfg, lora, args)
+    impl = {"full": "hf", "lora": "hf+peft", "qlora": "hf+peft+bnb"}[mode]
+    time_and_report(step, impl, mode, cfg, lora, args)
     del model, opt
     torch.cuda.empty_cache()
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--modes", default="full,lora")
+    ap.add_argument("--modes", default="full,lora", help="comma-separated: full, lora, qlora")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
-    for mode in args.modes.split(","):
+    modes = args.modes.split(",")
+    for mode in modes:  # before minutes of runs, not after them
+        if mode not in MODES:
+            ap.error(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
+    for mode in modes:
         run(mode, args)
 
 

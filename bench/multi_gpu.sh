@@ -5,7 +5,11 @@
 #   3. DDP weak scaling, 1.1B shape, full fine-tune and LoRA r=16: tokens/s per GPU at 1, 2, 4, 8 ranks (mpirun);
 #   4. balanced mode over all GPUs: pipelined m = 4, 8, 16 vs sequential (bench/balanced_pipeline.sh);
 #   5. an 8B-shaped model that does not fit one GPU for full fine-tuning (micro-batch 16: ~175 GiB planned; the plan for one
-#      stage is refused with the numbers), trained in balanced mode over all GPUs (plan + peak memory per GPU).
+#      stage is refused with the numbers), trained in balanced mode over all GPUs (plan + peak memory per GPU);
+#   6. the seed's example (issue #20): a Llama-3.3-70B shape with an NF4 base and LoRA r=16 in balanced mode over all
+#      GPUs: the plan per GPU against the measured peak, tokens/s sequential (m = 1) and pipelined (m = 4, 8), and the
+#      refusal of the same command under mpirun -np 2. Random weights are drawn on the CPU one layer at a time and
+#      quantized on the GPU: the start-up takes minutes.
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=multi_gpu.sh) after the build. NVLink multicast stays off.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +25,9 @@ gpus=$(nvidia-smi --list-gpus | wc -l)
 sizes=(); for n in 1 2 4 8; do [ "$n" -le "$gpus" ] && sizes+=("$n"); done
 mpi() { mpirun --bind-to none --oversubscribe -x NCCL_NVLS_ENABLE -np "$@"; }
 step() { printf '\n=== %s ===\n' "$*"; }
-# BENCH_PARTS picks parts (default: all of topology allreduce ddp balanced big), e.g. to re-measure one in a short lease.
-part() { [[ " ${BENCH_PARTS:-topology allreduce ddp balanced big} " == *" $1 "* ]]; }
+# BENCH_PARTS picks parts (default: all of topology allreduce ddp balanced big qlora70b), e.g. to re-measure one in a
+# short lease.
+part() { [[ " ${BENCH_PARTS:-topology allreduce ddp balanced big qlora70b} " == *" $1 "* ]]; }
 # BENCH_DEADLINE (epoch seconds, set by gpu_check.sh): a part that would not finish before it is skipped, and says so.
 time_for() {
   local need=$1 left=$(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) ))
@@ -102,5 +107,28 @@ if part big && [ "$gpus" -ge 2 ]; then
       --checkpoint.dir="$out/big_m$m/ckpt" >"$out/big_m$m.log" 2>&1 || { echo "8B m=$m failed"; tail -5 "$out/big_m$m.log"; }
     echo "m = $m: $(( $(date +%s) - t0 )) s including start-up"
     grep -aE '^(step|balanced:|done)' "$out/big_m$m.log" | tail -5
+  done
+fi
+
+if part qlora70b && [ "$gpus" -ge 2 ]; then
+  step "Llama-3.3-70B shape, NF4 base, LoRA r=16, balanced over $gpus GPUs"
+  q70=(--device=cuda --parallel.mode=balanced --model.hidden_size=8192 --model.num_layers=80 --model.num_heads=64
+    --model.num_kv_heads=8 --model.intermediate_size=28672 --model.vocab_size=128256 --model.tie_embeddings=false
+    --model.max_seq_len=2048 --model.quantize=nf4 --lora.r=16 --lora.alpha=32 --train.seq_len=2048
+    --train.activation_checkpointing=true --train.steps=${BENCH_70B_STEPS:-6} --train.log_every=1
+    --train.eval_every=0 --train.lr=1e-4 --checkpoint.at_end=false)
+  # micro-batch 8 per step so that m = 8 has one sequence per micro-batch; the plan is printed per m below.
+  echo "the same command under mpirun -np 2 (refused on every rank, exit 2):"
+  mpi 2 "$bin" train "${q70[@]}" --train.micro_batch=8 --output_dir="$out/q70_refused" 2>&1 | grep -E 'error|hint' | sort -u
+  for m in ${BENCH_70B_M:-1 4 8}; do
+    echo "--- m = $m: plan"
+    "$bin" plan "${q70[@]}" --train.micro_batch=8 --parallel.micro_batches="$m" 2>&1 | grep -vE '^\s*$' | tail -$((gpus + 3))
+    time_for 420 "70B QLoRA balanced run, m = $m" || continue
+    t0=$(date +%s)
+    "$bin" train "${q70[@]}" --train.micro_batch=8 --parallel.micro_batches="$m" --output_dir="$out/q70_m$m" \
+      --checkpoint.dir="$out/q70_m$m/ckpt" >"$out/q70_m$m.log" 2>&1 || { echo "70B m=$m failed"; tail -5 "$out/q70_m$m.log"; }
+    echo "m = $m: $(( $(date +%s) - t0 )) s including start-up"
+    # the measured peak per GPU (the balanced summary) beside the plan above, and the steady tokens/s
+    grep -aE '^(step|balanced:|done|model:)' "$out/q70_m$m.log" | tail -6
   done
 fi

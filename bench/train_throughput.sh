@@ -78,6 +78,17 @@ unsloth_peer() {
       2>"$out/unsloth.log"
 }
 
+# HF + PEFT in the modes HF_MODES names (full, lora, qlora; default full,lora). qlora (HF + PEFT + bitsandbytes) takes
+# bitsandbytes from the same unpacked Unsloth folder, which only that case puts on PYTHONPATH.
+hf_peer() {
+  local modes=${HF_MODES:-full,lora} site=${TMPDIR:-/tmp}/unsloth-site path=${PYTHONPATH:-}
+  if [[ ",$modes," == *,qlora,* ]]; then
+    [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}" || { echo "hf qlora: unpack failed" >&2; return; }
+    path="$site${path:+:$path}"
+  fi
+  PYTHONPATH="$path" python3 bench/hf_peer.py --modes "$modes" --steps "$((STEPS - 4))"
+}
+
 default_runs="full resume lora isolated ddp1 hf"
 [ -f .deps/unsloth.tar.xz ] && default_runs+=" unsloth"
 RUNS=${BENCH_RUNS:-$default_runs}
@@ -101,7 +112,7 @@ for run in $RUNS; do
     varlen) ranktune lora_varlen "${lora[@]}" --data.packing_attention=isolated --train.flash_varlen=true
             rm -rf "$out/lora_varlen/ckpt" ;;
     ac) ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt" ;;
-    hf) python3 bench/hf_peer.py --modes full,lora --steps "$((STEPS - 4))" ;;
+    hf) hf_peer ;;
     unsloth) unsloth_peer ;;
     profile) profile_shape lora "${lora[@]}"; profile_shape full ;;
     profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
@@ -129,6 +140,10 @@ print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+pef
 if ("unsloth", "lora") in by:
     print(f"lora: ranktune / Unsloth tokens/s = {ratio(('ranktune','lora'), ('unsloth','lora')):.2f}x, "
           f"peak memory {ratio(('ranktune','lora'), ('unsloth','lora'), 'peak_gib'):.2f}x")
+for peer in (("hf+peft+bnb", "qlora"), ("unsloth", "qlora")):
+    if ("ranktune", "qlora") in by and peer in by:
+        print(f"qlora: ranktune / {peer[0]} tokens/s = {ratio(('ranktune','qlora'), peer):.2f}x, "
+              f"peak memory {ratio(('ranktune','qlora'), peer, 'peak_gib'):.2f}x")
 for mode, how in (("lora_varlen", "the flash kernel's variable-length form"), ("lora_isolated", "a dense mask")):
     if ("ranktune", mode) in by:
         print(f"lora with documents kept apart by {how}: "

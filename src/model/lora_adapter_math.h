@@ -9,7 +9,10 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <tuple>
 #include <vector>
+
+#include "ranktune/kernels/swiglu.h"
 
 namespace ranktune::lora_math {
 
@@ -66,6 +69,32 @@ inline void store_grad_dtypes(torch::autograd::AutogradContext* ctx, const at::T
 }
 inline at::ScalarType grad_dtype(torch::autograd::AutogradContext* ctx, int i) {
   return static_cast<at::ScalarType>(ctx->saved_data["dtypes"].toIntVector()[i]);
+}
+
+// The backward of down_proj over h = swiglu(gate, up) with an adapter on a frozen base (lora_swiglu_linear over a
+// dense weight, qlora_swiglu_linear over an NF4 one; `weight` is the dense weight in the compute dtype): h is
+// recomputed from gate and up, for dA only. Returns {d_gate, d_up, d_bias, dA, dB}; `need` says which of bias, A
+// and B want a gradient, in the dtypes of grad_dtype(ctx, 0..2).
+struct SwigluDownGrads {
+  at::Tensor dgate, dup, db, da, dB;
+};
+inline SwigluDownGrads swiglu_down_backward(torch::autograd::AutogradContext* ctx, const at::Tensor& grad,
+                                            const at::Tensor& gate, const at::Tensor& up, const at::Tensor& weight,
+                                            const at::Tensor& xa, const at::Tensor& a, const at::Tensor& sb,
+                                            double scale, bool need_bias, bool need_a, bool need_b) {
+  SwigluDownGrads out;
+  const at::Tensor dy = flat(grad);
+  const at::Tensor g = at::mm(dy, sb);
+  at::Tensor dh = at::mm(dy, weight);
+  dh.addmm_(g, a);
+  if (need_a) out.da = mm_to(g.t(), flat(swiglu_forward(gate, up)), grad_dtype(ctx, 1));
+  if (need_b) {
+    out.dB = mm_to(dy.t(), xa, grad_dtype(ctx, 2));
+    if (scale != 1.0) out.dB.mul_(scale);
+  }
+  if (need_bias) out.db = dy.sum(0).to(grad_dtype(ctx, 0));
+  std::tie(out.dgate, out.dup) = swiglu_backward(dh.view(gate.sizes()), gate, up);
+  return out;
 }
 
 }  // namespace ranktune::lora_math

@@ -107,22 +107,11 @@ class LoraSwigluLinearFunction : public torch::autograd::Function<LoraSwigluLine
     const at::Tensor &gate = saved[0], &up = saved[1], &xa = saved[2], &weight = saved[3], &a = saved[4],
                      &sb = saved[5];
     const double scale = ctx->saved_data["scale"].toDouble();
-    const auto dtype = [&](int i) { return grad_dtype(ctx, i); };
     const auto needs = [&](int i) { return edge_needed(ctx, i); };  // gate 0, up 1, weight 2, bias 3, A 4, B 5
 
-    const at::Tensor dy = flat(grads[0]);
-    const at::Tensor g = at::mm(dy, sb);
-    at::Tensor dh = at::mm(dy, weight);
-    dh.addmm_(g, a);
-    at::Tensor da, dB, db;
-    if (needs(4)) da = mm_to(g.t(), flat(swiglu_forward(gate, up)), dtype(1));
-    if (needs(5)) {
-      dB = mm_to(dy.t(), xa, dtype(2));
-      if (scale != 1.0) dB.mul_(scale);
-    }
-    if (needs(3)) db = dy.sum(0).to(dtype(0));
-    auto [dgate, dup] = swiglu_backward(dh.view(gate.sizes()), gate, up);
-    return {dgate, dup, at::Tensor(), db, da, dB, at::Tensor()};
+    const SwigluDownGrads d =
+        swiglu_down_backward(ctx, grads[0], gate, up, weight, xa, a, sb, scale, needs(3), needs(4), needs(5));
+    return {d.dgate, d.dup, at::Tensor(), d.db, d.da, d.dB, at::Tensor()};
   }
 };
 

@@ -124,6 +124,38 @@ class QloraLinearFunction : public torch::autograd::Function<QloraLinearFunction
   }
 };
 
+// down_proj over swiglu(gate, up) on an NF4 base: lora_swiglu_linear's op (the [tokens, ffn] product is recomputed
+// in backward, not kept) with the weight dequantized in each direction.
+class QloraSwigluLinearFunction : public torch::autograd::Function<QloraSwigluLinearFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up,
+                            const std::optional<at::Tensor>& bias_arg, const at::Tensor& lora_A,
+                            const at::Tensor& lora_B, double scale, const Nf4Weight& w) {
+    const at::Tensor bias = bias_arg.value_or(at::Tensor());
+    store_edges(ctx, {&gate, &up, &bias, &lora_A, &lora_B});
+    const at::ScalarType dtype = gate.scalar_type();
+    const at::Tensor h = swiglu_forward(gate, up);
+    const auto [a, sb, xa] = adapter_products(h, lora_A, lora_B, scale, dtype);
+    at::Tensor y = at::linear(h, dequantized(w, dtype), bias);
+    flat(y).addmm_(xa, sb.t());
+    stash(ctx, w);
+    ctx->save_for_backward({gate, up, xa, a, sb});
+    ctx->saved_data["scale"] = scale;
+    store_grad_dtypes(ctx, bias, dtype, lora_A, lora_B);
+    return y;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &up = saved[1], &xa = saved[2], &a = saved[3], &sb = saved[4];
+    const auto needs = [&](int i) { return edge_needed(ctx, i); };  // gate 0, up 1, bias 2, A 3, B 4
+    const SwigluDownGrads d = swiglu_down_backward(ctx, grads[0], gate, up, dequantized(unstash(ctx), a.scalar_type()),
+                                                   xa, a, sb, ctx->saved_data["scale"].toDouble(), needs(2), needs(3),
+                                                   needs(4));
+    return {d.dgate, d.dup, d.db, d.da, d.dB, at::Tensor(), at::Tensor()};
+  }
+};
+
 void check_input(const char* op, const at::Tensor& x, const Nf4Weight& w) {
   if (w.shape.size() != 2 || x.size(-1) != w.shape[1])
     throw LibraryError(std::string(op) + ": input of " + std::to_string(x.size(-1)) +
@@ -148,6 +180,20 @@ at::Tensor qlora_linear(const at::Tensor& x, const Nf4Weight& w, const at::Tenso
                        c10::str(x.sizes()));
   const auto present = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
   return QloraLinearFunction::apply(x, present(bias), lora_A, lora_B, present(adapter_input), scale, w);
+}
+
+at::Tensor qlora_swiglu_linear(const at::Tensor& gate, const at::Tensor& up, const Nf4Weight& w, const at::Tensor& bias,
+                               const at::Tensor& lora_A, const at::Tensor& lora_B, double scale) {
+  RECORD_FUNCTION("ranktune::qlora_swiglu_linear", c10::ArrayRef<const c10::IValue>{});
+  check_input("qlora_swiglu_linear", gate, w);
+  const std::int64_t in = w.shape[1], out = w.shape[0], r = lora_A.size(0);
+  if (gate.sizes() != up.sizes() || lora_A.dim() != 2 || lora_B.dim() != 2 || lora_A.size(1) != in ||
+      lora_B.size(0) != out || lora_B.size(1) != r)
+    throw LibraryError("qlora_swiglu_linear: shapes disagree: gate " + c10::str(gate.sizes()) + ", up " +
+                       c10::str(up.sizes()) + ", weight " + c10::str(at::IntArrayRef(w.shape)) + ", lora_A " +
+                       c10::str(lora_A.sizes()) + ", lora_B " + c10::str(lora_B.sizes()));
+  const std::optional<at::Tensor> b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
+  return QloraSwigluLinearFunction::apply(gate, up, b, lora_A, lora_B, scale, w);
 }
 
 at::Tensor nf4_linear(const at::Tensor& x, const Nf4Weight& w, const at::Tensor& bias) {

@@ -35,23 +35,29 @@ at::Tensor total_norm(const std::vector<std::vector<at::Tensor>>& groups) {
 
 }  // namespace
 
-double grad_norm(const NamedTensors& params) {
+at::Tensor grad_norm_tensor(const NamedTensors& params) {
   at::NoGradGuard no_grad;
   const auto groups = grads_by_device(params);
-  return groups.empty() ? 0.0 : total_norm(groups).item<double>();
+  return groups.empty() ? at::zeros({}, at::kFloat) : total_norm(groups);
 }
 
-double clip_grad_norm(const NamedTensors& params, double max_norm) {
+at::Tensor clip_grad_norm_tensor(const NamedTensors& params, double max_norm) {
   at::NoGradGuard no_grad;
   const auto groups = grads_by_device(params);
-  if (groups.empty()) return 0.0;
+  if (groups.empty()) return at::zeros({}, at::kFloat);
   const at::Tensor norm = total_norm(groups);
   if (max_norm > 0) {
     // Always multiplied, never branched on: no host sync before the scaling, as torch does.
     const at::Tensor coef = at::clamp_max(max_norm / (norm + 1e-6), 1.0);
     for (const auto& grads : groups) at::_foreach_mul_(grads, coef.to(grads.front().device()));
   }
-  return norm.item<double>();
+  return norm;
+}
+
+double grad_norm(const NamedTensors& params) { return grad_norm_tensor(params).item<double>(); }
+
+double clip_grad_norm(const NamedTensors& params, double max_norm) {
+  return clip_grad_norm_tensor(params, max_norm).item<double>();
 }
 
 void zero_grads(const NamedTensors& params) {

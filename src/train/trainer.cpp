@@ -330,7 +330,9 @@ StepMetrics Trainer::step_once(long step) {
   const std::int64_t global_tokens = host::sum(s.env, tokens);
   const double scale = token_loss_scale(global_tokens, s.env.size());
 
-  double loss = 0;
+  // The summed loss stays on the device (in fp64, as the host sums it) until the optimizer's kernels are queued: no
+  // host sync between backward, clipping and the update.
+  at::Tensor loss_sum;
   for (std::size_t m = 0; m < micro.size(); ++m) {
     if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
     const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device, s.data.packing_attention);
@@ -341,15 +343,20 @@ StepMetrics Trainer::step_once(long step) {
       sum = head_loss_sum(*s.model, s.model->hidden_states(bt.tokens, bt.positions, bt.documents), bt.targets);
       (sum * scale).backward();
     }
-    loss += sum.item<double>();
+    const at::Tensor part = sum.detach().to(at::kDouble);
+    loss_sum = loss_sum.defined() ? loss_sum + part.to(loss_sum.device()) : part;
   }
   if (s.sync) s.sync->finish();
   fault_hook_poison_grads(s.fault, step + 1, s.params);
-  const double norm = t.grad_clip > 0 ? clip_grad_norm(s.params, t.grad_clip) : grad_norm(s.params);
+  const at::Tensor norm_t = t.grad_clip > 0 ? clip_grad_norm_tensor(s.params, t.grad_clip) : grad_norm_tensor(s.params);
   s.opt->step(lr);
   if (s.sync) s.sync->zero_grad();
   else zero_grads(s.params);
-  loss = host::sum(s.env, loss);
+  // One host sync a step: the loss and the norm together.
+  if (!loss_sum.defined()) loss_sum = at::zeros({}, at::kDouble);
+  const at::Tensor read = at::stack({loss_sum, norm_t.to(loss_sum.device(), at::kDouble)}).cpu();
+  const double norm = read[1].item<double>();
+  const double loss = host::sum(s.env, read[0].item<double>());
 
   s.pos.step = step + 1;
   s.pos.tokens += s.plan.tokens_per_step();

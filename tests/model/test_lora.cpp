@@ -17,10 +17,13 @@
 
 #include "model/model_test_util.h"
 #include "ranktune/core/error.h"
+#include "ranktune/kernels/nf4.h"
+#include "ranktune/kernels/swiglu.h"
 #include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/lora_linear.h"
 #include "ranktune/model/loss.h"
+#include "ranktune/model/nf4_linear.h"
 #include "ranktune/model/safetensors.h"
 #include "support/scratch_dir.h"
 #include "support/tiny_model.h"
@@ -192,6 +195,33 @@ TEST(LoraLinear, SwigluDownRecomputesTheProduct) {
     if (with_bias) EXPECT_LT(test::rel_error(bias1_grad, bias.grad() - bias1_grad), 1e-5);
   }
   EXPECT_THROW(lora_swiglu_linear(g0, u0, w.clone().requires_grad_(true), {}, a0, B0, 1.0), LibraryError);
+}
+
+// The same form over an NF4 base (QLoRA's down_proj): bit for bit what qlora_linear over swiglu(gate, up) gives, in
+// values and every gradient, with and without bias.
+TEST(LoraLinear, QloraSwigluDownEqualsQloraOverTheProduct) {
+  at::manual_seed(7);
+  const auto leaf = [](const at::Tensor& t) { return t.clone().set_requires_grad(true); };
+  const at::Tensor g0 = at::randn({2, 5, 128}), u0 = at::randn({2, 5, 128});
+  const Nf4Weight w = nf4_quantize(at::randn({9, 128}));
+  const at::Tensor a0 = at::randn({3, 128}), B0 = at::randn({9, 3}), dy = at::randn({2, 5, 9});
+  for (const bool with_bias : {false, true}) {
+    SCOPED_TRACE(with_bias ? "bias" : "no bias");
+    const at::Tensor b0 = at::randn({9});
+    const at::Tensor bias1 = with_bias ? leaf(b0) : at::Tensor(), bias2 = with_bias ? leaf(b0) : at::Tensor();
+    const at::Tensor g1 = leaf(g0), u1 = leaf(u0), a1 = leaf(a0), B1 = leaf(B0);
+    const at::Tensor y1 = qlora_swiglu_linear(g1, u1, w, bias1, a1, B1, 1.7);
+    y1.backward(dy);
+    const at::Tensor g2 = leaf(g0), u2 = leaf(u0), a2 = leaf(a0), B2 = leaf(B0);
+    const at::Tensor y2 = qlora_linear(swiglu(g2, u2), w, bias2, a2, B2, 1.7);
+    y2.backward(dy);
+    EXPECT_TRUE(at::equal(y1, y2));
+    for (const auto& [x1, x2] :
+         {std::pair{g1.grad(), g2.grad()}, {u1.grad(), u2.grad()}, {a1.grad(), a2.grad()}, {B1.grad(), B2.grad()}})
+      EXPECT_TRUE(at::equal(x1, x2));
+    if (with_bias) EXPECT_TRUE(at::equal(bias1.grad(), bias2.grad()));
+  }
+  EXPECT_THROW(qlora_swiglu_linear(g0, u0.narrow(-1, 0, 64), w, {}, a0, B0, 1.0), LibraryError);
 }
 
 // Under lora_apply the base is frozen: no gradient is made for it, and the adapters' gradients keep their fp32 dtype

@@ -3,11 +3,18 @@
 // tiny model built 4-bit (random init and from a model directory) against the same model in 16 bits whose decoder
 // linears hold nf4_dequantize(nf4_quantize(W)): logits and one step's adapter gradients; what is quantized and what
 // trains; activation checkpointing; lora_merge back to 16 bits; PEFT + bitsandbytes' logits and adapter gradients on
-// CPU (tests/reference/make_qlora_fixture.py); the refusal of nf4 without LoRA.
+// CPU (tests/reference/make_qlora_fixture.py) and, given a parity fixture made there, in bf16 on the GPU; the refusal
+// of nf4 without LoRA.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/autograd.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
 
 #include "model/model_test_util.h"
 #include "ranktune/core/config.h"
@@ -386,6 +393,86 @@ TEST(QloraPeft, LogitsLossAndAdapterGradientsMatchBitsandbytes) {
   // And far from the 16-bit model's: the fixture tells 4-bit from 16-bit.
   const SafetensorsFile lora16(test::fixture("lora/reference.safetensors"));
   EXPECT_GT(test::rel_error(logits, lora16.tensor("logits")), 1e-3);
+}
+
+// The same comparison on a parity fixture (make_qlora_fixture.py --device cuda --dtype bfloat16, made on the GPU
+// machine by bench/qlora_gpu_parity.sh, which points RANKTUNE_QLORA_FIXTURE_DIR at it): PEFT + bitsandbytes as a QLoRA
+// run holds it there (base bf16, quantized by bnb's CUDA kernels, compute_dtype bf16, fp32 adapters), against ranktune
+// on the fixture's device in its dtype, with the fused kernels a training run uses and with the reference ops.
+//
+// Tolerances, from bf16's arithmetic: a bf16 result carries 8 significant bits, a relative rounding error up to
+// u = 2^-8 = 3.9e-3, about u / sqrt(3) = 2.3e-3 in norm. The two sides round at different places (cuBLAS tiles, flash
+// or memory-efficient attention against SDPA, fused RMSNorm and RoPE, PEFT's adapter output rounded to bf16 before it
+// is added where ours is rounded once with the sum), so their errors are independent and add in quadrature. The logits
+// of this 2-layer model sit behind about 10 such roundings on each side (per layer: norm, attention input and output,
+// o_proj, norm, gate/up, the SwiGLU product, down_proj; then norm and head): sqrt(2 * 10) * 2.3e-3 = 1.0e-2. The
+// adapter gradients also go through the backward pass's roundings, twice as many: sqrt(2) times that, 1.5e-2, and each
+// is a product of two rounded tensors (dA = B^T dY X), so 2e-2. The loss averages 22 tokens' errors: the logits' bound.
+// The 4-bit logits are 0.10 away from the 16-bit model's, ten times the logits' bound: the test tells them apart.
+constexpr double kBf16Logits = 1e-2, kBf16Grads = 2e-2;
+
+TEST(QloraPeftGpu, LogitsLossAndAdapterGradientsMatchBitsandbytes) {
+  const char* env = std::getenv("RANKTUNE_QLORA_FIXTURE_DIR");
+  if (env == nullptr || *env == '\0') GTEST_SKIP() << "RANKTUNE_QLORA_FIXTURE_DIR is not set";
+  const SafetensorsFile ref(std::string(env) + "/reference.safetensors");
+  const auto& meta = ref.metadata();
+  ASSERT_TRUE(meta.contains("device")) << ref.path()
+                                       << " is not a parity fixture (tests/reference/make_qlora_fixture.py --device)";
+  const bool cuda = meta.at("device") == "cuda";
+  if (cuda && !torch::cuda::is_available()) GTEST_SKIP() << "a CUDA fixture and no CUDA device visible";
+  const at::Device device = cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::ScalarType dtype = meta.at("dtype") == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  const double tol_logits = dtype == at::kFloat ? 2e-6 : kBf16Logits,
+               tol_grads = dtype == at::kFloat ? 5e-6 : kBf16Grads;
+  std::cout << "  fixture: " << meta.at("description") << (cuda ? " on " + meta.at("gpu") : "") << "\n";
+  for (const bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused kernels" : "reference ops");
+    Llama model =
+        llama_from_pretrained_quantized(meta.at("base_dir"), at::TensorOptions(device).dtype(dtype), Quantize::nf4);
+    model->set_fused_kernels(fused);
+    // Our quantizer runs bnb's CPU arithmetic on any device; bnb's CUDA kernel rounds the 8-bit absmax code to the
+    // nearest code, not through the CPU's lookup table, and sums the offset in another order: a few absmax bytes may
+    // differ. A wrong layout or nibble order would change most bytes.
+    std::int64_t codes = 0, codes_differ = 0, absmax = 0, absmax_differ = 0;
+    for (const auto& [name, t] : llama_nf4_state(*model)) {
+      if (!ref.find("bnb." + name)) continue;
+      const at::Tensor theirs = ref.tensor("bnb." + name), ours = t.cpu();
+      ASSERT_EQ(ours.sizes(), theirs.sizes()) << name;
+      const std::int64_t differ = at::ne(ours, theirs).sum().item<std::int64_t>();
+      (name.ends_with(".absmax") ? absmax : codes) += theirs.numel();
+      (name.ends_with(".absmax") ? absmax_differ : codes_differ) += differ;
+    }
+    ASSERT_EQ(codes, 2 * (64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 128 * 64) / 2);  // every linear of both layers
+    EXPECT_LE(codes_differ, codes / 1000) << codes_differ << " of " << codes << " packed bytes differ";
+    EXPECT_LE(absmax_differ, absmax / 20) << absmax_differ << " of " << absmax << " absmax bytes differ";
+    lora_load_peft(*model, meta.at("adapter_dir"));
+    const at::Tensor logits = model->forward(ref.tensor("input_ids").to(device));
+    ASSERT_EQ(logits.device(), device);
+    const double logits_err = test::rel_error(logits, ref.tensor("logits"));
+    EXPECT_LE(logits_err, tol_logits);
+    const at::Tensor loss = causal_lm_loss(logits, ref.tensor("labels").to(device));
+    const double want = ref.tensor("loss").item<double>(), loss_err = std::abs(loss.item<double>() - want) / want;
+    EXPECT_LE(loss_err, tol_logits);
+    loss.backward();
+    double grads_err = 0;
+    std::size_t compared = 0;
+    for (const auto& [name, p] : trainable_parameters(*model)) {
+      ASSERT_EQ(p.scalar_type(), at::kFloat) << name;  // fp32 adapters over the 16-bit base, as PEFT keeps them
+      const double e = test::rel_error(p.grad(), ref.tensor("grad." + name));
+      EXPECT_LE(e, tol_grads) << name;
+      grads_err = std::max(grads_err, e);
+      ++compared;
+    }
+    EXPECT_EQ(compared, 2u * 7 * 2);
+    const SafetensorsFile lora16(meta.at("adapter_dir") + "/reference.safetensors");
+    const double err16 = test::rel_error(logits, lora16.tensor("logits"));
+    EXPECT_GT(err16, 5 * tol_logits);
+    std::cout << "  " << (fused ? "fused" : "reference") << " " << c10::toString(dtype) << " on " << device
+              << ": qlora logits rel err " << logits_err << ", loss rel err " << loss_err
+              << ", adapter grads max rel err " << grads_err << " (" << compared << "); packed bytes differing "
+              << codes_differ << "/" << codes << ", absmax bytes " << absmax_differ << "/" << absmax
+              << "; 16-bit model's logits " << err16 << " away\n";
+  }
 }
 
 // A training check only: export and generate rebuild the model from the checkpoint, whatever these keys say.

@@ -19,8 +19,16 @@ and `logits_unquantized` over the bf16 weights before quantization (what a loade
 come near). The decoder's weights are drawn 8x transformers' init so that they, not the embedding, shape the logits.
 
 Reruns reproduce every tensor bit for bit (torch on one thread); only the order of safetensors metadata keys may change.
+
+With --device given, it writes a parity fixture instead, for the test BnbCheckpointGpu (pointed at it by
+RANKTUNE_BNB4_FIXTURE_DIR; bench/qlora_gpu_parity.sh runs both on the GPU machine): the same model quantized by
+transformers + bitsandbytes on that device (`--device cuda`: bnb's CUDA quantizer) and saved to --out, `logits` of
+transformers' bf16 forward on that device over it, and `logits_committed`: the same forward over the committed
+directory (its absolute path in the metadata as `committed_dir`), loaded as it is onto the device. The fp32 references
+stay CPU computations. bnb's dequantization on the device is checked against its reference computation and, unlike the
+committed fixture's run, a difference is printed rather than fatal: the C++ test then shows it too.
 Needs: torch, transformers, safetensors, bitsandbytes==0.50.2. CI never runs this.
-Usage: python3 tests/reference/make_bnb4_fixture.py [--out tests/reference/fixtures/bnb4_tiny]
+Usage: python3 tests/reference/make_bnb4_fixture.py [--out DIR] [--device cpu|cuda]
 """
 import argparse
 import json
@@ -37,6 +45,7 @@ import transformers
 from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+COMMITTED = os.path.join(HERE, "fixtures", "bnb4_tiny")
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
            "mlp.up_proj", "mlp.down_proj"]
 
@@ -53,7 +62,12 @@ def versions():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.path.join(HERE, "fixtures", "bnb4_tiny"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="a parity fixture quantized and run on this device")
     args = parser.parse_args()
+    parity = args.device is not None
+    if parity and os.path.abspath(args.out) == COMMITTED:
+        parser.error("--device writes a parity fixture: give it its own --out, not the committed directory")
+    device = args.device or "cpu"
     torch.set_num_threads(1)
     torch.manual_seed(1818)
     config = transformers.LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -74,7 +88,7 @@ def main():
                                             bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        qmodel = transformers.LlamaForCausalLM.from_pretrained(tmp, quantization_config=quant, device_map="cpu",
+        qmodel = transformers.LlamaForCausalLM.from_pretrained(tmp, quantization_config=quant, device_map=device,
                                                                dtype=torch.bfloat16)
     qmodel.eval()
     if os.path.isdir(args.out):
@@ -98,19 +112,27 @@ def main():
             block_absmax = (F.dequantize_blockwise(state.absmax, state.state2) + state.offset).float()
             flat = _dequantize_4bit_compute.__wrapped__(w.data.reshape(-1), block_absmax, state.code, 64, state.shape,
                                                         state.dtype)
-            assert torch.equal(deq, flat), name
+            if not parity:
+                assert torch.equal(deq, flat), name
+            elif not torch.equal(deq, flat):
+                print(f"{name}: bnb's {device} dequantize_4bit differs from its reference in "
+                      f"{int((deq != flat).sum())} of {deq.numel()} elements")
             # The same dequantization in fp32, not rounded to the state's dtype (bf16); before any forward, which
             # may repack the weight for bnb's CPU kernels.
             tensors["dequant32." + name] = _dequantize_4bit_compute.__wrapped__(w.data.reshape(-1), block_absmax,
                                                                                state.code, 64, state.shape,
-                                                                               torch.float32)
+                                                                               torch.float32).cpu()
             tensors["source." + name] = source[name + ".weight"].contiguous()
-            tensors["dequant." + name] = deq.contiguous()
+            tensors["dequant." + name] = deq.cpu().contiguous()
 
     g = torch.Generator().manual_seed(77)
     input_ids = torch.randint(3, config.vocab_size, (2, 12), generator=g)
     with torch.no_grad():
-        logits = qmodel(input_ids=input_ids).logits
+        logits = qmodel(input_ids=input_ids.to(device)).logits.cpu()
+        if parity:
+            committed = transformers.LlamaForCausalLM.from_pretrained(COMMITTED, device_map=device,
+                                                                      dtype=torch.bfloat16).eval()
+            logits_committed = committed(input_ids=input_ids.to(device)).logits.float().cpu().contiguous()
         # fp32 references: the same model over bnb's dequantized weights, and over the weights before quantization.
         config._attn_implementation = "eager"
         for key, weights in (("logits_fp32", "dequant."), ("logits_fp32_unrounded", "dequant32."),
@@ -129,6 +151,13 @@ def main():
     tensors["logits"] = logits.float().contiguous()
     meta = dict(versions())
     meta["description"] = "bitsandbytes NF4 (double quant) tiny Llama saved by transformers on CPU"
+    if parity:
+        tensors["logits_committed"] = logits_committed
+        meta.update({"device": device, "dtype": "bfloat16", "committed_dir": COMMITTED,
+                     "description": f"bitsandbytes NF4 (double quant) tiny Llama quantized and saved by transformers "
+                                    f"on {device}, bf16 compute"})
+        if device == "cuda":
+            meta["gpu"] = torch.cuda.get_device_name(0)
     safetensors.torch.save_file(tensors, os.path.join(args.out, "reference.safetensors"), metadata=meta)
     with open(os.path.join(args.out, "config.json")) as f:
         print(json.dumps(json.load(f)["quantization_config"], indent=2))

@@ -1,7 +1,7 @@
 // defines: nf4_linear, y = x deq(W)^T (+ b) over a frozen NF4 base weight (kernels/nf4.h) as an autograd op: backward
 // dequantizes W again for dX = dY deq(W) and gives W no gradient, so the 16-bit weight exists only inside each call
 // and never across a step (what bitsandbytes' Linear4bit does); and qlora_linear, the same base with the LoRA adapter
-// fused in, QLoRA's fast path (lora_linear.h's op over a 4-bit base).
+// fused in, QLoRA's fast path (lora_linear.h's op over a 4-bit base), and qlora_swiglu_linear, its down_proj form.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,5 +21,10 @@ at::Tensor nf4_linear(const at::Tensor& x, const Nf4Weight& w, const at::Tensor&
 // is made again in backward, only if dX is wanted. W gets no gradient; the bias gets one if it requires one.
 at::Tensor qlora_linear(const at::Tensor& x, const Nf4Weight& w, const at::Tensor& bias, const at::Tensor& lora_A,
                         const at::Tensor& lora_B, double scale, const at::Tensor& adapter_input = {});
+
+// qlora_linear(swiglu(gate, up), ...) for down_proj without dropout, saving gate and up instead of the [tokens, ffn]
+// product (lora_swiglu_linear of lora_linear.h over an NF4 weight): backward recomputes the product for dA.
+at::Tensor qlora_swiglu_linear(const at::Tensor& gate, const at::Tensor& up, const Nf4Weight& w, const at::Tensor& bias,
+                               const at::Tensor& lora_A, const at::Tensor& lora_B, double scale);
 
 }  // namespace ranktune
