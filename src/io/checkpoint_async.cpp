@@ -110,9 +110,9 @@ std::optional<std::uint64_t> number(const std::optional<std::string>& text) {
   return static_cast<std::uint64_t>(v);
 }
 
-// The value of `key` (a line "key value") in a memory.stat or /proc/meminfo text; 0 when absent.
-std::uint64_t field(const std::optional<std::string>& text, std::string_view key) {
-  if (!text) return 0;
+// The value of `key` (a line "key value") in a memory.stat or /proc/meminfo text; nothing when absent.
+std::optional<std::uint64_t> field(const std::optional<std::string>& text, std::string_view key) {
+  if (!text) return std::nullopt;
   std::istringstream in(*text);
   std::string k;
   std::uint64_t v = 0;
@@ -121,7 +121,7 @@ std::uint64_t field(const std::optional<std::string>& text, std::string_view key
     std::getline(in, rest);
     if (k == key) return v;
   }
-  return 0;
+  return std::nullopt;
 }
 
 // This process's cgroup path of hierarchy `v2` ("0::/path") or of the v1 hierarchy holding the memory controller.
@@ -147,7 +147,7 @@ void cgroup_headroom(const TextFileReader& read, const std::string& mount, std::
     const auto limit = number(read(dir + "/" + limit_file));
     const auto usage = number(read(dir + "/" + usage_file));
     if (limit && usage) {
-      const std::uint64_t reclaimable = field(read(dir + "/memory.stat"), inactive_key);
+      const std::uint64_t reclaimable = field(read(dir + "/memory.stat"), inactive_key).value_or(0);
       const std::uint64_t used = *usage > reclaimable ? *usage - reclaimable : 0;
       const std::uint64_t room = *limit > used ? *limit - used : 0;
       if (room < best.bytes) best = {room, "cgroup " + dir + " (limit " + gb(static_cast<double>(*limit)) + ")"};
@@ -162,18 +162,7 @@ void cgroup_headroom(const TextFileReader& read, const std::string& mount, std::
 
 HostMemory host_memory_available(const TextFileReader& read) {
   HostMemory best;
-  if (const auto meminfo = read("/proc/meminfo")) {
-    std::istringstream in(*meminfo);
-    std::string key, rest;
-    std::uint64_t kib = 0;
-    while (in >> key >> kib) {
-      std::getline(in, rest);
-      if (key == "MemAvailable:") {
-        best = {kib << 10, "MemAvailable"};
-        break;
-      }
-    }
-  }
+  if (const auto kib = field(read("/proc/meminfo"), "MemAvailable:")) best = {*kib << 10, "MemAvailable"};
   if (const auto self = read("/proc/self/cgroup")) {
     if (const auto p = cgroup_path(*self, true))
       cgroup_headroom(read, "/sys/fs/cgroup", *p, "memory.max", "memory.current", "inactive_file", best);
@@ -335,13 +324,12 @@ std::string CheckpointAsync::reserve(const CheckpointState& state) {
 // Copies every tensor into this saver's host buffer, without waiting for each copy from a GPU (one stream
 // synchronisation per device at the end). CPU tensors are copied too: training updates them in place. Returns what
 // went wrong (the buffers are released then).
-std::string CheckpointAsync::stage(const CheckpointState& state, CheckpointState& staged) {
+std::string CheckpointAsync::stage(const StageLayout& layout, const CheckpointState& state, CheckpointState& staged) {
   staged = CheckpointState{};
   staged.blobs = state.blobs;
   staged.strings = state.strings;
   staged.ints = state.ints;
   try {
-    const StageLayout layout = stage_layout(state);
     if (!(layout == layout_)) allocate(layout, state);
     std::vector<c10::Device> devices;
     for (const auto& [name, t] : state.tensors) {
@@ -378,7 +366,8 @@ CheckpointAsync::Begun CheckpointAsync::begin(const SaveRequest& req, const Chec
   const auto start = Clock::now();
   Begun out;
 
-  if (const std::string short_of = memory_short(stage_layout(state), blob_bytes(state)); !short_of.empty()) {
+  const StageLayout layout = stage_layout(state);
+  if (const std::string short_of = memory_short(layout, blob_bytes(state)); !short_of.empty()) {
     out.fallback = "host memory is short for checkpoint.async: " + short_of;
     release(true);  // give back what an earlier save kept
     out.result = checkpoint_save(env_, req, state);
@@ -386,7 +375,7 @@ CheckpointAsync::Begun CheckpointAsync::begin(const SaveRequest& req, const Chec
   }
 
   const auto stage_start = Clock::now();
-  const std::string stage_error = stage(state, staged_);
+  const std::string stage_error = stage(layout, state, staged_);
   out.stage_seconds = since(stage_start);
   // A rank that could not stage (its buffers are gone) saves with the others, synchronously, from the live state: a
   // failed allocation must not cost the checkpoint, and the next save tries staging again.

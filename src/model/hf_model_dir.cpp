@@ -249,12 +249,6 @@ const std::string& HfModelDir::file_of(std::string_view name) const {
   return files_[it->second]->path();
 }
 
-const SafetensorsFile& HfModelDir::safetensors_of(std::string_view name) const {
-  const auto it = where_.find(name);
-  if (it == where_.end()) throw ModelDirError("model directory " + dir_ + " has no tensor " + std::string(name));
-  return *files_[it->second];
-}
-
 void hf_model_dir_check(const LlamaConfig& c, const HfModelDir& files) {
   check_layer_count(c, files);
   const std::vector<ExpectedTensor> expected = expected_tensors(c);
@@ -310,6 +304,8 @@ LlamaConfig hf_model_config(const std::string& dir) {
   hf_model_dir_check(c, HfModelDir(dir));
   return c;
 }
+
+LlamaConfig hf_model_config_unchecked(const std::string& dir) { return read_config(dir); }
 
 void llama_load_weights(LlamaImpl& model, const HfModelDir& files) {
   hf_model_dir_check(model.config(), files);

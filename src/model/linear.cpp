@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "ranktune/core/error.h"
+#include "ranktune/kernels/swiglu.h"
 #include "ranktune/model/lora_linear.h"
 #include "ranktune/model/nf4_linear.h"
 
@@ -77,6 +78,15 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   if (dropout) a = at::dropout(a, lora_dropout, /*train=*/true);
   at::Tensor delta = lora_B->forward(lora_A->forward(a)) * lora_scale;
   return (y + delta).to(y.scalar_type());
+}
+
+at::Tensor LinearImpl::forward_swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  const bool fast = lora_A && !lora_reference && !(lora_dropout > 0 && is_training());
+  if (fast && weight_nf4)
+    return qlora_swiglu_linear(gate, up, *weight_nf4, bias, lora_A->weight, lora_B->weight, lora_scale);
+  if (fast && weight.defined() && !weight.requires_grad())
+    return lora_swiglu_linear(gate, up, weight, bias, lora_A->weight, lora_B->weight, lora_scale);
+  return forward(swiglu(gate, up));
 }
 
 }  // namespace ranktune

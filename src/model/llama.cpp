@@ -7,6 +7,7 @@
 #include "ranktune/core/error.h"
 #include "ranktune/model/activation_checkpoint.h"
 #include "ranktune/model/attention.h"
+#include "ranktune/model/lora.h"
 
 namespace ranktune {
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const at::TensorOptions& options,
@@ -109,11 +110,9 @@ void LlamaImpl::set_fused_kernels(bool on) {
     b->input_layernorm->fused = on;
     b->post_attention_layernorm->fused = on;
     b->self_attn->fused_rope = on;
-    for (Linear* l : {&b->self_attn->q_proj, &b->self_attn->k_proj, &b->self_attn->v_proj, &b->self_attn->o_proj,
-                      &b->mlp->gate_proj, &b->mlp->up_proj, &b->mlp->down_proj})
-      (*l)->lora_reference = !on;
   }
   model->norm->fused = on;
+  lora_use_reference(*this, !on);
 }
 
 void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {

@@ -122,8 +122,9 @@ std::vector<std::pair<std::string, at::Tensor>> llama_nf4_state(const LlamaImpl&
 Llama llama_from_pretrained_quantized(const std::string& dir, const at::TensorOptions& options, Quantize q,
                                       std::optional<at::ScalarType> from) {
   if (q == Quantize::none) return llama_from_pretrained(dir, options);
-  LlamaConfig c = hf_model_config(dir);  // checked against the headers before anything is allocated
+  LlamaConfig c = hf_model_config_unchecked(dir);
   const HfModelDir files(dir);
+  hf_model_dir_check(c, files);  // before anything is allocated
   at::NoGradGuard no_grad;
   Llama model(std::move(c), options, [&](LlamaModelImpl& m, std::int64_t i) {
     DecoderBlockImpl& layer = *m.layers->ptr<DecoderBlockImpl>(i);

@@ -35,12 +35,6 @@ at::Tensor total_norm(const std::vector<std::vector<at::Tensor>>& groups) {
 
 }  // namespace
 
-at::Tensor grad_norm_tensor(const NamedTensors& params) {
-  at::NoGradGuard no_grad;
-  const auto groups = grads_by_device(params);
-  return groups.empty() ? at::zeros({}, at::kFloat) : total_norm(groups);
-}
-
 at::Tensor clip_grad_norm_tensor(const NamedTensors& params, double max_norm) {
   at::NoGradGuard no_grad;
   const auto groups = grads_by_device(params);
@@ -54,7 +48,7 @@ at::Tensor clip_grad_norm_tensor(const NamedTensors& params, double max_norm) {
   return norm;
 }
 
-double grad_norm(const NamedTensors& params) { return grad_norm_tensor(params).item<double>(); }
+double grad_norm(const NamedTensors& params) { return clip_grad_norm_tensor(params, 0).item<double>(); }
 
 double clip_grad_norm(const NamedTensors& params, double max_norm) {
   return clip_grad_norm_tensor(params, max_norm).item<double>();

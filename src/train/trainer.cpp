@@ -348,7 +348,7 @@ StepMetrics Trainer::step_once(long step) {
   }
   if (s.sync) s.sync->finish();
   fault_hook_poison_grads(s.fault, step + 1, s.params);
-  const at::Tensor norm_t = t.grad_clip > 0 ? clip_grad_norm_tensor(s.params, t.grad_clip) : grad_norm_tensor(s.params);
+  const at::Tensor norm_t = clip_grad_norm_tensor(s.params, t.grad_clip);  // grad_clip 0: measured only
   s.opt->step(lr);
   if (s.sync) s.sync->zero_grad();
   else zero_grads(s.params);

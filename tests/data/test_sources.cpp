@@ -21,6 +21,30 @@ namespace {
 
 using testing::HasSubstr;
 
+// One packing's output: what the threaded and multi-rank packings must reproduce exactly.
+struct Packing {
+  SourcesStats stats;
+  std::vector<PackedRow> rows;
+  std::vector<std::uint64_t> progress;
+  std::string error;
+};
+
+// Rows (ids, targets, positions), record counts, the first skipped record, token counts and progress all equal.
+void expect_same_output(const Packing& got, const Packing& ref, const std::string& what) {
+  ASSERT_EQ(got.rows.size(), ref.rows.size()) << what;
+  for (std::size_t i = 0; i < ref.rows.size(); ++i) {
+    ASSERT_EQ(got.rows[i].input_ids, ref.rows[i].input_ids) << "row " << i << ", " << what;
+    ASSERT_EQ(got.rows[i].targets, ref.rows[i].targets) << "row " << i;
+    ASSERT_EQ(got.rows[i].position_ids, ref.rows[i].position_ids) << "row " << i;
+  }
+  EXPECT_EQ(got.stats.records, ref.stats.records);
+  EXPECT_EQ(got.stats.skipped, ref.stats.skipped);
+  EXPECT_EQ(got.stats.first_skipped, ref.stats.first_skipped);
+  EXPECT_EQ(got.stats.pack.tokens, ref.stats.pack.tokens);
+  EXPECT_EQ(got.stats.pack.target_tokens, ref.stats.pack.target_tokens);
+  EXPECT_EQ(got.progress, ref.progress);
+}
+
 class SourcesTest : public testing::Test {
  protected:
   std::string write(const std::string& name, const std::string& text) {
@@ -157,14 +181,8 @@ TEST_F(SourcesTest, ThreadsGiveTheRowsOfOneThread) {
   const std::string path = write("mixed.jsonl", text);
   const auto tok = hf_tokenizer_load(dir + "llama3.tokenizer.json");
 
-  struct Run {
-    SourcesStats stats;
-    std::vector<PackedRow> rows;
-    std::vector<std::uint64_t> progress;
-    std::string error;
-  };
   auto run = [&](int threads, bool skip) {
-    Run r;
+    Packing r;
     SourcesOptions o;
     o.seq_len = 64;
     o.skip_bad_records = skip;
@@ -179,27 +197,16 @@ TEST_F(SourcesTest, ThreadsGiveTheRowsOfOneThread) {
     }
     return r;
   };
-  const Run one = run(1, true);
+  const Packing one = run(1, true);
   EXPECT_GT(one.stats.skipped, 60);
   EXPECT_GT(one.rows.size(), 1000u);
   EXPECT_EQ(one.stats.chat_template, "llama3");
   for (int threads : {2, 4, 7}) {
-    const Run many = run(threads, true);
-    ASSERT_EQ(many.rows.size(), one.rows.size()) << threads << " threads";
-    for (std::size_t i = 0; i < one.rows.size(); ++i) {
-      ASSERT_EQ(many.rows[i].input_ids, one.rows[i].input_ids) << "row " << i << ", " << threads << " threads";
-      ASSERT_EQ(many.rows[i].targets, one.rows[i].targets) << "row " << i;
-      ASSERT_EQ(many.rows[i].position_ids, one.rows[i].position_ids) << "row " << i;
-    }
-    EXPECT_EQ(many.stats.records, one.stats.records);
-    EXPECT_EQ(many.stats.skipped, one.stats.skipped);
-    EXPECT_EQ(many.stats.first_skipped, one.stats.first_skipped);
-    EXPECT_EQ(many.stats.pack.tokens, one.stats.pack.tokens);
-    EXPECT_EQ(many.stats.pack.target_tokens, one.stats.pack.target_tokens);
-    EXPECT_EQ(many.progress, one.progress);
+    const Packing many = run(threads, true);
+    ASSERT_NO_FATAL_FAILURE(expect_same_output(many, one, std::to_string(threads) + " threads"));
   }
   // Without skipping, the first bad record in file order is the error, whichever thread met it.
-  const Run strict = run(1, false);
+  const Packing strict = run(1, false);
   EXPECT_THAT(strict.error, HasSubstr(path + ":9:"));  // the first "{oops"
   EXPECT_EQ(run(4, false).error, strict.error);
 }
@@ -229,12 +236,6 @@ TEST_F(SourcesTest, RanksGiveTheRowsOfOneProcess) {
   const std::string b = write("notes.txt", "first paragraph\n\nsecond one\n\n" + std::string(300, 'z') + "\n");
   const auto tok = hf_tokenizer_load(dir + "llama3.tokenizer.json");
 
-  struct Run {
-    SourcesStats stats;
-    std::vector<PackedRow> rows;
-    std::vector<std::uint64_t> progress;
-    std::string error;
-  };
   auto options = [](bool skip, int threads) {
     SourcesOptions o;
     o.seq_len = 64;
@@ -244,7 +245,7 @@ TEST_F(SourcesTest, RanksGiveTheRowsOfOneProcess) {
     return o;
   };
   auto one = [&](bool skip) {
-    Run r;
+    Packing r;
     try {
       r.stats = sources_pack(
           {a, b}, *tok, options(skip, 1), [&](const PackedRow& row) { r.rows.push_back(row); },
@@ -255,7 +256,7 @@ TEST_F(SourcesTest, RanksGiveTheRowsOfOneProcess) {
     return r;
   };
   auto ranks = [&](bool skip, int n, int threads) {
-    Run r;
+    Packing r;
     const SourcesOptions o = options(skip, threads);
     try {
       std::vector<std::unique_ptr<SourcesEncoder>> encoders;
@@ -277,30 +278,19 @@ TEST_F(SourcesTest, RanksGiveTheRowsOfOneProcess) {
     }
     return r;
   };
-  const Run ref = one(true);
+  const Packing ref = one(true);
   EXPECT_GT(ref.stats.skipped, 20);
   EXPECT_EQ(ref.stats.first_skipped.rfind(a + ":353:", 0), 0u) << ref.stats.first_skipped;
   EXPECT_GT(ref.rows.size(), 300u);
   EXPECT_EQ(ref.stats.chat_template, "llama3");
   for (const auto& [n, threads] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {3, 2}, {5, 1}}) {
-    const Run got = ranks(true, n, threads);
+    const Packing got = ranks(true, n, threads);
     ASSERT_EQ(got.error, "") << n << " ranks";
-    ASSERT_EQ(got.rows.size(), ref.rows.size()) << n << " ranks";
-    for (std::size_t i = 0; i < ref.rows.size(); ++i) {
-      ASSERT_EQ(got.rows[i].input_ids, ref.rows[i].input_ids) << "row " << i << ", " << n << " ranks";
-      ASSERT_EQ(got.rows[i].targets, ref.rows[i].targets) << "row " << i;
-      ASSERT_EQ(got.rows[i].position_ids, ref.rows[i].position_ids) << "row " << i;
-    }
-    EXPECT_EQ(got.stats.records, ref.stats.records);
-    EXPECT_EQ(got.stats.skipped, ref.stats.skipped);
-    EXPECT_EQ(got.stats.first_skipped, ref.stats.first_skipped);
+    ASSERT_NO_FATAL_FAILURE(expect_same_output(got, ref, std::to_string(n) + " ranks"));
     EXPECT_EQ(got.stats.chat_template, ref.stats.chat_template);
-    EXPECT_EQ(got.stats.pack.tokens, ref.stats.pack.tokens);
-    EXPECT_EQ(got.stats.pack.target_tokens, ref.stats.pack.target_tokens);
-    EXPECT_EQ(got.progress, ref.progress);
   }
   // Without skipping, the first bad record in file order is the error, whichever rank encoded it.
-  const Run strict = one(false);
+  const Packing strict = one(false);
   EXPECT_THAT(strict.error, HasSubstr(a + ":353:"));
   for (int n : {2, 3}) EXPECT_EQ(ranks(false, n, 1).error, strict.error) << n << " ranks";
 }

@@ -8,6 +8,14 @@ PASSES=0
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+# For scripts that start runs in the background (`trap kill_runs_and_clean EXIT`): whatever ran with an --output_dir
+# under $WORK and was not collected is killed, then $WORK goes (a failed check must not leave a run behind).
+kill_runs_and_clean() {
+  local p
+  for p in $(pgrep -f -- "--output_dir=$WORK/" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+
 ok() { PASSES=$((PASSES + 1)); echo "ok: $*"; }
 fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
 

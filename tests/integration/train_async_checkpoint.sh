@@ -18,12 +18,7 @@ ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=7 --train
   --model.intermediate_size=256 --train.eval_every=0 --checkpoint.every_steps=3 --checkpoint.keep=10)
 export OMP_NUM_THREADS=1
 
-cleanup() {
-  local p
-  for p in $(pgrep -f -- "--output_dir=$WORK/" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap kill_runs_and_clean EXIT
 
 # train NAME RANKS EXTRA...: in $WORK/NAME (checkpoints in $WORK/NAME/ckpt); RANKS=0: no mpirun; RUN_ENV: VAR=VALUE
 # words for its environment. exec: run it in a subshell, in the background or not.

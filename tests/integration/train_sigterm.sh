@@ -20,13 +20,7 @@ ARGS=(--config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --seed=11 --trai
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 BG=""   # the run in the background (mpirun, or ranktune itself for one process)
 
-# Whatever the script started and did not collect is killed on exit (a failed check must not leave a run behind).
-cleanup() {
-  local p
-  for p in $(pgrep -f -- "--output_dir=$WORK/" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap kill_runs_and_clean EXIT  # what the script started and did not collect is killed on exit
 
 
 # train NAME RANKS EXTRA...: in $WORK/NAME, stdout/stderr appended to $WORK/NAME.out/.err; RANKS=0: no mpirun.

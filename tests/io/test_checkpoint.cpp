@@ -20,6 +20,7 @@
 #include "ranktune/io/checkpoint.h"
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/checkpoint_verify.h"
+#include "support/file_text.h"
 #include "support/shared_scratch_dir.h"
 
 namespace fs = std::filesystem;
@@ -27,23 +28,18 @@ using namespace ranktune;
 using ranktune::test::fixture_state;
 using ranktune::test::states_equal;
 
+using ranktune::test::file_text;
+
 namespace {
 
 constexpr auto kLock = h5::FileLocking::best_effort;
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
 
 void write_text(const fs::path& p, const std::string& s) {
   std::ofstream(p, std::ios::binary | std::ios::trunc).write(s.data(), static_cast<std::streamsize>(s.size()));
 }
 
 std::string latest_of(const fs::path& dir) {
-  std::string s = read_text(dir / kLatestName);
+  std::string s = file_text(dir / kLatestName);
   if (!s.empty() && s.back() == '\n') s.pop_back();
   return s;
 }
@@ -226,7 +222,7 @@ TEST_F(CheckpointTest, BadStateIsAFailedSaveNotAnException) {
 // fallback left, or another run's): it is moved aside intact, and the step is written anew and named by `latest`.
 TEST_F(CheckpointTest, CommittedStepMetBySaveIsMovedAsideAndWrittenAgain) {
   ASSERT_TRUE(save(5).ok());
-  const std::string before = read_text(dir_ / "step_00000005" / kManifestName);
+  const std::string before = file_text(dir_ / "step_00000005" / kManifestName);
   barrier();
   CheckpointState other = fixture_state(rank(), 5);
   other.ints["data.cursor"] = -1;
@@ -239,7 +235,7 @@ TEST_F(CheckpointTest, CommittedStepMetBySaveIsMovedAsideAndWrittenAgain) {
   const std::vector<fs::path> asides = asides_of(dir_, "step_00000005");
   ASSERT_EQ(asides.size(), 1u);
   EXPECT_NE(again.message.find(asides[0].filename().string()), std::string::npos) << again.message;
-  EXPECT_EQ(read_text(asides[0] / kManifestName), before);  // the old step, whole
+  EXPECT_EQ(file_text(asides[0] / kManifestName), before);  // the old step, whole
   EXPECT_FALSE(step_from_dir_name(asides[0].filename().string())) << asides[0];
   EXPECT_FALSE(step_from_dir_name("step_00000005.replaced-20250101T000000Z-2"));
   EXPECT_EQ(committed_steps(dir_), (std::vector<long>{5}));
@@ -306,7 +302,7 @@ TEST_F(CheckpointTest, NewerCommittedStepsAreMovedAsideAndNotCountedByPrune) {
 // A save that fails after moving a committed step aside puts it back: a failed save leaves every committed step.
 TEST_F(CheckpointTest, FailedSaveOverACommittedStepPutsItBack) {
   ASSERT_TRUE(save(5).ok());
-  const std::string before = read_text(dir_ / "step_00000005" / kManifestName);
+  const std::string before = file_text(dir_ / "step_00000005" / kManifestName);
   barrier();
   SaveRequest req = request(5);
   req.fault_hook = [&](SavePhase p) {
@@ -314,7 +310,7 @@ TEST_F(CheckpointTest, FailedSaveOverACommittedStepPutsItBack) {
   };
   const SaveResult r = checkpoint_save(*env_, req, fixture_state(rank(), 5));
   EXPECT_EQ(r.status, SaveStatus::failed);
-  EXPECT_EQ(read_text(dir_ / "step_00000005" / kManifestName), before);
+  EXPECT_EQ(file_text(dir_ / "step_00000005" / kManifestName), before);
   EXPECT_TRUE(asides_of(dir_, "step_00000005").empty());
   EXPECT_EQ(latest_of(dir_), "step_00000005");
   barrier();
@@ -434,8 +430,8 @@ TEST_F(CheckpointTest, RandomCorruptionsAreCaughtBeforeAnyTensorIsUsed) {
   std::vector<std::string> files = {kManifestName};
   for (int r = 0; r < size(); ++r) files.push_back(rank_file_name(r));
   std::map<std::string, std::string> pristine;
-  for (const auto& f : files) pristine[f] = read_text(victim / f);
-  const std::string pristine_latest = read_text(dir_ / kLatestName);
+  for (const auto& f : files) pristine[f] = file_text(victim / f);
+  const std::string pristine_latest = file_text(dir_ / kLatestName);
 
   std::mt19937_64 gen(20250101);
   const int iterations = size() == 1 ? 300 : 150;

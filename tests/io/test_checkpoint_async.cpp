@@ -30,6 +30,7 @@
 #include "ranktune/io/checkpoint_file.h"
 #include "ranktune/io/checkpoint_verify.h"
 #include "ranktune/io/h5.h"
+#include "support/file_text.h"
 #include "support/shared_scratch_dir.h"
 
 namespace fs = std::filesystem;
@@ -37,19 +38,14 @@ using namespace ranktune;
 using ranktune::test::fixture_state;
 using ranktune::test::states_equal;
 
+using ranktune::test::file_text;
+
 namespace {
 
 constexpr auto kLock = h5::FileLocking::best_effort;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
 std::string latest_of(const fs::path& dir) {
-  std::string s = read_text(dir / kLatestName);
+  std::string s = file_text(dir / kLatestName);
   if (!s.empty() && s.back() == '\n') s.pop_back();
   return s;
 }
@@ -474,7 +470,7 @@ std::string write_file(const fs::path& path, const std::map<std::string, at::Ten
   o.slice_bytes = slice_bytes;
   for (const auto& [name, t] : tensors) h5::tensor_write(f.get(), name, t, o);
   h5::file_close(f);
-  return read_text(path);
+  return file_text(path);
 }
 
 }  // namespace

@@ -24,9 +24,12 @@
 #include "ranktune/model/hf_model_dir.h"
 #include "ranktune/model/llama_config.h"
 #include "ranktune/model/quantize.h"
+#include "support/file_text.h"
 #include "support/scratch_dir.h"
 
 namespace ranktune {
+using ranktune::test::file_text;
+
 namespace {
 
 using nlohmann::json;
@@ -44,13 +47,6 @@ const std::vector<LinearShape> kLinears = {{"self_attn.q_proj", {64, 64}}, {"sel
                                            {"self_attn.v_proj", {32, 64}}, {"self_attn.o_proj", {64, 64}},
                                            {"mlp.gate_proj", {128, 64}},   {"mlp.up_proj", {128, 64}},
                                            {"mlp.down_proj", {64, 128}}};
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::string bytes_text(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
@@ -221,7 +217,7 @@ TEST(BnbCheckpoint, DirectoryCheckKnowsThePackedLayout) {
   EXPECT_TRUE(hf_model_config(kDir).bnb_nf4);
   const test::ScratchDir dir("bnb_dir_check");
   std::filesystem::copy_file(kDir + "/model.safetensors", dir / "model.safetensors");
-  json c = json::parse(read_text(kDir + "/config.json"));
+  json c = json::parse(file_text(kDir + "/config.json"));
   c["intermediate_size"] = 1000000;
   std::ofstream(dir / "config.json") << c.dump();
   expect_refused<ModelDirError>([&] { hf_model_config(dir.str()); },
@@ -231,10 +227,10 @@ TEST(BnbCheckpoint, DirectoryCheckKnowsThePackedLayout) {
   for (const SafetensorsEntry& e : model.entries())
     if (e.name != kQ + "weight.nested_quant_map") tensors.emplace_back(e.name, model.tensor(e.name));
   safetensors_save(dir / "model.safetensors", tensors);
-  std::ofstream(dir / "config.json") << read_text(kDir + "/config.json");
+  std::ofstream(dir / "config.json") << file_text(kDir + "/config.json");
   expect_refused<ModelDirError>([&] { hf_model_config(dir.str()); }, {"missing " + kQ + "weight.nested_quant_map"});
   // Without its quantization_config the directory is refused: the quant-state tensors are unexpected.
-  c = json::parse(read_text(kDir + "/config.json"));
+  c = json::parse(file_text(kDir + "/config.json"));
   c.erase("quantization_config");
   std::ofstream(dir / "config.json") << c.dump();
   std::filesystem::copy_file(kDir + "/model.safetensors", dir / "model.safetensors",
@@ -258,7 +254,7 @@ TEST(BnbCheckpoint, ReadsALinearSplitOverShards) {
   safetensors_save(dir / "model-00001-of-00002.safetensors", first);
   safetensors_save(dir / "model-00002-of-00002.safetensors", second);
   std::ofstream(dir / "model.safetensors.index.json") << index.dump();
-  std::ofstream(dir / "config.json") << read_text(kDir + "/config.json");
+  std::ofstream(dir / "config.json") << file_text(kDir + "/config.json");
   const HfModelDir files(dir.str());
   EXPECT_NE(files.file_of(kQ + "weight"), files.file_of(kQ + "weight.quant_map"));
   const Nf4Weight split = nf4_weight_read(files, kQ, at::kCPU, {64, 64});
@@ -366,7 +362,7 @@ TEST_F(Damaged, TensorsAreChecked) {
 
 // config.json's quantization_config, as the fixture's with `edit` applied.
 std::string config_with(const std::function<void(json&)>& edit) {
-  json j = json::parse(read_text(kDir + "/config.json"));
+  json j = json::parse(file_text(kDir + "/config.json"));
   edit(j["quantization_config"]);
   return j.dump();
 }
@@ -379,7 +375,7 @@ void quant_refused(const std::function<void(json&)>& edit, const std::vector<std
 }
 
 TEST(HfQuantization, AcceptsBitsandbytesNf4WithDoubleQuant) {
-  EXPECT_EQ(hf_quantization_parse(read_text(kDir + "/config.json"), "c"), HfQuantization::bnb_nf4);
+  EXPECT_EQ(hf_quantization_parse(file_text(kDir + "/config.json"), "c"), HfQuantization::bnb_nf4);
   EXPECT_EQ(hf_quantization_parse(R"({"model_type": "llama"})", "c"), HfQuantization::none);
   EXPECT_EQ(hf_quantization_parse(R"({"quantization_config": null})", "c"), HfQuantization::none);
   // Older transformers wrote no quant_method; a head or embedding left in 16 bits is what transformers does anyway.

@@ -85,7 +85,7 @@ class CheckpointAsync {
   SaveResult wait();
 
  private:
-  std::string stage(const CheckpointState& state, CheckpointState& staged);
+  std::string stage(const StageLayout& layout, const CheckpointState& state, CheckpointState& staged);
   void allocate(const StageLayout& layout, const CheckpointState& state);
   // Drops the buffers. give_back: the memory is meant to leave the process (memory short, an allocation failed, a
   // new layout), so pinned blocks are also emptied out of LibTorch's pinned host allocator, which otherwise keeps

@@ -29,7 +29,6 @@ class HfModelDir {
   const SafetensorsEntry* find(std::string_view name) const;
   at::Tensor tensor(std::string_view name) const;  // CPU, over the mapping
   const std::string& file_of(std::string_view name) const;
-  const SafetensorsFile& safetensors_of(std::string_view name) const;  // the open file holding `name`
   // model.safetensors, or model.safetensors.index.json for a sharded model: what messages name for "the weights".
   const std::string& weights_file() const { return weights_file_; }
 
@@ -51,6 +50,8 @@ void hf_model_dir_check(const LlamaConfig& c, const HfModelDir& files);
 // config.json of the model directory `dir`, checked by hf_model_dir_check: what memory estimates and the model are
 // built from. Throws ModelDirError (config.json's own values: ConfigError).
 LlamaConfig hf_model_config(const std::string& dir);
+// The same without the check, for a loader that opens the directory anyway and calls hf_model_dir_check with it.
+LlamaConfig hf_model_config_unchecked(const std::string& dir);
 
 // Copies the directory's weights into the model's parameters (converting dtype, moving to their device). Missing and
 // unexpected tensors are reported together by name, shapes are checked against the config (hf_model_dir_check).

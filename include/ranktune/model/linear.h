@@ -21,6 +21,10 @@ class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(std::int64_t in_features, std::int64_t out_features, bool bias, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x);
+  // forward(swiglu(gate, up)), down_proj's call: with an adapter on a frozen base (16-bit or NF4) and no dropout, the
+  // op that recomputes the [tokens, ffn] SwiGLU product in backward instead of keeping it (lora_swiglu_linear,
+  // qlora_swiglu_linear).
+  at::Tensor forward_swiglu(const at::Tensor& gate, const at::Tensor& up);
   // QLoRA: `w` becomes the frozen base and the 16-bit weight is dropped (freed unless the caller holds it): `weight`
   // is then undefined and the parameter list skips it. set_weight is the way back (lora_merge), same parameter slot.
   void set_weight_nf4(std::shared_ptr<const Nf4Weight> w);

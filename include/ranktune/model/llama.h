@@ -82,7 +82,6 @@ class LlamaImpl : public torch::nn::Module {
   // Keep the layer inputs that activation checkpointing saves in pinned host memory until their backward
   // (train.activation_offload); nothing changes without activation checkpointing.
   void set_activation_offload(bool on) { activation_offload_ = on; }
-  bool activation_offload() const { return activation_offload_; }
   // Compute the training loss with the fused chunked linear cross entropy (train.fused_loss); off = head() + loss.
   void set_fused_loss(bool on) { fused_loss_ = on; }
   // train.flash_varlen: packed documents through the flash kernel's variable-length form on GPU (attention_mask).

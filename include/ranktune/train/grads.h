@@ -15,9 +15,9 @@ double grad_norm(const NamedTensors& params);
 // max_norm <= 0 only measures. A non-finite norm is returned as is; the gradients are then scaled by NaN, as torch.
 double clip_grad_norm(const NamedTensors& params, double max_norm);
 
-// The same two as 0-dim fp32 tensors on the gradients' (first) device, read by the caller when it suits it: the
-// training step reads them after the optimizer's kernels are queued, so the GPU never idles on a host sync in between.
-at::Tensor grad_norm_tensor(const NamedTensors& params);
+// clip_grad_norm's norm as a 0-dim fp32 tensor on the gradients' (first) device (max_norm <= 0: only measured), read
+// by the caller when it suits it: the training step reads it after the optimizer's kernels are queued, so the GPU
+// never idles on a host sync in between.
 at::Tensor clip_grad_norm_tensor(const NamedTensors& params, double max_norm);
 
 // Zeroes gradients in place instead of dropping them: DDP's gradients are views into its buckets and must stay so,
