@@ -42,15 +42,18 @@ run() {
 
 run sync false && run async true || exit 1
 
-# dd on the checkpoints' file system: O_DIRECT writes of 64 MiB, fsync at the end.
+# dd on the checkpoints' file system: O_DIRECT writes of 64 MiB, fsync at the end; then the same through the page
+# cache (what the save's write-back competes with when the kernel is left to flush on its own).
 count=$(( (DD_MB + 63) / 64 ))
 dd_line=$(dd if=/dev/zero of="$ckpt_root/ddtest" bs=64M count="$count" oflag=direct conv=fsync 2>&1 | tail -1)
 rm -f "$ckpt_root/ddtest"
+dd_cached_line=$(dd if=/dev/zero of="$ckpt_root/ddtest" bs=64M count="$count" conv=fsync 2>&1 | tail -1)
+rm -f "$ckpt_root/ddtest"
 
 grep -h '^checkpoint.async: ' "$out/async.log"
-python3 - "$out" "$dd_line" "$ckpt_root" <<'PY'
+python3 - "$out" "$dd_line" "$ckpt_root" "$dd_cached_line" <<'PY'
 import json, re, statistics, sys
-out, dd_line, root = sys.argv[1], sys.argv[2], sys.argv[3]
+out, dd_line, root, dd_cached_line = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 timing = re.compile(r"^checkpoint timing: step (\d+) (\w+): stall ([\d.]+) s \(staging ([\d.]+) s\), rank 0 wrote "
                     r"([\d.]+) MB in ([\d.]+) s \(([\d.]+) GB/s\)")
 print(f"| run | save at step | mode | stall s | staging s | rank 0 write s | MB | write GB/s | tokens/s while writing | tokens/s otherwise |")
@@ -82,4 +85,5 @@ m = re.search(r"([\d.]+) ([GM])B/s", dd_line)
 print(f"\ndd (O_DIRECT, 64 MiB blocks, fsync) on {root}: {dd_line.strip()}")
 if m:
     print(f"dd GB/s: {float(m.group(1)) / (1000 if m.group(2) == 'M' else 1):.2f}")
+print(f"dd (page cache, 64 MiB blocks, fsync): {dd_cached_line.strip()}")
 PY

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The peer side of bench/train_throughput.sh: Hugging Face transformers (+ PEFT) training steps on the same
-TinyLlama-1.1B shape ranktune is measured on, in the same run on the same GPU.
+"""The peer side of bench/train_throughput.sh: Hugging Face transformers (+ PEFT) training steps on the same shape
+ranktune is measured on (--shape: TinyLlama-1.1B or Llama-3-8B, bench/peer_common.py), in the same run on the same GPU.
 
 Full fine-tune: fp32 master weights, bf16 autocast, fused AdamW. LoRA: bf16 base, PEFT r=16 on all linear layers,
 fused AdamW on the adapters. QLoRA ("qlora", impl hf+peft+bnb): the same random-init model saved in bf16 with
@@ -16,18 +16,10 @@ import tempfile
 
 import torch
 
-from peer_common import time_and_report
+from peer_common import llama_config, random_model, time_and_report
 
 MODES = ("full", "lora", "qlora")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def benchmark_config(seq):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
-                       intermediate_size=5632, vocab_size=32000, max_position_embeddings=seq,
-                       tie_word_embeddings=False, attn_implementation="sdpa")
 
 
 def load_4bit(cfg, dev):
@@ -38,7 +30,7 @@ def load_4bit(cfg, dev):
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)
     with tempfile.TemporaryDirectory() as tmp:
-        LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp)
+        random_model(cfg, dev).save_pretrained(tmp)
         return LlamaForCausalLM.from_pretrained(tmp, quantization_config=quant, dtype=torch.bfloat16,
                                                 device_map={"": dev}, attn_implementation="sdpa")
 
@@ -51,12 +43,12 @@ def make_model(mode, cfg, dev):
         return LlamaForCausalLM(cfg).to(dev)
     from peft import LoraConfig, get_peft_model
 
-    model = LlamaForCausalLM(cfg).to(dev, torch.bfloat16) if mode == "lora" else load_4bit(cfg, dev)
+    model = random_model(cfg, dev) if mode == "lora" else load_4bit(cfg, dev)
     return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS))
 
 
 def run(mode, args):
-    cfg = benchmark_config(args.seq)
+    cfg = llama_config(args.shape, args.seq, attn_implementation="sdpa")
     torch.manual_seed(0)
     dev = torch.device("cuda")
     torch.cuda.reset_peak_memory_stats()
@@ -84,6 +76,7 @@ def run(mode, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", default="full,lora", help="comma-separated: full, lora, qlora")
+    ap.add_argument("--shape", default="1b", choices=("1b", "8b"))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=3)

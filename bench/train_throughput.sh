@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Training throughput, MFU and peak memory on one GPU, ranktune and Hugging Face side by side in one run, for the
-# TinyLlama-1.1B shape (d 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632, vocab 32000), seq 2048, batch 4:
-# full fine-tune and LoRA r=16 on all linear layers; plus ranktune's DDP path at world size 1 (NCCL) against plain
-# single-GPU training, Unsloth's LoRA (bf16 and 4-bit base; when .deps/unsloth.tar.xz is there), activation
-# checkpointing (run "ac"), and the time of the final checkpoint save of the full fine-tune (weights, fp32
+# Training throughput, MFU and peak memory on one GPU, ranktune and its peers side by side in one run.
+# BENCH_SHAPE=1b (default): the TinyLlama-1.1B shape (d 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632, vocab 32000),
+# seq 2048, batch 4: full fine-tune and LoRA r=16 on all linear layers; plus ranktune's DDP path at world size 1
+# (NCCL) against plain single-GPU training, Unsloth's LoRA (bf16 and 4-bit base; when .deps/unsloth.tar.xz is there),
+# activation checkpointing (run "ac"), and the time of the final checkpoint save of the full fine-tune (weights, fp32
 # masters, moments).
+# BENCH_SHAPE=8b: the Llama-3-8B shape (d 4096, 32 layers, 8 KV heads, FFN 14336, vocab 128256), seq 2048, batch 2
+# (BENCH_BATCH), LoRA and QLoRA with activation checkpointing (runs lora_ac, qlora_ac, lora_offload, qlora_offload),
+# Unsloth's lora_gc/qlora_gc beside them, and "longest": batch 1 at each of LONGEST_SEQS tokens, ranktune's QLoRA and
+# LoRA with checkpointed activations offloaded to the host beside Unsloth's QLoRA with its offloaded checkpointing.
+# The 8B rows of every implementation load one random-init model directory written on the GPU by
+# bench/peer_common.py (ranktune with data.tokenizer=byte: its rows train the built-in corpus, the peers random tokens).
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=train_throughput.sh) after the build; prints a markdown table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +18,26 @@ bin=${RANKTUNE_BIN:-${RANKTUNE_BIN_DIR:-build-gpu/bin}/ranktune}
 out=${OUT:-/tmp/ranktune-out}/bench
 mkdir -p "$out"
 STEPS=${BENCH_STEPS:-14}
-shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
-  --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false --model.max_seq_len=2048
-  --train.seq_len=2048 --train.micro_batch=4 --train.log_every=1 --train.eval_every=0
-  --train.warmup_steps=2 --train.lr=1e-5 --checkpoint.every_steps=0)
+SHAPE=${BENCH_SHAPE:-1b}
+LONGEST_SEQS=${LONGEST_SEQS:-32768 65536 131072}
+common=(--device=cuda --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2 --train.lr=1e-5
+  --checkpoint.every_steps=0)
+case $SHAPE in
+  1b) BATCH=${BENCH_BATCH:-4}
+      shape=("${common[@]}" --model.hidden_size=2048 --model.num_layers=22 --model.num_heads=32 --model.num_kv_heads=4
+        --model.intermediate_size=5632 --model.vocab_size=32000 --model.tie_embeddings=false
+        --model.max_seq_len=2048) ;;
+  8b) BATCH=${BENCH_BATCH:-2}
+      model_dir=$out/model_8b
+      maxseq=2048; for s in $LONGEST_SEQS; do [ "$s" -gt "$maxseq" ] && maxseq=$s; done
+      if ! grep -qs "\"max_position_embeddings\": $maxseq," "$model_dir/config.json"; then
+        rm -rf "$model_dir"
+        python3 bench/peer_common.py "$model_dir" --shape 8b --seq "$maxseq" >"$out/model_8b.log" 2>&1 \
+          || { echo "writing the 8B model directory failed:"; tail -5 "$out/model_8b.log"; exit 1; }
+      fi
+      shape=("${common[@]}" --model.path="$model_dir" --data.tokenizer=byte) ;;
+  *) echo "BENCH_SHAPE=$SHAPE: one of 1b, 8b" >&2; exit 2 ;;
+esac
 # BENCH_SAVE=0 skips the end-of-run checkpoint saves (a short GPU lease).
 [ "${BENCH_SAVE:-1}" = 0 ] && shape+=(--checkpoint.at_end=false)
 
@@ -23,15 +45,28 @@ shape=(--device=cuda --model.hidden_size=2048 --model.num_layers=22 --model.num_
 # train each row as one sequence (random tokens, plain causal attention), so ranktune's rows do the same work;
 # "isolated" (the default: documents apart) is measured by lora_varlen (the flash kernel's variable-length form, the
 # default on GPU) and lora_isolated (the dense per-document mask, train.flash_varlen=false).
+# defaults: the same for the options a run may set itself (sequence length, micro-batch, steps).
 packing() { [[ " $* " == *" --data.packing_attention="* ]] || echo --data.packing_attention=shared; }
+defaults() {
+  packing "$@"
+  [[ " $* " == *" --train.seq_len="* ]] || echo --train.seq_len=2048
+  [[ " $* " == *" --train.micro_batch="* ]] || echo --train.micro_batch="$BATCH"
+  [[ " $* " == *" --train.steps="* ]] || echo --train.steps="$STEPS"
+}
 
 # ranktune NAME EXTRA...: one run; summary from its metrics (median over steps after the first 4).
 ranktune() {
   local name=$1; shift
   rm -rf "$out/$name"
-  "$bin" train "${shape[@]}" --train.steps="$STEPS" --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" "$@" \
-    $(packing "$@") >"$out/$name.log" 2>&1 || { echo "ranktune $name failed:"; tail -5 "$out/$name.log"; return; }
-  python3 - "$out/$name" "$name" "$out/$name.log" <<'PY'
+  if ! "$bin" train "${shape[@]}" --output_dir="$out/$name" --checkpoint.dir="$out/$name/ckpt" "$@" \
+    $(defaults "$@") >"$out/$name.log" 2>&1; then
+    tail -5 "$out/$name.log" >&2
+    python3 -c 'import json, sys; print(json.dumps({"impl": "ranktune", "mode": sys.argv[1], "error": sys.argv[2]}))' \
+      "$name" "$(grep -aE 'error|out of memory' "$out/$name.log" | tail -1 | cut -c1-240)"
+    return
+  fi
+  local seq=2048; [[ " $* " =~ --train.seq_len=([0-9]+) ]] && seq=${BASH_REMATCH[1]}
+  python3 - "$out/$name" "$name" "$out/$name.log" "$seq" <<'PY'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
 steady = rows[4:] or rows
@@ -41,7 +76,7 @@ print(json.dumps({"impl": "ranktune", "mode": sys.argv[2],
                   "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in steady)),
                   "mfu": round(statistics.median(r.get("mfu", 0) for r in steady), 4),
                   "peak_gib": round(max(r.get("gpu_mem_gib", 0) for r in rows), 2),
-                  "loss": round(rows[-1]["loss"], 4),
+                  "loss": round(rows[-1]["loss"], 4), "seq": int(sys.argv[4]),
                   "save": {"mb": float(save[-1][0]), "s": float(save[-1][1])} if save else None}))
 PY
 }
@@ -49,7 +84,7 @@ PY
 # Resume of the full fine-tune's final checkpoint: read + verify time, then two more steps.
 resume_full() {
   "$bin" train "${shape[@]}" --train.steps=$((STEPS + 2)) --output_dir="$out/full" --checkpoint.dir="$out/full/ckpt" \
-    --resume=auto $(packing) >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
+    --resume=auto $(defaults --train.steps=0) >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
   grep -E '^resume: ' "$out/full_resume.log" >&2
   rm -rf "$out/full/ckpt"
 }
@@ -62,20 +97,50 @@ profile_shape() {
   local -a save=(--checkpoint.at_end=false)
   [ "${BENCH_SAVE:-1}" = 0 ] && save=()  # shape has it already
   "$bin" train "${shape[@]}" --train.steps=8 --train.profile_steps=3 --train.profile_skip=5 "${save[@]}" \
-    --output_dir="$out/profile_$name" "$@" $(packing "$@") >"$out/profile_$name.log" 2>&1 \
+    --output_dir="$out/profile_$name" "$@" $(defaults --train.steps=8 "$@") >"$out/profile_$name.log" 2>&1 \
     || { echo "profile $name failed:" >&2; tail -5 "$out/profile_$name.log" >&2; return; }
   cp "$out/profile_$name/profile_kernels.md" "$out/profile_kernels_$name.md"
   gzip -f "$out/profile_$name/profile_trace.json"
   sed -n '1,30p' "$out/profile_kernels_$name.md" >&2
 }
 
-# Unsloth (LoRA with a bf16 and a 4-bit base) when bench/carry_unsloth.sh has packed it into .deps/.
+# Unsloth (LoRA with a bf16 and a 4-bit base) when bench/carry_unsloth.sh has packed it into .deps/; extra arguments
+# go to unsloth_peer.py (the longest run's --seq, --batch, --steps).
 unsloth_peer() {
   local site=${TMPDIR:-/tmp}/unsloth-site
   [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}" || { echo "unsloth: unpack failed" >&2; return; }
+  local -a dir=(); [ "$SHAPE" = 8b ] && dir=(--model-dir "$model_dir")
   PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" UNSLOTH_DISABLE_STATISTICS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-    python3 bench/unsloth_peer.py --modes "${UNSLOTH_MODES:-lora,lora_gc,qlora,qlora_gc}" --steps "$((STEPS - 4))" \
-      2>"$out/unsloth.log"
+    python3 bench/unsloth_peer.py --modes "${UNSLOTH_MODES:-lora,lora_gc,qlora,qlora_gc}" --shape "$SHAPE" \
+      --batch "$BATCH" --steps "$((STEPS - 4))" "${dir[@]}" "$@" 2>>"$out/unsloth.log"
+}
+
+# longest: batch 1, one step at each of LONGEST_SEQS tokens (a step of 8B at 131072 tokens is about two minutes of
+# attention: the row is the peak memory, tokens/s is that one step's); a length that does not fit is a row with its
+# error, and longer ones are not tried for that implementation; a length is skipped when less than LONGEST_NEED_S
+# (default 240) seconds are left before BENCH_DEADLINE.
+longest() {
+  local s ok_q=1 ok_l=1 ok_u=1
+  for s in $LONGEST_SEQS; do
+    if [ $(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) )) -lt "${LONGEST_NEED_S:-240}" ]; then
+      echo "skipped longest at $s: deadline" >&2; continue
+    fi
+    local seq=(--train.seq_len="$s" --train.micro_batch=1 --train.steps=1 --train.activation_checkpointing=true
+      --train.activation_offload=true)
+    if [ "$ok_q" = 1 ]; then
+      ranktune "qlora_offload_$s" "${lora[@]}" --model.quantize=nf4 "${seq[@]}" | tee /dev/stderr \
+        | grep -q '"error"' && ok_q=0
+    fi
+    if [ "$ok_l" = 1 ] && [ "${LONGEST_LORA:-1}" = 1 ]; then
+      ranktune "lora_offload_$s" "${lora[@]}" "${seq[@]}" | tee /dev/stderr | grep -q '"error"' && ok_l=0
+    fi
+    rm -rf "$out"/*_offload_"$s"/ckpt
+    if [ "$ok_u" = 1 ] && [ -f .deps/unsloth.tar.xz ]; then
+      local row; row=$(STEPS=5 UNSLOTH_MODES=qlora_gc unsloth_peer --seq "$s" --batch 1 --warmup 0 | grep '^{')
+      [ -n "$row" ] && echo "$row" >&2
+      [[ -z "$row" || "$row" == *'"error"'* ]] && ok_u=0  # no row: the peer itself failed (see unsloth.log)
+    fi
+  done 2>&1 | grep '^{'
 }
 
 # HF + PEFT in the modes HF_MODES names (full, lora, qlora; default full,lora). qlora (HF + PEFT + bitsandbytes) takes
@@ -86,7 +151,8 @@ hf_peer() {
     [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}" || { echo "hf qlora: unpack failed" >&2; return; }
     path="$site${path:+:$path}"
   fi
-  PYTHONPATH="$path" python3 bench/hf_peer.py --modes "$modes" --steps "$((STEPS - 4))"
+  PYTHONPATH="$path" python3 bench/hf_peer.py --modes "$modes" --shape "$SHAPE" --batch "$BATCH" \
+    --steps "$((STEPS - 4))"
 }
 
 default_runs="full resume lora isolated ddp1 hf"
@@ -112,11 +178,20 @@ for run in $RUNS; do
     varlen) ranktune lora_varlen "${lora[@]}" --data.packing_attention=isolated --train.flash_varlen=true
             rm -rf "$out/lora_varlen/ckpt" ;;
     ac) ranktune full_ac --train.activation_checkpointing=true; rm -rf "$out/full_ac/ckpt" ;;
+    lora_ac) ranktune lora_ac "${lora[@]}" --train.activation_checkpointing=true; rm -rf "$out/lora_ac/ckpt" ;;
+    qlora_ac) ranktune qlora_ac "${lora[@]}" --model.quantize=nf4 --train.activation_checkpointing=true
+              rm -rf "$out/qlora_ac/ckpt" ;;
+    lora_offload) ranktune lora_offload "${lora[@]}" --train.activation_checkpointing=true --train.activation_offload=true
+                  rm -rf "$out/lora_offload/ckpt" ;;
+    qlora_offload) ranktune qlora_offload "${lora[@]}" --model.quantize=nf4 --train.activation_checkpointing=true \
+                     --train.activation_offload=true; rm -rf "$out/qlora_offload/ckpt" ;;
+    longest) longest ;;
     hf) hf_peer ;;
     unsloth) unsloth_peer ;;
     profile) profile_shape lora "${lora[@]}"; profile_shape full ;;
     profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
-    *) echo "unknown run $run (full resume lora qlora eager ddp1 isolated varlen ac hf unsloth profile profile_eager)" >&2 ;;
+    *) echo "unknown run $run (full resume lora qlora eager ddp1 isolated varlen ac lora_ac qlora_ac lora_offload" \
+         "qlora_offload longest hf unsloth profile profile_eager)" >&2 ;;
   esac
 done | tee "$out/results.jsonl"
 
@@ -126,20 +201,30 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 for r in [r for r in rows if "error" in r]:
     print(f"{r['impl']} {r['mode']} failed: {r['error']}")
 rows = [r for r in rows if "error" not in r]
-print("\n| impl | mode | tokens/s | MFU | peak GiB |")
-print("|---|---|---|---|---|")
+print("\n| impl | mode | seq | tokens/s | MFU | peak GiB |")
+print("|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r['impl']} | {r['mode']} | {r['tokens_per_s']:,} | {100*r['mfu']:.1f}% | {r['peak_gib']} |")
+    print(f"| {r['impl']} | {r['mode']} | {r.get('seq', 2048)} | {r['tokens_per_s']:,} | {100*r['mfu']:.1f}% | "
+          f"{r['peak_gib']} |")
 by = {(r["impl"], r["mode"]): r for r in rows}
 def ratio(a, b, key="tokens_per_s"):
     return by[a][key] / by[b][key] if a in by and b in by else float("nan")
-print(f"\nfull: ranktune / HF tokens/s = {ratio(('ranktune','full'), ('hf','full')):.2f}x, "
-      f"peak memory {ratio(('ranktune','full'), ('hf','full'), 'peak_gib'):.2f}x")
-print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+peft','lora')):.2f}x, "
-      f"peak memory {ratio(('ranktune','lora'), ('hf+peft','lora'), 'peak_gib'):.2f}x")
+print()
+if ("ranktune", "full") in by and ("hf", "full") in by:
+    print(f"full: ranktune / HF tokens/s = {ratio(('ranktune','full'), ('hf','full')):.2f}x, "
+          f"peak memory {ratio(('ranktune','full'), ('hf','full'), 'peak_gib'):.2f}x")
+if ("ranktune", "lora") in by and ("hf+peft", "lora") in by:
+    print(f"lora: ranktune / HF+PEFT tokens/s = {ratio(('ranktune','lora'), ('hf+peft','lora')):.2f}x, "
+          f"peak memory {ratio(('ranktune','lora'), ('hf+peft','lora'), 'peak_gib'):.2f}x")
 if ("unsloth", "lora") in by:
     print(f"lora: ranktune / Unsloth tokens/s = {ratio(('ranktune','lora'), ('unsloth','lora')):.2f}x, "
           f"peak memory {ratio(('ranktune','lora'), ('unsloth','lora'), 'peak_gib'):.2f}x")
+for mine, peer in ((("ranktune", "lora_ac"), ("unsloth", "lora_gc")), (("ranktune", "qlora_ac"), ("unsloth", "qlora_gc")),
+                   (("ranktune", "lora_offload"), ("unsloth", "lora_gc")),
+                   (("ranktune", "qlora_offload"), ("unsloth", "qlora_gc"))):
+    if mine in by and peer in by:
+        print(f"{mine[1]}: ranktune / Unsloth {peer[1]} tokens/s = {ratio(mine, peer):.2f}x, "
+              f"peak memory {ratio(mine, peer, 'peak_gib'):.2f}x")
 for peer in (("hf+peft+bnb", "qlora"), ("unsloth", "qlora")):
     if ("ranktune", "qlora") in by and peer in by:
         print(f"qlora: ranktune / {peer[0]} tokens/s = {ratio(('ranktune','qlora'), peer):.2f}x, "

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The Unsloth side of bench/train_throughput.sh: Unsloth LoRA training steps on the same TinyLlama-1.1B shape,
-in the same run on the same GPU as ranktune and HF + PEFT.
+"""The Unsloth side of bench/train_throughput.sh: Unsloth LoRA training steps on the same shape (--shape:
+TinyLlama-1.1B or Llama-3-8B, bench/peer_common.py), in the same run on the same GPU as ranktune and HF + PEFT.
 
-Unsloth loads models by directory, so a random-init model (and a made-up 32000-token tokenizer, which Unsloth
-insists on loading) is written with save_pretrained first. LoRA r=16 on all linear layers as the other rows, with
+Unsloth loads models by directory, so a random-init model (and a made-up word-level tokenizer of the model's
+vocabulary, which Unsloth insists on loading) is written with save_pretrained first: to a temporary directory, or to
+--model-dir, where a later call (another --seq) finds and reuses it. LoRA r=16 on all linear layers as the other rows, with
 Unsloth's fused kernels; "lora" keeps a bf16 base, "qlora" loads the base in 4 bits (bitsandbytes NF4); a "_gc"
 suffix adds Unsloth's default gradient checkpointing ("unsloth": activations offloaded to host memory). The step is
 the same plain loop as bench/hf_peer.py (model(input_ids, labels).loss, backward, fused AdamW on the adapters), timed
@@ -17,29 +18,9 @@ import sys
 import tempfile
 import traceback
 
-from peer_common import time_and_report
+from peer_common import time_and_report, write_model_dir
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def write_model_dir(path, seq):
-    """A random-init model of the benchmark shape and a word-level tokenizer of the same vocabulary size."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    cfg = LlamaConfig(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
-                      intermediate_size=5632, vocab_size=32000, max_position_embeddings=seq,
-                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    vocab.update({f"w{i}": i for i in range(3, cfg.vocab_size)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                            pad_token="<unk>", model_max_length=seq).save_pretrained(path)
-    return cfg
 
 
 def run(mode, model_dir, cfg, args):
@@ -77,11 +58,15 @@ def run(mode, model_dir, cfg, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", default="lora,lora_gc,qlora,qlora_gc")
+    ap.add_argument("--shape", default="1b", choices=("1b", "8b"))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--max-position", type=int, default=0,
+                    help="max_position_embeddings of a model written here, if more than --seq (later calls' --seq)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--model-dir", default="", help="reuse a saved model dir (default: write one to a temp dir)")
+    ap.add_argument("--model-dir", default="",
+                    help="where the model is written, or found by a later call (default: a temporary directory)")
     args = ap.parse_args()
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,9 +74,9 @@ def main():
     import unsloth  # noqa: F401  (Unsloth patches transformers on import: it must come first)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir or os.path.join(tmp, "tinyllama-shape")
-        if not args.model_dir:
-            cfg = write_model_dir(model_dir, args.seq)
+        model_dir = args.model_dir or os.path.join(tmp, f"llama-{args.shape}-shape")
+        if not os.path.exists(os.path.join(model_dir, "config.json")):
+            cfg = write_model_dir(model_dir, args.shape, max(args.seq, args.max_position))
         else:
             from transformers import AutoConfig
             cfg = AutoConfig.from_pretrained(model_dir)

@@ -113,10 +113,16 @@ class Encoder {
     }
   }
 
+  // The chat format once a messages record made it, else nullptr. Set once and never changed after.
+  const ChatFormat* chat() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return chat_ ? &*chat_ : nullptr;
+  }
+
  private:
   const Tokenizer& tok_;
   const SourcesOptions& options_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::optional<ChatFormat> chat_;
 };
 
@@ -153,12 +159,18 @@ class BatchReader {
   std::uint64_t done_before_ = 0;
 };
 
-// Applies the skip policy and packs the records in input order.
+// Applies the skip policy and packs the records in input order. `encoder`: the one that encoded the records in this
+// process (sources_pack), whose chat format is reused; nullptr when other ranks encode them (prepare under mpirun).
 class SlotPacker {
  public:
   SlotPacker(const Tokenizer& tok, const SourcesOptions& options, const Packer::Sink& sink,
-             const SourcesProgress& progress, std::uint64_t total)
-      : tok_(tok), options_(options), progress_(progress), total_(total), packer_(pack_options(tok, options), sink) {
+             const SourcesProgress& progress, std::uint64_t total, const Encoder* encoder = nullptr)
+      : tok_(tok),
+        options_(options),
+        progress_(progress),
+        total_(total),
+        encoder_(encoder),
+        packer_(pack_options(tok, options), sink) {
     stats_.chat_template = "none";
     stats_.pad_id = pad_id(tok);
   }
@@ -168,7 +180,8 @@ class SlotPacker {
       if (s.fatal) std::rethrow_exception(s.fatal);
       if (s.parsed && s.chat && !chat_logged_) {
         // Made again here when another rank encoded the record (prepare under mpirun): the same for the same input.
-        ChatFormat chat = chat_format_parse(options_.chat_template, tok_);
+        const ChatFormat* made = encoder_ ? encoder_->chat() : nullptr;
+        const ChatFormat chat = made ? *made : chat_format_parse(options_.chat_template, tok_);
         stats_.chat_template = chat.name();
         log0() << "chat format: " << chat.describe();
         chat_logged_ = true;
@@ -215,6 +228,7 @@ class SlotPacker {
   const SourcesOptions& options_;
   SourcesProgress progress_;
   std::uint64_t total_;
+  const Encoder* encoder_;
   Packer packer_;
   SourcesStats stats_;
   bool chat_logged_ = false;
@@ -233,7 +247,7 @@ SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer
   require_regular_files(paths);
   // Chosen at the first messages record: text-only data never needs a chat format, nor fails for want of one.
   Encoder encoder(tok, options);
-  SlotPacker packer(tok, options, sink, progress, total_bytes(paths));
+  SlotPacker packer(tok, options, sink, progress, total_bytes(paths), &encoder);
   BatchReader reader(paths, options);
 
   // Records go in batches, parsed and tokenized on every thread while this one reads the next batch and packs the

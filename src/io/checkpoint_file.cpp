@@ -11,6 +11,7 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/io/crc32c.h"
+#include "ranktune/io/durable_file.h"
 #include "ranktune/version.h"
 
 namespace ranktune {
@@ -162,8 +163,14 @@ void checkpoint_file_write(const std::filesystem::path& path, const CheckpointSt
     h5::attr_write_string(root, "topology", header.topology);
     for (const auto& [name, value] : state.strings) h5::attr_write_string(root, name, value);
     for (const auto& [name, value] : state.ints) h5::attr_write_int(root, name, value);
-    for (const auto& [name, t] : state.tensors) h5::tensor_write(root, h5::path_from_dotted(name), t);
-    for (const auto& [name, b] : state.blobs) h5::bytes_write(root, h5::path_from_dotted(name), b.data(), b.size());
+    // Streams the tensors to the disk while they are written (see FileWriteback): the commit's fsync then has
+    // little left, instead of the whole file at page-cache write-back speed.
+    FileWriteback writeback(path);
+    h5::TensorWriteOptions opts;
+    opts.after_write = [&writeback] { writeback.advance(); };
+    for (const auto& [name, t] : state.tensors) h5::tensor_write(root, h5::path_from_dotted(name), t, opts);
+    for (const auto& [name, b] : state.blobs)
+      h5::bytes_write(root, h5::path_from_dotted(name), b.data(), b.size(), opts);
     h5::file_close(f);
   });
 }

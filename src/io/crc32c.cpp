@@ -48,7 +48,53 @@ std::uint32_t crc_software(const unsigned char* p, std::size_t n, std::uint32_t 
 }
 
 #if defined(__x86_64__)
+// The crc32 instruction gives one result per cycle but each takes three: one dependent chain runs at a third of the
+// instruction's speed (~5 GB/s, the whole CRC32C pass of a checkpoint). Three chains over adjacent blocks of kBlock
+// bytes run side by side, and the three block CRCs are joined after: running a CRC state through kBlock zero bytes is
+// a linear map of its 32 bits, tabulated per state byte, so crc(A B) = zeros(crc(A)) ^ crc_from_0(B).
+constexpr std::size_t kBlock = 8192;
+
+using ShiftTables = std::array<std::array<std::uint32_t, 256>, 4>;
+
+const ShiftTables& shift_tables() {
+  static const ShiftTables t = [] {
+    const std::vector<unsigned char> zeros(kBlock, 0);
+    std::array<std::uint32_t, 32> basis{};  // the map's image of each single bit of the state
+    for (int bit = 0; bit < 32; ++bit) basis[bit] = crc_software(zeros.data(), zeros.size(), 1u << bit);
+    ShiftTables out{};
+    for (int k = 0; k < 4; ++k)
+      for (std::uint32_t b = 0; b < 256; ++b)
+        for (int bit = 0; bit < 8; ++bit)
+          if (b & (1u << bit)) out[k][b] ^= basis[8 * k + bit];
+    return out;
+  }();
+  return t;
+}
+
+std::uint32_t shift_block(const ShiftTables& t, std::uint32_t c) {
+  return t[0][c & 0xFF] ^ t[1][(c >> 8) & 0xFF] ^ t[2][(c >> 16) & 0xFF] ^ t[3][c >> 24];
+}
+
 __attribute__((target("sse4.2"))) std::uint32_t crc_hardware(const unsigned char* p, std::size_t n, std::uint32_t c) {
+  if (n >= 3 * kBlock) {
+    const ShiftTables& t = shift_tables();
+    while (n >= 3 * kBlock) {
+      std::uint64_t a = c, b = 0, d = 0;
+      for (std::size_t i = 0; i < kBlock; i += 8) {
+        std::uint64_t wa, wb, wd;
+        std::memcpy(&wa, p + i, 8);
+        std::memcpy(&wb, p + kBlock + i, 8);
+        std::memcpy(&wd, p + 2 * kBlock + i, 8);
+        a = _mm_crc32_u64(a, wa);
+        b = _mm_crc32_u64(b, wb);
+        d = _mm_crc32_u64(d, wd);
+      }
+      c = shift_block(t, static_cast<std::uint32_t>(a)) ^ static_cast<std::uint32_t>(b);
+      c = shift_block(t, c) ^ static_cast<std::uint32_t>(d);
+      p += 3 * kBlock;
+      n -= 3 * kBlock;
+    }
+  }
   std::uint64_t c64 = c;
   while (n >= 8) {
     std::uint64_t w;

@@ -82,6 +82,55 @@ void fsync_dir(const std::filesystem::path& dir) {
   fsync_fd_of(dir.empty() ? std::filesystem::path(".") : dir, O_RDONLY | O_DIRECTORY);
 }
 
+WritebackStep WritebackSchedule::advance(std::uint64_t end) {
+  WritebackStep step;
+  if (end <= started_ || end - started_ < min_) return step;
+  step.start = {started_, end - started_};
+  started_ = end;
+  if (started_ > lag_ && started_ - lag_ > waited_) {
+    step.wait = {waited_, started_ - lag_ - waited_};
+    waited_ = started_ - lag_;
+  }
+  return step;
+}
+
+#if defined(__linux__)
+
+FileWriteback::FileWriteback(const std::filesystem::path& path, std::uint64_t min_bytes, std::uint64_t lag_bytes)
+    : path_(path), schedule_(min_bytes, lag_bytes), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+
+FileWriteback::~FileWriteback() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void FileWriteback::advance() {
+  if (fd_ < 0) return;
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return;
+  const WritebackStep step = schedule_.advance(static_cast<std::uint64_t>(st.st_size));
+  const auto apply = [&](const ByteRange& r, unsigned flags) {
+    if (fd_ < 0 || r.length == 0) return;
+    if (::sync_file_range(fd_, static_cast<off64_t>(r.offset), static_cast<off64_t>(r.length), flags) == 0) return;
+    if (errno == EINVAL || errno == ENOSYS || errno == ESPIPE || errno == EOPNOTSUPP) {  // not for this file: skip
+      ::close(fd_);
+      fd_ = -1;
+      return;
+    }
+    fail("write-back failed for", path_);
+  };
+  apply(step.start, SYNC_FILE_RANGE_WRITE);
+  apply(step.wait, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
+#else  // no sync_file_range: the final fsync writes everything back, as before
+
+FileWriteback::FileWriteback(const std::filesystem::path& path, std::uint64_t min_bytes, std::uint64_t lag_bytes)
+    : path_(path), schedule_(min_bytes, lag_bytes) {}
+FileWriteback::~FileWriteback() = default;
+void FileWriteback::advance() {}
+
+#endif
+
 void file_commit(const std::filesystem::path& tmp, const std::filesystem::path& final_path, const CommitHook& hook) {
   if (hook) hook(CommitStep::written);
   fsync_file(tmp);

@@ -133,13 +133,14 @@ std::vector<hsize_t> chunk_dims(const std::vector<hsize_t>& dims, std::size_t el
 // Between slices the writer pauses briefly: the thread-safe build's lock is not fair, and a thread waiting for it
 // would otherwise rarely win it back from a writer that asks again at once.
 void write_sliced(hid_t ds, hid_t mem_type, const std::vector<hsize_t>& dims, hsize_t chunk_rows, const void* data,
-                  std::size_t elem, std::size_t slice_bytes) {
+                  std::size_t elem, std::size_t slice_bytes, const std::function<void()>& after_write) {
   hsize_t row_bytes = elem;
   for (std::size_t i = 1; i < dims.size(); ++i) row_bytes *= dims[i];
   const hsize_t rows =
       slice_bytes == 0 || chunk_rows == 0 ? 0 : std::max<hsize_t>(1, slice_bytes / row_bytes / chunk_rows) * chunk_rows;
   if (rows == 0 || dims.empty() || rows >= dims[0]) {
     RANKTUNE_H5_CHECK(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+    if (after_write) after_write();
     return;
   }
   Dataspace file_space(RANKTUNE_H5_ID(H5Dget_space(ds)));
@@ -153,6 +154,7 @@ void write_sliced(hid_t ds, hid_t mem_type, const std::vector<hsize_t>& dims, hs
     Dataspace mem_space(RANKTUNE_H5_ID(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr)));
     RANKTUNE_H5_CHECK(H5Dwrite(ds, mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT,
                                static_cast<const std::uint8_t*>(data) + row * row_bytes));
+    if (after_write) after_write();
   }
 }
 
@@ -177,7 +179,8 @@ void dataset_write(hid_t loc, std::string_view path, std::string_view dtype, con
   Dataset ds(RANKTUNE_H5_ID(
       H5Dcreate2(group.get(), leaf.c_str(), types.file.get(), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)));
   if (numel > 0)
-    write_sliced(ds.get(), types.mem.get(), dims, chunk_rows, data, elem, chunk_rows > 0 ? opts.slice_bytes : 0);
+    write_sliced(ds.get(), types.mem.get(), dims, chunk_rows, data, elem, chunk_rows > 0 ? opts.slice_bytes : 0,
+                 opts.after_write);
   attr_write_string(ds.get(), "dtype", dtype);
   std::vector<std::int64_t> shape(dims.begin(), dims.end());
   attr_write_ints(ds.get(), "shape", shape);

@@ -10,6 +10,7 @@
 
 #include "ranktune/core/cuda_check.h"
 #include "rope_cuda.h"
+#include "vec16.cuh"
 
 namespace ranktune {
 namespace {
@@ -19,11 +20,6 @@ struct Strides4 {
 };
 
 // W consecutive elements of each half a thread, loaded and stored 16 bytes at a time when W > 1.
-template <class T, int W>
-struct alignas(sizeof(T) * W) Pack {
-  T v[W];
-};
-
 template <class T, int W>
 __global__ void rope_kernel(const T* __restrict__ x, Strides4 xs, T* __restrict__ y, Strides4 ys,
                             const T* __restrict__ cos, const T* __restrict__ sin, int64_t table_batch_stride,
@@ -40,9 +36,9 @@ __global__ void rope_kernel(const T* __restrict__ x, Strides4 xs, T* __restrict_
     const int64_t xo = b * xs.b + h * xs.h + t * xs.t + i;
     const int64_t yo = b * ys.b + h * ys.h + t * ys.t + i;
     const int64_t to = b * table_batch_stride + t * 2 * half + i;
-    const P x1 = *reinterpret_cast<const P*>(x + xo), x2 = *reinterpret_cast<const P*>(x + xo + half);
-    const P c1 = *reinterpret_cast<const P*>(cos + to), c2 = *reinterpret_cast<const P*>(cos + to + half);
-    const P s1 = *reinterpret_cast<const P*>(sin + to), s2 = *reinterpret_cast<const P*>(sin + to + half);
+    const P x1 = pack_load<P>(x + xo), x2 = pack_load<P>(x + xo + half);
+    const P c1 = pack_load<P>(cos + to), c2 = pack_load<P>(cos + to + half);
+    const P s1 = pack_load<P>(sin + to), s2 = pack_load<P>(sin + to + half);
     P y1, y2;
 #pragma unroll
     for (int k = 0; k < W; ++k) {
@@ -58,8 +54,8 @@ __global__ void rope_kernel(const T* __restrict__ x, Strides4 xs, T* __restrict_
         y2.v[k] = static_cast<T>(b2 * cb - a * sa);
       }
     }
-    *reinterpret_cast<P*>(y + yo) = y1;
-    *reinterpret_cast<P*>(y + yo + half) = y2;
+    pack_store(y + yo, y1);
+    pack_store(y + yo + half, y2);
   }
 }
 
@@ -69,9 +65,7 @@ bool packs_fit(int w, int64_t half, std::initializer_list<int64_t> strides, std:
   if (half % w != 0) return false;
   for (int64_t s : strides)
     if (s % w != 0) return false;
-  for (const void* p : bases)
-    if (reinterpret_cast<std::uintptr_t>(p) % (sizeof(T) * w) != 0) return false;
-  return true;
+  return aligned_to(sizeof(T) * w, bases);
 }
 
 }  // namespace

@@ -8,17 +8,10 @@
 
 #include "ranktune/core/cuda_check.h"
 #include "swiglu_cuda.h"
+#include "vec16.cuh"
 
 namespace ranktune {
 namespace {
-
-// 16 bytes per load and store (8 bf16 / 4 fp32 elements a thread): the scalar form reached about 1.2 TB/s of an
-// H100's 3.35 (docs/benchmarks.md, the #17 profile); the tail past the last full vector runs elementwise.
-template <class T>
-struct alignas(16) Vec {
-  static constexpr int n = 16 / sizeof(T);
-  T v[n];
-};
 
 template <class T>
 __device__ __forceinline__ void swiglu_fwd_one(const T& g, const T& u, T& out) {
@@ -38,20 +31,21 @@ __device__ __forceinline__ void swiglu_bwd_one(const T& dy, const T& g, const T&
   du = static_cast<T>(d * x * s);
 }
 
-// Every thread first takes whole vectors (when `vectors` > 0: all pointers 16-byte aligned), then the elements past
-// them one by one.
+// 16 bytes per load and store (8 bf16 / 4 fp32 elements a thread): the scalar form reached about 1.2 TB/s of an
+// H100's 3.35 (docs/benchmarks.md, the #17 profile). Every thread first takes whole vectors (when `vectors` > 0: all
+// pointers 16-byte aligned), then the elements past them one by one.
 template <class T>
 __global__ void swiglu_fwd_kernel(const T* __restrict__ g, const T* __restrict__ u, T* __restrict__ out, int64_t n,
                                   int64_t vectors) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  using V = Vec<T>;
+  using V = Vec16<T>;
   for (int64_t i = first; i < vectors; i += stride) {
-    const V gv = reinterpret_cast<const V*>(g)[i], uv = reinterpret_cast<const V*>(u)[i];
+    const V gv = pack_load<V>(g + i * V::n), uv = pack_load<V>(u + i * V::n);
     V ov;
 #pragma unroll
     for (int k = 0; k < V::n; ++k) swiglu_fwd_one(gv.v[k], uv.v[k], ov.v[k]);
-    reinterpret_cast<V*>(out)[i] = ov;
+    pack_store(out + i * V::n, ov);
   }
   for (int64_t i = vectors * V::n + first; i < n; i += stride) swiglu_fwd_one(g[i], u[i], out[i]);
 }
@@ -61,15 +55,14 @@ __global__ void swiglu_bwd_kernel(const T* __restrict__ dy, const T* __restrict_
                                   T* __restrict__ dg, T* __restrict__ du, int64_t n, int64_t vectors) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  using V = Vec<T>;
+  using V = Vec16<T>;
   for (int64_t i = first; i < vectors; i += stride) {
-    const V dv = reinterpret_cast<const V*>(dy)[i], gv = reinterpret_cast<const V*>(g)[i],
-            uv = reinterpret_cast<const V*>(u)[i];
+    const V dv = pack_load<V>(dy + i * V::n), gv = pack_load<V>(g + i * V::n), uv = pack_load<V>(u + i * V::n);
     V dgv, duv;
 #pragma unroll
     for (int k = 0; k < V::n; ++k) swiglu_bwd_one(dv.v[k], gv.v[k], uv.v[k], dgv.v[k], duv.v[k]);
-    reinterpret_cast<V*>(dg)[i] = dgv;
-    reinterpret_cast<V*>(du)[i] = duv;
+    pack_store(dg + i * V::n, dgv);
+    pack_store(du + i * V::n, duv);
   }
   for (int64_t i = vectors * V::n + first; i < n; i += stride) swiglu_bwd_one(dy[i], g[i], u[i], dg[i], du[i]);
 }
@@ -77,9 +70,7 @@ __global__ void swiglu_bwd_kernel(const T* __restrict__ dy, const T* __restrict_
 // Whole 16-byte vectors in n elements when every pointer is 16-byte aligned, else 0 (all elementwise).
 template <class T>
 int64_t vector_count(int64_t n, std::initializer_list<const void*> pointers) {
-  for (const void* p : pointers)
-    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return 0;
-  return n / Vec<T>::n;
+  return aligned_to(16, pointers) ? n / Vec16<T>::n : 0;
 }
 
 dim3 grid_for(int64_t work) {

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "ranktune/core/error.h"
+#include "ranktune/model/block.h"
 #include "ranktune/model/hf_model_dir.h"
 
 namespace ranktune {
@@ -33,9 +34,6 @@ const char* const kHintTensor =
 [[noreturn]] void refuse_config(const std::string& origin, const std::string& what) {
   throw ConfigError(origin + ": quantization_config." + what, kHintQuant);
 }
-
-const char* const kLinears[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
 // transformers' should_convert_module: a pattern skips a module when it matches from the start up to a module
 // boundary (as a regex, so "model.layers.*" counts), or when the module name ends with it.
@@ -123,8 +121,8 @@ HfQuantization hf_quantization_parse(std::string_view config_json, const std::st
       const std::string pattern = entry.get<std::string>();
       if (pattern.empty()) continue;
       for (std::int64_t i = 0; i < layers; ++i) {
-        for (const char* linear : kLinears) {
-          const std::string module = "model.layers." + std::to_string(i) + "." + linear;
+        for (std::string_view linear : kDecoderLinears) {
+          const std::string module = "model.layers." + std::to_string(i) + "." + std::string(linear);
           if (skips(pattern, module)) {
             refuse_config(origin, "llm_int8_skip_modules entry \"" + pattern + "\" leaves " + module +
                                       " unquantized: mixed 4-bit/16-bit decoders are not supported");

@@ -4,11 +4,13 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string_view>
 
 #include "ranktune/core/error.h"
 #include "ranktune/core/text.h"
@@ -19,24 +21,13 @@ namespace ranktune {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kModules[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 const char* const kPeftPrefix = "base_model.model.";
-
-Linear& target(DecoderBlockImpl& b, const std::string& name) {
-  if (name == "q_proj") return b.self_attn->q_proj;
-  if (name == "k_proj") return b.self_attn->k_proj;
-  if (name == "v_proj") return b.self_attn->v_proj;
-  if (name == "o_proj") return b.self_attn->o_proj;
-  if (name == "gate_proj") return b.mlp->gate_proj;
-  if (name == "up_proj") return b.mlp->up_proj;
-  return b.mlp->down_proj;
-}
 
 template <class F>
 void for_each_target(LlamaImpl& model, F&& f) {
   for (std::int64_t i = 0; i < model.num_layers(); ++i) {
     DecoderBlock block = model.block(i);
-    for (const char* name : kModules) f(target(*block, name));
+    for (std::string_view name : kDecoderLinears) f(block->linear(name));
   }
 }
 
@@ -51,7 +42,8 @@ std::vector<std::string> lora_target_modules(const std::string& list) {
     start = comma + 1;
     if (item.empty()) continue;
     const std::string full = item.size() > 5 && item.ends_with("_proj") ? item : item + "_proj";
-    if (std::find(std::begin(kModules), std::end(kModules), full) == std::end(kModules)) {
+    if (std::none_of(kDecoderLinears.begin(), kDecoderLinears.end(),
+                     [&](std::string_view n) { return decoder_linear_module(n) == full; })) {
       throw ConfigError("lora.target_modules: unknown module \"" + item + "\"",
                         "choose from q, k, v, o, gate, up, down (or their HF names q_proj, ...)");
     }
@@ -60,8 +52,9 @@ std::vector<std::string> lora_target_modules(const std::string& list) {
   if (wanted.empty())
     throw ConfigError("lora.target_modules is empty", "e.g. lora.target_modules = q,k,v,o,gate,up,down");
   std::vector<std::string> out;
-  for (const char* m : kModules) {
-    if (wanted.count(m)) out.emplace_back(m);
+  for (std::string_view name : kDecoderLinears) {
+    const std::string module(decoder_linear_module(name));
+    if (wanted.count(module)) out.push_back(module);
   }
   return out;
 }
@@ -92,7 +85,7 @@ void lora_apply(LlamaImpl& model, const LoraConfig& cfg, std::uint64_t seed, at:
   for (std::int64_t i = 0; i < model.num_layers(); ++i) {
     DecoderBlock block = model.block(i);
     for (const std::string& name : targets) {
-      LinearImpl& base = *target(*block, name);
+      LinearImpl& base = *block->linear(name);
       // A 4-bit base has no 16-bit weight: its adapters go to the device of its packed codes.
       const auto options =
           (base.weight_nf4 ? at::TensorOptions(base.weight_nf4->packed.device()) : base.weight.options())

@@ -22,10 +22,9 @@ namespace {
 
 // The decoder linears with their names under the layer ("self_attn.q_proj"), in transformers' order.
 std::vector<std::pair<std::string, LinearImpl*>> layer_linears(DecoderBlockImpl& b) {
-  return {{"self_attn.q_proj", b.self_attn->q_proj.get()}, {"self_attn.k_proj", b.self_attn->k_proj.get()},
-          {"self_attn.v_proj", b.self_attn->v_proj.get()}, {"self_attn.o_proj", b.self_attn->o_proj.get()},
-          {"mlp.gate_proj", b.mlp->gate_proj.get()},       {"mlp.up_proj", b.mlp->up_proj.get()},
-          {"mlp.down_proj", b.mlp->down_proj.get()}};
+  std::vector<std::pair<std::string, LinearImpl*>> out;
+  for (std::string_view name : kDecoderLinears) out.emplace_back(std::string(name), b.linear(name).get());
+  return out;
 }
 
 std::string layer_prefix(std::int64_t i) { return "model.layers." + std::to_string(i) + "."; }
@@ -38,6 +37,26 @@ void release_freed_host_memory(const DecoderBlockImpl& layer) {
 #if defined(__GLIBC__)
   if (layer.input_layernorm->weight.device().is_cpu()) malloc_trim(0);
 #endif
+}
+
+// Whether every value of `from` is exactly a value of `to`, so that quantizing a `from` tensor gives the codes of its
+// `to` copy.
+bool widens_exactly(at::ScalarType from, at::ScalarType to) {
+  return from == to || (to == at::kFloat && (from == at::kBFloat16 || from == at::kHalf));
+}
+
+// A 16-bit linear quantized straight from the file's tensor: the same bytes as filling the parameter and quantizing it
+// (llama_layer_quantize), without writing the parameter. On the CPU that parameter is fp32 over a bf16 file, and
+// filling it was 4 bytes written and page-faulted per weight for nothing but the quantizer to read them back.
+Nf4Weight quantize_from_file(const at::Tensor& file_tensor, const at::Tensor& parameter,
+                             std::optional<at::ScalarType> from) {
+  const at::ScalarType held = parameter.scalar_type();
+  at::Tensor w = file_tensor;
+  if (!widens_exactly(w.scalar_type(), held)) w = w.to(held);  // the rounding the parameter would have made
+  if (from) w = w.to(*from);
+  Nf4Weight q = nf4_quantize(w.to(parameter.device()));
+  q.dtype = from.value_or(held);
+  return q;
 }
 
 }  // namespace
@@ -138,8 +157,13 @@ Llama llama_from_pretrained_quantized(const std::string& dir, const at::TensorOp
           std::make_shared<const Nf4Weight>(nf4_weight_read(files, lp, layer.input_layernorm->weight.device(),
                                                             {linear->out_features, linear->in_features})));
     }
+    for (auto& [name, linear] : layer_linears(layer)) {
+      if (linear->weight_nf4) continue;
+      // The 16-bit ones: quantized on the layer's device; the parameter is dropped unwritten.
+      linear->set_weight_nf4(std::make_shared<const Nf4Weight>(
+          quantize_from_file(files.tensor(prefix + name + ".weight"), linear->weight, from)));
+    }
     for (auto& item : layer.named_parameters()) item.value().copy_(files.tensor(prefix + item.key()));
-    llama_layer_quantize(layer, from);  // the 16-bit ones: quantized on the layer's device, then dropped
     release_freed_host_memory(layer);
   });
   for (auto& item : model->named_parameters()) {

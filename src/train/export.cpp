@@ -266,6 +266,7 @@ TrainedModel trained_model_read(const fs::path& checkpoint, h5::FileLocking lock
   tm.step = report.manifest->step;
   const CheckpointState st = checkpoint_file_load(report.step_dir, *report.manifest, 0, locking);
   tm.record = model_record_read(st, report.step_dir.string());
+  tm.run = config_ini_read(tm.record.run_config);
   tm.weights = trained_weights(st);
   tm.trained_on_gpu = st.blobs.count("rng.cuda") > 0;
   if (tm.weights.empty())
@@ -275,9 +276,8 @@ TrainedModel trained_model_read(const fs::path& checkpoint, h5::FileLocking lock
 }
 
 std::string trained_model_quantize(const TrainedModel& tm) {
-  const ConfigText run = config_ini_read(tm.record.run_config);
-  const auto it = run.find("model.quantize");
-  return it == run.end() ? "none" : it->second;
+  const auto it = tm.run.find("model.quantize");
+  return it == tm.run.end() ? "none" : it->second;
 }
 
 Llama trained_model_build(const TrainedModel& tm) {
@@ -291,10 +291,9 @@ Llama trained_model_build(const TrainedModel& tm) {
     require_base_dir(tm);
     // QLoRA: the adapters learned to correct the rounded base, so the base is rounded again as the run rounded it.
     const Quantize q = quantize_parse(trained_model_quantize(tm));
-    const ConfigText run = config_ini_read(tm.record.run_config);
-    const auto precision = run.find("train.precision");
+    const auto precision = tm.run.find("train.precision");
     const at::ScalarType held = llama_dtype(tm.trained_on_gpu ? at::Device(at::kCUDA) : at::Device(at::kCPU),
-                                            precision == run.end() ? std::string("auto") : precision->second);
+                                            precision == tm.run.end() ? std::string("auto") : precision->second);
     model = llama_from_pretrained_quantized(tm.record.base_path, fp32, q, held);
     if (llama_config_to_json(model->config()) != tm.record.config_json)
       throw CheckpointError("the base model " + tm.record.base_path + " no longer matches the config.json that " +

@@ -3,6 +3,7 @@
 // quantization is byte-identical (packed codes, 8-bit absmaxes, nested absmaxes, offset, code tables, the quant-state
 // JSON, transformers' tensor names) and the dequantization of bnb's own tensors equals bnb's bit for bit.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "model/model_test_util.h"
 #include "ranktune/core/error.h"
@@ -106,6 +108,143 @@ TEST(Nf4, DequantizeIsBitIdenticalToBitsandbytes) {
     const Nf4Weight w = from_fixture(c);
     EXPECT_TRUE(same_bits(nf4_block_absmax(w), fx(c + ".block_absmax"))) << "block absmax";
     EXPECT_TRUE(same_bits(nf4_dequantize(w), fx(c + ".dequant"))) << "weight";
+  }
+}
+
+// Equal in every field, for the CPU pass against the ATen reference.
+void expect_same_quantization(const Nf4Weight& fast, const Nf4Weight& ref) {
+  EXPECT_TRUE(same_bits(fast.packed, ref.packed)) << "packed";
+  EXPECT_TRUE(same_bits(fast.absmax, ref.absmax)) << "absmax";
+  EXPECT_TRUE(same_bits(fast.nested_absmax, ref.nested_absmax)) << "nested_absmax";
+  EXPECT_TRUE(same_bits(fast.quant_map, ref.quant_map)) << "quant_map";
+  EXPECT_TRUE(same_bits(fast.nested_quant_map, ref.nested_quant_map)) << "nested_quant_map";
+  EXPECT_EQ(std::memcmp(&fast.offset, &ref.offset, sizeof(float)), 0) << fast.offset << " vs " << ref.offset;
+  EXPECT_EQ(fast.shape, ref.shape);
+  EXPECT_EQ(fast.dtype, ref.dtype);
+}
+
+// Weights that stress the 4-bit decisions: random blocks at scales from subnormal to large, blocks holding every
+// code midpoint exactly (with a 1 so the scale is 1) and one ulp either side, zero blocks, all-equal blocks (the
+// scaled values are +-1 or, for tiny values, come through the 1e-38 floor).
+at::Tensor stress_weight(std::int64_t n, at::ScalarType dtype, std::uint64_t seed) {
+  at::manual_seed(static_cast<std::int64_t>(seed));
+  const at::Tensor scale = at::exp(at::randint(-30, 10, {(n + 63) / 64}).to(at::kFloat)).repeat_interleave(64);
+  at::Tensor x = at::randn({n}) * scale.slice(0, 0, n);
+  const at::Tensor code = nf4_code();
+  const at::Tensor mids = ((code.slice(0, 0, -1) + code.slice(0, 1)) / 2).to(dtype).to(at::kFloat);
+  const at::Tensor ties = at::cat({at::ones({1}), mids, at::nextafter(mids, at::full_like(mids, 2.0)),
+                                   at::nextafter(mids, at::full_like(mids, -2.0)), -at::ones({1}), code});
+  const std::int64_t blocks = n / 64;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    at::Tensor blk = x.slice(0, b * 64, b * 64 + 64);
+    switch (b % 7) {
+      case 1: blk.zero_(); break;
+      case 2: blk.fill_(b % 2 ? 0.37 : -2.5); break;
+      case 3: blk.slice(0, 0, ties.numel()).copy_(ties); break;
+      case 4: blk.fill_(1e-40); break;  // subnormal in fp32; zero in fp16 and bf16 keeps it
+      default: break;
+    }
+  }
+  return x.to(dtype);
+}
+
+// m, then up to 40 values near the code midpoints times m whose code differs between x / m and x * (1 / m).
+at::Tensor division_probes(float m) {
+  const at::Tensor code = nf4_code();
+  const at::Tensor mids = (code.slice(0, 0, -1) + code.slice(0, 1)) / 2;
+  const at::Tensor mt = at::full({1}, m);
+  std::vector<at::Tensor> near;
+  for (double direction : {10.0, -10.0}) {
+    at::Tensor x = mids * mt;
+    for (int step = 0; step < 20; ++step) near.push_back(x = at::nextafter(x, at::full_like(x, direction)));
+  }
+  const at::Tensor xs = at::cat(near);
+  const at::Tensor by_division = at::bucketize(at::clamp(xs / mt, -1, 1), mids);
+  const at::Tensor by_reciprocal = at::bucketize(at::clamp(xs * mt.reciprocal(), -1, 1), mids);
+  const at::Tensor found = xs.masked_select(by_division != by_reciprocal);
+  return at::cat({mt, found.slice(0, 0, std::min<std::int64_t>(found.numel(), 40))});
+}
+
+// The CPU loops split their blocks over the intra-op threads; ctest runs with one, so these tests ask for three (an
+// uneven split) and put the count back.
+class ThreadCount {
+ public:
+  explicit ThreadCount(int n) : saved_(at::get_num_threads()) { at::set_num_threads(n); }
+  ~ThreadCount() { at::set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+TEST(Nf4, CpuPassEqualsReference) {
+  const ThreadCount threads(3);
+  // Odd and partial sizes, one ragged multi-dimensional shape, and sizes of several thousand blocks so that the blocks
+  // are split over the threads (and a last partial block follows a split).
+  const std::vector<std::vector<std::int64_t>> shapes = {{1},       {2},        {63},       {64},      {65},
+                                                         {127},     {5, 33},    {3, 7, 11}, {7, 64},   {13, 200},
+                                                         {3, 4160}, {501, 257}, {1024, 65}, {700, 777}};
+  std::uint64_t seed = 0;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (const auto& shape : shapes) {
+      std::int64_t n = 1;
+      for (std::int64_t d : shape) n *= d;
+      const at::Tensor x = stress_weight(n, dtype, ++seed).view(shape);
+      SCOPED_TRACE(testing::Message() << c10::toString(dtype) << " " << x.sizes());
+      expect_same_quantization(nf4_quantize(x), nf4_quantize_reference(x));
+    }
+  }
+  // Whole weights of zeros or of subnormals: the offset is then 0 or tiny, so an absmax clamped where bnb keeps it
+  // unclamped (or the reverse) shows in the 8-bit bytes.
+  for (const at::Tensor& x : {at::zeros({3, 64}), at::zeros({130}), at::full({2, 70}, 1e-40), at::full({5}, -1e-40)}) {
+    SCOPED_TRACE(testing::Message() << "constant " << x.sizes());
+    expect_same_quantization(nf4_quantize(x), nf4_quantize_reference(x));
+  }
+  // A last partial block of values for which x / m and x * (1 / m) fall on different sides of a midpoint: bnb divides
+  // there and multiplies by the reciprocal elsewhere.
+  for (float m : {3.7f, 0.013f, 7e-3f}) {
+    SCOPED_TRACE(testing::Message() << "division probes, absmax " << m);
+    const at::Tensor tail = division_probes(m);
+    EXPECT_GT(tail.numel(), 1) << "no probe found";
+    const at::Tensor x = at::cat({at::randn({128}) * m, tail});
+    expect_same_quantization(nf4_quantize(x), nf4_quantize_reference(x));
+  }
+  // A non-contiguous weight (a transposed view) is quantized in its logical order, as the reference does.
+  const at::Tensor t = stress_weight(96 * 130, at::kBFloat16, 99).view({96, 130}).t();
+  expect_same_quantization(nf4_quantize(t), nf4_quantize_reference(t));
+}
+
+TEST(Nf4, CpuDequantizeEqualsReference) {
+  const ThreadCount threads(3);
+  // Odd and multi-thread sizes; a weight's own quant_map (a checkpoint's) is what the loop reads, so a scaled one must
+  // come through as well.
+  std::uint64_t seed = 50;
+  for (const std::vector<std::int64_t>& shape :
+       std::vector<std::vector<std::int64_t>>{{1}, {63}, {65}, {5, 33}, {3, 7, 11}, {700, 777}}) {
+    for (at::ScalarType in : {at::kFloat, at::kBFloat16}) {
+      std::int64_t n = 1;
+      for (std::int64_t d : shape) n *= d;
+      Nf4Weight w = nf4_quantize(stress_weight(n, in, ++seed).view(shape));
+      for (at::ScalarType out : {at::kFloat, at::kBFloat16, at::kHalf}) {
+        SCOPED_TRACE(testing::Message() << at::IntArrayRef(shape) << " " << c10::toString(in) << " -> "
+                                        << c10::toString(out));
+        EXPECT_TRUE(same_bits(nf4_dequantize(w, out), nf4_dequantize_reference(w, out)));
+      }
+      w.quant_map = w.quant_map * 1.37;
+      EXPECT_TRUE(same_bits(nf4_dequantize(w), nf4_dequantize_reference(w, w.dtype))) << "scaled quant_map";
+    }
+  }
+}
+
+TEST(Nf4, CpuPassRefusesNonFiniteAnywhere) {
+  const ThreadCount threads(3);
+  // In the first block, in the last thread's range and in the last partial block.
+  for (std::int64_t at : {std::int64_t{0}, std::int64_t{7000 * 64 + 5}, std::int64_t{8000 * 64 + 30}}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+      at::Tensor x = at::randn({8000 * 64 + 31});
+      x[at] = bad;
+      EXPECT_THROW(nf4_quantize(x), UsageError) << at << " " << bad;
+      EXPECT_THROW(nf4_quantize(x.to(at::kBFloat16)), UsageError) << at << " " << bad;
+    }
   }
 }
 

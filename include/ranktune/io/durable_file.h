@@ -3,6 +3,7 @@
 // also after a crash or power loss. Errors are std::system_error naming the path and carrying errno.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -28,6 +29,51 @@ std::string tmp_suffix();
 
 void fsync_file(const std::filesystem::path& path);
 void fsync_dir(const std::filesystem::path& dir);
+
+// Streaming write-back for a file being written through the page cache. Left alone, the kernel holds the dirty
+// pages until the dirty limits or the final fsync and then writes them back at a fraction of what the disk takes
+// (build VM: 0.3-0.5 GB/s against 1.8-2.5 GB/s with O_DIRECT); asked to write each range as soon as it is complete,
+// and made to wait for the range written `lag_bytes` earlier, it streams at close to disk speed and the final fsync
+// finds little left. The schedule alone, so that tests can hold it to its ranges.
+struct ByteRange {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;  // 0: nothing to do
+};
+struct WritebackStep {
+  ByteRange start;  // start writing these bytes back
+  ByteRange wait;   // then wait until these are on the disk
+};
+class WritebackSchedule {
+ public:
+  // Starts write-back once at least min_bytes are new; keeps at most about lag_bytes + min_bytes in flight.
+  WritebackSchedule(std::uint64_t min_bytes, std::uint64_t lag_bytes) : min_(min_bytes), lag_(lag_bytes) {}
+  // The file now holds `end` bytes (a shorter file than before changes nothing).
+  WritebackStep advance(std::uint64_t end);
+
+ private:
+  std::uint64_t min_, lag_;
+  std::uint64_t started_ = 0;  // write-back was started for [0, started_)
+  std::uint64_t waited_ = 0;   // [0, waited_) was on the disk at the last wait
+};
+
+// WritebackSchedule applied to a file through a second descriptor of its own (Linux sync_file_range; elsewhere it
+// does nothing). The writer calls advance() after each large write. Nothing here replaces the fsync of file_commit:
+// pages written again later (HDF5 rewrites its metadata at close) are simply dirty again. A write-back error throws
+// std::system_error naming the path: the kernel reports it once, to this descriptor, and the fsync would not see it.
+class FileWriteback {
+ public:
+  explicit FileWriteback(const std::filesystem::path& path, std::uint64_t min_bytes = std::uint64_t{8} << 20,
+                         std::uint64_t lag_bytes = std::uint64_t{256} << 20);
+  ~FileWriteback();
+  FileWriteback(const FileWriteback&) = delete;
+  FileWriteback& operator=(const FileWriteback&) = delete;
+  void advance();
+
+ private:
+  std::filesystem::path path_;
+  WritebackSchedule schedule_;
+  int fd_ = -1;  // -1: not supported here (or by this file system), advance() does nothing
+};
 
 // The points between the steps, for fault-injection tests: `written` comes before the fsync of the temp file,
 // `synced` before the rename, `renamed` before the fsync of the directory.

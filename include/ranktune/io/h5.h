@@ -8,6 +8,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -136,6 +137,8 @@ struct TensorWriteOptions {
   // thread's dataset reads during a background checkpoint write) wait for one slice, not for the whole tensor. The
   // file's bytes do not depend on it. 0: one write.
   std::size_t slice_bytes = std::size_t{64} << 20;
+  // Called after each H5Dwrite (each slice): checkpoint files start their write-back there (FileWriteback).
+  std::function<void()> after_write;
 };
 
 // Stored dtypes: float32 float64 float16 bfloat16 int8 int16 int32 int64 uint8 bool. The `dtype` attribute holds

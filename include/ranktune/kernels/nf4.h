@@ -1,8 +1,8 @@
 // defines: Nf4Weight (a weight in bitsandbytes' 4-bit NF4 format with double-quantized absmaxes, field for field what
 // transformers saves for "...-bnb-4bit" checkpoints), nf4_quantize (byte for byte what bitsandbytes 0.50's
 // quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True) gives on CPU) and nf4_dequantize (bit for
-// bit its dequantize_4bit: a CUDA kernel on a GPU, ATen elsewhere). The frozen base of QLoRA is held this way so that
-// checkpoints made by bitsandbytes load as they are and ours load in bitsandbytes.
+// bit its dequantize_4bit: a CUDA kernel on a GPU, a threaded loop on the CPU). The frozen base of QLoRA is held this
+// way so that checkpoints made by bitsandbytes load as they are and ours load in bitsandbytes.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -36,12 +36,21 @@ struct Nf4Weight {
 
 // Quantizes a bf16/fp16/fp32 weight of any shape on its own device; the double quantization of the absmaxes runs on
 // the CPU (its mean, a float32 torch reduction, is bnb's: beyond 32768 blocks its last bit follows torch's thread
-// count, in bnb as here). Refuses an empty weight, another dtype, or NaN/Inf values.
+// count, in bnb as here). Refuses an empty weight, another dtype, or NaN/Inf values. On the CPU one threaded pass over
+// the weight; elsewhere nf4_quantize_reference.
 Nf4Weight nf4_quantize(const at::Tensor& weight);
+
+// The same result from bnb's backend op for op in ATen (abs/amax, reciprocal, clamp, bucketize, shifts), on the
+// weight's device: what runs on a GPU, and the plain reference the CPU pass is tested against.
+Nf4Weight nf4_quantize_reference(const at::Tensor& weight);
 
 // The weight back in `w.dtype` (or `dtype`: bf16, fp16 or fp32), shaped `w.shape`, on `w.packed`'s device.
 at::Tensor nf4_dequantize(const Nf4Weight& w);
 at::Tensor nf4_dequantize(const Nf4Weight& w, at::ScalarType dtype);
+
+// The same from bnb's default backend op for op in ATen (unpack, index the code, times the block absmax, cast), on the
+// weight's device: the plain reference the CPU loop (and through it the CUDA kernel) is tested against.
+at::Tensor nf4_dequantize_reference(const Nf4Weight& w, at::ScalarType dtype);
 
 // float32 [blocks]: the absmax each block is scaled by (nested code * nested absmax + offset): dequantization's first
 // stage.

@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 
+#include "ranktune/core/config_changes.h"
 #include "ranktune/io/h5.h"
 #include "ranktune/model/llama.h"
 #include "ranktune/train/train_checkpoint.h"
@@ -20,6 +21,7 @@ struct TrainedModel {
   std::filesystem::path step_dir;
   long step = 0;
   ModelRecord record;
+  ConfigText run;  // record.run_config read once (config_ini_read): the run's model.quantize, train.precision
   std::map<std::string, at::Tensor> weights;  // trained parameters by model name, fp32 (the masters where kept)
   bool trained_on_gpu = false;                // the run's device was CUDA (its checkpoint holds `rng.cuda`)
 };
