@@ -41,14 +41,13 @@ esac
 # BENCH_SAVE=0 skips the end-of-run checkpoint saves (a short GPU lease).
 [ "${BENCH_SAVE:-1}" = 0 ] && shape+=(--checkpoint.at_end=false)
 
-# packing: data.packing_attention=shared unless a run sets it (ranktune refuses an option given twice): the peers
-# train each row as one sequence (random tokens, plain causal attention), so ranktune's rows do the same work;
-# "isolated" (the default: documents apart) is measured by lora_varlen (the flash kernel's variable-length form, the
-# default on GPU) and lora_isolated (the dense per-document mask, train.flash_varlen=false).
-# defaults: the same for the options a run may set itself (sequence length, micro-batch, steps).
-packing() { [[ " $* " == *" --data.packing_attention="* ]] || echo --data.packing_attention=shared; }
+# defaults ARGS...: the options ARGS (a run's own) do not set, since ranktune refuses an option given twice: sequence
+# length, micro-batch, steps, and data.packing_attention=shared: the peers train each row as one sequence (random
+# tokens, plain causal attention), so ranktune's rows do the same work; "isolated" (the default: documents apart) is
+# measured by lora_varlen (the flash kernel's variable-length form, the default on GPU) and lora_isolated (the dense
+# per-document mask, train.flash_varlen=false).
 defaults() {
-  packing "$@"
+  [[ " $* " == *" --data.packing_attention="* ]] || echo --data.packing_attention=shared
   [[ " $* " == *" --train.seq_len="* ]] || echo --train.seq_len=2048
   [[ " $* " == *" --train.micro_batch="* ]] || echo --train.micro_batch="$BATCH"
   [[ " $* " == *" --train.steps="* ]] || echo --train.steps="$STEPS"
@@ -83,8 +82,9 @@ PY
 
 # Resume of the full fine-tune's final checkpoint: read + verify time, then two more steps.
 resume_full() {
-  "$bin" train "${shape[@]}" --train.steps=$((STEPS + 2)) --output_dir="$out/full" --checkpoint.dir="$out/full/ckpt" \
-    --resume=auto $(defaults --train.steps=0) >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
+  local -a more=(--train.steps=$((STEPS + 2)) --resume=auto)
+  "$bin" train "${shape[@]}" --output_dir="$out/full" --checkpoint.dir="$out/full/ckpt" "${more[@]}" \
+    $(defaults "${more[@]}") >"$out/full_resume.log" 2>&1 || { echo "resume failed:"; tail -5 "$out/full_resume.log"; }
   grep -E '^resume: ' "$out/full_resume.log" >&2
   rm -rf "$out/full/ckpt"
 }
@@ -96,8 +96,8 @@ profile_shape() {
   rm -rf "$out/profile_$name"
   local -a save=(--checkpoint.at_end=false)
   [ "${BENCH_SAVE:-1}" = 0 ] && save=()  # shape has it already
-  "$bin" train "${shape[@]}" --train.steps=8 --train.profile_steps=3 --train.profile_skip=5 "${save[@]}" \
-    --output_dir="$out/profile_$name" "$@" $(defaults --train.steps=8 "$@") >"$out/profile_$name.log" 2>&1 \
+  set -- --train.steps=8 --train.profile_steps=3 --train.profile_skip=5 "$@"
+  "$bin" train "${shape[@]}" "${save[@]}" --output_dir="$out/profile_$name" "$@" $(defaults "$@") >"$out/profile_$name.log" 2>&1 \
     || { echo "profile $name failed:" >&2; tail -5 "$out/profile_$name.log" >&2; return; }
   cp "$out/profile_$name/profile_kernels.md" "$out/profile_kernels_$name.md"
   gzip -f "$out/profile_$name/profile_trace.json"
