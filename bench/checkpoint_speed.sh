@@ -55,9 +55,11 @@ python3 - "$out" "$dd_line" "$ckpt_root" "$dd_cached_line" <<'PY'
 import json, re, statistics, sys
 out, dd_line, root, dd_cached_line = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 timing = re.compile(r"^checkpoint timing: step (\d+) (\w+): stall ([\d.]+) s \(staging ([\d.]+) s\), rank 0 wrote "
-                    r"([\d.]+) MB in ([\d.]+) s \(([\d.]+) GB/s\)")
-print(f"| run | save at step | mode | stall s | staging s | rank 0 write s | MB | write GB/s | tokens/s while writing | tokens/s otherwise |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+                    r"([\d.]+) MB in ([\d.]+) s \(([\d.]+) GB/s\)"
+                    r"(?:: HDF5 write ([\d.]+) s, fsync \+ rename ([\d.]+) s, CRC32C re-read ([\d.]+) s)?")
+print(f"| run | save at step | mode | stall s | staging s | rank 0 write s | HDF5 write s | fsync + rename s | "
+      f"CRC32C s | MB | write GB/s | tokens/s while writing | tokens/s otherwise |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name in ("sync", "async"):
     rows = {}
     for line in open(f"{out}/{name}/metrics.jsonl"):
@@ -78,9 +80,10 @@ for name in ("sync", "async"):
     during = [rows[s] for s in steady if s in writing]
     other = [rows[s] for s in steady if s not in writing]
     med = lambda v: f"{statistics.median(v):,.0f}" if v else "-"
-    for step, mode, stall, staging, mb, write_s, gbs in saves:
+    for step, mode, stall, staging, mb, write_s, gbs, h5, commit, crc in saves:
+        phases = " | ".join(f"{float(v):.2f}" if v else "-" for v in (h5, commit, crc))
         print(f"| {name} | {step} | {mode} | {float(stall):.2f} | {float(staging):.2f} | {float(write_s):.2f} | "
-              f"{float(mb):,.0f} | {float(gbs):.2f} | {med(during)} | {med(other)} |")
+              f"{phases} | {float(mb):,.0f} | {float(gbs):.2f} | {med(during)} | {med(other)} |")
 m = re.search(r"([\d.]+) ([GM])B/s", dd_line)
 print(f"\ndd (O_DIRECT, 64 MiB blocks, fsync) on {root}: {dd_line.strip()}")
 if m:

@@ -4,8 +4,10 @@ Run by bench/prepare_speed.sh; works offline.
   make DIR          a Llama-3-style byte-level BPE (the Llama-3 Split regex, ignore_merges, 128k merged tokens + 256
                     specials = 128256) trained with `tokenizers` on local text: the Python standard library's .py files
                     (half of them), this repository's docs, and generated text in eight scripts; then DIR/bench.jsonl,
-                    about --mb MB of {"text": ...} records from the other half of the files and other generated text.
-                    Both are kept: a second `make` reuses them.
+                    about BENCH_MB (10) MB of {"text": ...} records from the other half of the files and other
+                    generated text, written BENCH_COPIES (1) times over, each copy in its own order (the standard
+                    library holds about 8 MB of text to take: copies make a file large enough to time the threads
+                    apart from the start-up). Both are kept: a second `make` reuses them.
   hf DIR            encodes DIR/bench.jsonl with HF `tokenizers` (encode_batch; thread count from RAYON_NUM_THREADS and
                     TOKENIZERS_PARALLELISM, set by the caller before Python starts), prints JSON timings, writes the
                     ids of each record as ranktune's documents hold them (bos ... eos) to DIR/hf_ids.npy/hf_offsets.npy.
@@ -139,7 +141,7 @@ def records_of(text, rng, max_bytes):
     return out
 
 
-def make(work, mb, vocab_size, max_record_bytes):
+def make(work, mb, vocab_size, max_record_bytes, copies=1):
     os.makedirs(work, exist_ok=True)
     tok_path = os.path.join(work, "tokenizer.json")
     data_path = os.path.join(work, "bench.jsonl")
@@ -178,11 +180,13 @@ def make(work, mb, vocab_size, max_record_bytes):
                     break
                 recs.append(r)
                 size += len(r.encode())
-        rng.shuffle(recs)
         with open(data_path, "w", encoding="utf-8") as f:
-            for r in recs:
-                f.write(json.dumps({"text": r}, ensure_ascii=False) + "\n")
-        print(f"wrote {len(recs)} records, {size / 1e6:.2f} MB of text -> {data_path}", flush=True)
+            for _ in range(copies):
+                rng.shuffle(recs)
+                for r in recs:
+                    f.write(json.dumps({"text": r}, ensure_ascii=False) + "\n")
+        print(f"wrote {copies} x {len(recs)} records, {copies * size / 1e6:.2f} MB of text -> {data_path}",
+              flush=True)
 
 
 def hf(work):
@@ -318,7 +322,7 @@ if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "make":
         make(sys.argv[2], float(os.environ.get("BENCH_MB", "10")), int(os.environ.get("BENCH_VOCAB", "128000")),
-             int(os.environ.get("BENCH_RECORD_BYTES", "2000")))
+             int(os.environ.get("BENCH_RECORD_BYTES", "2000")), int(os.environ.get("BENCH_COPIES", "1")))
     elif cmd == "hf":
         hf(sys.argv[2])
     elif cmd == "run":

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "ranktune/core/log.h"
 #include "ranktune/distributed/agree.h"
@@ -319,12 +320,19 @@ RankFileWritten rank_file_write(const SaveRequest& req, int rank, int world_size
     fire(req, SavePhase::rank_file_begin);
     if (!copy_error.empty()) throw CheckpointError("device-to-host copy failed: " + copy_error);
     fs::create_directories(step_dir);
+    auto lap = [mark = std::chrono::steady_clock::now()]() mutable {
+      const auto now = std::chrono::steady_clock::now();
+      return std::chrono::duration<double>(now - std::exchange(mark, now)).count();
+    };
     checkpoint_file_write(tmp_path, state, RankFileHeader{req.step, rank, world_size, req.meta.mode, req.meta.topology},
                           req.locking);
+    out.hdf5_seconds = lap();
     file_commit(tmp_path, final_path,
                 phase_hook(req, SavePhase::rank_file_written, SavePhase::rank_file_synced,
                            SavePhase::rank_file_renamed));
+    out.commit_seconds = lap();
     out.digest = crc32c_file(final_path);
+    out.crc_seconds = lap();
     fire(req, SavePhase::before_agree);
   } catch (const std::exception& e) {
     std::string what = describe(e);
@@ -451,6 +459,9 @@ SaveResult save_result(const SavePrepared& p, SaveOutcome outcome, const RankFil
   res.stage_seconds = p.stage_seconds;
   res.write_seconds = written.seconds;
   res.write_bytes = written.digest.size;
+  res.hdf5_seconds = written.hdf5_seconds;
+  res.commit_seconds = written.commit_seconds;
+  res.crc_seconds = written.crc_seconds;
   return res;
 }
 

@@ -131,7 +131,7 @@ struct Trainer::State {
   // Logs a finished save (rank 0) and returns whether it committed. `mode`: sync or async. The `checkpoint timing:`
   // line is what bench/checkpoint_speed.sh reads: the stall, and rank 0's write of its own file.
   bool save_report(long step, const SaveResult& r, const char* mode) {
-    char line[256];
+    char line[320];
     // Only a checkpoint this save wrote counts: a committed step met under this number was moved aside and written
     // anew (r.message says so), so success never stands for a step holding another state.
     if (r.ok()) {
@@ -141,10 +141,11 @@ struct Trainer::State {
       log0() << line << (r.message.empty() ? "" : "; " + r.message);
       std::snprintf(line, sizeof line,
                     "checkpoint timing: step %ld %s: stall %.3f s (staging %.3f s), rank 0 wrote %.1f MB in %.2f s "
-                    "(%.2f GB/s)",
+                    "(%.2f GB/s): HDF5 write %.2f s, fsync + rename %.2f s, CRC32C re-read %.2f s",
                     step, mode, r.stall_seconds, r.stage_seconds, static_cast<double>(r.write_bytes) / 1e6,
                     r.write_seconds,
-                    r.write_seconds > 0 ? static_cast<double>(r.write_bytes) / 1e9 / r.write_seconds : 0.0);
+                    r.write_seconds > 0 ? static_cast<double>(r.write_bytes) / 1e9 / r.write_seconds : 0.0,
+                    r.hdf5_seconds, r.commit_seconds, r.crc_seconds);
       log0() << line;
       return true;
     }

@@ -18,7 +18,8 @@ RANKTUNE_QLORA_FIXTURE_DIR; bench/qlora_gpu_parity.sh runs both on the GPU machi
 --device and quantized there (`--device cuda --dtype bfloat16`: bitsandbytes' CUDA quantizer and a bf16 compute_dtype,
 as a QLoRA run of PEFT + bitsandbytes holds it; PEFT keeps the adapters in fp32), the bytes of every quantized linear,
 and metadata naming device, dtype and the absolute base and adapter directories (the test binary may run where its
-compiled-in fixture path does not exist). Without either option the output is the committed fixture's.
+compiled-in fixture path does not exist), and the fp32 truth both bf16 runs are measured against (fp32_truth). Without
+either option the output is the committed fixture's.
 Needs: torch, transformers, peft, safetensors, bitsandbytes==0.50.2. CI never runs this.
 Usage: python3 tests/reference/make_qlora_fixture.py [--out DIR] [--device cpu|cuda] [--dtype float32|bfloat16]
 """
@@ -54,6 +55,31 @@ def quantize_linears(model, device="cpu", compute_dtype=torch.float32):
                 # bnb's AVX-512 CPU layout with bf16 absmaxes: another computation than the NF4 format's.
                 q.support_avx512bf16_for_cpu = False
                 setattr(parent, name, q)
+
+
+def fp32_truth(modules, checked, device, lora_ref):
+    """The same QLoRA model computed in fp32 on `device` (TF32 off): the base's own 4-bit weights, dequantized by
+    bitsandbytes and widened, in plain fp32 linears, under the same fp32 adapters. Both bf16 runs (PEFT + bnb here,
+    ranktune in the test) are measured against it: `logits_fp32`, `loss_fp32`, `grad_fp32.<name>`."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(FIXTURES, "llama_gqa_untied"), dtype=torch.float32,
+                                                 attn_implementation="eager").to(device)
+    ours = dict(model.named_modules())
+    for mod in checked:
+        w = modules["base_model.model." + mod].weight
+        deq = bnb.functional.dequantize_4bit(w.data, w.quant_state).to(torch.float32)
+        ours[mod].weight.data.copy_(deq.reshape(ours[mod].weight.shape))
+    model = peft.PeftModel.from_pretrained(model, os.path.join(FIXTURES, "lora"), is_trainable=True)
+    model.eval()
+    out = model(input_ids=lora_ref["input_ids"].to(device), labels=lora_ref["labels"].to(device))
+    out.loss.backward()
+    truth = {"logits_fp32": out.logits.detach().float().cpu().contiguous(),
+             "loss_fp32": out.loss.detach().float().cpu().reshape(())}
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            truth["grad_fp32." + n.removeprefix("base_model.model.").replace(".default.", ".")] = \
+                p.grad.detach().float().cpu().contiguous()
+    return truth
 
 
 def main():
@@ -96,6 +122,8 @@ def main():
     modules = dict(model.named_modules())
     checked = [n.removeprefix("base_model.model.").removesuffix(".base_layer") for n, m in modules.items()
                if isinstance(m, bnb.nn.Linear4bit)] if parity else CHECKED
+    if parity:
+        tensors.update(fp32_truth(modules, checked, device, lora_ref))
     for mod in checked:
         w = modules["base_model.model." + mod].weight
         tensors[f"bnb.{mod}.weight"] = w.data.cpu().contiguous()

@@ -95,6 +95,9 @@ struct SaveResult {
   double stage_seconds = 0;
   double write_seconds = 0;
   std::uint64_t write_bytes = 0;
+  // write_seconds in its phases: the HDF5 file written (tensors, attributes, close), fsync + rename + fsync of the
+  // directory, the CRC32C re-read.
+  double hdf5_seconds = 0, commit_seconds = 0, crc_seconds = 0;
   bool ok() const { return status == SaveStatus::committed; }
 };
 
@@ -123,6 +126,7 @@ struct RankFileWritten {
   std::string problem;  // empty when the file is committed; else what failed, naming the file and the rank
   FileDigest digest;
   double seconds = 0;
+  double hdf5_seconds = 0, commit_seconds = 0, crc_seconds = 0;  // seconds in its phases (SaveResult's)
 };
 SavePrepared checkpoint_save_prepare(const MpiEnv& env, const SaveRequest& req,
                                      std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now());
