@@ -148,7 +148,7 @@ void checkpoint_state_validate(const CheckpointState& state) {
 }
 
 void checkpoint_file_write(const std::filesystem::path& path, const CheckpointState& state,
-                           const RankFileHeader& header, h5::FileLocking locking) {
+                           const RankFileHeader& header, h5::FileLocking locking, bool direct_chunks) {
   named(path.string(), [&] {
     checkpoint_state_validate(state);
     h5::File f = h5::file_create(path.string(), locking);
@@ -168,6 +168,7 @@ void checkpoint_file_write(const std::filesystem::path& path, const CheckpointSt
     FileWriteback writeback(path);
     h5::TensorWriteOptions opts;
     opts.after_write = [&writeback] { writeback.advance(); };
+    opts.direct_chunks = direct_chunks;
     for (const auto& [name, t] : state.tensors) h5::tensor_write(root, h5::path_from_dotted(name), t, opts);
     for (const auto& [name, b] : state.blobs)
       h5::bytes_write(root, h5::path_from_dotted(name), b.data(), b.size(), opts);

@@ -1,7 +1,9 @@
 // CRC32C (reflected polynomial 0x82F63B78): slicing-by-8 tables in software, the crc32 instruction on x86-64.
 #include "ranktune/io/crc32c.h"
 
+#include <ATen/Parallel.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -9,6 +11,8 @@
 #include <cstring>
 #include <system_error>
 #include <vector>
+
+#include "ranktune/core/parallel_range.h"
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -113,6 +117,41 @@ bool have_hardware() {
 }
 #endif
 
+// The raw CRC state (no inversions) continued over n bytes.
+std::uint32_t crc_raw(const unsigned char* p, std::size_t n, std::uint32_t c) {
+#if defined(__x86_64__)
+  if (have_hardware()) return crc_hardware(p, n, c);
+#endif
+  return crc_software(p, n, c);
+}
+
+// Running a CRC state through zero bytes is linear over GF(2): a map held as the images of the state's 32 bits.
+using Gf2Map = std::array<std::uint32_t, 32>;
+std::uint32_t gf2_apply(const Gf2Map& m, std::uint32_t x) {
+  std::uint32_t y = 0;
+  for (int bit = 0; x != 0; ++bit, x >>= 1)
+    if (x & 1u) y ^= m[bit];
+  return y;
+}
+Gf2Map gf2_then(const Gf2Map& first, const Gf2Map& second) {  // second after first
+  Gf2Map out{};
+  for (int bit = 0; bit < 32; ++bit) out[bit] = gf2_apply(second, first[bit]);
+  return out;
+}
+
+// The map of `n` more zero bytes on the state: crc(A B) = zeros(crc(A), |B|) ^ crc_from_0(B), which joins the CRCs
+// of a file's segments computed apart.
+Gf2Map zeros_map(std::uint64_t n) {
+  Gf2Map power{}, out{};  // power: 1, 2, 4, ... zero bytes as n's bits are walked; out starts as the identity
+  const unsigned char zero = 0;
+  for (int bit = 0; bit < 32; ++bit) power[bit] = crc_software(&zero, 1, 1u << bit), out[bit] = 1u << bit;
+  for (; n != 0; n >>= 1) {
+    if (n & 1u) out = gf2_then(out, power);
+    if (n > 1) power = gf2_then(power, power);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc) {
@@ -128,25 +167,63 @@ std::uint32_t crc32c_table(const void* data, std::size_t n, std::uint32_t crc) {
   return ~crc_software(static_cast<const unsigned char*>(data), n, ~crc);
 }
 
-FileDigest crc32c_file(const std::filesystem::path& path) {
+std::uint32_t crc32c_combine(std::uint32_t crc_a, std::uint32_t crc_b, std::uint64_t size_b) {
+  // crc(A B) inverts the state before A and after B; crc_b's own inversions cancel against those of a start from 0.
+  return gf2_apply(zeros_map(size_b), crc_a) ^ crc_b;
+}
+
+FileDigest crc32c_file(const std::filesystem::path& path, int threads) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot open '" + path.string() + "'");
-  FileDigest d;
-  std::vector<unsigned char> buf(std::size_t{4} << 20);
-  while (true) {
-    const ssize_t got = ::read(fd, buf.data(), buf.size());
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      throw std::system_error(err, std::generic_category(), "cannot read '" + path.string() + "'");
-    }
-    if (got == 0) break;
-    d.crc32c = crc32c(buf.data(), static_cast<std::size_t>(got), d.crc32c);
-    d.size += static_cast<std::uint64_t>(got);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "cannot stat '" + path.string() + "'");
   }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  // Segments of at least kSegment bytes, one run of reads each; each thread CRCs its segments from a zero state and
+  // the results are joined in file order.
+  constexpr std::uint64_t kSegment = std::uint64_t{64} << 20, kRead = std::uint64_t{4} << 20;
+  const std::int64_t segments = static_cast<std::int64_t>(std::max<std::uint64_t>(1, (size + kSegment - 1) / kSegment));
+  std::vector<std::uint32_t> raw(static_cast<std::size_t>(segments), 0);
+  std::vector<int> errors(static_cast<std::size_t>(segments), 0);
+  parallel_range(segments, 1, threads, [&](std::int64_t first, std::int64_t end) {
+    std::vector<unsigned char> buf(kRead);
+    for (std::int64_t s = first; s < end; ++s) {
+      std::uint64_t at = static_cast<std::uint64_t>(s) * kSegment;
+      const std::uint64_t stop = std::min(size, at + kSegment);
+      std::uint32_t c = 0;
+      while (at < stop) {
+        const ssize_t got = ::pread(fd, buf.data(), std::min(kRead, stop - at), static_cast<off_t>(at));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+          errors[static_cast<std::size_t>(s)] = got < 0 ? errno : EIO;  // 0: the file shrank while read
+          break;
+        }
+        c = crc_raw(buf.data(), static_cast<std::size_t>(got), c);
+        at += static_cast<std::uint64_t>(got);
+      }
+      raw[static_cast<std::size_t>(s)] = c;
+    }
+  });
+  // Past its size: the file grew while read, and its digest would not be the one a reader finds.
+  unsigned char extra = 0;
+  const ssize_t more = ::pread(fd, &extra, 1, static_cast<off_t>(size));
   ::close(fd);
-  return d;
+  for (const int err : errors)
+    if (err != 0) throw std::system_error(err, std::generic_category(), "cannot read '" + path.string() + "'");
+  if (more > 0)
+    throw std::system_error(EIO, std::generic_category(), "'" + path.string() + "' grew while its CRC32C was read");
+  static const Gf2Map segment_zeros = zeros_map(kSegment);
+  std::uint32_t state = ~0u;
+  for (std::int64_t s = 0; s < segments; ++s) {
+    const std::uint64_t begin = static_cast<std::uint64_t>(s) * kSegment, n = std::min(size, begin + kSegment) - begin;
+    state = gf2_apply(n == kSegment ? segment_zeros : zeros_map(n), state) ^ raw[static_cast<std::size_t>(s)];
+  }
+  return FileDigest{size, ~state};
 }
+
+FileDigest crc32c_file(const std::filesystem::path& path) { return crc32c_file(path, at::get_num_threads()); }
 
 }  // namespace ranktune

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "ranktune/core/error.h"
-#include "ranktune/kernels/parallel_range.h"
+#include "ranktune/core/parallel_range.h"
 #ifdef RANKTUNE_HAVE_CUDA
 #include "nf4_cuda.h"
 #endif
@@ -150,7 +150,7 @@ bool quantize_4bit_cpu(const T* x, std::int64_t n, std::uint8_t* packed, float* 
   const std::array<float, 15> mid = nf4_midpoints();
   const std::int64_t blocks = (n + kNf4BlockSize - 1) / kNf4BlockSize;
   std::atomic<bool> finite{true};
-  parallel_range(blocks, /*grain=*/2048, [&](std::int64_t b0, std::int64_t b1) {
+  parallel_range(blocks, /*grain=*/2048, at::get_num_threads(), [&](std::int64_t b0, std::int64_t b1) {
     Nf4Block blk;
     for (std::int64_t b = b0; b < b1; ++b) {
       const std::int64_t begin = b * kNf4BlockSize, len = std::min(kNf4BlockSize, n - begin);
@@ -383,7 +383,7 @@ at::Tensor nf4_dequantize(const Nf4Weight& w, at::ScalarType dtype) {
     const float* s = scale.const_data_ptr<float>();
     const float* c = code.const_data_ptr<float>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    parallel_range(w.blocks(), /*grain=*/2048, [&](std::int64_t b0, std::int64_t b1) {
+    parallel_range(w.blocks(), /*grain=*/2048, at::get_num_threads(), [&](std::int64_t b0, std::int64_t b1) {
       for (std::int64_t b = b0; b < b1; ++b) {
         float value[16];
         for (int k = 0; k < 16; ++k) value[k] = c[k] * s[b];

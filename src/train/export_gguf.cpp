@@ -12,10 +12,10 @@
 #include <system_error>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/parallel_range.h"
 #include "ranktune/data/gguf_vocab.h"
 #include "ranktune/io/durable_file.h"
 #include "ranktune/io/gguf_writer.h"
-#include "ranktune/kernels/parallel_range.h"
 #include "ranktune/model/llama_config.h"
 #include "ranktune/model/lora.h"
 
@@ -92,7 +92,7 @@ std::vector<std::uint8_t> encode(const at::Tensor& t, GgmlType type) {
   const std::int64_t blocks = x.numel() / 32;
   std::vector<std::uint8_t> out(static_cast<std::size_t>(blocks) * 34);
   const float* src = x.data_ptr<float>();
-  parallel_range(blocks, 4096, [&](std::int64_t begin, std::int64_t end) {
+  parallel_range(blocks, 4096, at::get_num_threads(), [&](std::int64_t begin, std::int64_t end) {
     gguf_q8_0_quantize(src + begin * 32, static_cast<std::size_t>(end - begin) * 32, out.data() + begin * 34);
   });
   return out;

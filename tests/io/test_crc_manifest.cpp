@@ -68,6 +68,37 @@ TEST(Crc32c, File) {
   EXPECT_THROW(crc32c_file(path), std::system_error);
 }
 
+// Joining the CRCs of two pieces gives the CRC of the whole, for any cut (empty pieces included).
+TEST(Crc32c, CombineJoinsPieces) {
+  std::mt19937 gen(5);
+  std::vector<unsigned char> buf(70001);
+  for (auto& b : buf) b = static_cast<unsigned char>(gen());
+  for (std::size_t cut : {std::size_t{0}, std::size_t{1}, std::size_t{8191}, std::size_t{65536}, buf.size()}) {
+    const std::uint32_t a = crc32c(buf.data(), cut), b = crc32c(buf.data() + cut, buf.size() - cut);
+    EXPECT_EQ(crc32c_combine(a, b, buf.size() - cut), crc32c_table(buf.data(), buf.size())) << cut;
+  }
+}
+
+// Segments of 64 MiB read by several threads and joined: the serial CRC of the table path, whatever the thread count,
+// for sizes just under, at and over segment boundaries.
+TEST(Crc32c, FileSegmentsOnThreadsEqualOneThread) {
+  const test::ScratchDir dir("crc_threads");
+  const std::filesystem::path path = dir.path() / "data";
+  constexpr std::size_t kSegment = std::size_t{64} << 20;
+  std::vector<unsigned char> data(2 * kSegment + 12345, 0);
+  for (std::size_t i = 0; i < data.size(); i += 4093) data[i] = static_cast<unsigned char>(i * 2654435761u >> 13);
+  for (const std::size_t n : {kSegment - 1, kSegment, kSegment + 1, 2 * kSegment + 12345}) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(n));
+    const std::uint32_t want = crc32c_table(data.data(), n);
+    for (const int threads : {1, 2, 4}) {
+      const FileDigest d = crc32c_file(path, threads);
+      EXPECT_EQ(d.size, n) << threads;
+      EXPECT_EQ(d.crc32c, want) << n << " bytes on " << threads << " thread(s)";
+    }
+  }
+}
+
 namespace {
 Manifest sample() {
   Manifest m;

@@ -2,6 +2,7 @@
 // types are the ones h5py expects, Fletcher32 catches a flipped byte, attributes and names behave, locking is
 // configurable and a lock failure carries the HDF5_USE_FILE_LOCKING hint.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
@@ -269,4 +270,106 @@ TEST_F(H5Test, MissingFileNamesThePath) {
     EXPECT_NE(std::string(e.what()).find("nope.h5"), std::string::npos) << e.what();
     EXPECT_TRUE(e.hint().empty()) << e.hint();
   }
+}
+
+// Every stored chunk of dataset `name` in the two files: the same logical offsets, filter masks and raw bytes (the
+// data, its zero padding at the edge, the checksum), read with H5Dread_chunk past the filter pipeline.
+void expect_same_chunks(hid_t fa, hid_t fb, const std::string& name) {
+  h5::Dataset a(H5Dopen2(fa, name.c_str(), H5P_DEFAULT)), b(H5Dopen2(fb, name.c_str(), H5P_DEFAULT));
+  h5::Dataspace sa(H5Dget_space(a.get())), sb(H5Dget_space(b.get()));
+  const int rank = H5Sget_simple_extent_ndims(sa.get());
+  hsize_t na = 0, nb = 0;
+  ASSERT_GE(H5Dget_num_chunks(a.get(), sa.get(), &na), 0);
+  ASSERT_GE(H5Dget_num_chunks(b.get(), sb.get(), &nb), 0);
+  ASSERT_EQ(na, nb) << name;
+  for (hsize_t i = 0; i < na; ++i) {
+    std::vector<hsize_t> oa(static_cast<std::size_t>(rank)), ob(oa.size());
+    unsigned ma = 0, mb = 0;
+    haddr_t aa = 0, ab = 0;
+    hsize_t za = 0, zb = 0;
+    ASSERT_GE(H5Dget_chunk_info(a.get(), sa.get(), i, oa.data(), &ma, &aa, &za), 0);
+    ASSERT_GE(H5Dget_chunk_info(b.get(), sb.get(), i, ob.data(), &mb, &ab, &zb), 0);
+    ASSERT_EQ(oa, ob) << name << " chunk " << i;
+    ASSERT_EQ(ma, mb) << name << " chunk " << i;
+    ASSERT_EQ(za, zb) << name << " chunk " << i;
+    std::vector<std::uint8_t> ra(za), rb(zb);
+    std::uint32_t fma = 0, fmb = 0;
+    ASSERT_GE(H5Dread_chunk(a.get(), H5P_DEFAULT, oa.data(), &fma, ra.data()), 0);
+    ASSERT_GE(H5Dread_chunk(b.get(), H5P_DEFAULT, ob.data(), &fmb, rb.data()), 0);
+    ASSERT_TRUE(ra == rb) << name << " chunk " << i << ": stored bytes differ";
+  }
+}
+
+// The direct chunk writer (TensorWriteOptions::direct_chunks) stores what the Fletcher32 filter pipeline stores:
+// every chunk's bytes the same (data, zero padding of the edge chunk, checksum), on one thread and on several, for
+// edge chunks, odd chunk sizes (the checksum's odd last byte), slices of several chunks, every dtype, zeros and
+// all-ones words, and shapes whose chunks cut the trailing dimensions (which take the pipeline). The hook sees the
+// same slices. The files differ only in where HDF5 placed its chunk index (the direct calls allocate it after the
+// first chunk); written twice, the direct path's file is the same byte for byte.
+TEST_F(H5Test, DirectChunksStoreWhatTheFilterPipelineStores) {
+  struct Case {
+    at::Tensor t;
+    std::size_t chunk_bytes, slice_bytes;
+  };
+  const std::vector<Case> cases = {
+      {random_of(at::kFloat, {1000, 37}), 4096, 3 * 4096},  // 27 rows a chunk, 3 chunks a slice, an edge chunk
+      {random_of(at::kBFloat16, {513, 64}), 1 << 20, 0},    // one chunk, one write
+      {random_of(at::kByte, {100003}), 4095, 5 * 4095},     // odd chunk bytes, an odd edge
+      {random_of(at::kLong, {7, 9, 11}), 800, 1600},        // 3-D, whole rows of 9x11
+      {random_of(at::kBool, {12345}), 1000, 0},             // bool stored as uint8
+      {random_of(at::kHalf, {3, 5000}), 4096, 4096},        // a row above the chunk: the pipeline
+      {at::zeros({4096}, at::kFloat), 1024, 2048},          // zeros: the checksum of nothing but zero words
+      {at::full({70000}, -1, at::kShort), 4096, 1 << 20},   // 0xFFFF words: the sums' folding at its limits
+  };
+  const auto write = [&](const std::string& name, bool direct, std::vector<int>& hooks) {
+    h5::File f = h5::file_create(file(name), h5::FileLocking::best_effort);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      h5::TensorWriteOptions o;
+      o.chunk_bytes = cases[i].chunk_bytes;
+      o.slice_bytes = cases[i].slice_bytes;
+      o.direct_chunks = direct;
+      o.after_write = [&hooks, i] { hooks.push_back(static_cast<int>(i)); };
+      h5::tensor_write(f.get(), "t" + std::to_string(i), cases[i].t, o);
+    }
+    h5::file_close(f);
+  };
+  const auto bytes = [&](const std::string& name) {
+    std::ifstream in(file(name), std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  const int threads_before = at::get_num_threads();
+  for (const int threads : {1, 3}) {
+    SCOPED_TRACE(std::to_string(threads) + " thread(s)");
+    at::set_num_threads(threads);
+    std::vector<int> pipeline_hooks, direct_hooks, again_hooks;
+    write("pipeline.h5", false, pipeline_hooks);
+    write("direct.h5", true, direct_hooks);
+    write("again.h5", true, again_hooks);
+    EXPECT_EQ(pipeline_hooks, direct_hooks);
+    EXPECT_GT(pipeline_hooks.size(), cases.size());  // some datasets were written in several slices
+    EXPECT_TRUE(bytes("direct.h5") == bytes("again.h5"));
+    h5::File fa = h5::file_open(file("pipeline.h5"), h5::FileLocking::best_effort);
+    h5::File fb = h5::file_open(file("direct.h5"), h5::FileLocking::best_effort);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const std::string name = "t" + std::to_string(i);
+      expect_same_chunks(fa.get(), fb.get(), name);
+      expect_bit_equal(h5::tensor_read(fb.get(), name), cases[i].t, name);
+    }
+  }
+  at::set_num_threads(threads_before);
+}
+
+// Fletcher's checksum as HDF5 defines it, on vectors worked by hand: words are big-endian, an odd last byte is the
+// high byte of a word, and a sum that is a multiple of 65535 stays 0xFFFF unless it is zero.
+TEST(H5Fletcher32, HandWorkedVectors) {
+  const std::uint8_t abcde[] = {'a', 'b', 'c', 'd', 'e'};
+  // words 0x6162, 0x6364, then 0x6500: the sums a = 0x6162 + 0x6364 + 0x6500 and b = the sum of a's running values,
+  // each reduced mod 65535 into 1..65535.
+  const auto mod = [](std::uint32_t x) { return x == 0 ? 0u : (x - 1) % 65535 + 1; };
+  const std::uint32_t a = 0x6162 + 0x6364 + 0x6500, b = 0x6162 + (0x6162 + 0x6364) + a;
+  EXPECT_EQ(h5::fletcher32(abcde, 5), (mod(b) << 16) | mod(a));
+  EXPECT_EQ(h5::fletcher32(abcde, 4), (mod(0x6162 + 0x6162 + 0x6364) << 16) | mod(0x6162 + 0x6364));
+  EXPECT_EQ(h5::fletcher32(abcde, 0), 0u);
+  const std::vector<std::uint8_t> ones(4000, 0xFF);  // every word 0xFFFF = 65535: both sums multiples of 65535
+  EXPECT_EQ(h5::fletcher32(ones.data(), ones.size()), 0xFFFFFFFFu);
 }

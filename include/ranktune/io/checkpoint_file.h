@@ -25,9 +25,10 @@ struct RankFileHeader {
 // Throws CheckpointError naming the offending entry when names collide, are malformed or use a reserved name.
 void checkpoint_state_validate(const CheckpointState& state);
 
-// Writes a complete file at path (created or truncated) and closes it; nothing is fsynced here.
+// Writes a complete file at path (created or truncated) and closes it; nothing is fsynced here. direct_chunks:
+// h5::TensorWriteOptions::direct_chunks (false: HDF5's filter pipeline, the reference; bench/checkpoint_write_bench).
 void checkpoint_file_write(const std::filesystem::path& path, const CheckpointState& state,
-                           const RankFileHeader& header, h5::FileLocking locking);
+                           const RankFileHeader& header, h5::FileLocking locking, bool direct_chunks = true);
 
 // Reads a file written by checkpoint_file_write: every dataset (so HDF5 verifies every Fletcher32 chunk) and
 // every attribute. The root attributes must match `expect`; `mode` and `topology` only where the file has them (files

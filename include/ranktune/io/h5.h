@@ -139,7 +139,17 @@ struct TensorWriteOptions {
   std::size_t slice_bytes = std::size_t{64} << 20;
   // Called after each H5Dwrite (each slice): checkpoint files start their write-back there (FileWriteback).
   std::function<void()> after_write;
+  // With Fletcher32 and chunks that hold whole rows, write each chunk as the filter would store it (the data, padded
+  // with zeros to a whole chunk at the edge, then its checksum) through H5Dwrite_chunk, checksums and copies spread
+  // over the rank's intra-op threads: every chunk stored byte for byte as the filter pipeline stores it (only the
+  // chunk index may sit elsewhere in the file); `false`: that pipeline, on one thread, the reference of the tests.
+  bool direct_chunks = true;
 };
+
+// The checksum HDF5's Fletcher32 filter appends to a chunk (stored little-endian after the chunk's bytes): Fletcher's
+// checksum over the chunk as big-endian 16-bit words (an odd last byte as the high byte of a word), both sums folded
+// into 16 bits every 360 words.
+std::uint32_t fletcher32(const void* data, std::size_t n);
 
 // Stored dtypes: float32 float64 float16 bfloat16 int8 int16 int32 int64 uint8 bool. The `dtype` attribute holds
 // that name ("bytes" for a blob), `shape` the int64 dimensions ([] for a 0-d tensor). Tensors with at least one
