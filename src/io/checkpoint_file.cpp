@@ -169,6 +169,8 @@ void checkpoint_file_write(const std::filesystem::path& path, const CheckpointSt
     h5::TensorWriteOptions opts;
     opts.after_write = [&writeback] { writeback.advance(); };
     opts.direct_chunks = direct_chunks;
+    std::vector<std::uint8_t> scratch;  // the direct writer's buffer, for every tensor of this file
+    opts.scratch = &scratch;
     for (const auto& [name, t] : state.tensors) h5::tensor_write(root, h5::path_from_dotted(name), t, opts);
     for (const auto& [name, b] : state.blobs)
       h5::bytes_write(root, h5::path_from_dotted(name), b.data(), b.size(), opts);

@@ -166,18 +166,18 @@ void write_sliced(hid_t ds, hid_t mem_type, const std::vector<hsize_t>& dims, hs
 // write_sliced's schedule with each chunk stored as HDF5's Fletcher32 filter would store it (see
 // TensorWriteOptions::direct_chunks): the chunks of a slice are copied, zero-padded and checksummed on the intra-op
 // threads into one buffer, then handed to H5Dwrite_chunk in order, so the library allocates them in the file in the
-// order the filter pipeline would. `chunk_rows` rows of `row_bytes` make a chunk (the chunk holds whole rows). The
-// buffer stays with the writing thread (a slice's worth, slice_bytes plus 4 bytes a chunk) for its next datasets.
+// order the filter pipeline would. `chunk_rows` rows of `row_bytes` make a chunk (the chunk holds whole rows).
+// `buffer` receives a slice's chunks with their checksums (slice_bytes plus 4 bytes a chunk).
 void write_direct(hid_t ds, hsize_t total_rows, std::size_t rank, hsize_t chunk_rows, std::size_t row_bytes,
-                  const void* data, std::size_t slice_bytes, const std::function<void()>& after_write) {
+                  const void* data, std::size_t slice_bytes, const std::function<void()>& after_write,
+                  std::vector<std::uint8_t>& buffer) {
   const std::size_t chunk_bytes = chunk_rows * row_bytes, stored = chunk_bytes + 4;
   const hsize_t chunks = (total_rows + chunk_rows - 1) / chunk_rows;
   const hsize_t slice_rows = slice_bytes == 0 ? 0
                                               : std::max<hsize_t>(1, slice_bytes / row_bytes / chunk_rows) * chunk_rows;
   const hsize_t per_slice = slice_rows == 0 || slice_rows >= total_rows ? chunks : slice_rows / chunk_rows;
-  thread_local std::vector<std::uint8_t> buffer;
   if (buffer.size() < per_slice * stored) buffer.resize(per_slice * stored);
-  std::uint8_t* const base = buffer.data();  // the lambda's helper threads have their own (empty) thread_local
+  std::uint8_t* const base = buffer.data();
   const auto* src = static_cast<const std::uint8_t*>(data);
   const std::size_t total_bytes = total_rows * row_bytes;
   std::vector<hsize_t> offset(rank, 0);
@@ -228,10 +228,11 @@ void dataset_write(hid_t loc, std::string_view path, std::string_view dtype, con
   // Every stored type is little-endian, as the memory types on a little-endian host: the bytes go to the file as
   // they are.
   const bool direct = opts.direct_chunks && opts.fletcher32 && whole_rows && std::endian::native == std::endian::little;
-  if (numel > 0 && direct)
+  if (numel > 0 && direct) {
+    std::vector<std::uint8_t> own;
     write_direct(ds.get(), dims[0], dims.size(), chunk_rows, static_cast<std::size_t>(numel / dims[0]) * elem, data,
-                 opts.slice_bytes, opts.after_write);
-  else if (numel > 0)
+                 opts.slice_bytes, opts.after_write, opts.scratch != nullptr ? *opts.scratch : own);
+  } else if (numel > 0)
     write_sliced(ds.get(), types.mem.get(), dims, chunk_rows, data, elem, chunk_rows > 0 ? opts.slice_bytes : 0,
                  opts.after_write);
   attr_write_string(ds.get(), "dtype", dtype);

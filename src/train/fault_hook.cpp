@@ -37,9 +37,25 @@ bool kind_from_suffix(const char* suffix, FaultKind& kind) {
 }
 }  // namespace
 
+namespace {
+long step_sleep_ms_from_env() {
+  constexpr const char* kSleepVar = "RANKTUNE_TEST_STEP_SLEEP_MS";
+  const char* v = std::getenv(kSleepVar);
+  if (!v || !*v) return 0;
+  char* end = nullptr;
+  const long ms = std::strtol(v, &end, 10);
+  if (*end != '\0' || ms < 0 || ms > 60'000)
+    throw UsageError(std::string(kSleepVar) + "='" + v + "' is not a number of milliseconds (0-60000)",
+                     "it is a test hook: unset it for real runs");
+  return ms;
+}
+}  // namespace
+
 FaultHook fault_hook_from_env(int rank) {
+  FaultHook hook;
+  hook.step_sleep_ms = step_sleep_ms_from_env();
   const char* v = std::getenv(kVar);
-  if (!v || !*v) return {};
+  if (!v || !*v) return hook;
   long r = -1, step = 0;
   int used = 0;
   FaultKind kind = FaultKind::error;
@@ -48,11 +64,14 @@ FaultHook fault_hook_from_env(int rank) {
   if (!parsed)
     throw UsageError(std::string(kVar) + "='" + v + "' is not RANK:STEP or RANK:STEP:exit|nan_grad|inf_grad",
                      "it is a test hook: unset it for real runs");
-  if (r != rank) return {};
-  return {step, kind};
+  if (r != rank) return hook;
+  hook.step = step;
+  hook.kind = kind;
+  return hook;
 }
 
 void fault_hook_fire(const FaultHook& hook, int rank, long step) {
+  if (hook.step_sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(hook.step_sleep_ms));
   if (hook.step == 0 || step != hook.step) return;
   if (hook.kind != FaultKind::error && hook.kind != FaultKind::exit) return;
   const bool exit = hook.kind == FaultKind::exit;

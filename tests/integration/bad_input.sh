@@ -99,6 +99,23 @@ expect huge_vocab err "vocab_size = 1000000000000 in $WORK/huge_vocab/config.jso
 $WORK/huge_vocab/model.safetensors: model.embed_tokens.weight is [96, 64], not [1000000000000, 64]"
 lines huge_vocab err "error:" 1
 
+# The pacing hook of the signal tests (RANKTUNE_TEST_STEP_SLEEP_MS, docs/training.md): a malformed value is refused
+# by name at start; a paced run of 4 steps takes at least 4 x 300 ms and logs the unpaced run's losses.
+RANKTUNE_TEST_STEP_SLEEP_MS=soon train pace_bad 2
+expect pace_bad err "RANKTUNE_TEST_STEP_SLEEP_MS='soon' is not a number of milliseconds (0-60000)"
+for pace in 0 300; do
+  t0=$(date +%s%N)
+  RANKTUNE_TEST_STEP_SLEEP_MS=$pace run "pace_$pace" 0 "$RANKTUNE_BIN" train \
+    --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=4 --train.eval_every=0 \
+    --train.log_every=1 --checkpoint.at_end=false --output_dir="$WORK/pace_$pace.run"
+  echo $(( ($(date +%s%N) - t0) / 1000000 )) >"$WORK/pace_$pace.ms"
+done
+[ "$(cat "$WORK/pace_300.ms")" -ge 1200 ] && ok "pace_300: 4 steps in $(cat "$WORK/pace_300.ms") ms" \
+  || fail "pace_300: 4 steps in $(cat "$WORK/pace_300.ms") ms, under 4 x 300"
+losses() { grep -oE '^step [0-9]+/4 loss [0-9.]+' "$WORK/$1.out"; }
+[ "$(losses pace_0 | wc -l)" = 4 ] && [ "$(losses pace_0)" = "$(losses pace_300)" ] \
+  && ok "pace_300: the unpaced run's losses" || fail "pace_300: losses differ from the unpaced run's (or missing)"
+
 # A NaN or infinite gradient norm with a finite loss used to be committed with exit 0 (#16 point 8). The test hook
 # (RANKTUNE_TEST_FAIL_AT_STEP=0:5:nan_grad, docs/training.md) writes NaN / inf into one gradient element of step 5
 # after backward, as an overflowing kernel would; a smaller model, checkpoints every 2 steps. The run must stop at

@@ -22,8 +22,10 @@ slurm_up
 
 export RANKTUNE_BIN RANKTUNE_ENV=none RANKTUNE_COMMAND=train RANKTUNE_CONFIG=configs/tiny.ini
 N=2
-STEPS=6000   # long enough that the cancel lands mid-run: scancel reaches the ranks 1-5 s later, and 2000 steps
-             # took only 5 s in a loaded full run (the cancel then came after the end)
+STEPS=6000   # the reference run's length, and the cancelled one's: its steps are paced (PACE_MS) so that the
+             # cancel lands mid-run, where scancel reached the ranks 1-5 s later and 6000 unpaced steps sometimes
+             # ended first on a loaded 2-core machine
+PACE_MS=20   # RANKTUNE_TEST_STEP_SLEEP_MS of the cancelled run: 6000 steps take at least 120 s, and change no number
 TRAIN_ARGS="--device=cpu --seed=9 --train.steps=$STEPS --train.log_every=1 --train.warmup_steps=4
   --train.micro_batch=2 --train.seq_len=32 --model.num_layers=2 --model.hidden_size=64 --model.num_heads=4
   --model.num_kv_heads=2 --model.intermediate_size=128 --train.eval_every=0 --checkpoint.every_steps=0"
@@ -86,7 +88,7 @@ job_wait_done "$timelimit" 60
 
 name=cancelled
 at=$((3 + RANDOM % 38))
-job=$(train_job "$name")
+job=$(RANKTUNE_TEST_STEP_SLEEP_MS=$PACE_MS train_job "$name")
 if job_wait_output "$name" "^step $at/" 300; then
   t0=$(now)
   scancel "$job"

@@ -144,6 +144,9 @@ struct TensorWriteOptions {
   // over the rank's intra-op threads: every chunk stored byte for byte as the filter pipeline stores it (only the
   // chunk index may sit elsewhere in the file); `false`: that pipeline, on one thread, the reference of the tests.
   bool direct_chunks = true;
+  // The direct writer's buffer (a slice's chunks with their checksums), kept by the caller across the datasets of a
+  // file so that each does not fault in fresh pages; null: one buffer per dataset.
+  std::vector<std::uint8_t>* scratch = nullptr;
 };
 
 // The checksum HDF5's Fletcher32 filter appends to a chunk (stored little-endian after the chunk's bytes): Fletcher's

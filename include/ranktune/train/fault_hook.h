@@ -15,12 +15,16 @@ enum class FaultKind { error, exit, nan_grad, inf_grad };
 struct FaultHook {
   long step = 0;  // 0: no fault on this rank
   FaultKind kind = FaultKind::error;
+  // RANKTUNE_TEST_STEP_SLEEP_MS=MS (every rank): each optimizer step starts with a sleep of MS, so that a signal test
+  // can land its signal mid-run however loaded the machine; the numbers stay those of an unpaced run.
+  long step_sleep_ms = 0;
 };
 
 // The hook for this rank from the environment; UsageError naming the variable when its value is malformed.
 FaultHook fault_hook_from_env(int rank);
 
-// Fails (throws, or exits) as optimizer step `step` starts when it is the hook's step and the kind is error or exit.
+// Sleeps step_sleep_ms; then fails (throws, or exits) as optimizer step `step` starts when it is the hook's step and
+// the kind is error or exit.
 void fault_hook_fire(const FaultHook& hook, int rank, long step);
 
 // For nan_grad / inf_grad at the hook's step: writes NaN / +inf into one element of the first gradient of `params`,
