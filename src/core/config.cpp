@@ -291,6 +291,10 @@ void config_validate_train(const Config& c) {
         "add --train.activation_checkpointing=true, or drop --train.activation_offload");
 }
 
+bool fused_loss_on(const TrainConfig& t, bool on_gpu) {
+  return t.fused_loss == "true" || (t.fused_loss == "auto" && on_gpu);
+}
+
 void config_validate(const Config& c) {
   const auto& m = c.model;
   require(m.hidden_size > 0 && m.num_layers > 0 && m.num_heads > 0 && m.num_kv_heads > 0 && m.intermediate_size > 0 &&

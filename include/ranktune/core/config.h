@@ -162,6 +162,10 @@ Config config_apply(const ConfigValues& values);
 std::string config_tokenizer(const Config& cfg);
 
 // Cross-field checks (positive sizes, heads divide hidden size, ...). Throws ConfigError.
+// Whether train.fused_loss runs the fused linear cross-entropy for a run computing on a GPU (on_gpu) or the CPU: the
+// one rule for the model (app/cmd_train.cpp) and the memory planner (plan/layer_cost.h).
+bool fused_loss_on(const TrainConfig& t, bool on_gpu);
+
 void config_validate(const Config& cfg);
 // What only a training run (`train`, and `plan`, which plans one) must satisfy, on top of config_validate: settings
 // that describe what trains (model.quantize=nf4 needs LoRA), which export and generate read from the checkpoint

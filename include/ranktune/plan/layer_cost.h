@@ -30,6 +30,11 @@ struct TrainSetup {
   // working sets of a backward (a recomputed layer, the loss's buffers) are one micro-batch's. plan_balanced_for sets
   // it from its micro_batches; elsewhere (one device, no pipeline) it stays 1.
   int pipeline_chunks = 1;
+  // train.fused_loss in effect (fused_loss_on): the head keeps no [tokens, vocab] logits, only the gradient of its
+  // input (and, training the head, its fp32 weight gradient per pipeline micro-batch); one chunk of logits of at most
+  // loss_chunk_bytes in fp32 (model/linear_cross_entropy.h's kLinearCrossEntropyChunkBytes) is alive at a time.
+  bool fused_loss = false;
+  std::int64_t loss_chunk_bytes = std::int64_t{256} << 20;
 };
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu);
 
