@@ -140,21 +140,22 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   const bool tied = m.tie_word_embeddings;
   UnitCost head = make_unit("head", d + (tied ? 0 : head_params), s, lora ? 0 : d + (tied ? 0 : head_params));
   if (tied) head.weight_bytes += head_params * precision(s).weight * (lora ? 1 : 2);
-  // The loss saves its fp32 log-softmax output ([tokens, vocab], every pipeline micro-batch's until its backward), and
-  // its backward holds two more fp32 buffers of one micro-batch (that output's gradient, the fp32 logits' gradient);
-  // the compute-precision logits are not kept. Counting only logits + log-softmax (6 bytes in bf16) under-predicted
-  // an 8B head's GPU by 24 GiB at 16 x 2048 tokens, m = 1 (two H200s).
-  head.activation_bytes = tokens * (m.vocab_size * 4 + d * act_bytes);
-  head.working_bytes = chunk_tokens * m.vocab_size * 2 * 4;
-  // The fused linear cross-entropy computes the gradients in the forward pass, chunk by chunk: it keeps the head
-  // input's gradient in the compute dtype next to the norm's saved input, and a trained head's fp32 weight gradient
-  // for each pipeline micro-batch until its backward; a chunk's fp32 logits (the budget), their compute-dtype copy
-  // and gradient (half of it each) are the working set. Measured on one H200, Llama-3-8B shape, LoRA r=16, 2 x 2048
-  // tokens, activation checkpointing: peak 17.43 GiB (bf16 base), 7.90 GiB (NF4); the unfused head's terms planned
-  // 22.5 and 12.8 GiB.
   if (s.fused_loss) {
+    // The fused linear cross-entropy computes the gradients in the forward pass, chunk by chunk: it keeps the head
+    // input's gradient in the compute dtype next to the norm's saved input, and a trained head's fp32 weight gradient
+    // for each pipeline micro-batch until its backward; a chunk's fp32 logits (the budget), their compute-dtype copy
+    // and gradient (half of it each) are the working set. Measured on one H200, Llama-3-8B shape, LoRA r=16, 2 x 2048
+    // tokens, activation checkpointing: peak 17.43 GiB (bf16 base), 7.90 GiB (NF4); the unfused head's terms below
+    // planned 22.5 and 12.8 GiB.
     head.activation_bytes = tokens * d * act_bytes * 2 + (lora ? 0 : chunks * head_params * 4);
     head.working_bytes = 2 * s.loss_chunk_bytes;
+  } else {
+    // The loss saves its fp32 log-softmax output ([tokens, vocab], every pipeline micro-batch's until its backward),
+    // and its backward holds two more fp32 buffers of one micro-batch (that output's gradient, the fp32 logits'
+    // gradient); the compute-precision logits are not kept. Counting only logits + log-softmax (6 bytes in bf16)
+    // under-predicted an 8B head's GPU by 24 GiB at 16 x 2048 tokens, m = 1 (two H200s).
+    head.activation_bytes = tokens * (m.vocab_size * 4 + d * act_bytes);
+    head.working_bytes = chunk_tokens * m.vocab_size * 2 * 4;
   }
   head.flops = static_cast<double>(tokens) * (lora ? 4.0 : 6.0) * static_cast<double>(head_params);
   units.push_back(head);

@@ -35,9 +35,7 @@ bool kind_from_suffix(const char* suffix, FaultKind& kind) {
   }
   return false;
 }
-}  // namespace
 
-namespace {
 long step_sleep_ms_from_env() {
   constexpr const char* kSleepVar = "RANKTUNE_TEST_STEP_SLEEP_MS";
   const char* v = std::getenv(kSleepVar);
