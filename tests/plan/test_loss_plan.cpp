@@ -16,6 +16,15 @@ namespace {
 
 constexpr double GiB = 1024.0 * 1024 * 1024;
 
+// The benchmark's 8B rows: LoRA r=16, 2 x 2048 tokens on one GPU, the fused loss.
+TrainSetup lora_8b_rows() {
+  TrainSetup s;
+  s.lora_r = 16;
+  s.micro_batch = 2;
+  s.fused_loss = true;
+  return s;
+}
+
 TEST(LossPlan, FusedLossFollowsTheTrainersRule) {
   TrainConfig t;
   EXPECT_EQ(t.fused_loss, "auto");
@@ -34,10 +43,7 @@ TEST(LossPlan, FusedLossFollowsTheTrainersRule) {
 
 TEST(LossPlan, FusedHeadKeepsNoLogits) {
   const LlamaConfig m = test::llama3_8b();
-  TrainSetup s;
-  s.lora_r = 16;
-  s.micro_batch = 2;
-  s.fused_loss = true;
+  TrainSetup s = lora_8b_rows();
   const std::int64_t tokens = 2 * 2048, d = 4096, v = 128256;
   UnitCost head = layer_costs(m, s).back();
   EXPECT_EQ(head.activation_bytes, tokens * d * 2 * 2);  // the head input's gradient and the norm's input, bf16
@@ -54,11 +60,8 @@ TEST(LossPlan, FusedHeadKeepsNoLogits) {
 // allocated memory (loading included) of the bf16 and the NF4 base.
 TEST(LossPlan, EightBFootprintsMatchMeasuredPeaks) {
   const LlamaConfig m = test::llama3_8b();
-  TrainSetup s;
-  s.lora_r = 16;
-  s.micro_batch = 2;
+  TrainSetup s = lora_8b_rows();
   s.activation_checkpointing = true;
-  s.fused_loss = true;
   EXPECT_NEAR(training_footprint_bytes(m, s) / GiB, 17.43, 0.25);
   s.nf4 = true;
   EXPECT_NEAR(training_footprint_bytes(m, s) / GiB, 7.90, 0.25);
