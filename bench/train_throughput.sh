@@ -189,9 +189,10 @@ for run in $RUNS; do
     hf) hf_peer ;;
     unsloth) unsloth_peer ;;
     profile) profile_shape lora "${lora[@]}"; profile_shape full ;;
+    profile_ac) profile_shape lora_ac "${lora[@]}" --train.activation_checkpointing=true ;;  # the 8B rows' step
     profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
     *) echo "unknown run $run (full resume lora qlora eager ddp1 isolated varlen ac lora_ac qlora_ac lora_offload" \
-         "qlora_offload longest hf unsloth profile profile_eager)" >&2 ;;
+         "qlora_offload longest hf unsloth profile profile_ac profile_eager)" >&2 ;;
   esac
 done | tee "$out/results.jsonl"
 
