@@ -51,6 +51,33 @@ std::uint32_t crc_software(const unsigned char* p, std::size_t n, std::uint32_t 
   return c;
 }
 
+// Running a CRC state through zero bytes is linear over GF(2): a map held as the images of the state's 32 bits.
+using Gf2Map = std::array<std::uint32_t, 32>;
+std::uint32_t gf2_apply(const Gf2Map& m, std::uint32_t x) {
+  std::uint32_t y = 0;
+  for (int bit = 0; x != 0; ++bit, x >>= 1)
+    if (x & 1u) y ^= m[bit];
+  return y;
+}
+Gf2Map gf2_then(const Gf2Map& first, const Gf2Map& second) {  // second after first
+  Gf2Map out{};
+  for (int bit = 0; bit < 32; ++bit) out[bit] = gf2_apply(second, first[bit]);
+  return out;
+}
+
+// The map of `n` more zero bytes on the state: crc(A B) = zeros(crc(A), |B|) ^ crc_from_0(B), which joins the CRCs
+// of a file's segments computed apart.
+Gf2Map zeros_map(std::uint64_t n) {
+  Gf2Map power{}, out{};  // power: 1, 2, 4, ... zero bytes as n's bits are walked; out starts as the identity
+  const unsigned char zero = 0;
+  for (int bit = 0; bit < 32; ++bit) power[bit] = crc_software(&zero, 1, 1u << bit), out[bit] = 1u << bit;
+  for (; n != 0; n >>= 1) {
+    if (n & 1u) out = gf2_then(out, power);
+    if (n > 1) power = gf2_then(power, power);
+  }
+  return out;
+}
+
 #if defined(__x86_64__)
 // The crc32 instruction gives one result per cycle but each takes three: one dependent chain runs at a third of the
 // instruction's speed (~5 GB/s, the whole CRC32C pass of a checkpoint). Three chains over adjacent blocks of kBlock
@@ -62,9 +89,7 @@ using ShiftTables = std::array<std::array<std::uint32_t, 256>, 4>;
 
 const ShiftTables& shift_tables() {
   static const ShiftTables t = [] {
-    const std::vector<unsigned char> zeros(kBlock, 0);
-    std::array<std::uint32_t, 32> basis{};  // the map's image of each single bit of the state
-    for (int bit = 0; bit < 32; ++bit) basis[bit] = crc_software(zeros.data(), zeros.size(), 1u << bit);
+    const Gf2Map basis = zeros_map(kBlock);  // the map's image of each single bit of the state
     ShiftTables out{};
     for (int k = 0; k < 4; ++k)
       for (std::uint32_t b = 0; b < 256; ++b)
@@ -125,42 +150,10 @@ std::uint32_t crc_raw(const unsigned char* p, std::size_t n, std::uint32_t c) {
   return crc_software(p, n, c);
 }
 
-// Running a CRC state through zero bytes is linear over GF(2): a map held as the images of the state's 32 bits.
-using Gf2Map = std::array<std::uint32_t, 32>;
-std::uint32_t gf2_apply(const Gf2Map& m, std::uint32_t x) {
-  std::uint32_t y = 0;
-  for (int bit = 0; x != 0; ++bit, x >>= 1)
-    if (x & 1u) y ^= m[bit];
-  return y;
-}
-Gf2Map gf2_then(const Gf2Map& first, const Gf2Map& second) {  // second after first
-  Gf2Map out{};
-  for (int bit = 0; bit < 32; ++bit) out[bit] = gf2_apply(second, first[bit]);
-  return out;
-}
-
-// The map of `n` more zero bytes on the state: crc(A B) = zeros(crc(A), |B|) ^ crc_from_0(B), which joins the CRCs
-// of a file's segments computed apart.
-Gf2Map zeros_map(std::uint64_t n) {
-  Gf2Map power{}, out{};  // power: 1, 2, 4, ... zero bytes as n's bits are walked; out starts as the identity
-  const unsigned char zero = 0;
-  for (int bit = 0; bit < 32; ++bit) power[bit] = crc_software(&zero, 1, 1u << bit), out[bit] = 1u << bit;
-  for (; n != 0; n >>= 1) {
-    if (n & 1u) out = gf2_then(out, power);
-    if (n > 1) power = gf2_then(power, power);
-  }
-  return out;
-}
-
 }  // namespace
 
 std::uint32_t crc32c(const void* data, std::size_t n, std::uint32_t crc) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint32_t c = ~crc;
-#if defined(__x86_64__)
-  if (have_hardware()) return ~crc_hardware(p, n, c);
-#endif
-  return ~crc_software(p, n, c);
+  return ~crc_raw(static_cast<const unsigned char*>(data), n, ~crc);
 }
 
 std::uint32_t crc32c_table(const void* data, std::size_t n, std::uint32_t crc) {
