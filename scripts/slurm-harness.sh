@@ -55,13 +55,16 @@ write_config() {
   local dir=$1 host ctld_port slurmd_port
   host=$(hostname -s)
   read -r ctld_port slurmd_port < <(free_ports)
-  mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/log"
+  mkdir -p "$dir/state" "$dir/spool" "$dir/munge" "$dir/log" "$dir/tmp"
   cat >"$dir/task-prolog.sh" <<EOF
 #!/bin/sh
 echo "export RANKTUNE_SLURM_HARNESS=$dir"
 EOF
   chmod 755 "$dir/task-prolog.sh"
   # The cluster name is unique per start: a state dir left by another cluster would make slurmctld refuse.
+  # TmpFS is where PMIx puts each step's client dir, spmix_appdir_<uid>_<job>.<step>: under /tmp, one left by a
+  # killed step of an earlier cluster (job ids start at 1 in every cluster) made that step id fail to launch
+  # ("Cannot create client cli tmpdir ... File exists").
   cat >"$dir/slurm.conf" <<EOF
 ClusterName=rt$(date +%s)$RANDOM
 SlurmctldHost=$host(127.0.0.1)
@@ -92,6 +95,7 @@ SlurmdParameters=config_overrides
 GresTypes=gpu
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+TmpFS=$dir/tmp
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
