@@ -64,7 +64,8 @@ ngpu=$(nvidia-smi --list-gpus | wc -l)
       echo "exit $?"
     done
   done
-  for t in test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_model_gpu test_rope test_swiglu test_activation_offload; do
+  for t in test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_model_gpu test_rope test_swiglu test_activation_offload \
+    test_adamw; do
     [ -x "$tests_dir/$t" ] && { echo "--- $t"; "$tests_dir/$t"; echo "exit $?"; }
   done
   [ -x "$tests_dir/test_lora" ] && { echo "--- test_lora (GPU cases)"; "$tests_dir/test_lora" --gtest_filter="*Gpu*"; echo "exit $?"; }

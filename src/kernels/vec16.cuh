@@ -1,6 +1,6 @@
 // defines: Pack<T, W>, W elements of T moved by one aligned load or store (Vec16<T>: 16 bytes, the widest an H100
 // thread issues; W = 1: one element), pack_load/pack_store, and aligned_to, the host check that pointers allow it.
-// Internal to the elementwise kernels (rope.cu, swiglu.cu): memory bound, they read and write 16 bytes a thread.
+// Internal to the elementwise kernels (rope.cu, swiglu.cu, adamw.cu): memory bound, they read and write 16 bytes a thread.
 #pragma once
 
 #include <cstddef>

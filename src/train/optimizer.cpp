@@ -10,6 +10,7 @@
 
 #include "ranktune/core/config.h"
 #include "ranktune/core/error.h"
+#include "ranktune/kernels/adamw.h"
 
 namespace ranktune {
 namespace {
@@ -40,6 +41,7 @@ AdamWOptions adamw_options_from_config(const TrainConfig& t) {
   o.beta2 = t.beta2;
   o.eps = t.eps;
   o.weight_decay = t.weight_decay;
+  o.one_pass = t.adamw_one_pass;
   return o;
 }
 
@@ -70,14 +72,20 @@ AdamW::AdamW(const NamedTensors& params, AdamWOptions options) : options_(option
 
 void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
-  // Fused and foreach kernels take one device and dtype per call, and weight decay is per group.
-  std::map<std::tuple<bool, std::string, int>, std::vector<Slot*>> groups;
+  // Fused and foreach kernels take one device and dtype per call, and weight decay is per group; the one-pass slots
+  // (low-precision parameters when options_.one_pass) form groups of their own.
+  std::map<std::tuple<bool, std::string, int, bool>, std::vector<Slot*>> groups;
   for (Slot& s : slots_) {
     if (!s.param.grad().defined()) continue;
-    groups[{s.decay, s.work().device().str(), static_cast<int>(s.work().scalar_type())}].push_back(&s);
+    const bool one_pass = options_.one_pass && s.master.defined();
+    groups[{s.decay, s.work().device().str(), static_cast<int>(s.work().scalar_type()), one_pass}].push_back(&s);
   }
   for (auto& [key, slots] : groups) {
     const double decay = std::get<0>(key) ? options_.weight_decay : 0.0;
+    if (std::get<3>(key)) {
+      step_one_pass(slots, lr, decay);
+      continue;
+    }
     std::vector<Slot*> chunk;  // its fp32 gradient copies stay within max_cast_bytes (one tensor may exceed it alone)
     std::int64_t cast = 0;
     for (Slot* s : slots) {
@@ -93,8 +101,26 @@ void AdamW::step(double lr) {
     if (!chunk.empty()) step_group(chunk, lr, decay);
   }
   for (auto& [key, slots] : groups)
-    for (Slot* s : slots)
-      if (s->master.defined()) s->param.copy_(s->master);
+    if (!std::get<3>(key))
+      for (Slot* s : slots)
+        if (s->master.defined()) s->param.copy_(s->master);
+}
+
+void AdamW::step_one_pass(const std::vector<Slot*>& slots, double lr, double weight_decay) {
+  std::vector<at::Tensor> params, grads, masters, exp_avgs, exp_avg_sqs, steps;
+  for (Slot* s : slots) {
+    const at::Tensor& g = s->param.grad();
+    if (g.is_sparse()) throw UsageError("AdamW: parameter '" + s->name + "' has a sparse gradient (not supported)");
+    params.push_back(s->param);
+    grads.push_back(g.contiguous());
+    masters.push_back(s->master);
+    exp_avgs.push_back(s->exp_avg);
+    exp_avg_sqs.push_back(s->exp_avg_sq);
+    steps.push_back(s->step);
+  }
+  at::_foreach_add_(steps, 1);
+  adamw_master_step(params, grads, masters, exp_avgs, exp_avg_sqs, steps,
+                    {lr, options_.beta1, options_.beta2, options_.eps, weight_decay});
 }
 
 void AdamW::step_group(std::vector<Slot*>& slots, double lr, double weight_decay) {
@@ -181,7 +207,9 @@ std::string AdamW::describe() const {
   os << "AdamW (" << impl << ", betas " << options_.beta1 << "/" << options_.beta2 << ", eps " << options_.eps
      << "): weight decay " << options_.weight_decay << " on " << decay_t << " tensors (" << count_text(decay_n)
      << " params), none on " << plain_t << " tensors (" << count_text(plain_n) << " params)";
-  if (master_t) os << "; fp32 master weights for " << master_t << " low-precision tensors";
+  if (master_t)
+    os << "; fp32 master weights for " << master_t << " low-precision tensors"
+       << (options_.one_pass ? ", stepped in one pass (train.adamw_one_pass)" : "");
   return os.str();
 }
 

@@ -1,6 +1,7 @@
 // AdamW and gradient clipping against torch.optim.AdamW + torch.nn.utils.clip_grad_norm_
 // (tests/reference/fixtures/adamw.json, made by tests/reference/make_optimizer_fixtures.py): fused and foreach
-// paths, fp32 master weights for bf16 parameters, state save/load, weight-decay groups.
+// paths and the one-pass kernel for low-precision parameters, fp32 master weights for bf16 parameters, state
+// save/load, weight-decay groups.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -55,18 +56,23 @@ void set_grads(const NamedTensors& params, std::size_t step) {
   }
 }
 
-AdamWOptions fixture_options(AdamWImpl impl) {
+// The three ways a step runs: torch's foreach ops, at::_fused_adamw_, and (bf16 parameters) the one-pass kernel of
+// kernels/adamw.h with at::_fused_adamw_ for the rest.
+enum class Variant { foreach, fused, one_pass };
+
+AdamWOptions fixture_options(Variant v) {
   const json& hp = fixture()["hyper"];
   AdamWOptions o;
   o.beta1 = hp["beta1"].get<double>();
   o.beta2 = hp["beta2"].get<double>();
   o.eps = hp["eps"].get<double>();
   o.weight_decay = hp["weight_decay"].get<double>();
-  o.impl = impl;
+  o.impl = v == Variant::foreach ? AdamWImpl::foreach : AdamWImpl::fused;
+  o.one_pass = v == Variant::one_pass;
   return o;
 }
 
-class AdamWReference : public testing::TestWithParam<AdamWImpl> {};
+class AdamWReference : public testing::TestWithParam<Variant> {};
 
 TEST_P(AdamWReference, MatchesTorchWithClipping) {
   NamedTensors params = make_params(at::kFloat);
@@ -131,33 +137,57 @@ TEST_P(AdamWReference, ChunkedCastStepsEqualOneCall) {
   for (const auto& item : sa) EXPECT_TRUE(at::equal(item.value(), sb[item.key()])) << item.key();
 }
 
-INSTANTIATE_TEST_SUITE_P(Impl, AdamWReference, testing::Values(AdamWImpl::foreach, AdamWImpl::fused),
-                         [](const auto& info) { return info.param == AdamWImpl::fused ? "fused" : "foreach"; });
+INSTANTIATE_TEST_SUITE_P(Impl, AdamWReference, testing::Values(Variant::foreach, Variant::fused, Variant::one_pass),
+                         [](const auto& info) {
+                           return info.param == Variant::fused      ? "fused"
+                                  : info.param == Variant::one_pass ? "one_pass"
+                                                                    : "foreach";
+                         });
 
-TEST(AdamW, StateRoundTripContinuesIdentically) {
+// Three steps under `saver`, its state loaded into a second optimizer (`resumer`) over copies of the parameters, and
+// the remaining steps of the fixture run by both; both optimizers' parameters and states at the end.
+struct Resumed {
+  NamedTensors a, b, state_a, state_b;
+  std::string describe_a;
+};
+Resumed resume_after_three(at::ScalarType dtype, Variant saver, Variant resumer) {
   const auto lrs = fixture()["lrs"].get<std::vector<double>>();
-  NamedTensors a = make_params(at::kFloat);
-  AdamW opt_a(a, fixture_options(AdamWImpl::foreach));
-  for (std::size_t i = 0; i < 3; ++i) set_grads(a, i), opt_a.step(lrs[i]);
-
-  // A second optimizer over copies of the parameters, given the first one's state: the remaining steps agree bit for
-  // bit.
-  NamedTensors b;
-  for (const auto& item : a) b.insert(item.key(), item.value().detach().clone().requires_grad_(true));
-  AdamW opt_b(b, fixture_options(AdamWImpl::foreach));
+  Resumed r;
+  r.a = make_params(dtype);
+  AdamW opt_a(r.a, fixture_options(saver));
+  for (std::size_t i = 0; i < 3; ++i) set_grads(r.a, i), opt_a.step(lrs[i]);
+  for (const auto& item : r.a) r.b.insert(item.key(), item.value().detach().clone().requires_grad_(true));
+  AdamW opt_b(r.b, fixture_options(resumer));
   NamedTensors saved;
   for (const auto& item : opt_a.state()) saved.insert(item.key(), item.value().clone());
   opt_b.load_state(saved);
   for (std::size_t i = 3; i < lrs.size(); ++i) {
-    set_grads(a, i), opt_a.step(lrs[i]);
-    set_grads(b, i), opt_b.step(lrs[i]);
+    set_grads(r.a, i), opt_a.step(lrs[i]);
+    set_grads(r.b, i), opt_b.step(lrs[i]);
   }
-  for (const auto& item : a) EXPECT_TRUE(at::equal(item.value(), b[item.key()])) << item.key();
+  r.state_a = opt_a.state();
+  r.state_b = opt_b.state();
+  r.describe_a = opt_a.describe();
+  return r;
+}
+
+// Given the first optimizer's state, the second one's remaining steps agree bit for bit.
+TEST(AdamW, StateRoundTripContinuesIdentically) {
+  const Resumed r = resume_after_three(at::kFloat, Variant::foreach, Variant::foreach);
+  for (const auto& item : r.a) EXPECT_TRUE(at::equal(item.value(), r.b[item.key()])) << item.key();
+}
+
+// A checkpoint's optimizer state does not depend on train.adamw_one_pass: a bf16 run saved by the one-pass step
+// resumes under the reference step (and continues within fp32 rounding of a one-pass continuation).
+TEST(AdamW, OnePassStateResumesUnderTheReference) {
+  const Resumed r = resume_after_three(at::kBFloat16, Variant::one_pass, Variant::fused);
+  for (const auto& item : r.state_a) EXPECT_LE(max_rel_diff(item.value(), r.state_b[item.key()]), 1e-6) << item.key();
+  EXPECT_NE(r.describe_a.find("stepped in one pass"), std::string::npos) << r.describe_a;
 }
 
 TEST(AdamW, LoadStateRefusesMismatchNamingTheTensor) {
   NamedTensors p = make_params(at::kFloat);
-  AdamW opt(p, fixture_options(AdamWImpl::foreach));
+  AdamW opt(p, fixture_options(Variant::foreach));
   NamedTensors missing;
   for (const auto& item : opt.state())
     if (item.key() != "embed.exp_avg_sq") missing.insert(item.key(), item.value());

@@ -1,6 +1,7 @@
 // defines: AdamW, the optimizer of every ranktune run: decoupled weight decay in two groups, fp32 master weights for
-// low-precision parameters, at::_fused_adamw_ on GPU and at::_foreach_* on CPU, and its state as named tensors for
-// checkpoints. Numerics follow torch.optim.AdamW (tests/reference/make_optimizer_fixtures.py checks them).
+// low-precision parameters, at::_fused_adamw_ on GPU and at::_foreach_* on CPU (or, with `one_pass`, the one-pass
+// kernel of kernels/adamw.h for the low-precision ones), and its state as named tensors for checkpoints. Numerics
+// follow torch.optim.AdamW (tests/reference/make_optimizer_fixtures.py checks them).
 //
 //   AdamW opt(model->named_parameters(), adamw_options_from_config(cfg.train));  // trainable ones are kept
 //   ... backward ...;  opt.step(lr_at(schedule, step));
@@ -38,6 +39,9 @@ struct AdamWOptions {
   // Low-precision parameters step on fp32 copies of their gradients; at most this many bytes of such copies exist at
   // once (the step runs in chunks of parameters). Without it, half of an 8B model on one GPU needed 15 GiB more.
   std::int64_t max_cast_bytes = std::int64_t{1} << 30;
+  // Low-precision parameters step in one pass (kernels/adamw.h: no fp32 gradient copies, no copy back); the master,
+  // moments and step counts are the same tensors either way, so checkpoints do not depend on it.
+  bool one_pass = false;
 };
 
 AdamWOptions adamw_options_from_config(const TrainConfig& t);
@@ -71,6 +75,7 @@ class AdamW {
     const at::Tensor& work() const { return master.defined() ? master : param; }
   };
   void step_group(std::vector<Slot*>& slots, double lr, double weight_decay);
+  void step_one_pass(const std::vector<Slot*>& slots, double lr, double weight_decay);
 
   AdamWOptions options_;
   std::vector<Slot> slots_;
