@@ -1,13 +1,14 @@
 // Memory: full fine-tune keeps weights (bf16 on GPU), their gradients, fp32 masters (GPU only) and two fp32 Adam
 // moments; LoRA keeps the frozen base plus fp32 adapters with gradients and moments; QLoRA's base linears are NF4
 // (about 0.516 bytes a weight) plus one dequantized linear in the compute dtype as a working set. Activations: the
-// tensors one decoder layer saves for backward with fused (flash) attention, per token; with activation checkpointing
-// only the layer input, and with its offload not even that (it waits in pinned host memory). Compute: 2 FLOPs per
+// tensors one decoder layer saves for backward (saved_bytes_per_token), per token; with activation checkpointing only
+// the layer input, and with its offload not even that (it waits in pinned host memory). Compute: 2 FLOPs per
 // multiply-add, backward twice forward (once for frozen LoRA bases), attention 4*T*(num_heads*head_dim) per token per
 // layer forward (causal halving ignored, as MFU conventions do).
 #include "ranktune/plan/layer_cost.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -39,6 +40,46 @@ std::int64_t lora_params(const LlamaConfig& m, const TrainSetup& s) {
   if (targets(s, "up")) p += r * (d + f);
   if (targets(s, "down")) p += r * (f + d);
   return p;
+}
+
+// Bytes one decoder layer saves for backward per token. The fused GPU path (train.kernels=fused) keeps, in the compute
+// dtype: each RMSNorm's input (plus an fp32 inverse RMS); a norm's output only where something trained reads it (the
+// trained q/k/v or gate/up weights, or their adapters without dropout: the three projections share one input, the
+// base's own weight gradient is never taken under LoRA); flash attention's q, k, v and output (fp32 log-sum-exp per
+// head), the output being o_proj's input; gate and up for the SwiGLU backward; down_proj's input (the SwiGLU product)
+// only for a trained down_proj weight, since LoRA's down_proj recomputes it; each adapter's x A^T; with LoRA dropout,
+// each adapter's own dropped input and its byte mask instead of the shared norm output. Planned against one H200's
+// peaks (1.1B shape, 4 x 2048 tokens, no checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops and
+// the CPU path keep the older, larger count (norm outputs, SwiGLU product and down_proj's input all kept; not
+// measured).
+std::int64_t saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
+  const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
+  const std::int64_t act = s.on_gpu ? 2 : 4;
+  if (!s.on_gpu || !s.fused_kernels) return act * (6 * d + 3 * q + 2 * kv + 4 * f);
+  const bool lora = s.lora_r > 0, dropout = lora && s.lora_dropout > 0;
+  std::int64_t elements = 2 * d + 2 * q + 2 * kv + 2 * f;
+  auto adapted = [&](std::initializer_list<const char*> names) {
+    for (const char* n : names)
+      if (targets(s, n)) return true;
+    return false;
+  };
+  if (!lora || (!dropout && adapted({"q", "k", "v"}))) elements += d;
+  if (!lora || (!dropout && adapted({"gate", "up"}))) elements += d;
+  if (!lora) elements += f;
+  std::int64_t bytes = elements * act + 2 * 4 + m.num_heads * 4;
+  if (lora) {
+    const std::vector<std::pair<const char*, std::int64_t>> inputs = {{"q", d},    {"k", d},  {"v", d},   {"o", q},
+                                                                      {"gate", d}, {"up", d}, {"down", f}};
+    for (const auto& [name, width] : inputs)
+      if (targets(s, name)) bytes += s.lora_r * act + (dropout ? width * (act + 1) : 0);
+  }
+  return bytes;
+}
+
+// What one layer's backward holds beyond the saved tensors, per token: the gradients of the MLP (down_proj's input,
+// gate and up: 3 x ffn) and of the residual stream around it (2 x hidden), in the compute dtype.
+std::int64_t backward_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
+  return (s.on_gpu ? 2 : 4) * (3 * m.intermediate_size + 2 * m.hidden_size);
 }
 
 struct Precision {
@@ -76,6 +117,8 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   std::stringstream ss(cfg.lora.target_modules);
   for (std::string t; std::getline(ss, t, ',');)
     if (!t.empty()) s.lora_targets.push_back(t);
+  s.lora_dropout = cfg.lora.dropout;
+  s.fused_kernels = cfg.train.kernels == "fused";
   s.activation_checkpointing = cfg.train.activation_checkpointing;
   s.activation_offload = cfg.train.activation_offload;
   s.nf4 = cfg.model.quantize == "nf4";
@@ -103,12 +146,11 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   embed.activation_bytes = tokens * 8;
   units.push_back(embed);
 
-  const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
+  const std::int64_t d = m.hidden_size, q = q_width(m);
   const std::int64_t lp = llama_layer_parameter_count(m);
   const std::int64_t adapters = lora_params(m, s);
-  // Saved per token: norm in/out, q, k, v, attention out, o_proj in, residual, norm in/out, gate, up, silu, product:
-  // nine tensors counted hidden-wide, of which q, attention out and o_proj in are q-wide (num_heads x head_dim).
-  const std::int64_t saved_per_token = 6 * d + 3 * q + 2 * kv + 4 * f;
+  const std::int64_t saved_per_token = saved_bytes_per_token(m, s);
+  const bool lean = s.on_gpu && s.fused_kernels;
   // NF4: the linears' weights in 4 bits, the rest of the layer (norms, biases) as stored for compute; each linear is
   // dequantized to the compute dtype for its matmuls and freed, so one of the largest is alive at a time.
   const bool nf4 = s.nf4 || m.bnb_nf4;
@@ -122,12 +164,14 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     UnitCost u = make_unit("layer " + std::to_string(i), lp, s, lora ? 0 : lp);
     if (nf4) u.weight_bytes = nf4_bytes + (lp - linear_params) * precision(s).weight;
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
-    u.activation_bytes = tokens * act_bytes * (s.activation_checkpointing ? d : saved_per_token);
+    u.activation_bytes = s.activation_checkpointing ? tokens * act_bytes * d : tokens * saved_per_token;
     // On the CPU the host is the device: the offload moves nothing there.
     if (s.activation_checkpointing && s.activation_offload && s.on_gpu) std::swap(u.activation_bytes, u.host_bytes);
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
-    // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted).
-    if (s.activation_checkpointing) u.working_bytes = chunk_tokens * act_bytes * saved_per_token;
+    // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
+    // (counted for the fused path, whose smaller saved count would otherwise fall below the measured peaks).
+    if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
+    if (lean) u.working_bytes += chunk_tokens * backward_bytes_per_token(m, s);
     if (nf4) u.working_bytes += largest_linear * act_bytes;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
                                              3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(q));

@@ -11,13 +11,13 @@ llama70b=(--model.hidden_size=8192 --model.num_layers=80 --model.num_heads=64 --
 run nf4_70b 0 "$RANKTUNE_BIN" plan "${llama70b[@]}" --train.micro_batch=1 --model.quantize=nf4 \
   --parallel.max_memory=0:40GiB,1:40GiB
 expect nf4_70b out "LoRA r=16 on a 4-bit NF4 base"
-expect nf4_70b out "training footprint on one device 43.6 GiB"
+expect nf4_70b out "training footprint on one device 43.7 GiB"
 expect nf4_70b out "cuda:0  embed .. layer 40     41      18.8 GiB"
 expect nf4_70b out "cuda:1  layer 41 .. head      39      18.0 GiB"
 
 run bf16_70b 7 "$RANKTUNE_BIN" plan "${llama70b[@]}" --parallel.max_memory=0:78GiB,1:78GiB
-expect bf16_70b err "training needs 160.8 GiB"
-expect bf16_70b err "QLoRA: --model.quantize=nf4 (66.6 GiB in total)"
+expect bf16_70b err "training needs 161.4 GiB"
+expect bf16_70b err "QLoRA: --model.quantize=nf4 (67.3 GiB in total)"
 
 # A bitsandbytes 4-bit directory (made by transformers + bitsandbytes) with its config.json edited.
 BNB="$RANKTUNE_SOURCE/tests/reference/fixtures/bnb4_tiny"

@@ -171,10 +171,15 @@ TEST(BalancedPlan, CheckpointedStageHoldsOneLayersRecompute) {
   const auto fits = plan_balanced_for(tinyllama(), s, {{0, sum + working}}, 1);
   EXPECT_EQ(fits.stages[0].bytes, sum + working);
   EXPECT_EQ(training_footprint_bytes(tinyllama(), s), sum + working);
+  // Without checkpointing nothing is recomputed: a layer's backward holds only its own gradients (the MLP's three
+  // ffn-wide ones and two hidden-wide ones, bf16; the fused path's count) and, with the eager ops, is not counted.
   TrainSetup plain = s;
   plain.activation_checkpointing = false;
   for (const auto& u : layer_costs(tinyllama(), plain))
-    if (u.name.rfind("layer", 0) == 0) EXPECT_EQ(u.working_bytes, 0) << u.name;  // nothing recomputed
+    if (u.name.rfind("layer", 0) == 0) EXPECT_EQ(u.working_bytes, 4 * 2048 * 2 * (3 * 5632 + 2 * 2048)) << u.name;
+  plain.fused_kernels = false;
+  for (const auto& u : layer_costs(tinyllama(), plain))
+    if (u.name.rfind("layer", 0) == 0) EXPECT_EQ(u.working_bytes, 0) << u.name;
 }
 
 // Pipelined (GPipe), every micro-batch's saved activations stay until its backward, but a backward's working set is
@@ -252,7 +257,12 @@ TEST(LayerCost, ExplicitHeadDimMistralNemo) {
   const auto units = layer_costs(m, s);
   ASSERT_EQ(units.size(), 42u);
   EXPECT_EQ(units[1].weight_bytes, 2 * layer);
-  EXPECT_EQ(units[1].activation_bytes, t * 2 * (6 * d + 3 * q + 2 * kv + 4 * f));
+  // Saved by the fused path of a full fine-tune: both norms' inputs and outputs, q and the attention output (q wide),
+  // k and v, gate, up and down_proj's input (ffn wide), bf16; two fp32 inverse RMS and 32 heads' fp32 log-sum-exp.
+  EXPECT_EQ(units[1].activation_bytes, t * (2 * (4 * d + 2 * q + 2 * kv + 3 * f) + 8 + 32 * 4));
+  TrainSetup eager;
+  eager.fused_kernels = false;
+  EXPECT_EQ(layer_costs(m, eager)[1].activation_bytes, t * 2 * (6 * d + 3 * q + 2 * kv + 4 * f));
   EXPECT_DOUBLE_EQ(units[1].flops, static_cast<double>(t) * (6.0 * layer + 12.0 * t * q));
   std::int64_t weights_and_state = 0;
   for (const auto& u : units) weights_and_state += u.weight_bytes + u.state_bytes;
@@ -282,12 +292,10 @@ TEST(LayerCost, LoraAndCheckpointingShrinkTheFootprint) {
     return b;
   };
   EXPECT_LT(param_bytes(lora) * 6, param_bytes(full));
-  // The full fine-tune estimate agrees with HF's measured peak for this shape (35.4 GiB at batch 4 x 2048,
-  // docs/benchmarks.md) within 15%. For LoRA HF + PEFT measures 21 GiB; our adapters save no extra activations, so
-  // the estimate sits below that, but not implausibly far (> 0.6x).
-  EXPECT_NEAR(static_cast<double>(training_footprint_bytes(m, full)) / GiB, 35.0, 35.0 * 0.15);
-  EXPECT_LT(static_cast<double>(training_footprint_bytes(m, lora)) / GiB, 21.0);
-  EXPECT_GT(static_cast<double>(training_footprint_bytes(m, lora)) / GiB, 0.6 * 21.0);
+  // Against the peaks ranktune measured for this shape: tests/plan/test_loss_plan.cpp (within 0.25 GiB). Here: LoRA
+  // keeps less than half of the full fine-tune, which keeps less than HF's measured 35.4 GiB.
+  EXPECT_LT(training_footprint_bytes(m, lora) * 2, training_footprint_bytes(m, full));
+  EXPECT_LT(static_cast<double>(training_footprint_bytes(m, full)) / GiB, 35.4);
   EXPECT_LT(training_footprint_bytes(m, ckpt), training_footprint_bytes(m, full));
   // Full fine-tune state: 16 bytes per parameter on GPU (bf16 weight and grad, fp32 master, two moments).
   std::int64_t state = 0, weights = 0;

@@ -1,7 +1,8 @@
 // The planner's head with the fused linear cross-entropy (train.fused_loss, on by default on a GPU): no [tokens,
 // vocab] logits are kept, so the head costs its input's gradient, a trained head's fp32 weight gradient per pipeline
 // micro-batch, and one chunk of logits as working set; planned against the peaks measured on one H200
-// (docs/benchmarks.md, 2026-12-07: bench/train_throughput.sh BENCH_SHAPE=8b, rows lora_ac and qlora_ac).
+// (docs/benchmarks.md, 2026-12-07: bench/train_throughput.sh BENCH_SHAPE=8b, rows lora_ac and qlora_ac; the 1.1B
+// shape's rows full, lora and qlora for the fused path's saved activations).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -56,15 +57,62 @@ TEST(LossPlan, FusedHeadKeepsNoLogits) {
   EXPECT_GE(layer_costs(m, s).back().activation_bytes, tokens * v * 4);
 }
 
-// One GPU, Llama-3-8B shape, LoRA r=16, 2 x 2048 tokens, activation checkpointing: the plan against the measured peak
-// allocated memory (loading included) of the bf16 and the NF4 base.
-TEST(LossPlan, EightBFootprintsMatchMeasuredPeaks) {
-  const LlamaConfig m = test::llama3_8b();
-  TrainSetup s = lora_8b_rows();
-  s.activation_checkpointing = true;
-  EXPECT_NEAR(training_footprint_bytes(m, s) / GiB, 17.43, 0.25);
-  s.nf4 = true;
-  EXPECT_NEAR(training_footprint_bytes(m, s) / GiB, 7.90, 0.25);
+// One GPU, the fused kernels and loss: the plan against the peak allocated memory (loading included) measured on an
+// H200 (2026-12-07, bench/train_throughput.sh): the Llama-3-8B shape's LoRA r=16 rows at 2 x 2048 tokens with
+// activation checkpointing on a bf16 and an NF4 base, and the TinyLlama-1.1B shape's full, LoRA and QLoRA rows at
+// 4 x 2048 tokens without it. Before the fused path's own saved-activation count the 1.1B plans were 31.1 / 16.7 /
+// 15.4 GiB.
+TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
+  TrainSetup ac8b = lora_8b_rows(), one_b;
+  ac8b.activation_checkpointing = true;
+  one_b.micro_batch = 4;
+  one_b.fused_loss = true;
+  auto with = [](TrainSetup s, int r, bool nf4) {
+    s.lora_r = r;
+    s.nf4 = nf4;
+    return s;
+  };
+  const struct {
+    const char* row;
+    LlamaConfig model;
+    TrainSetup setup;
+    double measured_gib;
+  } rows[] = {{"8B lora_ac", test::llama3_8b(), ac8b, 17.43},
+              {"8B qlora_ac", test::llama3_8b(), with(ac8b, 16, true), 7.90},
+              {"1.1B full", test::tinyllama(), one_b, 27.29},
+              {"1.1B lora", test::tinyllama(), with(one_b, 16, false), 11.03},
+              {"1.1B qlora", test::tinyllama(), with(one_b, 16, true), 9.71}};
+  for (const auto& r : rows)
+    EXPECT_NEAR(training_footprint_bytes(r.model, r.setup) / GiB, r.measured_gib, 0.25) << r.row;
+}
+
+// What the fused path keeps depends on what is trained: LoRA dropout gives every adapter its own dropped input (and
+// mask) in place of the shared norm output; adapters on q and v only keep no input of gate, up or down; the eager
+// reference ops (and the CPU) keep the older, larger count.
+TEST(LossPlan, SavedActivationsFollowWhatIsTrained) {
+  const LlamaConfig m = test::tinyllama();
+  TrainSetup s;
+  s.micro_batch = 4;
+  s.lora_r = 16;
+  auto layer = [&] { return layer_costs(m, s)[1].activation_bytes; };
+  const std::int64_t tokens = 4 * 2048, d = 2048, kv = 256, f = 5632, heads = 32;
+  const std::int64_t shared = 2 * d + 2 * d + 2 * kv + 2 * f;  // norm inputs, q/out, k/v, gate/up
+  EXPECT_EQ(layer(), tokens * ((shared + 2 * d + 7 * 16) * 2 + 8 + heads * 4));
+  s.lora_dropout = 0.05;  // q, k, v, gate, up read d wide, o d wide, down f wide: each kept with a byte mask
+  EXPECT_EQ(layer(), tokens * ((shared + 7 * 16) * 2 + 8 + heads * 4 + (6 * d + f) * 3));
+  s.lora_dropout = 0;
+  s.lora_targets = {"q", "v"};
+  EXPECT_EQ(layer(), tokens * ((shared + d + 2 * 16) * 2 + 8 + heads * 4));
+  s.lora_r = 0;  // full fine-tune: both norm outputs and down_proj's input
+  EXPECT_EQ(layer(), tokens * ((shared + 2 * d + f) * 2 + 8 + heads * 4));
+  const std::int64_t eager = tokens * 2 * (6 * d + 3 * d + 2 * kv + 4 * f);
+  s.fused_kernels = false;
+  EXPECT_EQ(layer(), eager);
+  Config cfg;
+  cfg.train.kernels = "eager";
+  cfg.lora.dropout = 0.1;
+  EXPECT_FALSE(train_setup_from(cfg, true).fused_kernels);
+  EXPECT_EQ(train_setup_from(cfg, true).lora_dropout, 0.1);
 }
 
 }  // namespace

@@ -17,7 +17,11 @@ struct TrainSetup {
   bool on_gpu = true;  // bf16 weights with fp32 masters on GPU; fp32 everywhere on CPU
   int lora_r = 0;      // 0 = full fine-tune
   std::vector<std::string> lora_targets{"q", "k", "v", "o", "gate", "up", "down"};
+  double lora_dropout = 0;  // > 0: each adapter keeps its own dropped input and mask
   bool activation_checkpointing = false;
+  // train.kernels=fused: on a GPU, the fused RMSNorm, RoPE, SwiGLU and LoRA ops, which keep far fewer activations than
+  // the eager reference ops (saved_bytes_per_token in layer_cost.cpp).
+  bool fused_kernels = true;
   // train.activation_offload (with checkpointing): each layer's saved input waits in pinned host memory, not on the
   // device; the recomputation's working set stays on the device.
   bool activation_offload = false;
