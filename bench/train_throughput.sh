@@ -8,7 +8,9 @@
 # BENCH_SHAPE=8b: the Llama-3-8B shape (d 4096, 32 layers, 8 KV heads, FFN 14336, vocab 128256), seq 2048, batch 2
 # (BENCH_BATCH), LoRA and QLoRA with activation checkpointing (runs lora_ac, qlora_ac, lora_offload, qlora_offload),
 # Unsloth's lora_gc/qlora_gc beside them, and "longest": batch 1 at each of LONGEST_SEQS tokens, ranktune's QLoRA and
-# LoRA with checkpointed activations offloaded to the host beside Unsloth's QLoRA with its offloaded checkpointing.
+# LoRA with checkpointed activations offloaded to the host and the MLP tiled (LONGEST_MLP_CHUNK tokens a slice, default
+# 8192) beside Unsloth's QLoRA with its offloaded checkpointing. Host memory bounds the offload: 32 layers x 8 KiB a
+# token (about 90 GB of pinned memory at 344,064 tokens).
 # The 8B rows of every implementation load one random-init model directory written on the GPU by
 # bench/peer_common.py (ranktune with data.tokenizer=byte: its rows train the built-in corpus, the peers random tokens).
 # Run by bench/gpu_check.sh (RANKTUNE_BENCH=train_throughput.sh) after the build; prints a markdown table.
@@ -19,7 +21,7 @@ out=${OUT:-/tmp/ranktune-out}/bench
 mkdir -p "$out"
 STEPS=${BENCH_STEPS:-14}
 SHAPE=${BENCH_SHAPE:-1b}
-LONGEST_SEQS=${LONGEST_SEQS:-32768 65536 131072}
+LONGEST_SEQS=${LONGEST_SEQS:-65536 131072 262144 344064}
 common=(--device=cuda --train.log_every=1 --train.eval_every=0 --train.warmup_steps=2 --train.lr=1e-5
   --checkpoint.every_steps=0)
 case $SHAPE in
@@ -126,7 +128,7 @@ longest() {
       echo "skipped longest at $s: deadline" >&2; continue
     fi
     local seq=(--train.seq_len="$s" --train.micro_batch=1 --train.steps=1 --train.activation_checkpointing=true
-      --train.activation_offload=true)
+      --train.activation_offload=true --train.mlp_chunk_tokens="${LONGEST_MLP_CHUNK:-8192}")
     if [ "$ok_q" = 1 ]; then
       ranktune "qlora_offload_$s" "${lora[@]}" --model.quantize=nf4 "${seq[@]}" | tee /dev/stderr \
         | grep -q '"error"' && ok_q=0

@@ -69,6 +69,7 @@ Llama build_model(const Config& cfg, const at::Device& device, const at::Device&
   model->set_flash_varlen(cfg.train.flash_varlen);
   model->set_activation_checkpointing(cfg.train.activation_checkpointing);
   model->set_activation_offload(cfg.train.activation_offload);
+  model->set_mlp_chunk_tokens(cfg.train.mlp_chunk_tokens);
   model->set_fused_loss(fused_loss_on(cfg.train, compute.is_cuda()));
   return model;
 }

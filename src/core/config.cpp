@@ -155,6 +155,10 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(bool, "train.activation_offload", train.activation_offload,
              "with activation checkpointing: keep each layer's saved input in pinned host memory until its backward "
              "(tokens x hidden x 2 bytes per layer moved off the GPU; a copy each way per layer)"),
+      RT_KEY(long, "train.mlp_chunk_tokens", train.mlp_chunk_tokens,
+             "run every layer's MLP in slices of this many tokens when a micro-batch holds more (its intermediate-wide "
+             "tensors then exist for one slice at a time: long sequences; one more MLP forward a step without "
+             "activation checkpointing); 0 = whole"),
       RT_KEY(S, "train.precision", train.precision, "compute precision", V{"auto", "bf16", "fp32"}),
       RT_KEY(bool, "train.flash_varlen", train.flash_varlen,
              "GPU, data.packing_attention=isolated: the flash kernel's variable-length form instead of a T x T mask "
@@ -336,6 +340,7 @@ void config_validate(const Config& c) {
                           ") exceed train.steps (" + std::to_string(t.steps) + ")",
                       "lower --train.profile_skip or --train.profile_steps, or raise --train.steps");
   require(t.eval_every >= 0, "train.eval_every must be >= 0");
+  require(t.mlp_chunk_tokens >= 0, "train.mlp_chunk_tokens must be >= 0 (0 = the MLP over the whole micro-batch)");
   require(c.data.val_fraction >= 0 && c.data.val_fraction < 1, "data.val_fraction must be in [0, 1)");
   require(c.parallel.comm_timeout_s > 0, "parallel.comm_timeout_s must be > 0");
   require(c.parallel.micro_batches > 0, "parallel.micro_batches must be > 0");

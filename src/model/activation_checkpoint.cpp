@@ -1,11 +1,11 @@
 #include "ranktune/model/activation_checkpoint.h"
 
-#include <ATen/Context.h>
 #include <ATen/core/ivalue.h>
 #include <torch/autograd.h>
 
-#include <mutex>
 #include <optional>
+
+#include "ranktune/model/rng_state.h"
 
 #ifdef RANKTUNE_HAVE_CUDA
 #include <c10/cuda/CUDAEvent.h>
@@ -18,19 +18,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The state of the default generator of `device`, or an undefined tensor when it has none we can restore.
-at::Tensor rng_state(const at::Device& device) {
-  at::Generator gen = at::globalContext().defaultGenerator(device);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_rng_state(const at::Device& device, const at::Tensor& state) {
-  at::Generator gen = at::globalContext().defaultGenerator(device);
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
 
 // A layer input waiting on the host for its backward. saved_data holds IValues; a capsule is the IValue that carries a
 // C++ object (here the copy's CUDA event) for exactly the context's lifetime.
@@ -100,7 +87,7 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
     ctx->saved_data["sin"] = rope.sin;
     ctx->saved_data["mask"] = mask.value_or(at::Tensor());
     const bool draws = block->is_training();  // only training mode draws random numbers (LoRA dropout)
-    ctx->saved_data["rng"] = draws ? rng_state(x.device()) : at::Tensor();
+    ctx->saved_data["rng"] = draws ? device_rng_state(x.device()) : at::Tensor();
     return block->forward(x, rope, mask.value_or(at::Tensor()));
   }
 
@@ -119,12 +106,12 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
     {
       at::Tensor current;
       if (rng.defined()) {
-        current = rng_state(x.device());
-        set_rng_state(x.device(), rng);
+        current = device_rng_state(x.device());
+        set_device_rng_state(x.device(), rng);
       }
       at::AutoGradMode grad_on(true);
       out = block->forward(input, rope, mask);
-      if (rng.defined()) set_rng_state(x.device(), current);
+      if (rng.defined()) set_device_rng_state(x.device(), current);
     }
     torch::autograd::backward({out}, {grad_out.at(0)});
     return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -115,6 +115,10 @@ void LlamaImpl::set_fused_kernels(bool on) {
   lora_use_reference(*this, !on);
 }
 
+void LlamaImpl::set_mlp_chunk_tokens(std::int64_t tokens) {
+  for (std::int64_t i = 0; i < num_layers(); ++i) block(i)->mlp->chunk_tokens = tokens;
+}
+
 void llama_init_random(LlamaImpl& model, std::uint64_t seed, double std) {
   at::NoGradGuard no_grad;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);

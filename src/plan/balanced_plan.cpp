@@ -193,6 +193,13 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
       s.activation_checkpointing = true;
       try_variant(s, "--train.activation_checkpointing=true");
     }
+    // Long sequences: the MLP's intermediate-wide tensors for 8192 tokens at a time (model/tiled_mlp.h).
+    if (setup.on_gpu && setup.fused_kernels && (setup.mlp_chunk_tokens == 0 || setup.mlp_chunk_tokens > 8192) &&
+        setup.seq_len > 8192) {
+      TrainSetup s = setup;
+      s.mlp_chunk_tokens = 8192;
+      try_variant(s, "--train.mlp_chunk_tokens=8192");
+    }
     if (setup.micro_batch > 1) {
       TrainSetup s = setup;
       s.micro_batch = std::max<std::int64_t>(1, setup.micro_batch / 2);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <sstream>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -42,44 +43,56 @@ std::int64_t lora_params(const LlamaConfig& m, const TrainSetup& s) {
   return p;
 }
 
-// Bytes one decoder layer saves for backward per token. The fused GPU path (train.kernels=fused) keeps, in the compute
-// dtype: each RMSNorm's input (plus an fp32 inverse RMS); a norm's output only where something trained reads it (the
-// trained q/k/v or gate/up weights, or their adapters without dropout: the three projections share one input, the
-// base's own weight gradient is never taken under LoRA); flash attention's q, k, v and output (fp32 log-sum-exp per
-// head), the output being o_proj's input; gate and up for the SwiGLU backward; down_proj's input (the SwiGLU product)
-// only for a trained down_proj weight, since LoRA's down_proj recomputes it; each adapter's x A^T; with LoRA dropout,
-// each adapter's own dropped input and its byte mask instead of the shared norm output. Planned against one H200's
-// peaks (1.1B shape, 4 x 2048 tokens, no checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops and
-// the CPU path keep the older, larger count (norm outputs, SwiGLU product and down_proj's input all kept; not
-// measured).
-std::int64_t saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
+// Bytes one decoder layer saves for backward per token, split into the attention half (with the norms) and the MLP.
+// The fused GPU path (train.kernels=fused) keeps, in the compute dtype: each RMSNorm's input (plus an fp32 inverse
+// RMS); a norm's output only where something trained reads it (the trained q/k/v or gate/up weights, or their
+// adapters without dropout: the three projections share one input, the base's own weight gradient is never taken
+// under LoRA); flash attention's q, k, v and output (fp32 log-sum-exp per head), the output being o_proj's input; gate
+// and up for the SwiGLU backward; down_proj's input (the SwiGLU product) only for a trained down_proj weight, since
+// LoRA's down_proj recomputes it; each adapter's x A^T; with LoRA dropout, each adapter's own dropped input and its
+// byte mask instead of the shared norm output. Planned against one H200's peaks (1.1B shape, 4 x 2048 tokens, no
+// checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops and the CPU path keep the older, larger count
+// (norm outputs, SwiGLU product and down_proj's input all kept; not measured), all of it in `attention`.
+struct SavedPerToken {
+  std::int64_t attention = 0, mlp = 0;
+};
+
+SavedPerToken saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
   const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
   const std::int64_t act = s.on_gpu ? 2 : 4;
-  if (!s.on_gpu || !s.fused_kernels) return act * (6 * d + 3 * q + 2 * kv + 4 * f);
+  if (!s.on_gpu || !s.fused_kernels) return {act * (6 * d + 3 * q + 2 * kv + 4 * f), 0};
   const bool lora = s.lora_r > 0, dropout = lora && s.lora_dropout > 0;
-  std::int64_t elements = 2 * d + 2 * q + 2 * kv + 2 * f;
   auto adapted = [&](std::initializer_list<const char*> names) {
     for (const char* n : names)
       if (targets(s, n)) return true;
     return false;
   };
-  if (!lora || (!dropout && adapted({"q", "k", "v"}))) elements += d;
-  if (!lora || (!dropout && adapted({"gate", "up"}))) elements += d;
-  if (!lora) elements += f;
-  std::int64_t bytes = elements * act + 2 * 4 + m.num_heads * 4;
+  SavedPerToken b;
+  b.attention = act * (2 * d + 2 * q + 2 * kv) + 2 * 4 + m.num_heads * 4;
+  if (!lora || (!dropout && adapted({"q", "k", "v"}))) b.attention += act * d;
+  b.mlp = act * 2 * f;
+  if (!lora || (!dropout && adapted({"gate", "up"}))) b.mlp += act * d;
+  if (!lora) b.mlp += act * f;
   if (lora) {
-    const std::vector<std::pair<const char*, std::int64_t>> inputs = {{"q", d},    {"k", d},  {"v", d},   {"o", q},
-                                                                      {"gate", d}, {"up", d}, {"down", f}};
-    for (const auto& [name, width] : inputs)
-      if (targets(s, name)) bytes += s.lora_r * act + (dropout ? width * (act + 1) : 0);
+    const std::vector<std::tuple<const char*, std::int64_t, bool>> inputs = {{"q", d, false},   {"k", d, false},
+                                                                             {"v", d, false},   {"o", q, false},
+                                                                             {"gate", d, true}, {"up", d, true},
+                                                                             {"down", f, true}};
+    for (const auto& [name, width, in_mlp] : inputs)
+      if (targets(s, name)) (in_mlp ? b.mlp : b.attention) += s.lora_r * act + (dropout ? width * (act + 1) : 0);
   }
-  return bytes;
+  return b;
 }
 
 // What one layer's backward holds beyond the saved tensors, per token: the gradients of the MLP (down_proj's input,
 // gate and up: 3 x ffn) and of the residual stream around it (2 x hidden), in the compute dtype.
-std::int64_t backward_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
-  return (s.on_gpu ? 2 : 4) * (3 * m.intermediate_size + 2 * m.hidden_size);
+struct BackwardPerToken {
+  std::int64_t residual = 0, mlp = 0;
+};
+
+BackwardPerToken backward_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
+  const std::int64_t act = s.on_gpu ? 2 : 4;
+  return {act * 2 * m.hidden_size, act * 3 * m.intermediate_size};
 }
 
 struct Precision {
@@ -119,6 +132,7 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
     if (!t.empty()) s.lora_targets.push_back(t);
   s.lora_dropout = cfg.lora.dropout;
   s.fused_kernels = cfg.train.kernels == "fused";
+  s.mlp_chunk_tokens = cfg.train.mlp_chunk_tokens;
   s.activation_checkpointing = cfg.train.activation_checkpointing;
   s.activation_offload = cfg.train.activation_offload;
   s.nf4 = cfg.model.quantize == "nf4";
@@ -149,8 +163,15 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   const std::int64_t d = m.hidden_size, q = q_width(m);
   const std::int64_t lp = llama_layer_parameter_count(m);
   const std::int64_t adapters = lora_params(m, s);
-  const std::int64_t saved_per_token = saved_bytes_per_token(m, s);
   const bool lean = s.on_gpu && s.fused_kernels;
+  // train.mlp_chunk_tokens (fused path): the MLP keeps only its input (hidden wide) for the whole micro-step; what it
+  // would keep, and its backward's gradients, exist for one slice of `slice` rows at a time.
+  const SavedPerToken saved = saved_bytes_per_token(m, s);
+  const BackwardPerToken back = backward_bytes_per_token(m, s);
+  const std::int64_t slice = s.mlp_chunk_tokens > 0 ? std::min(s.mlp_chunk_tokens, chunk_tokens) : chunk_tokens;
+  const bool tiled = lean && slice < chunk_tokens;
+  const std::int64_t saved_per_token = tiled ? saved.attention + act_bytes * d : saved.attention + saved.mlp;
+  const std::int64_t slice_bytes = tiled ? slice * (saved.mlp + back.mlp) : 0;
   // NF4: the linears' weights in 4 bits, the rest of the layer (norms, biases) as stored for compute; each linear is
   // dequantized to the compute dtype for its matmuls and freed, so one of the largest is alive at a time.
   const bool nf4 = s.nf4 || m.bnb_nf4;
@@ -171,7 +192,7 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
     // (counted for the fused path, whose smaller saved count would otherwise fall below the measured peaks).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
-    if (lean) u.working_bytes += chunk_tokens * backward_bytes_per_token(m, s);
+    if (lean) u.working_bytes += chunk_tokens * (back.residual + (tiled ? 0 : back.mlp)) + slice_bytes;
     if (nf4) u.working_bytes += largest_linear * act_bytes;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
                                              3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(q));

@@ -170,6 +170,9 @@ TEST_F(ConfigTest, ValidationExplainsCrossFieldErrors) {
   cfg = Config{};
   cfg.train.micro_batch = 0;
   EXPECT_THROW(config_validate(cfg), ConfigError);
+  cfg = Config{};
+  cfg.train.mlp_chunk_tokens = -1;
+  EXPECT_NE(error_of([&] { config_validate(cfg); }).find("train.mlp_chunk_tokens must be >= 0"), std::string::npos);
 }
 
 TEST_F(ConfigTest, ActivationOffloadNeedsActivationCheckpointing) {

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "ranktune/core/config.h"
+#include "ranktune/core/error.h"
 #include "ranktune/model/linear_cross_entropy.h"
 #include "ranktune/plan/balanced_plan.h"
 #include "support/model_shapes.h"
@@ -113,6 +114,55 @@ TEST(LossPlan, SavedActivationsFollowWhatIsTrained) {
   cfg.lora.dropout = 0.1;
   EXPECT_FALSE(train_setup_from(cfg, true).fused_kernels);
   EXPECT_EQ(train_setup_from(cfg, true).lora_dropout, 0.1);
+}
+
+// train.mlp_chunk_tokens: a tiled layer keeps its attention half and the MLP's input for the whole micro-step; the
+// MLP's own tensors and its backward's ffn-wide gradients exist for one slice. Llama-3-8B, QLoRA with checkpointing
+// offloaded, one sequence of 344,064 tokens (Unsloth's stated longest for this model on one 80 GB GPU): over 78 GiB
+// untiled, where the refusal names the tiling; well under it tiled.
+TEST(LossPlan, TiledMlpKeepsOneSliceOfTheMlp) {
+  const LlamaConfig m = test::tinyllama();
+  TrainSetup s;
+  s.micro_batch = 4;
+  s.lora_r = 16;
+  const std::int64_t tokens = 4 * 2048, d = 2048, f = 5632;
+  const UnitCost whole = layer_costs(m, s)[1];
+  s.mlp_chunk_tokens = 1024;
+  const UnitCost tiled = layer_costs(m, s)[1];
+  // Untiled the MLP keeps the norm output (d) and gate and up (2f), and a slice of the adapters' x A^T; tiled, its
+  // input (d) only.
+  EXPECT_EQ(whole.activation_bytes - tiled.activation_bytes, tokens * (2 * 2 * f + 3 * 16 * 2));
+  EXPECT_EQ(tiled.working_bytes, tokens * 2 * 2 * d + 1024 * ((d + 2 * f) * 2 + 3 * 16 * 2 + 3 * f * 2));
+  s.mlp_chunk_tokens = 8192;  // a slice as large as the micro-step is no tiling
+  EXPECT_EQ(layer_costs(m, s)[1].activation_bytes, whole.activation_bytes);
+  s.mlp_chunk_tokens = 1024;
+  s.fused_kernels = false;  // the eager ops' count does not model it
+  EXPECT_EQ(layer_costs(m, s)[1].activation_bytes, layer_costs(m,
+                                                               [&] {
+                                                                 TrainSetup e = s;
+                                                                 e.mlp_chunk_tokens = 0;
+                                                                 return e;
+                                                               }())[1]
+                                                       .activation_bytes);
+
+  TrainSetup longest;
+  longest.lora_r = 16;
+  longest.nf4 = true;
+  longest.micro_batch = 1;
+  longest.seq_len = 344064;
+  longest.activation_checkpointing = true;
+  longest.activation_offload = true;
+  longest.fused_loss = true;
+  const LlamaConfig b = test::llama3_8b();
+  EXPECT_GT(training_footprint_bytes(b, longest) / GiB, 78.0);
+  try {
+    plan_balanced_for(b, longest, {{0, static_cast<std::int64_t>(78 * GiB)}}, 1);
+    ADD_FAILURE() << "an untiled 344k-token step was planned into 78 GiB";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_NE(e.hint().find("--train.mlp_chunk_tokens=8192"), std::string::npos) << e.hint();
+  }
+  longest.mlp_chunk_tokens = 16384;
+  EXPECT_LT(training_footprint_bytes(b, longest) / GiB, 40.0);
 }
 
 }  // namespace

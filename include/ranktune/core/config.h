@@ -62,6 +62,7 @@ struct TrainConfig {
   double grad_clip = 1.0;
   bool activation_checkpointing = false;
   bool activation_offload = false;  // the layer inputs activation checkpointing keeps, in pinned host memory
+  long mlp_chunk_tokens = 0;        // > 0: the MLP in slices of this many tokens (model/tiled_mlp.h)
   std::string precision = "auto";   // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
   bool flash_varlen = true;         // packed documents: the flash kernel's variable-length form on GPU
   std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)

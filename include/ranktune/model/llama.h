@@ -91,6 +91,9 @@ class LlamaImpl : public torch::nn::Module {
   // unfused reference compositions (transformers' RMSNorm and RoPE order, PEFT's adapter order) in every layer. Call
   // after lora_apply.
   void set_fused_kernels(bool on);
+  // train.mlp_chunk_tokens: every layer's MLP runs in slices of this many tokens when a micro-batch has more
+  // (tiled_mlp.h); 0 = whole.
+  void set_mlp_chunk_tokens(std::int64_t tokens);
   bool fused_loss() const { return fused_loss_; }
 
   const LlamaConfig& config() const { return config_; }

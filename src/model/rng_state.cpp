@@ -1,0 +1,21 @@
+#include "ranktune/model/rng_state.h"
+
+#include <ATen/Context.h>
+
+#include <mutex>
+
+namespace ranktune {
+
+at::Tensor device_rng_state(const at::Device& device) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_device_rng_state(const at::Device& device, const at::Tensor& state) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+}  // namespace ranktune
