@@ -1,10 +1,10 @@
 // train.mlp_chunk_tokens (model/tiled_mlp.h): the MLP in slices of rows gives the loss and every gradient of the
 // whole MLP (fp64 on the CPU, to rounding: the slices' matmuls and the summed parameter gradients differ only in
 // summation order; LoRA's adapters are fp32 masters, so their gradients agree to fp32 rounding), for a full fine-tune
-// and LoRA, with and without activation checkpointing; with LoRA dropout the backward replays the forward's masks
-// (against slices run as separate graphs from the same RNG state); parameter gradients are accumulated once a backward
-// (the accumulator's post-hook, which DDP's gradient synchronisation uses, fires once); without gradients it is a
-// plain loop with the same output.
+// and LoRA (also on an NF4 base), with and without activation checkpointing; with LoRA dropout the backward replays the
+// forward's masks (against slices run as separate graphs from the same RNG state); parameter gradients are accumulated
+// once a backward (the accumulator's post-hook, which DDP's gradient synchronisation uses, fires once); without
+// gradients it is a plain loop with the same output.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -22,6 +22,7 @@
 #include "ranktune/model/llama.h"
 #include "ranktune/model/lora.h"
 #include "ranktune/model/loss.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/model/tiled_mlp.h"
 #include "support/tiny_model.h"
 
@@ -38,8 +39,10 @@ LoraConfig lora(double dropout) {
   return l;
 }
 
-Llama make_model(const std::optional<LoraConfig>& l) {
-  Llama model = llama_random(test::tiny_llama(), 7, kF64);
+Llama make_model(const std::optional<LoraConfig>& l, bool nf4 = false) {
+  // QLoRA: an NF4 base in fp32 compute (the dequantized weights), beside the fp64 model of the other tests.
+  Llama model = nf4 ? llama_random_quantized(test::tiny_llama(), 7, {}, Quantize::nf4)
+                    : llama_random(test::tiny_llama(), 7, kF64);
   if (l) {
     lora_apply(*model, *l, 3);
     torch::manual_seed(5);
@@ -56,8 +59,8 @@ struct Step {
 };
 
 // One forward and backward of a fresh model over 2 x 24 tokens; chunk 10 leaves a short last slice (48 rows).
-Step train_step(const std::optional<LoraConfig>& l, std::int64_t chunk, bool checkpointing) {
-  Llama model = make_model(l);
+Step train_step(const std::optional<LoraConfig>& l, std::int64_t chunk, bool checkpointing, bool nf4 = false) {
+  Llama model = make_model(l, nf4);
   model->set_mlp_chunk_tokens(chunk);
   model->set_activation_checkpointing(checkpointing);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(23);
@@ -97,6 +100,17 @@ TEST(TiledMlp, LoraEqualsTheWholeMlp) {
     // A slice as large as the micro-batch is no tiling at all: the same path, the same bits.
     const Step one = train_step(lora(0), 48, ckpt);
     EXPECT_TRUE(at::equal(one.loss, whole.loss));
+  }
+}
+
+TEST(TiledMlp, QloraEqualsTheWholeMlp) {
+  const Step whole = train_step(lora(0), 0, true, true), tiled = train_step(lora(0), 10, true, true);
+  EXPECT_NEAR(tiled.loss.item<double>(), whole.loss.item<double>(), 1e-6);
+  ASSERT_EQ(whole.grads.size(), tiled.grads.size());
+  for (std::size_t i = 0; i < whole.grads.size(); ++i) {
+    const at::Tensor& g = whole.grads[i].second;
+    EXPECT_LE((tiled.grads[i].second - g).abs().max().item<double>(), 1e-5 * g.abs().max().item<double>())
+        << whole.grads[i].first;
   }
 }
 
