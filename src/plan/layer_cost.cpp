@@ -51,8 +51,18 @@ std::int64_t lora_params(const LlamaConfig& m, const TrainSetup& s) {
 // and up for the SwiGLU backward; down_proj's input (the SwiGLU product) only for a trained down_proj weight, since
 // LoRA's down_proj recomputes it; each adapter's x A^T; with LoRA dropout, each adapter's own dropped input and its
 // byte mask instead of the shared norm output. Planned against one H200's peaks (1.1B shape, 4 x 2048 tokens, no
-// checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops and the CPU path keep the older, larger count
-// (norm outputs, SwiGLU product and down_proj's input all kept; not measured), all of it in `attention`.
+// checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops on a GPU (train.kernels=eager) keep more:
+// each RMSNorm an fp32 copy of its input (and, trained, its bf16 normalised output), each adapter an fp32 copy of its
+// input (PEFT's order: the adapter runs in fp32) and an fp32 x A^T, the SwiGLU op gate and up; planned against one
+// H100's LoRA peak (same shape). The CPU keeps the older count (norm outputs, SwiGLU product and down_proj's input all
+// kept in fp32; not measured), all of it in `attention`.
+// Each LoRA target's input width and whether it is in the MLP.
+std::vector<std::tuple<const char*, std::int64_t, bool>> adapter_inputs(const LlamaConfig& m) {
+  const std::int64_t d = m.hidden_size, q = q_width(m), f = m.intermediate_size;
+  return {{"q", d, false},   {"k", d, false}, {"v", d, false},  {"o", q, false},
+          {"gate", d, true}, {"up", d, true}, {"down", f, true}};
+}
+
 struct SavedPerToken {
   std::int64_t attention = 0, mlp = 0;
 };
@@ -60,7 +70,7 @@ struct SavedPerToken {
 SavedPerToken saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
   const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
   const std::int64_t act = s.on_gpu ? 2 : 4;
-  if (!s.on_gpu || !s.fused_kernels) return {act * (6 * d + 3 * q + 2 * kv + 4 * f), 0};
+  if (!s.on_gpu) return {act * (6 * d + 3 * q + 2 * kv + 4 * f), 0};
   const bool lora = s.lora_r > 0, dropout = lora && s.lora_dropout > 0;
   auto adapted = [&](std::initializer_list<const char*> names) {
     for (const char* n : names)
@@ -68,17 +78,23 @@ SavedPerToken saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
     return false;
   };
   SavedPerToken b;
+  if (!s.fused_kernels) {
+    b.attention = 2 * (4 * d + 4) + act * (2 * q + 2 * kv) + m.num_heads * 4;
+    b.mlp = act * 2 * f;
+    if (!lora) b.attention += 2 * act * d + act * d, b.mlp += act * d + act * f;  // norm outputs, linear inputs
+    if (lora) {
+      for (const auto& [name, width, in_mlp] : adapter_inputs(m))
+        if (targets(s, name)) (in_mlp ? b.mlp : b.attention) += 4 * s.lora_r + width * (dropout ? 5 : 4);
+    }
+    return b;
+  }
   b.attention = act * (2 * d + 2 * q + 2 * kv) + 2 * 4 + m.num_heads * 4;
   if (!lora || (!dropout && adapted({"q", "k", "v"}))) b.attention += act * d;
   b.mlp = act * 2 * f;
   if (!lora || (!dropout && adapted({"gate", "up"}))) b.mlp += act * d;
   if (!lora) b.mlp += act * f;
   if (lora) {
-    const std::vector<std::tuple<const char*, std::int64_t, bool>> inputs = {{"q", d, false},   {"k", d, false},
-                                                                             {"v", d, false},   {"o", q, false},
-                                                                             {"gate", d, true}, {"up", d, true},
-                                                                             {"down", f, true}};
-    for (const auto& [name, width, in_mlp] : inputs)
+    for (const auto& [name, width, in_mlp] : adapter_inputs(m))
       if (targets(s, name)) (in_mlp ? b.mlp : b.attention) += s.lora_r * act + (dropout ? width * (act + 1) : 0);
   }
   return b;
@@ -163,13 +179,12 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   const std::int64_t d = m.hidden_size, q = q_width(m);
   const std::int64_t lp = llama_layer_parameter_count(m);
   const std::int64_t adapters = lora_params(m, s);
-  const bool lean = s.on_gpu && s.fused_kernels;
   // train.mlp_chunk_tokens (fused path): the MLP keeps only its input (hidden wide) for the whole micro-step; what it
   // would keep, and its backward's gradients, exist for one slice of `slice` rows at a time.
   const SavedPerToken saved = saved_bytes_per_token(m, s);
   const BackwardPerToken back = backward_bytes_per_token(m, s);
   const std::int64_t slice = s.mlp_chunk_tokens > 0 ? std::min(s.mlp_chunk_tokens, chunk_tokens) : chunk_tokens;
-  const bool tiled = lean && slice < chunk_tokens;
+  const bool tiled = s.on_gpu && slice < chunk_tokens;
   const std::int64_t saved_per_token = tiled ? saved.attention + act_bytes * d : saved.attention + saved.mlp;
   const std::int64_t slice_bytes = tiled ? slice * (saved.mlp + back.mlp) : 0;
   // NF4: the linears' weights in 4 bits, the rest of the layer (norms, biases) as stored for compute; each linear is
@@ -192,7 +207,7 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
     // (counted for the fused path, whose smaller saved count would otherwise fall below the measured peaks).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
-    if (lean) u.working_bytes += chunk_tokens * (back.residual + (tiled ? 0 : back.mlp)) + slice_bytes;
+    if (s.on_gpu) u.working_bytes += chunk_tokens * (back.residual + (tiled ? 0 : back.mlp)) + slice_bytes;
     if (nf4) u.working_bytes += largest_linear * act_bytes;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
                                              3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(q));
