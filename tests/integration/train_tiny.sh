@@ -90,6 +90,22 @@ run both 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --
   --train.steps=5 --output_dir="$WORK/run4"
 expect both err "train.steps (command line --train.steps) and train.epochs (command line --train.epochs) are both given"
 
+# README's long-sequence line (activation checkpointing, offload, the tiled MLP) through the binary, LoRA: 8 x 128
+# tokens in MLP slices of 100 rows give the losses of the whole MLP to rounding (the slices change only the summation
+# order; with LoRA dropout they would draw other masks, see tests/model/test_tiled_mlp.cpp for their replay).
+for variant in whole:0 tiled:100; do
+  run "long_${variant%%:*}" 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu \
+    --train.steps=8 --train.log_every=1 --train.eval_every=0 --checkpoint.every_steps=0 --lora.r=8 \
+    --train.activation_checkpointing=true --train.activation_offload=true --train.mlp_chunk_tokens="${variant#*:}" \
+    --output_dir="$WORK/long_${variant%%:*}" --checkpoint.dir="$WORK/long_${variant%%:*}/ckpt"
+done
+python3 - "$WORK/long_whole/metrics.jsonl" "$WORK/long_tiled/metrics.jsonl" <<'PY' && ok "tiled MLP: the losses of the whole MLP" || fail "tiled MLP: losses differ"
+import json, sys
+whole, tiled = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
+print(f"  whole {whole[-1]:.6f}, tiled {tiled[-1]:.6f}")
+sys.exit(0 if len(whole) == len(tiled) == 8 and all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(whole, tiled)) else 1)
+PY
+
 # The same job under mpirun -np 2 as the README launches it (DDP over MPI on CPU, micro batch 4 per rank: the
 # single process's global batch of 8), 40 steps to bound the time. Without OMP_NUM_THREADS the two ranks share the
 # node's cores (mpirun here binds nothing).

@@ -18,7 +18,7 @@ namespace ranktune {
 class MlpImpl;
 
 // Same value as mlp.forward_untiled(x) (x [..., hidden]), computed `rows` rows of x's flattened leading dimensions at
-// a time; with gradients off, a plain loop over slices.
+// a time (with LoRA dropout in training, each slice draws its own masks); with gradients off, a plain loop over slices.
 at::Tensor tiled_mlp(MlpImpl& mlp, const at::Tensor& x, std::int64_t rows);
 
 }  // namespace ranktune
