@@ -170,40 +170,12 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
     return plan_balanced(request(setup));
   } catch (const OutOfMemoryError& e) {
     std::vector<std::string> ways;
-    auto try_variant = [&](TrainSetup s, const std::string& what) {
+    for (const PlanVariant& v : plan_variants(model, setup)) {
       try {
-        plan_balanced(request(s));
-        ways.push_back(what + " (" + format_bytes(training_footprint_bytes(model, s)) + " in total)");
+        plan_balanced(request(v.setup));
+        ways.push_back(v.option + " (" + format_bytes(training_footprint_bytes(model, v.setup)) + " in total)");
       } catch (const OutOfMemoryError&) {
       }
-    };
-    if (setup.lora_r == 0) {
-      TrainSetup s = setup;
-      s.lora_r = 16;
-      try_variant(s, "LoRA: --lora.r=16");
-    }
-    if (!setup.nf4 && !model.bnb_nf4) {
-      TrainSetup s = setup;
-      s.nf4 = true;
-      s.lora_r = std::max(setup.lora_r, 16);
-      try_variant(s, std::string("QLoRA: --model.quantize=nf4") + (setup.lora_r == 0 ? " --lora.r=16" : ""));
-    }
-    if (!setup.activation_checkpointing) {
-      TrainSetup s = setup;
-      s.activation_checkpointing = true;
-      try_variant(s, "--train.activation_checkpointing=true");
-    }
-    // Long sequences: the MLP's intermediate-wide tensors for 8192 tokens at a time (model/tiled_mlp.h).
-    if (setup.on_gpu && setup.fused_kernels && (setup.mlp_chunk_tokens == 0 || setup.mlp_chunk_tokens > 8192) &&
-        setup.seq_len > 8192) {
-      TrainSetup s = setup;
-      s.mlp_chunk_tokens = 8192;
-      try_variant(s, "--train.mlp_chunk_tokens=8192");
-    }
-    if (setup.micro_batch > 1) {
-      TrainSetup s = setup;
-      s.micro_batch = std::max<std::int64_t>(1, setup.micro_batch / 2);
-      try_variant(s, "--train.micro_batch=" + std::to_string(s.micro_batch) + " (and more --train.grad_accum)");
     }
     std::string hint = ways.empty() ? "more GPUs, or LoRA with activation checkpointing and a smaller micro-batch"
                                     : "any of: ";
@@ -211,6 +183,32 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
     if (!ways.empty()) hint += "; or more GPUs";
     throw OutOfMemoryError(e.what(), hint);
   }
+}
+
+std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetup& setup) {
+  std::vector<PlanVariant> out;
+  auto add = [&](std::string option, auto change) {
+    TrainSetup s = setup;
+    change(s);
+    out.push_back({std::move(option), s});
+  };
+  if (setup.lora_r == 0) add("LoRA: --lora.r=16", [](TrainSetup& s) { s.lora_r = 16; });
+  if (!setup.nf4 && !model.bnb_nf4)
+    add(std::string("QLoRA: --model.quantize=nf4") + (setup.lora_r == 0 ? " --lora.r=16" : ""), [](TrainSetup& s) {
+      s.nf4 = true;
+      s.lora_r = std::max(s.lora_r, 16);
+    });
+  if (!setup.activation_checkpointing)
+    add("--train.activation_checkpointing=true", [](TrainSetup& s) { s.activation_checkpointing = true; });
+  // Long sequences: the MLP's intermediate-wide tensors for 8192 tokens at a time (model/tiled_mlp.h).
+  if (setup.on_gpu && (setup.mlp_chunk_tokens == 0 || setup.mlp_chunk_tokens > 8192) && setup.seq_len > 8192)
+    add("--train.mlp_chunk_tokens=8192", [](TrainSetup& s) { s.mlp_chunk_tokens = 8192; });
+  if (setup.micro_batch > 1) {
+    const std::int64_t half = std::max<std::int64_t>(1, setup.micro_batch / 2);
+    add("--train.micro_batch=" + std::to_string(half) + " (and more --train.grad_accum)",
+        [half](TrainSetup& s) { s.micro_batch = half; });
+  }
+  return out;
 }
 
 std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& labels) {

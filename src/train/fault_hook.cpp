@@ -26,7 +26,8 @@ bool kind_from_suffix(const char* suffix, FaultKind& kind) {
   } kKinds[] = {{"", FaultKind::error},
                 {":exit", FaultKind::exit},
                 {":nan_grad", FaultKind::nan_grad},
-                {":inf_grad", FaultKind::inf_grad}};
+                {":inf_grad", FaultKind::inf_grad},
+                {":oom", FaultKind::oom}};
   for (const auto& k : kKinds) {
     if (std::strcmp(suffix, k.text) == 0) {
       kind = k.kind;
@@ -60,7 +61,7 @@ FaultHook fault_hook_from_env(int rank) {
   const bool parsed = std::sscanf(v, "%ld:%ld%n", &r, &step, &used) == 2 && r >= 0 && step > 0 &&
                       kind_from_suffix(v + used, kind);
   if (!parsed)
-    throw UsageError(std::string(kVar) + "='" + v + "' is not RANK:STEP or RANK:STEP:exit|nan_grad|inf_grad",
+    throw UsageError(std::string(kVar) + "='" + v + "' is not RANK:STEP or RANK:STEP:exit|nan_grad|inf_grad|oom",
                      "it is a test hook: unset it for real runs");
   if (r != rank) return hook;
   hook.step = step;
@@ -71,6 +72,12 @@ FaultHook fault_hook_from_env(int rank) {
 void fault_hook_fire(const FaultHook& hook, int rank, long step) {
   if (hook.step_sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(hook.step_sleep_ms));
   if (hook.step == 0 || step != hook.step) return;
+  if (hook.kind == FaultKind::oom)  // the allocator's exception, with the text of a CUDA allocation that failed
+    C10_THROW_ERROR(OutOfMemoryError,
+                    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                    "79.19 GiB of which 1.06 GiB is free. (" +
+                        std::string(kVar) + ": rank " + std::to_string(rank) + " at step " + std::to_string(step) +
+                        ")");
   if (hook.kind != FaultKind::error && hook.kind != FaultKind::exit) return;
   const bool exit = hook.kind == FaultKind::exit;
   const std::string what = std::string(kVar) + ": rank " + std::to_string(rank) + " fails at step " +

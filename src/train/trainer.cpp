@@ -36,6 +36,7 @@
 #include "ranktune/train/lr_schedule.h"
 #include "ranktune/train/metrics.h"
 #include "ranktune/train/optimizer.h"
+#include "ranktune/train/out_of_memory.h"
 #include "ranktune/train/pipeline.h"
 #include "ranktune/train/profile.h"
 #include "ranktune/train/progress.h"
@@ -307,13 +308,18 @@ TrainResult Trainer::run() {
   auto last = start;
   const auto profiler = step_profiler_from_config(s.cfg, s.pos.step, s.env.rank(), s.env.size(), s.gpus);
   for (long step = s.pos.step; step < t.steps; ++step) {
-    if (profiler) profiler->step_begin(step);
-    StepMetrics row = step_once(step);
-    if (profiler) profiler->step_end(step);
-    const auto now = Clock::now();
-    time_step(row, seconds(last, now), seconds(start, now), result);
-    report(row, result, progress);
-    if (stop_or_save(row.step, result)) break;
+    try {
+      if (profiler) profiler->step_begin(step);
+      StepMetrics row = step_once(step);
+      if (profiler) profiler->step_end(step);
+      const auto now = Clock::now();
+      time_step(row, seconds(last, now), seconds(start, now), result);
+      report(row, result, progress);
+      if (stop_or_save(row.step, result)) break;
+    } catch (const c10::OutOfMemoryError& e) {  // the allocator's text, turned into exit 7 and the plan's ways out
+      throw out_of_memory_error(e.what_without_backtrace(), s.env.rank(), step + 1, s.cfg, s.model->config(),
+                                s.device.is_cuda());
+    }
     last = Clock::now();  // the next step's tokens/s counts its own work, not this step's evaluation or save
   }
   finish(result, progress);

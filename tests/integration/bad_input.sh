@@ -116,6 +116,25 @@ losses() { grep -oE '^step [0-9]+/4 loss [0-9.]+' "$WORK/$1.out"; }
 [ "$(losses pace_0 | wc -l)" = 4 ] && [ "$(losses pace_0)" = "$(losses pace_300)" ] \
   && ok "pace_300: the unpaced run's losses" || fail "pace_300: losses differ from the unpaced run's (or missing)"
 
+# A step out of device memory (the test hook throws LibTorch's c10::OutOfMemoryError with a CUDA allocator's text at
+# step 3) ends with exit 7, one line naming the rank, the step, the allocator's first sentences and the plan, and the
+# smaller variants in the hint; step 2's checkpoint stays committed and verifies. Under mpirun -np 2 the rank that ran
+# out (rank 1) aborts the job: exit 7 and no rank left waiting.
+RANKTUNE_TEST_FAIL_AT_STEP=0:3:oom run oom 7 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" \
+  --device=cpu --train.steps=6 --train.eval_every=0 --train.log_every=1 --checkpoint.every_steps=2 \
+  --output_dir="$WORK/oom.run" --checkpoint.dir="$WORK/oom.ckpt"
+expect oom err "error: rank 0 ran out of device memory in step 3 (CUDA out of memory. Tried to allocate 2.00 GiB.); the plan for this run is"
+expect oom err "hint: any of: LoRA: --lora.r=16 ("
+expect oom err "--train.activation_checkpointing=true ("
+lines oom err "error:" 1
+[ "$(cat "$WORK/oom.ckpt/latest" 2>/dev/null)" = step_00000002 ] && ok "oom: latest -> step_00000002" \
+  || fail "oom: latest is not step_00000002"
+run oom_verify 0 "$RANKTUNE_BIN" checkpoint verify "$WORK/oom.ckpt"
+RUN_TIMEOUT=120 RANKTUNE_TEST_FAIL_AT_STEP=1:3:oom run oom_np2 7 "${MPIRUN[@]}" 2 "$RANKTUNE_BIN" train \
+  --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=6 --train.micro_batch=4 \
+  --train.eval_every=0 --checkpoint.every_steps=0 --output_dir="$WORK/oom_np2.run"
+expect oom_np2 err "rank 1 ran out of device memory in step 3"
+
 # A NaN or infinite gradient norm with a finite loss used to be committed with exit 0 (#16 point 8). The test hook
 # (RANKTUNE_TEST_FAIL_AT_STEP=0:5:nan_grad, docs/training.md) writes NaN / inf into one gradient element of step 5
 # after backward, as an overflowing kernel would; a smaller model, checkpoints every 2 steps. The run must stop at

@@ -59,6 +59,16 @@ BalancedPlan plan_balanced(const PlanRequest& req);
 BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup,
                                const std::vector<DeviceBudget>& devices, int micro_batches);
 
+// The changes that make a training setup smaller, each as the option a user types and the setup it gives: LoRA (for
+// a full fine-tune), QLoRA (a 16-bit base), activation checkpointing, the tiled MLP (a GPU, sequences over 8192
+// tokens), half the micro-batch. plan_balanced_for's refusal lists those that fit; a run out of memory lists them all
+// with their footprints.
+struct PlanVariant {
+  std::string option;
+  TrainSetup setup;
+};
+std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetup& setup);
+
 // One row per stage; `labels` name each stage's device (default "cuda:<stage device>").
 std::string plan_table(const BalancedPlan& plan, const std::vector<std::string>& labels = {});
 

@@ -2,7 +2,9 @@
 // RANK fail at optimizer step STEP, so tests can show that one rank failing mid-run ends the whole job (no KIND: an
 // Error, as a failing read of its data would, and main aborts every rank; `exit`: std::exit(1) without finalising
 // MPI, and the launcher must end the rest), and that a non-finite gradient stops the run before that step is logged
-// or committed (`nan_grad`, `inf_grad`). Read once when the trainer starts; unset (every real run) it does nothing.
+// or committed (`nan_grad`, `inf_grad`), and `oom`: LibTorch's c10::OutOfMemoryError as the CUDA allocator throws it,
+// so that the report of a run out of device memory is tested without a GPU. Read once when the trainer starts;
+// unset (every real run) it does nothing.
 #pragma once
 
 #include "ranktune/distributed/named_tensors.h"
@@ -10,7 +12,7 @@
 
 namespace ranktune {
 
-enum class FaultKind { error, exit, nan_grad, inf_grad };
+enum class FaultKind { error, exit, nan_grad, inf_grad, oom };
 
 struct FaultHook {
   long step = 0;  // 0: no fault on this rank
@@ -24,7 +26,7 @@ struct FaultHook {
 FaultHook fault_hook_from_env(int rank);
 
 // Sleeps step_sleep_ms; then fails (throws, or exits) as optimizer step `step` starts when it is the hook's step and
-// the kind is error or exit.
+// the kind is error, exit or oom.
 void fault_hook_fire(const FaultHook& hook, int rank, long step);
 
 // For nan_grad / inf_grad at the hook's step: writes NaN / +inf into one element of the first gradient of `params`,
