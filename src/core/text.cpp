@@ -11,6 +11,17 @@ std::string trim(std::string_view s, std::string_view blanks) {
   return std::string(s.substr(b, e - b + 1));
 }
 
+std::string leading_sentences(std::string_view text, int n) {
+  const std::string_view line = text.substr(0, text.find('\n'));
+  std::size_t end = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::size_t stop = line.find(". ", end);
+    if (stop == std::string_view::npos) return std::string(line);
+    end = stop + 1;
+  }
+  return std::string(line.substr(0, end));
+}
+
 std::string format_bytes(std::int64_t bytes) {
   if (bytes < 0) return "?";
   char buf[32];

@@ -2,7 +2,11 @@
 // then that rank broadcasts its message, code and hint.
 #include "ranktune/distributed/agree.h"
 
+#include <c10/util/Exception.h>
+
 #include <vector>
+
+#include "ranktune/core/text.h"
 
 #include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
@@ -20,6 +24,13 @@ void agree_run(const MpiEnv& env, const std::function<void()>& phase) {
     code = static_cast<int>(e.code());
     what = e.what();
     hint = e.hint();
+  } catch (const c10::OutOfMemoryError& e) {  // loading or placing a model that does not fit (train/out_of_memory.h
+                                              // reports a step that does not)
+    code = static_cast<int>(ExitCode::out_of_memory);
+    what = "out of device memory: " + leading_sentences(e.what_without_backtrace(), 2);
+    hint =
+        "`ranktune plan` with the same options shows what the run needs; a 4-bit base (--model.quantize=nf4) or "
+        "--parallel.mode=balanced over more GPUs hold a larger model";
   } catch (const std::exception& e) {
     code = static_cast<int>(ExitCode::internal);
     what = e.what();

@@ -8,25 +8,13 @@
 #include "ranktune/plan/layer_cost.h"
 
 namespace ranktune {
-namespace {
-
-// The allocator's first sentence ("CUDA out of memory. Tried to allocate 2.00 GiB."), without its long tail.
-std::string first_sentences(const std::string& text) {
-  std::string line = text.substr(0, text.find('\n'));
-  std::size_t end = line.find(". ");
-  if (end != std::string::npos) end = line.find(". ", end + 2);  // the first two: what failed and how much
-  if (end != std::string::npos) line = line.substr(0, end + 1);
-  return line;
-}
-
-}  // namespace
 
 OutOfMemoryError out_of_memory_error(const std::string& allocator_message, int rank, long step, const Config& cfg,
                                      const LlamaConfig& model, bool on_gpu) {
   const TrainSetup setup = train_setup_from(cfg, on_gpu);
   const std::int64_t planned = training_footprint_bytes(model, setup);
   const std::string what = "rank " + std::to_string(rank) + " ran out of device memory in step " +
-                           std::to_string(step) + " (" + first_sentences(allocator_message) +
+                           std::to_string(step) + " (" + leading_sentences(allocator_message, 2) +
                            "); the plan for this run is " + format_bytes(planned) + " on one device";
   std::vector<std::string> ways;
   for (const PlanVariant& v : plan_variants(model, setup)) {

@@ -28,6 +28,17 @@ TEST(Text, FormatBytesIsAlwaysGiB) {
   EXPECT_EQ(format_bytes(-1), "?");
 }
 
+TEST(Text, LeadingSentencesOfTheFirstLine) {
+  const char* torch =
+      "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB. If "
+      "reserved but unallocated memory is large try setting it.\nException raised from malloc";
+  EXPECT_EQ(leading_sentences(torch, 2), "CUDA out of memory. Tried to allocate 2.00 GiB.");
+  EXPECT_EQ(leading_sentences(torch, 1), "CUDA out of memory.");
+  EXPECT_EQ(leading_sentences("one line, no stop\nsecond", 2), "one line, no stop");
+  EXPECT_EQ(leading_sentences("A. B.", 2), "A. B.");  // fewer sentences than asked: the whole line
+  EXPECT_EQ(leading_sentences("", 2), "");
+}
+
 TEST(Text, FormatBytesScaledPicksTheUnit) {
   EXPECT_EQ(format_bytes_scaled(0), "0 B");
   EXPECT_EQ(format_bytes_scaled(1023), "1023 B");

@@ -1,4 +1,5 @@
 // MpiEnv, outcome agreement and config-hash agreement at 1, 2 and 4 ranks.
+#include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
 #include "ranktune/core/config.h"
@@ -45,6 +46,22 @@ TEST(Agree, OneFailingRankFailsEveryRankWithItsCodeAndMessage) {
     EXPECT_EQ(e.failing_rank(), culprit);
     EXPECT_NE(std::string(e.what()).find("no GPU here"), std::string::npos);
     EXPECT_EQ(e.hint(), "use --device=cpu");
+  }
+}
+
+// LibTorch's allocator running out while a model is built or placed: exit 7 with its first sentences, on every rank.
+TEST(Agree, AllocatorOutOfMemoryIsExitSeven) {
+  MpiEnv env(nullptr, nullptr);
+  try {
+    agree_run(env, [&] {
+      if (env.rank() == 0)
+        C10_THROW_ERROR(OutOfMemoryError, "CUDA out of memory. Tried to allocate 8.00 GiB. GPU 0 has 1 GiB free.");
+    });
+    ADD_FAILURE() << "agree_run returned on rank " << env.rank();
+  } catch (const AgreedError& e) {
+    EXPECT_EQ(e.code(), ExitCode::out_of_memory);
+    EXPECT_EQ(std::string(e.what()), "out of device memory: CUDA out of memory. Tried to allocate 8.00 GiB.");
+    EXPECT_NE(e.hint().find("ranktune plan"), std::string::npos) << e.hint();
   }
 }
 
