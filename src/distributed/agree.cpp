@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "ranktune/core/text.h"
-
 #include "ranktune/distributed/host_collectives.h"
 #include "ranktune/distributed/mpi_env.h"
 

@@ -104,14 +104,9 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
     at::Tensor input = x.detach().requires_grad_(true);
     at::Tensor out;
     {
-      at::Tensor current;
-      if (rng.defined()) {
-        current = device_rng_state(x.device());
-        set_device_rng_state(x.device(), rng);
-      }
+      const DeviceRngReplay replay(x.device(), rng);
       at::AutoGradMode grad_on(true);
       out = block->forward(input, rope, mask);
-      if (rng.defined()) set_device_rng_state(x.device(), current);
     }
     torch::autograd::backward({out}, {grad_out.at(0)});
     return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -18,4 +18,14 @@ void set_device_rng_state(const at::Device& device, const at::Tensor& state) {
   gen.set_state(state);
 }
 
+DeviceRngReplay::DeviceRngReplay(const at::Device& device, const at::Tensor& saved) : device_(device) {
+  if (!saved.defined()) return;
+  current_ = device_rng_state(device);
+  set_device_rng_state(device, saved);
+}
+
+DeviceRngReplay::~DeviceRngReplay() {
+  if (current_.defined()) set_device_rng_state(device_, current_);
+}
+
 }  // namespace ranktune

@@ -34,34 +34,27 @@ struct TiledMlp : public torch::autograd::Function<TiledMlp> {
   // gradients through this node (the slices read them from the module).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, MlpImpl* mlp, std::int64_t rows,
                             at::TensorList params) {
-    ctx->save_for_backward({x});
+    std::vector<at::Tensor> saved{x};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
     ctx->saved_data["mlp"] = reinterpret_cast<std::int64_t>(mlp);
     ctx->saved_data["rows"] = rows;
-    ctx->saved_data["params"] = static_cast<std::int64_t>(params.size());
     ctx->saved_data["rng"] = mlp->is_training() ? device_rng_state(x.device()) : at::Tensor();
     return by_slices(*mlp, x, rows);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    const at::Tensor x = ctx->get_saved_variables().at(0);
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved.at(0);
+    const variable_list params(saved.begin() + 1, saved.end());
     auto* mlp = reinterpret_cast<MlpImpl*>(ctx->saved_data["mlp"].toInt());
     const std::int64_t rows = ctx->saved_data["rows"].toInt();
-    const auto n_params = static_cast<std::size_t>(ctx->saved_data["params"].toInt());
-    const at::Tensor rng = ctx->saved_data["rng"].toTensor();
-    std::vector<at::Tensor> params;
-    for (const at::Tensor& p : mlp->parameters())
-      if (p.requires_grad()) params.push_back(p);
-    TORCH_CHECK(params.size() == n_params, "tiled_mlp: the MLP's trainable parameters changed between passes");
 
     const at::Tensor x2d = x.reshape({-1, x.size(-1)});
     const at::Tensor g2d = grad_out.at(0).reshape({x2d.size(0), -1});
     at::Tensor dx = at::empty_like(x2d);
-    std::vector<at::Tensor> dparams(n_params);
-    at::Tensor current;
-    if (rng.defined()) {
-      current = device_rng_state(x.device());
-      set_device_rng_state(x.device(), rng);
-    }
+    std::vector<at::Tensor> dparams(params.size());
+    const DeviceRngReplay replay(x.device(), ctx->saved_data["rng"].toTensor());
     for (std::int64_t begin = 0; begin < x2d.size(0); begin += rows) {
       at::Tensor slice = x2d.slice(0, begin, begin + rows).detach().requires_grad_(true);
       at::Tensor out;
@@ -75,14 +68,13 @@ struct TiledMlp : public torch::autograd::Function<TiledMlp> {
                                                         /*retain_graph=*/false, /*create_graph=*/false,
                                                         /*allow_unused=*/true);
       dx.slice(0, begin, begin + out.size(0)).copy_(grads[0]);
-      for (std::size_t i = 0; i < n_params; ++i) {
+      for (std::size_t i = 0; i < params.size(); ++i) {
         const at::Tensor& g = grads[i + 1];
         if (!g.defined()) continue;
         if (dparams[i].defined()) dparams[i].add_(g);
         else dparams[i] = g;
       }
     }
-    if (rng.defined()) set_device_rng_state(x.device(), current);
     variable_list result{dx.view(x.sizes()), at::Tensor(), at::Tensor()};
     result.insert(result.end(), dparams.begin(), dparams.end());
     return result;

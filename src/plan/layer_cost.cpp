@@ -43,19 +43,6 @@ std::int64_t lora_params(const LlamaConfig& m, const TrainSetup& s) {
   return p;
 }
 
-// Bytes one decoder layer saves for backward per token, split into the attention half (with the norms) and the MLP.
-// The fused GPU path (train.kernels=fused) keeps, in the compute dtype: each RMSNorm's input (plus an fp32 inverse
-// RMS); a norm's output only where something trained reads it (the trained q/k/v or gate/up weights, or their
-// adapters without dropout: the three projections share one input, the base's own weight gradient is never taken
-// under LoRA); flash attention's q, k, v and output (fp32 log-sum-exp per head), the output being o_proj's input; gate
-// and up for the SwiGLU backward; down_proj's input (the SwiGLU product) only for a trained down_proj weight, since
-// LoRA's down_proj recomputes it; each adapter's x A^T; with LoRA dropout, each adapter's own dropped input and its
-// byte mask instead of the shared norm output. Planned against one H200's peaks (1.1B shape, 4 x 2048 tokens, no
-// checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops on a GPU (train.kernels=eager) keep more:
-// each RMSNorm an fp32 copy of its input (and, trained, its bf16 normalised output), each adapter an fp32 copy of its
-// input (PEFT's order: the adapter runs in fp32) and an fp32 x A^T, the SwiGLU op gate and up; planned against one
-// H100's LoRA peak (same shape). The CPU keeps the older count (norm outputs, SwiGLU product and down_proj's input all
-// kept in fp32; not measured), all of it in `attention`.
 // Each LoRA target's input width and whether it is in the MLP.
 std::vector<std::tuple<const char*, std::int64_t, bool>> adapter_inputs(const LlamaConfig& m) {
   const std::int64_t d = m.hidden_size, q = q_width(m), f = m.intermediate_size;
@@ -67,6 +54,19 @@ struct SavedPerToken {
   std::int64_t attention = 0, mlp = 0;
 };
 
+// Bytes one decoder layer saves for backward per token, split into the attention half (with the norms) and the MLP.
+// Both GPU paths keep flash attention's q, k, v and output (fp32 log-sum-exp per head), the output being o_proj's
+// input, and the SwiGLU op's gate and up. The fused path (train.kernels=fused) keeps besides, in the compute dtype:
+// each RMSNorm's input (plus an fp32 inverse RMS); a norm's output only where something trained reads it (the trained
+// q/k/v or gate/up weights, or their adapters without dropout: the three projections share one input, the base's own
+// weight gradient is never taken under LoRA); down_proj's input (the SwiGLU product) only for a trained down_proj
+// weight, since LoRA's down_proj recomputes it; each adapter's x A^T; with LoRA dropout, each adapter's own dropped
+// input and its byte mask instead of the shared norm output. Planned against one H200's peaks (1.1B shape, 4 x 2048
+// tokens, no checkpointing: tests/plan/test_loss_plan.cpp). The eager reference ops (train.kernels=eager) keep more:
+// each RMSNorm an fp32 copy of its input (and, trained, its bf16 normalised output), each adapter an fp32 copy of its
+// input (PEFT's order: the adapter runs in fp32; with dropout, the dropped copy and its mask) and an fp32 x A^T;
+// planned against one H100's LoRA peak (same shape). The CPU keeps the older count (norm outputs, SwiGLU product and
+// down_proj's input all kept in fp32; not measured), all of it in `attention`.
 SavedPerToken saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
   const std::int64_t d = m.hidden_size, q = q_width(m), kv = kv_width(m), f = m.intermediate_size;
   const std::int64_t act = s.on_gpu ? 2 : 4;
@@ -78,25 +78,22 @@ SavedPerToken saved_bytes_per_token(const LlamaConfig& m, const TrainSetup& s) {
     return false;
   };
   SavedPerToken b;
-  if (!s.fused_kernels) {
-    b.attention = 2 * (4 * d + 4) + act * (2 * q + 2 * kv) + m.num_heads * 4;
-    b.mlp = act * 2 * f;
-    if (!lora) b.attention += 2 * act * d + act * d, b.mlp += act * d + act * f;  // norm outputs, linear inputs
-    if (lora) {
-      for (const auto& [name, width, in_mlp] : adapter_inputs(m))
-        if (targets(s, name)) (in_mlp ? b.mlp : b.attention) += 4 * s.lora_r + width * (dropout ? 5 : 4);
-    }
-    return b;
-  }
-  b.attention = act * (2 * d + 2 * q + 2 * kv) + 2 * 4 + m.num_heads * 4;
-  if (!lora || (!dropout && adapted({"q", "k", "v"}))) b.attention += act * d;
+  b.attention = act * (2 * q + 2 * kv) + m.num_heads * 4;
   b.mlp = act * 2 * f;
-  if (!lora || (!dropout && adapted({"gate", "up"}))) b.mlp += act * d;
-  if (!lora) b.mlp += act * f;
-  if (lora) {
-    for (const auto& [name, width, in_mlp] : adapter_inputs(m))
-      if (targets(s, name)) (in_mlp ? b.mlp : b.attention) += s.lora_r * act + (dropout ? width * (act + 1) : 0);
+  if (s.fused_kernels) {
+    b.attention += act * 2 * d + 2 * 4;
+    if (!lora || (!dropout && adapted({"q", "k", "v"}))) b.attention += act * d;
+    if (!lora || (!dropout && adapted({"gate", "up"}))) b.mlp += act * d;
+    if (!lora) b.mlp += act * f;
+  } else {
+    b.attention += 2 * (4 * d + 4);
+    if (!lora) b.attention += 2 * act * d + act * d, b.mlp += act * d + act * f;  // norm outputs, linear inputs
   }
+  if (lora)
+    for (const auto& [name, width, in_mlp] : adapter_inputs(m))
+      if (targets(s, name))
+        (in_mlp ? b.mlp : b.attention) += s.fused_kernels ? s.lora_r * act + (dropout ? width * (act + 1) : 0)
+                                                          : 4 * s.lora_r + width * (dropout ? 5 : 4);
   return b;
 }
 
@@ -179,8 +176,8 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   const std::int64_t d = m.hidden_size, q = q_width(m);
   const std::int64_t lp = llama_layer_parameter_count(m);
   const std::int64_t adapters = lora_params(m, s);
-  // train.mlp_chunk_tokens (fused path): the MLP keeps only its input (hidden wide) for the whole micro-step; what it
-  // would keep, and its backward's gradients, exist for one slice of `slice` rows at a time.
+  // train.mlp_chunk_tokens (a GPU): the MLP keeps only its input (hidden wide) for the whole micro-step; what it would
+  // keep, and its backward's gradients, exist for one slice of `slice` rows at a time.
   const SavedPerToken saved = saved_bytes_per_token(m, s);
   const BackwardPerToken back = backward_bytes_per_token(m, s);
   const std::int64_t slice = s.mlp_chunk_tokens > 0 ? std::min(s.mlp_chunk_tokens, chunk_tokens) : chunk_tokens;
@@ -205,7 +202,7 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     if (s.activation_checkpointing && s.activation_offload && s.on_gpu) std::swap(u.activation_bytes, u.host_bytes);
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
-    // (counted for the fused path, whose smaller saved count would otherwise fall below the measured peaks).
+    // (counted on a GPU, whose per-path saved counts would otherwise fall below the measured peaks).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
     if (s.on_gpu) u.working_bytes += chunk_tokens * (back.residual + (tiled ? 0 : back.mlp)) + slice_bytes;
     if (nf4) u.working_bytes += largest_linear * act_bytes;

@@ -22,8 +22,8 @@ struct TrainSetup {
   // train.kernels=fused: on a GPU, the fused RMSNorm, RoPE, SwiGLU and LoRA ops, which keep far fewer activations than
   // the eager reference ops (saved_bytes_per_token in layer_cost.cpp).
   bool fused_kernels = true;
-  // train.mlp_chunk_tokens: with the fused path, the MLP's intermediate-wide tensors exist for this many tokens at a
-  // time (model/tiled_mlp.h); 0 = the whole micro-step.
+  // train.mlp_chunk_tokens: on a GPU, the MLP's intermediate-wide tensors exist for this many tokens at a time
+  // (model/tiled_mlp.h); 0 = the whole micro-step.
   std::int64_t mlp_chunk_tokens = 0;
   // train.activation_offload (with checkpointing): each layer's saved input waits in pinned host memory, not on the
   // device; the recomputation's working set stays on the device.
