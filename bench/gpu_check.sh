@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build ranktune, run the whole test suite (GPU tests included), exercise the topology
-# command on the real GPU, then run the benchmarks named in $RANKTUNE_BENCH (space-separated bench/*.sh names).
+# command on the real GPU, then run the benchmark binaries named in $RANKTUNE_BENCH_BINS (e.g. ranktune_adamw_bench)
+# and the benchmarks named in $RANKTUNE_BENCH (space-separated bench/*.sh names). With prebuilt binaries,
+# RANKTUNE_GPU_TESTS=0 skips the GPU tests (a call that only measures).
 # Logs go to $OUT (default /tmp/ranktune-out). Needs .deps/ from bench/carry_deps.sh copied next to the checkout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +56,7 @@ grep -E 'tests passed|Failed|\*\*\*|Skipped|Not Run' "$OUT/ctest.log" | head -40
 step "GPU test output"
 ctest --test-dir build-gpu -L gpu -V >"$OUT/ctest-gpu.log" 2>&1
 grep -E '\[ +(OK|FAILED|SKIPPED) +\]|rel(ative)? err|bucket|launch|DDP:|abandoned' "$OUT/ctest-gpu.log" | sed 's/^[0-9]*: //' | head -60
-elif [ -n "$tests_dir" ]; then
+elif [ -n "$tests_dir" ] && [ "${RANKTUNE_GPU_TESTS:-1}" != 0 ]; then
 step "GPU tests (prebuilt), NCCL ones at 1 and every-GPU ranks"
 ngpu=$(nvidia-smi --list-gpus | wc -l)
 {
@@ -93,6 +95,11 @@ CUDA_VISIBLE_DEVICES=0,0 $bin topology; echo "exit $?"
 CUDA_VISIBLE_DEVICES=5 $bin topology; echo "exit $?"
 
 fi
+
+for b in ${RANKTUNE_BENCH_BINS:-}; do
+  step "$b"
+  "$bin_dir/$b" 2>&1 | tee "$OUT/bench-$b.log" | tail -40
+done
 
 for b in ${RANKTUNE_BENCH:-}; do
   step "bench/$b"

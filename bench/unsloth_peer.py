@@ -18,7 +18,7 @@ import sys
 import tempfile
 import traceback
 
-from peer_common import time_and_report, write_model_dir
+from peer_common import SHAPES, time_and_report, write_model_dir
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -58,7 +58,7 @@ def run(mode, model_dir, cfg, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--modes", default="lora,lora_gc,qlora,qlora_gc")
-    ap.add_argument("--shape", default="1b", choices=("1b", "8b"))
+    ap.add_argument("--shape", default="1b", choices=tuple(SHAPES))
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--max-position", type=int, default=0,
