@@ -120,7 +120,8 @@ unsloth_peer() {
 # longest: batch 1, one step at each of LONGEST_SEQS tokens (a step of 8B at 131072 tokens is about two minutes of
 # attention: the row is the peak memory, tokens/s is that one step's); a length that does not fit is a row with its
 # error, and longer ones are not tried for that implementation; a length is skipped when less than LONGEST_NEED_S
-# (default 240) seconds are left before BENCH_DEADLINE.
+# (default 240) seconds are left before BENCH_DEADLINE. LONGEST_LORA=0 and LONGEST_UNSLOTH=0 leave out ranktune's
+# 16-bit rows and Unsloth's (its row runs 5 steps: at 131072 tokens and more, minutes each).
 longest() {
   local s ok_q=1 ok_l=1 ok_u=1
   for s in $LONGEST_SEQS; do
@@ -137,7 +138,7 @@ longest() {
       ranktune "lora_offload_$s" "${lora[@]}" "${seq[@]}" | tee /dev/stderr | grep -q '"error"' && ok_l=0
     fi
     rm -rf "$out"/*_offload_"$s"/ckpt
-    if [ "$ok_u" = 1 ] && [ -f .deps/unsloth.tar.xz ]; then
+    if [ "$ok_u" = 1 ] && [ "${LONGEST_UNSLOTH:-1}" = 1 ] && [ -f .deps/unsloth.tar.xz ]; then
       local row; row=$(STEPS=5 UNSLOTH_MODES=qlora_gc unsloth_peer --seq "$s" --batch 1 --warmup 0 | grep '^{')
       [ -n "$row" ] && echo "$row" >&2
       [[ -z "$row" || "$row" == *'"error"'* ]] && ok_u=0  # no row: the peer itself failed (see unsloth.log)
