@@ -127,7 +127,11 @@ int cmd_generate(const AppContext& ctx) {
                         "use the tokenizer the model was trained with (--data.tokenizer)");
   });
   const bool cuda = cfg.device == "cuda" || (cfg.device == "auto" && at::hasCUDA());
-  if (cuda) src.model->to(at::Device(at::kCUDA, 0), at::kBFloat16);
+  // Placing the model and decoding run inside agree_run as well: a device out of memory there ends as exit 7 with
+  // the allocator's first sentences and a hint, like loading does, not as an internal error.
+  agree_run(ctx.env, [&] {
+    if (cuda) src.model->to(at::Device(at::kCUDA, 0), at::kBFloat16);
+  });
   src.model->eval();
   char sampling[96] = "greedy";
   if (g.temperature > 0)
@@ -144,8 +148,11 @@ int cmd_generate(const AppContext& ctx) {
   o.stop_token = tok->eos_id().value_or(-1);
   o.vocab_limit = tok->vocab_size();
   const auto t0 = std::chrono::steady_clock::now();
-  at::NoGradGuard no_grad;
-  const std::vector<std::int32_t> out = generate(*src.model, prompt, o);
+  std::vector<std::int32_t> out;
+  agree_run(ctx.env, [&] {
+    at::NoGradGuard no_grad;
+    out = generate(*src.model, prompt, o);
+  });
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log0() << prompt_text << tok->decode(out);
   char line[160];
