@@ -20,14 +20,32 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // A layer input waiting on the host for its backward. saved_data holds IValues; a capsule is the IValue that carries a
-// C++ object (here the copy's CUDA event) for exactly the context's lifetime.
+// C++ object (here the copy's CUDA events) for exactly the context's lifetime.
 struct OffloadedInput : torch::CustomClassHolder {
   at::Tensor host;  // pinned for a device input; a CPU input's own copy
   at::Device device{at::kCPU};
+  // The input offloaded just before this one on this thread and device: in backward the layer that comes next. Weak:
+  // an earlier step's inputs, already consumed, expire instead of being kept alive by the chain.
+  // (Held as the base class: the weak pointer needs a complete type; lock() casts it back.)
+  std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>> earlier;
 #ifdef RANKTUNE_HAVE_CUDA
-  std::optional<c10::cuda::CUDAEvent> copied;  // recorded on the side stream after the device -> host copy
+  std::optional<c10::cuda::CUDAEvent> copied;   // recorded on the side stream after the device -> host copy
+  at::Tensor prefetched;                        // the device copy, started early by the later layer's backward
+  std::optional<c10::cuda::CUDAEvent> arrived;  // recorded on the side stream after that host -> device copy
 #endif
 };
+
+using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>>;
+
+c10::intrusive_ptr<OffloadedInput> lock(const WeakInput& weak) {
+  if (!weak) return {};
+  return c10::static_intrusive_pointer_cast<OffloadedInput>(weak->lock());
+}
+
+#ifdef RANKTUNE_HAVE_CUDA
+// The last input offloaded by this thread (a forward runs its layers in order on one thread).
+thread_local WeakInput last_offloaded;
+#endif
 
 // Starts the copy of x to the host. On CUDA it runs on a side stream, so the forward of this layer and the next ones
 // overlap it; x's memory goes back to the allocator once the copy has read it (record_stream), not when x is freed.
@@ -55,6 +73,9 @@ c10::intrusive_ptr<OffloadedInput> offload_input(const at::Tensor& x) {
     src.record_stream(side);
     o->copied.emplace();
     o->copied->record(side);
+    if (const c10::intrusive_ptr<OffloadedInput> before = lock(last_offloaded); before && before->device == o->device)
+      o->earlier = last_offloaded;
+    last_offloaded = c10::weak_intrusive_ptr<torch::CustomClassHolder>(o);
     return o;
   }
 #endif
@@ -62,12 +83,38 @@ c10::intrusive_ptr<OffloadedInput> offload_input(const at::Tensor& x) {
   return o;
 }
 
-// The input back on its device, ordered on the current stream after the copy out: no host synchronisation.
+// Starts bringing a CUDA input back on a side stream, after its copy out, so that the host -> device copy overlaps
+// the backward of the layer that runs before it is needed. Once per input; nothing to do on the CPU.
+void prefetch_input(OffloadedInput& o) {
+#ifdef RANKTUNE_HAVE_CUDA
+  if (!o.copied || o.prefetched.defined()) return;
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, o.device.index());
+  o.copied->block(side);
+  {
+    c10::cuda::CUDAStreamGuard on_side(side);
+    o.prefetched = o.host.to(o.device, /*non_blocking=*/true);  // pinned: the host allocator waits for this copy
+  }
+  o.arrived.emplace();
+  o.arrived->record(side);
+#else
+  (void)o;
+#endif
+}
+
+// The input back on its device, ordered on the current stream after the copy out (or after the prefetch): no host
+// synchronisation.
 at::Tensor reload_input(OffloadedInput& o) {
   if (o.device.is_cpu()) return o.host;
 #ifdef RANKTUNE_HAVE_CUDA
   if (o.copied) {
-    o.copied->block(c10::cuda::getCurrentCUDAStream(o.device.index()));
+    const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(o.device.index());
+    if (o.prefetched.defined()) {
+      o.arrived->block(compute);
+      at::Tensor x = std::move(o.prefetched);
+      x.record_stream(compute);  // made on the side stream, used and freed on this one
+      return x;
+    }
+    o.copied->block(compute);
     return o.host.to(o.device, /*non_blocking=*/true);
   }
 #endif
@@ -93,9 +140,15 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto offloaded = ctx->saved_data.find("offloaded");
-    const at::Tensor x = offloaded == ctx->saved_data.end()
-                             ? ctx->get_saved_variables().at(0)
-                             : reload_input(static_cast<OffloadedInput&>(*offloaded->second.toCapsule()));
+    at::Tensor x;
+    if (offloaded == ctx->saved_data.end()) {
+      x = ctx->get_saved_variables().at(0);
+    } else {
+      auto& mine = static_cast<OffloadedInput&>(*offloaded->second.toCapsule());
+      x = reload_input(mine);
+      // The layer before this one is, in backward, the next: its input comes back while this layer recomputes.
+      if (const c10::intrusive_ptr<OffloadedInput> next = lock(mine.earlier)) prefetch_input(*next);
+    }
     auto* block = reinterpret_cast<DecoderBlockImpl*>(ctx->saved_data["block"].toInt());
     const RopeCache rope{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor()};
     const at::Tensor rng = ctx->saved_data["rng"].toTensor();

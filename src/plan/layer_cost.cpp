@@ -204,6 +204,8 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
     // (counted on a GPU, whose per-path saved counts would otherwise fall below the measured peaks).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
+    // Offloaded, the input of the layer whose backward comes next is brought back during this one's (prefetched).
+    if (s.activation_checkpointing && s.activation_offload && s.on_gpu) u.working_bytes += chunk_tokens * act_bytes * d;
     if (s.on_gpu) u.working_bytes += chunk_tokens * (back.residual + (tiled ? 0 : back.mlp)) + slice_bytes;
     if (nf4) u.working_bytes += largest_linear * act_bytes;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +

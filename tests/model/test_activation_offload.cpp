@@ -212,7 +212,8 @@ TEST_P(ActivationOffloadGpu, EqualsCheckpointingAlone) {
 }
 
 // Without the offload every layer's input stays allocated on the device from its forward to its backward; with it
-// none does (the output of the last layer is the final norm's input either way).
+// none does (the output of the last layer is the final norm's input either way). After the backward both hold the
+// same: no input brought back early (each layer's backward prefetches the one before it) outlives its layer.
 TEST_P(ActivationOffloadGpu, FreesTheLayerInputsOnTheDevice) {
   const LlamaConfig c = gpu_config();
   const std::int64_t seq = 512;
@@ -230,9 +231,11 @@ TEST_P(ActivationOffloadGpu, FreesTheLayerInputsOnTheDevice) {
     torch::cuda::synchronize();
     for (const auto& [name, p] : trainable_parameters(*model))
       EXPECT_TRUE(p.grad().defined() && p.grad().isfinite().all().item<bool>()) << name;
-    return held;
+    return std::pair{held, allocated() - before};
   };
-  const std::int64_t kept = held_after_forward(false), offloaded = held_after_forward(true);
+  const auto [kept, kept_after] = held_after_forward(false);
+  const auto [offloaded, offloaded_after] = held_after_forward(true);
+  EXPECT_EQ(offloaded_after, kept_after) << "held after the backward, with and without the offload";
   const std::int64_t saved = kept - offloaded, want = c.num_layers * input_bytes;
   std::cout << "  " << c10::toString(GetParam()) << ": held after the forward " << kept << " B, offloaded " << offloaded
             << " B; " << saved << " B less (the layers' inputs: " << want << " B)\n";

@@ -307,7 +307,8 @@ TEST(LayerCost, LoraAndCheckpointingShrinkTheFootprint) {
 }
 
 // train.activation_offload: the per-layer input that checkpointing keeps (tokens x hidden x 2 bytes) leaves the
-// device for pinned host memory; the recomputation's working set stays. Llama-3-8B at 128k tokens: 32 GiB.
+// device for pinned host memory; the recomputation's working set stays, plus the one input brought back early for the
+// next layer's backward. Llama-3-8B at 128k tokens: 32 GiB moved, 1 GiB of it back at a time.
 TEST(LayerCost, ActivationOffloadMovesTheLayerInputsToTheHost) {
   const auto m = llama3_8b();
   TrainSetup ckpt;
@@ -323,10 +324,11 @@ TEST(LayerCost, ActivationOffloadMovesTheLayerInputsToTheHost) {
     const bool layer = a[i].name.rfind("layer ", 0) == 0;
     EXPECT_EQ(b[i].activation_bytes, layer ? 0 : a[i].activation_bytes) << a[i].name;
     EXPECT_EQ(b[i].host_bytes, layer ? a[i].activation_bytes : 0) << a[i].name;
-    EXPECT_EQ(b[i].working_bytes, a[i].working_bytes) << a[i].name;
+    EXPECT_EQ(b[i].working_bytes, a[i].working_bytes + (layer ? GiB : 0)) << a[i].name;
     host += b[i].host_bytes;
   }
   EXPECT_EQ(host, 32 * GiB);
+  // The unfused head's working set (fp32 logits of 128k tokens) is the largest either way: all 32 GiB are saved.
   EXPECT_EQ(training_footprint_bytes(m, ckpt) - training_footprint_bytes(m, offload), 32 * GiB);
   // Without checkpointing nothing is offloaded; on the CPU the host is the device.
   TrainSetup plain = offload;
