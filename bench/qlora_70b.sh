@@ -20,6 +20,12 @@ SEQ=${Q70_SEQ:-2048}
 dir=${Q70_DIR:-$out/model_${SHAPE}_bnb4}
 mkdir -p "$out"
 
+# bitsandbytes writes the directory: from the unpacked Unsloth folder where the image lacks it (the GPU machine).
+site=${TMPDIR:-/tmp}/unsloth-site
+if ! python3 -c 'import bitsandbytes' 2>/dev/null && [ -f .deps/unsloth.tar.xz ]; then
+  [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}"
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ ! -f "$dir/config.json" ]; then
   t0=$(date +%s)
   python3 bench/peer_common.py "$dir" --shape "$SHAPE" --seq "$SEQ" --bnb4 >"$out/write.log" 2>&1 \
@@ -58,7 +64,6 @@ if [ "${Q70_UNSLOTH:-1}" = 1 ] && [ "$DEVICE" = cuda ] && [ -f .deps/unsloth.tar
   if [ $(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) )) -lt 150 ]; then
     echo "skipped Unsloth: deadline" >&2
   else
-    site=${TMPDIR:-/tmp}/unsloth-site
     [ -d "$site" ] || tar -xJf .deps/unsloth.tar.xz -C "${TMPDIR:-/tmp}"
     PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" UNSLOTH_DISABLE_STATISTICS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
       python3 bench/unsloth_peer.py --modes qlora_gc --shape "$SHAPE" --model-dir "$dir" --batch 1 --seq "$SEQ" \
