@@ -173,8 +173,9 @@ std::vector<ConfigKey> build_schema() {
              V{"auto", "true", "false"}),
       RT_KEY(bool, "train.adamw_one_pass", train.adamw_one_pass,
              "bf16/fp16 parameters (full fine-tuning) step in one pass that reads the low-precision gradient and "
-             "writes the parameter with its fp32 master and moments (kernels/adamw.h); false: an fp32 copy of each "
-             "gradient, at::_fused_adamw_ on the masters, a copy back (the reference)"),
+             "writes the parameter with its fp32 master and moments (kernels/adamw.h; on a GPU bit for bit the "
+             "reference's result); false: an fp32 copy of each gradient, at::_fused_adamw_ on the masters, a copy back "
+             "(the reference)"),
       RT_KEY(long, "train.eval_every", train.eval_every, "evaluate every N steps; 0 = never"),
       RT_KEY(long, "train.log_every", train.log_every, "print a log line every N steps"),
       RT_KEY(long, "train.profile_steps", train.profile_steps,

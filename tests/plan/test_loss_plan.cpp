@@ -66,6 +66,13 @@ TEST(LossPlan, FusedHeadKeepsNoLogits) {
 TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
   TrainSetup ac8b = lora_8b_rows(), one_b;
   ac8b.activation_checkpointing = true;
+  TrainSetup offload8b = ac8b;
+  offload8b.activation_offload = true;
+  TrainSetup q70b;  // bench/qlora_70b.sh: a "...-bnb-4bit" Llama-3.3-70B shape, 1 x 2048 tokens, checkpointed
+  q70b.lora_r = 16;
+  q70b.nf4 = true;
+  q70b.activation_checkpointing = true;
+  q70b.fused_loss = true;
   one_b.micro_batch = 4;
   one_b.fused_loss = true;
   TrainSetup eager_1b = one_b;
@@ -82,6 +89,8 @@ TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
     TrainSetup setup;
     double measured_gib;
   } rows[] = {{"8B lora_ac", test::llama3_8b(), ac8b, 17.43},
+              {"8B lora_offload (the prefetch)", test::llama3_8b(), offload8b, 16.53},
+              {"70B qlora_ac on one H200", test::llama_shape(8192, 80, 64, 8, 28672, 128256), q70b, 43.75},
               {"8B qlora_ac", test::llama3_8b(), with(ac8b, 16, true), 7.90},
               {"1.1B full", test::tinyllama(), one_b, 27.29},
               {"1.1B lora", test::tinyllama(), with(one_b, 16, false), 11.03},

@@ -67,7 +67,7 @@ struct TrainConfig {
   bool flash_varlen = true;         // packed documents: the flash kernel's variable-length form on GPU
   std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)
   std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
-  bool adamw_one_pass = false;      // bf16/fp16 parameters with fp32 masters step in one kernel (kernels/adamw.h)
+  bool adamw_one_pass = true;       // bf16/fp16 parameters with fp32 masters step in one kernel (kernels/adamw.h)
   long eval_every = 50;
   long log_every = 10;
   long profile_steps = 0;  // > 0: Kineto profile of this many steps into output_dir (train/profile.h)
