@@ -33,6 +33,18 @@ struct OffloadedInput : torch::CustomClassHolder {
   at::Tensor prefetched;                        // the device copy, started early by the later layer's backward
   std::optional<c10::cuda::CUDAEvent> arrived;  // recorded on the side stream after that host -> device copy
 #endif
+  // Called when the last strong reference goes. A weak one (the next input's `earlier`, last_offloaded) keeps the
+  // object itself until it goes too, so the buffers are let go here, not in the destructor: otherwise a consumed
+  // step's pinned inputs would stay until the next forward replaced the chain.
+  void release_resources() override {
+    host = at::Tensor();
+    earlier.reset();
+#ifdef RANKTUNE_HAVE_CUDA
+    copied.reset();
+    prefetched = at::Tensor();
+    arrived.reset();
+#endif
+  }
 };
 
 using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>>;

@@ -25,6 +25,7 @@
 #include "support/tiny_model.h"
 
 #ifdef RANKTUNE_HAVE_CUDA
+#include <ATen/core/CachingHostAllocator.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
@@ -213,7 +214,8 @@ TEST_P(ActivationOffloadGpu, EqualsCheckpointingAlone) {
 
 // Without the offload every layer's input stays allocated on the device from its forward to its backward; with it
 // none does (the output of the last layer is the final norm's input either way). After the backward both hold the
-// same: no input brought back early (each layer's backward prefetches the one before it) outlives its layer.
+// same: no input brought back early (each layer's backward prefetches the one before it) outlives its layer, and no
+// pinned host copy either.
 TEST_P(ActivationOffloadGpu, FreesTheLayerInputsOnTheDevice) {
   const LlamaConfig c = gpu_config();
   const std::int64_t seq = 512;
@@ -224,13 +226,19 @@ TEST_P(ActivationOffloadGpu, FreesTheLayerInputsOnTheDevice) {
     model->set_activation_checkpointing(true);
     model->set_activation_offload(offload);
     auto allocated = [] { return c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current; };
-    const std::int64_t before = allocated();
+    auto pinned = [] {  // in use; empty_cache first takes in the blocks whose copies have completed
+      at::getHostAllocator(at::kCUDA)->empty_cache();
+      return at::getHostAllocator(at::kCUDA)->get_stats().active_bytes.current;
+    };
+    const std::int64_t before = allocated(), pinned_before = pinned();
     const at::Tensor logits = model->forward(b.tokens, b.positions, b.documents);
     const std::int64_t held = allocated() - before;
     causal_lm_loss(logits, b.labels).backward();  // the offloaded inputs come back and the backward completes
     torch::cuda::synchronize();
     for (const auto& [name, p] : trainable_parameters(*model))
       EXPECT_TRUE(p.grad().defined() && p.grad().isfinite().all().item<bool>()) << name;
+    // Every pinned input is given back once its layer's backward has run (not when the next forward starts).
+    EXPECT_EQ(pinned(), pinned_before) << "pinned host bytes in use after the backward";
     return std::pair{held, allocated() - before};
   };
   const auto [kept, kept_after] = held_after_forward(false);
