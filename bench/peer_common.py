@@ -2,7 +2,8 @@
 and timed exactly alike: the benchmark shapes (TinyLlama-1.1B and Llama-3-8B, as train_throughput.sh's BENCH_SHAPE),
 the FLOPs per token, the timing rule (the median step after warm-up, as ranktune's rows, peak allocated memory), and
 the random-init model directory Unsloth loads (and ranktune's 8B rows too: drawn on the GPU in seconds, where
-ranktune's own CPU-seeded initialisation of 8B parameters takes about a minute)."""
+ranktune's own CPU-seeded initialisation of 8B parameters takes about a minute), and its 4-bit form for the 70B shape
+(write_bnb4_dir, --bnb4: bench/qlora_70b.sh)."""
 import json
 import os
 import statistics
