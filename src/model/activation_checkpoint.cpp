@@ -19,6 +19,10 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// A weak link to an offloaded input, held as the base class (the weak pointer needs a complete type; lock() casts it
+// back).
+using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>>;
+
 // A layer input waiting on the host for its backward. saved_data holds IValues; a capsule is the IValue that carries a
 // C++ object (here the copy's CUDA events) for exactly the context's lifetime.
 struct OffloadedInput : torch::CustomClassHolder {
@@ -26,8 +30,7 @@ struct OffloadedInput : torch::CustomClassHolder {
   at::Device device{at::kCPU};
   // The input offloaded just before this one on this thread and device: in backward the layer that comes next. Weak:
   // an earlier step's inputs, already consumed, expire instead of being kept alive by the chain.
-  // (Held as the base class: the weak pointer needs a complete type; lock() casts it back.)
-  std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>> earlier;
+  WeakInput earlier;
 #ifdef RANKTUNE_HAVE_CUDA
   std::optional<c10::cuda::CUDAEvent> copied;   // recorded on the side stream after the device -> host copy
   at::Tensor prefetched;                        // the device copy, started early by the later layer's backward
@@ -46,8 +49,6 @@ struct OffloadedInput : torch::CustomClassHolder {
 #endif
   }
 };
-
-using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>>;
 
 c10::intrusive_ptr<OffloadedInput> lock(const WeakInput& weak) {
   if (!weak) return {};

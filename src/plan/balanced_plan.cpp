@@ -177,11 +177,9 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
       } catch (const OutOfMemoryError&) {
       }
     }
-    std::string hint = ways.empty() ? "more GPUs, or LoRA with activation checkpointing and a smaller micro-batch"
-                                    : "any of: ";
-    for (std::size_t i = 0; i < ways.size(); ++i) hint += (i ? "; " : "") + ways[i];
-    if (!ways.empty()) hint += "; or more GPUs";
-    throw OutOfMemoryError(e.what(), hint);
+    throw OutOfMemoryError(e.what(), ways.empty()
+                                         ? "more GPUs, or LoRA with activation checkpointing and a smaller micro-batch"
+                                         : plan_ways_hint(ways, "more GPUs"));
   }
 }
 
@@ -209,6 +207,13 @@ std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetu
         [half](TrainSetup& s) { s.micro_batch = half; });
   }
   return out;
+}
+
+std::string plan_ways_hint(const std::vector<std::string>& ways, const std::string& last) {
+  if (ways.empty()) return last;
+  std::string hint = "any of: ";
+  for (const std::string& w : ways) hint += w + "; ";
+  return hint + "or " + last;
 }
 
 std::string plan_table(const BalancedPlan& p, const std::vector<std::string>& labels) {

@@ -21,11 +21,10 @@ OutOfMemoryError out_of_memory_error(const std::string& allocator_message, int r
     const std::int64_t bytes = training_footprint_bytes(model, v.setup);
     if (bytes < planned) ways.push_back(v.option + " (" + format_bytes(bytes) + ")");
   }
-  std::string hint = ways.empty() ? "" : "any of: ";
-  for (std::size_t i = 0; i < ways.size(); ++i) hint += (i ? "; " : "") + ways[i];
-  hint += std::string(ways.empty() ? "" : "; ") + "or more GPUs (--parallel.mode=balanced); `ranktune plan` with " +
-          "the same options shows the plan, and --parallel.reserve_gib leaves room for what it does not count";
-  return OutOfMemoryError(what, hint);
+  return OutOfMemoryError(what, plan_ways_hint(ways,
+                                               "more GPUs (--parallel.mode=balanced); `ranktune plan` with the "
+                                               "same options shows the plan, and --parallel.reserve_gib leaves "
+                                               "room for what it does not count"));
 }
 
 }  // namespace ranktune

@@ -69,6 +69,9 @@ struct PlanVariant {
 };
 std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetup& setup);
 
+// The hint that offers `ways` (variants with their footprints): "any of: A; B; or LAST", or LAST alone.
+std::string plan_ways_hint(const std::vector<std::string>& ways, const std::string& last);
+
 // One row per stage; `labels` name each stage's device (default "cuda:<stage device>").
 std::string plan_table(const BalancedPlan& plan, const std::vector<std::string>& labels = {});
 
