@@ -174,6 +174,9 @@ for run in $RUNS; do
     full_reference) ranktune full_reference --train.adamw_one_pass=false; rm -rf "$out/full_reference/ckpt" ;;
     resume) resume_full ;;
     lora) ranktune lora "${lora[@]}"; rm -rf "$out/lora/ckpt" ;;
+    lora_step_by_step) ranktune lora_step_by_step "${lora[@]}" --train.queue_ahead=false
+                       rm -rf "$out/lora_step_by_step/ckpt" ;;
+    full_step_by_step) ranktune full_step_by_step --train.queue_ahead=false; rm -rf "$out/full_step_by_step/ckpt" ;;
     qlora) ranktune qlora "${lora[@]}" --model.quantize=nf4; rm -rf "$out/qlora/ckpt" ;;
     eager) ranktune lora_eager "${lora[@]}" "${eager[@]}"; rm -rf "$out/lora_eager/ckpt" ;;
     ddp1) ranktune full_ddp1 --parallel.mode=ddp; rm -rf "$out/full_ddp1/ckpt" ;;
@@ -196,8 +199,10 @@ for run in $RUNS; do
     profile_reference) profile_shape full_reference --train.adamw_one_pass=false ;;
     profile_ac) profile_shape lora_ac "${lora[@]}" --train.activation_checkpointing=true ;;  # the 8B rows' step
     profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
-    *) echo "unknown run $run (full full_reference resume lora qlora eager ddp1 isolated varlen ac lora_ac qlora_ac" \
-         "lora_offload qlora_offload longest hf unsloth profile profile_reference profile_ac profile_eager)" >&2 ;;
+    profile_step_by_step) profile_shape lora_step_by_step "${lora[@]}" --train.queue_ahead=false ;;
+    *) echo "unknown run $run (full full_reference full_step_by_step resume lora lora_step_by_step qlora eager ddp1" \
+         "isolated varlen ac lora_ac qlora_ac lora_offload qlora_offload longest hf unsloth profile profile_reference" \
+         "profile_ac profile_eager profile_step_by_step)" >&2 ;;
   esac
 done | tee "$out/results.jsonl"
 

@@ -176,6 +176,10 @@ std::vector<ConfigKey> build_schema() {
              "writes the parameter with its fp32 master and moments (kernels/adamw.h; on a GPU bit for bit the "
              "reference's result); false: an fp32 copy of each gradient, at::_fused_adamw_ on the masters, a copy back "
              "(the reference)"),
+      RT_KEY(bool, "train.queue_ahead", train.queue_ahead,
+             "queue the next step's forward and backward before this step's loss and gradient norm are read, so "
+             "the GPU never waits for the host between steps (not before an evaluation, a save or the last step, nor "
+             "in balanced mode; results are bit-identical); false: each step's loss is read before the next starts"),
       RT_KEY(long, "train.eval_every", train.eval_every, "evaluate every N steps; 0 = never"),
       RT_KEY(long, "train.log_every", train.log_every, "print a log line every N steps"),
       RT_KEY(long, "train.profile_steps", train.profile_steps,

@@ -45,8 +45,11 @@ at::Tensor attention_mask(const at::Tensor& documents, at::Device device, at::Sc
   if (!documents.defined()) return {};
   const bool flash = varlen && device.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim <= 256 &&
                      head_dim % 8 == 0;
-  if (flash) return document_lengths(documents).to(device);
-  return document_causal_mask(documents.to(device));
+  const bool pinned = documents.is_cpu() && device.is_cuda() && documents.is_pinned();
+  if (flash)
+    return pinned ? document_lengths(documents).pin_memory().to(device, /*non_blocking=*/true)
+                  : document_lengths(documents).to(device);
+  return document_causal_mask(documents.to(device, /*non_blocking=*/pinned));
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const RopeCache& rope, const at::Tensor& mask) {

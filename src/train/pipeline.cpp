@@ -218,12 +218,15 @@ at::Tensor PipelineExecutor::forward_backward(const BatchTensors& batch, double 
                       "set parallel.micro_batches <= train.micro_batch (each pipeline chunk needs a sequence)");
   Step step;
   // Each stage's inputs moved once per micro-step, before any of its compute is queued: tokens to the first stage,
-  // targets to the last, positions (and the document index, when the batch has one) to every stage.
+  // targets to the last, positions to every stage (the document index, when the batch has one, stays on the host:
+  // each stage's mask is made from it there and copied over).
   step.tokens = hop(batch.tokens, stages_.front().device).tensor_split(chunks_);
   step.targets = hop(batch.targets, stages_.back().device).tensor_split(chunks_);
   for (const auto& st : stages_) {
     step.positions.push_back(hop(batch.positions, st.device).tensor_split(chunks_));
-    if (batch.documents.defined()) step.documents.push_back(hop(batch.documents, st.device).tensor_split(chunks_));
+    if (batch.documents.defined())
+      step.documents.push_back(
+          (batch.documents.is_cpu() ? batch.documents : hop(batch.documents, st.device)).tensor_split(chunks_));
   }
   step.inputs.assign(S, std::vector<at::Tensor>(chunks_));
   step.outputs.assign(S, std::vector<at::Tensor>(chunks_));

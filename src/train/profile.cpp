@@ -198,7 +198,8 @@ void StepProfiler::step_begin(long step) {
 }
 
 void StepProfiler::step_end(long step) {
-  if (!active_) return;
+  // A step before the window may end inside it: the trainer queues a step ahead before it reads the one before.
+  if (!active_ || step < o_.first_step + o_.skip) return;
   ++profiled_;
   // Trainer resets the allocator's peak after each step, so each step's own peak is read before that.
   for (int g : o_.gpus) peak_gib_ = std::max(peak_gib_, cuda_peak_memory_gib(g, false));

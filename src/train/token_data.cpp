@@ -156,7 +156,7 @@ BatchTensors batch_tensors(const RowStore& store, const std::vector<std::int64_t
   out.tokens = (pin ? tok.pin_memory() : tok).to(device, /*non_blocking=*/pin);
   out.targets = (pin ? tgt.pin_memory() : tgt).to(device, pin);
   out.positions = (pin ? pos.pin_memory() : pos).to(device, pin);
-  if (attention == PackingAttention::isolated && mixed) out.documents = (pin ? doc.pin_memory() : doc).to(device, pin);
+  if (attention == PackingAttention::isolated && mixed) out.documents = pin ? doc.pin_memory() : doc;
   return out;
 }
 

@@ -155,12 +155,29 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
                                  .dump();
   st.strings["data.tokenizer"] = record.tokenizer;
   st.strings["config"] = record.run_config;
-  st.blobs["rng.cpu"] = generator_state(at::detail::getDefaultCPUGenerator());
-  if (device.is_cuda()) st.blobs["rng.cuda"] = generator_state(at::globalContext().defaultGenerator(device));
-  for (int g : other_gpus)
-    st.blobs["rng.cuda_gpu" + std::to_string(g)] =
-        generator_state(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))));
+  for (auto& [name, blob] : rng_capture(device, other_gpus)) st.blobs[name] = std::move(blob);
   return st;
+}
+
+RngBlobs rng_capture(const c10::Device& device, const std::vector<int>& other_gpus) {
+  RngBlobs out;
+  out["rng.cpu"] = generator_state(at::detail::getDefaultCPUGenerator());
+  if (device.is_cuda()) out["rng.cuda"] = generator_state(at::globalContext().defaultGenerator(device));
+  for (int g : other_gpus)
+    out["rng.cuda_gpu" + std::to_string(g)] =
+        generator_state(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))));
+  return out;
+}
+
+void rng_set(const RngBlobs& blobs, const c10::Device& device, const std::vector<int>& other_gpus) {
+  if (auto it = blobs.find("rng.cpu"); it != blobs.end())
+    generator_restore(at::detail::getDefaultCPUGenerator(), it->second);
+  if (auto it = blobs.find("rng.cuda"); it != blobs.end() && device.is_cuda())
+    generator_restore(at::globalContext().defaultGenerator(device), it->second);
+  for (int g : other_gpus)
+    if (auto it = blobs.find("rng.cuda_gpu" + std::to_string(g)); it != blobs.end())
+      generator_restore(at::globalContext().defaultGenerator(c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))),
+                        it->second);
 }
 
 void resume_check_config(const LoadedCheckpoint& ck, const Config& cfg) {

@@ -13,6 +13,11 @@
 #include <optional>
 #include <sstream>
 
+#ifdef RANKTUNE_HAVE_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include "ranktune/core/error.h"
 #include "ranktune/core/log.h"
 #include "ranktune/data/sampler.h"
@@ -295,6 +300,27 @@ double Trainer::evaluate() {
   return acc[1] > 0 ? acc[0] / acc[1] : -1;
 }
 
+// A step whose forward and backward are queued.
+struct Trainer::Launched {
+  long step = 0;  // 0-based index
+  double lr = 0;
+  std::int64_t global_tokens = 0;  // loss tokens of the global batch
+  at::Tensor loss_sum;             // fp64 on the device, summed over this rank's micro-batches
+  SamplerCursor cursor;            // the sampler's position after this step's batches
+};
+
+// A step whose update is queued too: its loss and gradient norm are on their way to the host.
+struct Trainer::Updated {
+  long step = 0;
+  double lr = 0;
+  std::int64_t global_tokens = 0;
+  long tokens = 0;  // tokens trained on after this step, all ranks
+  at::Tensor host;  // [loss sum, norm], fp64 on the host (pinned memory when they come from a GPU)
+#ifdef RANKTUNE_HAVE_CUDA
+  std::optional<at::cuda::CUDAEvent> arrived;  // recorded after the copy into `host`
+#endif
+};
+
 TrainResult Trainer::run() {
   State& s = *s_;
   const TrainConfig& t = s.cfg.train;
@@ -307,17 +333,32 @@ TrainResult Trainer::run() {
   const auto start = Clock::now();
   auto last = start;
   const auto profiler = step_profiler_from_config(s.cfg, s.pos.step, s.env.rank(), s.env.size(), s.gpus);
+  std::optional<Launched> ahead;  // the next step, launched before this one was read (train.queue_ahead)
+  RngBlobs rng_at_boundary;       // the generators before `ahead` drew from them: what a stop here saves
   for (long step = s.pos.step; step < t.steps; ++step) {
+    long working = step;  // the step an out-of-memory error is reported at
     try {
-      if (profiler) profiler->step_begin(step);
-      StepMetrics row = step_once(step);
+      if (!ahead) {
+        if (profiler) profiler->step_begin(step);
+        ahead = launch(step);
+      }
+      Updated done = update(std::move(*ahead));
+      ahead.reset();
+      if (queue_ahead_after(step + 1, profiler && profiler->last_profiled(step))) {
+        rng_at_boundary = rng_capture(s.device, s.other_gpus());
+        working = step + 1;
+        if (profiler) profiler->step_begin(step + 1);
+        ahead = launch(step + 1);
+        working = step;
+      }
+      StepMetrics row = read(std::move(done));
       if (profiler) profiler->step_end(step);
       const auto now = Clock::now();
       time_step(row, seconds(last, now), seconds(start, now), result);
       report(row, result, progress);
-      if (stop_or_save(row.step, result)) break;
+      if (stop_or_save(row.step, result, ahead ? &rng_at_boundary : nullptr)) break;
     } catch (const c10::OutOfMemoryError& e) {  // the allocator's text, turned into exit 7 and the plan's ways out
-      throw out_of_memory_error(e.what_without_backtrace(), s.env.rank(), step + 1, s.cfg, s.model->config(),
+      throw out_of_memory_error(e.what_without_backtrace(), s.env.rank(), working + 1, s.cfg, s.model->config(),
                                 s.device.is_cuda());
     }
     last = Clock::now();  // the next step's tokens/s counts its own work, not this step's evaluation or save
@@ -326,20 +367,33 @@ TrainResult Trainer::run() {
   return result;
 }
 
-StepMetrics Trainer::step_once(long step) {
-  State& s = *s_;
+// Not before a boundary that evaluates or saves (they read the state of this step alone, and a planned save's RNG
+// state must be the boundary's), nor past the last step or the profiled window. The same answer on every rank: the
+// ranks' host collectives keep one order.
+bool Trainer::queue_ahead_after(long step, bool profiling_ends) const {
+  const State& s = *s_;
   const TrainConfig& t = s.cfg.train;
+  if (!t.queue_ahead || s.pipeline || step >= t.steps || profiling_ends) return false;
+  const bool eval = t.eval_every > 0 && step % t.eval_every == 0;
+  const bool save = s.cfg.checkpoint.every_steps > 0 && step % s.cfg.checkpoint.every_steps == 0;
+  return !eval && !save;
+}
+
+Trainer::Launched Trainer::launch(long step) {
+  State& s = *s_;
   fault_hook_fire(s.fault, s.env.rank(), step + 1);
-  const double lr = lr_at(s.schedule, step);
+  Launched l;
+  l.step = step;
+  l.lr = lr_at(s.schedule, step);
   const auto micro = s.sampler->next_step();
+  l.cursor = s.sampler->cursor();
   std::int64_t tokens = 0;
   for (const auto& m : micro) tokens += count_loss_tokens(s.data.train, m);
-  const std::int64_t global_tokens = host::sum(s.env, tokens);
-  const double scale = token_loss_scale(global_tokens, s.env.size());
+  l.global_tokens = host::sum(s.env, tokens);
+  const double scale = token_loss_scale(l.global_tokens, s.env.size());
 
-  // The summed loss stays on the device (in fp64, as the host sums it) until the optimizer's kernels are queued: no
-  // host sync between backward, clipping and the update.
-  at::Tensor loss_sum;
+  // The summed loss stays on the device (in fp64, as the host sums it) until update() has queued the optimizer's
+  // kernels: no host sync between backward, clipping and the update.
   for (std::size_t m = 0; m < micro.size(); ++m) {
     if (s.sync) s.sync->prepare(s.plan.last_micro_step(static_cast<int>(m)));
     const BatchTensors bt = batch_tensors(s.data.train, micro[m], s.device, s.data.packing_attention);
@@ -351,29 +405,57 @@ StepMetrics Trainer::step_once(long step) {
       (sum * scale).backward();
     }
     const at::Tensor part = sum.detach().to(at::kDouble);
-    loss_sum = loss_sum.defined() ? loss_sum + part.to(loss_sum.device()) : part;
+    l.loss_sum = l.loss_sum.defined() ? l.loss_sum + part.to(l.loss_sum.device()) : part;
   }
+  return l;
+}
+
+Trainer::Updated Trainer::update(Launched&& l) {
+  State& s = *s_;
   if (s.sync) s.sync->finish();
-  fault_hook_poison_grads(s.fault, step + 1, s.params);
-  const at::Tensor norm_t = clip_grad_norm_tensor(s.params, t.grad_clip);  // grad_clip 0: measured only
-  s.opt->step(lr);
+  fault_hook_poison_grads(s.fault, l.step + 1, s.params);
+  const at::Tensor norm_t = clip_grad_norm_tensor(s.params, s.cfg.train.grad_clip);  // grad_clip 0: measured only
+  s.opt->step(l.lr);
   if (s.sync) s.sync->zero_grad();
   else zero_grads(s.params);
-  // One host sync a step: the loss and the norm together.
-  if (!loss_sum.defined()) loss_sum = at::zeros({}, at::kDouble);
-  const at::Tensor read = at::stack({loss_sum, norm_t.to(loss_sum.device(), at::kDouble)}).cpu();
-  const double norm = read[1].item<double>();
-  const double loss = host::sum(s.env, read[0].item<double>());
 
-  s.pos.step = step + 1;
+  s.pos.step = l.step + 1;
   s.pos.tokens += s.plan.tokens_per_step();
-  s.pos.cursor = s.sampler->cursor();
+  s.pos.cursor = l.cursor;
+  Updated u;
+  u.step = l.step;
+  u.lr = l.lr;
+  u.global_tokens = l.global_tokens;
+  u.tokens = s.pos.tokens;
+  // One copy to the host a step, the loss and the norm together, waited for only by read().
+  if (!l.loss_sum.defined()) l.loss_sum = at::zeros({}, at::kDouble);
+  const at::Tensor both = at::stack({l.loss_sum, norm_t.to(l.loss_sum.device(), at::kDouble)});
+#ifdef RANKTUNE_HAVE_CUDA
+  if (both.is_cuda()) {
+    u.host = at::empty({2}, at::TensorOptions().dtype(at::kDouble).pinned_memory(true));
+    u.host.copy_(both, /*non_blocking=*/true);
+    u.arrived.emplace();
+    u.arrived->record(at::cuda::getCurrentCUDAStream(both.device().index()));
+    return u;
+  }
+#endif
+  u.host = both.cpu();
+  return u;
+}
+
+StepMetrics Trainer::read(Updated&& u) {
+  State& s = *s_;
+#ifdef RANKTUNE_HAVE_CUDA
+  if (u.arrived) u.arrived->synchronize();
+#endif
+  const double norm = u.host[1].item<double>();
+  const double loss = host::sum(s.env, u.host[0].item<double>());
   StepMetrics row;
-  row.step = step + 1;
-  row.loss = global_tokens > 0 ? loss / static_cast<double>(global_tokens) : NAN;
-  row.lr = lr;
+  row.step = u.step + 1;
+  row.loss = u.global_tokens > 0 ? loss / static_cast<double>(u.global_tokens) : NAN;
+  row.lr = u.lr;
   row.grad_norm = norm;
-  row.tokens = s.pos.tokens;
+  row.tokens = u.tokens;
   return row;
 }
 
@@ -436,7 +518,7 @@ void Trainer::report(StepMetrics& row, TrainResult& result, Progress& progress) 
   }
 }
 
-bool Trainer::stop_or_save(long step, TrainResult& result) {
+bool Trainer::stop_or_save(long step, TrainResult& result, const RngBlobs* rng_at_boundary) {
   State& s = *s_;
   s.save_poll();
   // Every rank learns at the same boundary whether any rank was signalled.
@@ -445,6 +527,8 @@ bool Trainer::stop_or_save(long step, TrainResult& result) {
     result.stopped = true;
     result.stop_reason = stop_agreement_describe(stop);
     log0() << "stop: " << result.stop_reason << " at step " << step;
+    // The step queued ahead is dropped (its update never ran); what it drew from the generators is taken back.
+    if (rng_at_boundary) rng_set(*rng_at_boundary, s.device, s.other_gpus());
     result.saved = save(step);
     return true;
   }

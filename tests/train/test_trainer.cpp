@@ -1,12 +1,13 @@
 // Trainer on CPU ranks (single at 1 rank, DDP over the MPI communicator at 2), a small Llama on the generated tiny
 // corpus: a few steps lower the loss and commit the final checkpoint; a run saved at step N and resumed by a fresh
 // Trainer (over a model initialised from another seed) holds bit-identical parameters after the load and continues
-// with the losses and weights of the uninterrupted run.
+// with the losses and weights of the uninterrupted run. train.queue_ahead changes none of it, nor a stop's checkpoint.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -17,8 +18,11 @@
 #include "ranktune/distributed/mpi_communicator.h"
 #include "ranktune/distributed/mpi_env.h"
 #include "ranktune/distributed/parallel_mode.h"
+#include "ranktune/distributed/signals.h"
+#include "ranktune/io/checkpoint.h"
 #include "ranktune/model/llama.h"
 #include "ranktune/model/llama_config.h"
+#include "ranktune/model/lora.h"
 #include "ranktune/train/token_data.h"
 #include "ranktune/train/train_checkpoint.h"
 #include "ranktune/train/trainer.h"
@@ -140,6 +144,72 @@ TEST_F(TrainerTest, ResumeContinuesTheUninterruptedRun) {
     const double scale = std::max(w.abs().max().item<double>(), 1e-12);
     EXPECT_LE((end.at(name) - w).abs().max().item<double>() / scale, 1e-5) << name;
   }
+}
+
+// LoRA with dropout: every forward draws from the generator, so the order of the host's work shows in the results.
+Config with_dropout(Config cfg) {
+  cfg.lora.r = 4;
+  cfg.lora.alpha = 8;
+  cfg.lora.dropout = 0.1;
+  config_validate(cfg);
+  return cfg;
+}
+
+// train.queue_ahead (the next step's forward and backward queued before this step's loss is read) changes only when
+// the host waits: over boundaries that evaluate, save and do neither, the losses, the evaluation and the weights are
+// bit for bit those of the step-by-step loop.
+TEST_F(TrainerTest, QueueAheadEqualsTheStepByStepLoop) {
+  test::SharedScratchDir dir(env, "trainer_queue_ahead");
+  std::vector<TrainResult> runs;
+  std::vector<Weights> ends;
+  for (bool ahead : {false, true}) {
+    Config cfg = config(dir / (ahead ? "ahead" : "step_by_step"), 8);
+    cfg.train.queue_ahead = ahead;
+    cfg.train.eval_every = 3;
+    cfg.checkpoint.every_steps = 5;
+    cfg = with_dropout(cfg);
+    Llama m = model(cfg, 1);
+    lora_apply(*m, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
+    runs.push_back(train(cfg, m));
+    ends.push_back(weights_of(m));
+  }
+  ASSERT_EQ(runs[0].losses.size(), 8u);
+  ASSERT_EQ(runs[1].losses.size(), 8u);
+  for (std::size_t i = 0; i < 8; ++i) EXPECT_EQ(runs[1].losses[i], runs[0].losses[i]) << "step " << i + 1;
+  EXPECT_EQ(runs[1].final_eval_loss, runs[0].final_eval_loss);
+  for (const auto& [name, w] : ends[0]) EXPECT_TRUE(at::equal(ends[1].at(name), w)) << name;
+}
+
+// A stop agreed at a boundary where the next step was already queued (its forward drew dropout masks) saves the
+// boundary's state: the checkpoint equals the step-by-step loop's bit for bit, generators included, so the resumed
+// run continues the uninterrupted one.
+TEST_F(TrainerTest, AStopWithAStepQueuedAheadSavesTheBoundary) {
+  test::SharedScratchDir dir(env, "trainer_queue_ahead_stop");
+  signals_install();
+  std::vector<LoadedCheckpoint> saved;
+  for (bool ahead : {false, true}) {
+    Config cfg = config(dir / (ahead ? "ahead" : "step_by_step"), 6);
+    cfg.train.queue_ahead = ahead;
+    cfg.checkpoint.at_end = false;
+    cfg = with_dropout(cfg);
+    Llama m = model(cfg, 1);
+    lora_apply(*m, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
+    ASSERT_EQ(std::raise(SIGUSR1), 0);  // agreed at the first boundary, after step 1
+    const TrainResult r = train(cfg, m);
+    signals_clear();
+    ASSERT_TRUE(r.stopped);
+    ASSERT_TRUE(r.saved);
+    ASSERT_EQ(r.steps, 1);
+    auto ck = checkpoint_resume(env, "auto", cfg.checkpoint.dir, h5::FileLocking::best_effort);
+    ASSERT_TRUE(ck.has_value());
+    saved.push_back(std::move(*ck));
+  }
+  const CheckpointState &a = saved[0].state, &b = saved[1].state;
+  ASSERT_TRUE(a.blobs.count("rng.cpu"));
+  EXPECT_EQ(b.blobs, a.blobs);  // the generators and the sampler's cursor
+  EXPECT_EQ(b.ints, a.ints);    // step, tokens, cursor
+  ASSERT_EQ(b.tensors.size(), a.tensors.size());
+  for (const auto& [name, t] : a.tensors) EXPECT_TRUE(at::equal(b.tensors.at(name), t)) << name;
 }
 
 }  // namespace

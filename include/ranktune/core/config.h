@@ -68,6 +68,7 @@ struct TrainConfig {
   std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)
   std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
   bool adamw_one_pass = true;       // bf16/fp16 parameters with fp32 masters step in one kernel (kernels/adamw.h)
+  bool queue_ahead = true;          // the next step's forward and backward queued before this step's loss is read
   long eval_every = 50;
   long log_every = 10;
   long profile_steps = 0;  // > 0: Kineto profile of this many steps into output_dir (train/profile.h)

@@ -42,7 +42,8 @@ at::Tensor document_lengths(const at::Tensor& documents);
 
 // What Attention::forward takes for packed documents, made once per batch for activations of `dtype` on `device`:
 // with `varlen` set (train.flash_varlen), document_lengths where the flash kernel can run (CUDA, 16-bit,
-// head_dim <= 256); otherwise document_causal_mask.
+// head_dim <= 256); otherwise document_causal_mask. Documents on the host (pinned for a CUDA device: batch_tensors)
+// give a mask made there and copied without a host sync; documents on a GPU are read back first (a sync).
 at::Tensor attention_mask(const at::Tensor& documents, at::Device device, at::ScalarType dtype, std::int64_t head_dim,
                           bool varlen);
 

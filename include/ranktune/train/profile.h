@@ -38,6 +38,8 @@ class StepProfiler {
   // first step, writes the files after its last.
   void step_begin(long step);
   void step_end(long step);
+  // Whether `step` is the window's last: the trainer queues no step ahead of it (its kernels would be profiled too).
+  bool last_profiled(long step) const { return step + 1 == o_.first_step + o_.skip + o_.steps; }
 
  private:
   void finish();

@@ -37,7 +37,8 @@ struct BatchTensors {
   at::Tensor targets;    // [b, T] int64, -100 = no loss (targets are already shifted: targets[t] follows tokens[t])
   at::Tensor positions;  // [b, T] int64, restarting at each document
   // [b, T] int64, the document of each token (row_documents), for Llama::forward; undefined = plain causal attention,
-  // which is what isolation computes anyway when no row has a target after its first document.
+  // which is what isolation computes anyway when no row has a target after its first document. It stays on the host
+  // (in pinned memory for a CUDA device): attention_mask makes the mask there and copies it without a host sync.
   at::Tensor documents;
   long loss_tokens = 0;  // targets that count
 };

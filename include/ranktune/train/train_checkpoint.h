@@ -71,6 +71,14 @@ CheckpointState train_state_capture(const NamedTensors& params, const AdamW& opt
                                     bool write_replicated, const ModelRecord& record, const c10::Device& device,
                                     const std::vector<int>& other_gpus = {});
 
+// The generator states a checkpoint records, by their names there: `rng.cpu`, `rng.cuda` (device's, when it is a
+// CUDA device), `rng.cuda_gpu<index>` for each of other_gpus. rng_set puts such states back into the generators (the
+// ones named; a CUDA state only when device is a CUDA device). The trainer takes them before it queues a step ahead,
+// so that a stop agreed at the boundary saves the generators as they were there.
+using RngBlobs = std::map<std::string, std::vector<std::uint8_t>>;
+RngBlobs rng_capture(const c10::Device& device, const std::vector<int>& other_gpus = {});
+void rng_set(const RngBlobs& blobs, const c10::Device& device, const std::vector<int>& other_gpus = {});
+
 // Compares the configuration the checkpoint recorded (its `config` attribute) with this run's `cfg` (config_changes):
 // rank 0 prints the settings that changed in one line; a change that leaves the saved tensors meaningless (another
 // LoRA rank, a random-init model's shape, another tokenizer) is a ConfigError (exit 2) naming each such key with both

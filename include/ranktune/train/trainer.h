@@ -14,6 +14,7 @@
 #include "ranktune/distributed/parallel_mode.h"
 #include "ranktune/model/llama.h"
 #include "ranktune/train/token_data.h"
+#include "ranktune/train/train_checkpoint.h"
 
 namespace ranktune {
 
@@ -48,11 +49,19 @@ class Trainer {
 
  private:
   struct State;
-  // The phases of one step of run(), in order.
-  StepMetrics step_once(long step);  // one optimizer step over the global batch: the row's loss, lr, norm, tokens
+  struct Launched;  // a step whose forward and backward are queued
+  struct Updated;   // ... and its clipping and update: its loss and gradient norm on their way to the host
+  // The phases of one step of run(), in order. With train.queue_ahead the next step's launch comes between a step's
+  // update and its read, so the device holds queued work while the host reads, reports and agrees on stops.
+  Launched launch(long step);        // the global batch's micro-batches: forward, summed token loss, backward
+  Updated update(Launched&& done);   // gradient sync (DDP), clipping, AdamW; the position moves to this step
+  StepMetrics read(Updated&& done);  // waits for the loss and the norm: the row's loss, lr, norm, tokens
+  bool queue_ahead_after(long step, bool profiling_ends) const;  // may the step after `step` (1-based) launch early?
   void time_step(StepMetrics& row, double step_s, double elapsed_s, TrainResult& result);  // speed, MFU, memory
   void report(StepMetrics& row, TrainResult& result, Progress& progress);  // evaluation when due, metrics, progress
-  bool stop_or_save(long step, TrainResult& result);  // true: an agreed stop (its checkpoint attempted)
+  // true: an agreed stop (its checkpoint attempted, with the generators of rng_at_boundary when a step was queued
+  // ahead of the boundary).
+  bool stop_or_save(long step, TrainResult& result, const RngBlobs* rng_at_boundary);
   void finish(TrainResult& result, Progress& progress);
 
   double evaluate();
