@@ -72,7 +72,7 @@ ngpu=$(nvidia-smi --list-gpus | wc -l)
   done
   [ -x "$tests_dir/test_lora" ] && { echo "--- test_lora (GPU cases)"; "$tests_dir/test_lora" --gtest_filter="*Gpu*"; echo "exit $?"; }
 } >"$OUT/gpu-tests.log" 2>&1
-grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST' "$OUT/gpu-tests.log" | head -60
+grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST' "$OUT/gpu-tests.log" | head -150
 fi
 
 if [ "${RANKTUNE_SKIP_TOPOLOGY:-0}" != 1 ]; then

@@ -35,15 +35,24 @@ at::Tensor total_norm(const std::vector<std::vector<at::Tensor>>& groups) {
 
 }  // namespace
 
-at::Tensor clip_grad_norm_tensor(const NamedTensors& params, double max_norm) {
+at::Tensor grad_norm_tensor(const NamedTensors& params) {
   at::NoGradGuard no_grad;
   const auto groups = grads_by_device(params);
   if (groups.empty()) return at::zeros({}, at::kFloat);
-  const at::Tensor norm = total_norm(groups);
+  return total_norm(groups);
+}
+
+at::Tensor clip_coefficient(const at::Tensor& norm, double max_norm) {
+  return at::clamp_max(max_norm / (norm + 1e-6), 1.0);
+}
+
+at::Tensor clip_grad_norm_tensor(const NamedTensors& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  const at::Tensor norm = grad_norm_tensor(params);
   if (max_norm > 0) {
     // Always multiplied, never branched on: no host sync before the scaling, as torch does.
-    const at::Tensor coef = at::clamp_max(max_norm / (norm + 1e-6), 1.0);
-    for (const auto& grads : groups) at::_foreach_mul_(grads, coef.to(grads.front().device()));
+    const at::Tensor coef = clip_coefficient(norm, max_norm);
+    for (const auto& grads : grads_by_device(params)) at::_foreach_mul_(grads, coef.to(grads.front().device()));
   }
   return norm;
 }
@@ -57,6 +66,10 @@ double clip_grad_norm(const NamedTensors& params, double max_norm) {
 void zero_grads(const NamedTensors& params) {
   at::NoGradGuard no_grad;
   for (const auto& grads : grads_by_device(params)) at::_foreach_zero_(grads);
+}
+
+void release_grads(const NamedTensors& params) {
+  for (const auto& item : params) item.value().mutable_grad() = at::Tensor();
 }
 
 }  // namespace ranktune

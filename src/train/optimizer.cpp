@@ -70,7 +70,7 @@ AdamW::AdamW(const NamedTensors& params, AdamWOptions options) : options_(option
                      "with LoRA, check lora.target_modules; for full fine-tuning, lora.r must be 0");
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const at::Tensor& grad_scale) {
   at::NoGradGuard no_grad;
   // Fused and foreach kernels take one device and dtype per call, and weight decay is per group; the one-pass slots
   // (low-precision parameters when options_.one_pass) form groups of their own.
@@ -82,9 +82,15 @@ void AdamW::step(double lr) {
   }
   for (auto& [key, slots] : groups) {
     const double decay = std::get<0>(key) ? options_.weight_decay : 0.0;
+    const at::Tensor scale = grad_scale.defined() ? grad_scale.to(slots.front()->param.device()) : at::Tensor();
     if (std::get<3>(key)) {
-      step_one_pass(slots, lr, decay);
+      step_one_pass(slots, lr, decay, scale);
       continue;
+    }
+    if (scale.defined()) {  // the gradients scaled first, by the op clip_grad_norm runs
+      std::vector<at::Tensor> grads;
+      for (Slot* s : slots) grads.push_back(s->param.grad());
+      at::_foreach_mul_(grads, scale);
     }
     std::vector<Slot*> chunk;  // its fp32 gradient copies stay within max_cast_bytes (one tensor may exceed it alone)
     std::int64_t cast = 0;
@@ -106,7 +112,8 @@ void AdamW::step(double lr) {
         if (s->master.defined()) s->param.copy_(s->master);
 }
 
-void AdamW::step_one_pass(const std::vector<Slot*>& slots, double lr, double weight_decay) {
+void AdamW::step_one_pass(const std::vector<Slot*>& slots, double lr, double weight_decay,
+                          const at::Tensor& grad_scale) {
   std::vector<at::Tensor> params, grads, masters, exp_avgs, exp_avg_sqs, steps;
   for (Slot* s : slots) {
     const at::Tensor& g = s->param.grad();
@@ -120,7 +127,7 @@ void AdamW::step_one_pass(const std::vector<Slot*>& slots, double lr, double wei
   }
   at::_foreach_add_(steps, 1);
   adamw_master_step(params, grads, masters, exp_avgs, exp_avg_sqs, steps,
-                    {lr, options_.beta1, options_.beta2, options_.eps, weight_decay});
+                    {lr, options_.beta1, options_.beta2, options_.eps, weight_decay}, grad_scale);
 }
 
 void AdamW::step_group(std::vector<Slot*>& slots, double lr, double weight_decay) {

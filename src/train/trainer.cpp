@@ -414,10 +414,11 @@ Trainer::Updated Trainer::update(Launched&& l) {
   State& s = *s_;
   if (s.sync) s.sync->finish();
   fault_hook_poison_grads(s.fault, l.step + 1, s.params);
-  const at::Tensor norm_t = clip_grad_norm_tensor(s.params, s.cfg.train.grad_clip);  // grad_clip 0: measured only
-  s.opt->step(l.lr);
+  // Clipping's scale goes to the optimizer, which applies it as it reads the gradients (grad_clip 0: measured only).
+  const at::Tensor norm_t = grad_norm_tensor(s.params);
+  s.opt->step(l.lr, s.cfg.train.grad_clip > 0 ? clip_coefficient(norm_t, s.cfg.train.grad_clip) : at::Tensor());
   if (s.sync) s.sync->zero_grad();
-  else zero_grads(s.params);
+  else release_grads(s.params);
 
   s.pos.step = l.step + 1;
   s.pos.tokens += s.plan.tokens_per_step();

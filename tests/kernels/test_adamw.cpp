@@ -100,6 +100,42 @@ TEST(AdamWOnePass, CudaEqualsTheReferenceBitForBit) {
   run_steps(at::Device(at::kCUDA, 0), /*exact=*/true);
 }
 
+// grad_scale folded into the kernel's read of the gradient equals `grad.mul_(scale)` followed by the unscaled step,
+// bit for bit, on the CPU and on a GPU (each device rounds the product as ATen's mul_ does there).
+void scaled_equals_mul_then_step(const at::Device& device) {
+  at::manual_seed(6);
+  const auto f32 = at::TensorOptions(device).dtype(at::kFloat);
+  for (auto dtype : {at::kBFloat16, at::kHalf})
+    for (float scale : {0.3137f, 1.0f, 1e-3f})
+      for (std::int64_t n : kSizes)
+        for (std::int64_t offset : {0, 1}) {
+          SCOPED_TRACE(::testing::Message() << dtype << " n " << n << " scale " << scale << " offset " << offset);
+          State ours = make_state(n, dtype, device, offset), ref = clone(ours);
+          const AdamWHyper h{5e-2, 0.9, 0.95, 1e-8, 0.1};
+          const at::Tensor coef = at::full({}, scale, f32);
+          for (int i = 0; i < 3; ++i) {
+            const at::Tensor g = (at::randn({n}, f32) * 3).to(dtype);
+            at::_foreach_add_(at::TensorList{ours.step}, 1);
+            adamw_master_step({ours.param}, {g}, {ours.master}, {ours.exp_avg}, {ours.exp_avg_sq}, {ours.step}, h,
+                              coef);
+            at::Tensor clipped = g.clone();
+            clipped.mul_(coef);
+            one_pass(ref, clipped, h);
+          }
+          EXPECT_EQ(differing(ours.master, ref.master), 0);
+          EXPECT_EQ(differing(ours.exp_avg, ref.exp_avg), 0);
+          EXPECT_EQ(differing(ours.exp_avg_sq, ref.exp_avg_sq), 0);
+          EXPECT_EQ(differing(ours.param.contiguous(), ref.param.contiguous()), 0);
+        }
+}
+
+TEST(AdamWOnePass, CpuGradScaleEqualsMulThenStep) { scaled_equals_mul_then_step(at::Device(at::kCPU)); }
+
+TEST(AdamWOnePass, CudaGradScaleEqualsMulThenStep) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no GPU visible";
+  scaled_equals_mul_then_step(at::Device(at::kCUDA, 0));
+}
+
 // Several tensors of mixed sizes in one call, as the optimizer passes them: each gets its own step count.
 TEST(AdamWOnePass, ListsStepEachTensorWithItsOwnCount) {
   at::manual_seed(6);
@@ -132,6 +168,8 @@ TEST(AdamWOnePass, RefusesWhatItCannotStep) {
   EXPECT_THROW(adamw_master_step({s.param}, {g}, {s.master}, {s.exp_avg}, {s.exp_avg_sq}, {}, h), LibraryError);
   const at::Tensor strided = at::zeros({16}, at::kBFloat16).slice(0, 0, 16, 2);
   EXPECT_THROW(adamw_master_step({strided}, {g}, {s.master}, {s.exp_avg}, {s.exp_avg_sq}, {s.step}, h), LibraryError);
+  EXPECT_THROW(adamw_master_step({s.param}, {g}, {s.master}, {s.exp_avg}, {s.exp_avg_sq}, {s.step}, h, at::ones({2})),
+               LibraryError);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -137,6 +138,30 @@ TEST_P(AdamWReference, ChunkedCastStepsEqualOneCall) {
   for (const auto& item : sa) EXPECT_TRUE(at::equal(item.value(), sb[item.key()])) << item.key();
 }
 
+// Clipping's coefficient handed to step() (the trainer's way: the one-pass kernel folds it into its read of the
+// gradients, the other paths multiply first) equals clip_grad_norm followed by step() bit for bit, clipped or not.
+TEST_P(AdamWReference, GradScaleEqualsClipThenStep) {
+  for (auto dtype : {at::kFloat, at::kBFloat16})
+    for (double max_norm : {0.05, 1e6}) {  // the fixture's gradients clipped, and left as they are (coefficient 1)
+      SCOPED_TRACE(::testing::Message() << dtype << " max_norm " << max_norm);
+      NamedTensors clipped = make_params(dtype), scaled = make_params(dtype);
+      AdamW a(clipped, fixture_options(GetParam())), b(scaled, fixture_options(GetParam()));
+      const auto lrs = fixture()["lrs"].get<std::vector<double>>();
+      for (std::size_t i = 0; i < lrs.size(); ++i) {
+        set_grads(clipped, i);
+        set_grads(scaled, i);
+        const double norm = clip_grad_norm(clipped, max_norm);
+        a.step(lrs[i]);
+        const at::Tensor norm_t = grad_norm_tensor(scaled);
+        EXPECT_EQ(norm_t.item<double>(), norm);
+        b.step(lrs[i], clip_coefficient(norm_t, max_norm));
+      }
+      for (const auto& item : clipped) EXPECT_TRUE(at::equal(item.value(), scaled[item.key()])) << item.key();
+      const NamedTensors sa = a.state(), sb = b.state();
+      for (const auto& item : sa) EXPECT_TRUE(at::equal(item.value(), sb[item.key()])) << item.key();
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Impl, AdamWReference, testing::Values(Variant::foreach, Variant::fused, Variant::one_pass),
                          [](const auto& info) {
                            return info.param == Variant::fused      ? "fused"
@@ -247,6 +272,21 @@ TEST(Grads, NormClipAndZeroKeepAliasing) {
   EXPECT_TRUE(p["a"].grad().is_same(alias));
   EXPECT_EQ(p["a"].grad().abs().sum().item<float>(), 0.0f);
   EXPECT_FALSE(p["c"].grad().defined());
+}
+
+// release_grads drops every gradient (the next backward then takes its gradients as they are, not added into zeros).
+TEST(Grads, ReleaseDropsTheGradients) {
+  NamedTensors p;
+  p.insert("a", at::zeros({2}).requires_grad_(true));
+  p.insert("b", at::zeros({2}).requires_grad_(true));
+  (p["a"] * 2 + p["b"]).sum().backward();
+  ASSERT_TRUE(p["a"].grad().defined());
+  release_grads(p);
+  EXPECT_FALSE(p["a"].grad().defined());
+  EXPECT_FALSE(p["b"].grad().defined());
+  (p["a"] * 3).sum().backward();
+  EXPECT_TRUE(at::equal(p["a"].grad(), at::full({2}, 3.0f)));
+  EXPECT_NEAR(grad_norm(p), std::sqrt(18.0), 1e-6);
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 // master and moments equal the reference's; on the CPU the same element function runs over threads.
 //
 //   at::_foreach_add_(steps, 1);   // the step counts are incremented first, as torch does
-//   adamw_master_step(params, grads, masters, exp_avgs, exp_avg_sqs, steps, {lr, 0.9, 0.999, 1e-8, 0.01});
+//   adamw_master_step(params, grads, masters, exp_avgs, exp_avg_sqs, steps, {lr, 0.9, 0.999, 1e-8, 0.01}, clip_coef);
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,7 +21,12 @@ struct AdamWHyper {
 // Every list has one entry per parameter: params and grads bf16 or fp16 (the same dtype a pair), masters, exp_avgs and
 // exp_avg_sqs fp32 of the parameter's shape, steps fp32 scalars holding the count of this update (>= 1); all
 // contiguous and on the parameter's device. Throws LibraryError naming the entry otherwise.
+// grad_scale (gradient clipping's coefficient): undefined, or a one-element fp32 tensor on the parameters' device by
+// which each gradient is multiplied as it is read, rounded to the gradient's dtype exactly as `grad.mul_(grad_scale)`
+// leaves it on that device (on a GPU ATen rounds the scale to the gradient's dtype before the product, on the CPU it
+// does not), so that the clipping pass over the gradients is saved and the result is unchanged bit for bit.
 void adamw_master_step(at::TensorList params, at::TensorList grads, at::TensorList masters, at::TensorList exp_avgs,
-                       at::TensorList exp_avg_sqs, at::TensorList steps, const AdamWHyper& hyper);
+                       at::TensorList exp_avg_sqs, at::TensorList steps, const AdamWHyper& hyper,
+                       const at::Tensor& grad_scale = {});
 
 }  // namespace ranktune

@@ -55,8 +55,10 @@ class AdamW {
   AdamW(const NamedTensors& params, AdamWOptions options);
 
   // One update at learning rate `lr` for every kept parameter that has a gradient (as torch: no gradient, no update,
-  // its step count stays).
-  void step(double lr);
+  // its step count stays). grad_scale: undefined, or gradient clipping's coefficient (clip_coefficient, grads.h), an
+  // fp32 scalar tensor: the gradients are taken as `grad.mul_(grad_scale)` would leave them (the one-pass slots fold
+  // it into their kernel, the other groups multiply first), bit for bit clip_grad_norm followed by step(lr).
+  void step(double lr, const at::Tensor& grad_scale = {});
 
   NamedTensors state() const;
   void load_state(const NamedTensors& saved);
@@ -75,7 +77,7 @@ class AdamW {
     const at::Tensor& work() const { return master.defined() ? master : param; }
   };
   void step_group(std::vector<Slot*>& slots, double lr, double weight_decay);
-  void step_one_pass(const std::vector<Slot*>& slots, double lr, double weight_decay);
+  void step_one_pass(const std::vector<Slot*>& slots, double lr, double weight_decay, const at::Tensor& grad_scale);
 
   AdamWOptions options_;
   std::vector<Slot> slots_;
