@@ -24,7 +24,7 @@ using torch::autograd::variable_list;
 using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder>>;
 
 // A layer input waiting on the host for its backward. saved_data holds IValues; a capsule is the IValue that carries a
-// C++ object (here the copy's CUDA events) for exactly the context's lifetime.
+// C++ object (here the copy's CUDA events); the backward erases it once the input is back.
 struct OffloadedInput : torch::CustomClassHolder {
   at::Tensor host;  // pinned for a device input; a CPU input's own copy
   at::Device device{at::kCPU};
@@ -161,6 +161,9 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
       x = reload_input(mine);
       // The layer before this one is, in backward, the next: its input comes back while this layer recomputes.
       if (const c10::intrusive_ptr<OffloadedInput> next = lock(mine.earlier)) prefetch_input(*next);
+      // The node outlives its backward as long as the graph's output does (LibTorch releases saved variables after
+      // the backward, not saved_data): the pinned copy goes now (its copies' events guard the reuse).
+      ctx->saved_data.erase(offloaded);
     }
     auto* block = reinterpret_cast<DecoderBlockImpl*>(ctx->saved_data["block"].toInt());
     const RopeCache rope{ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor()};
