@@ -63,6 +63,19 @@ TEST(LossPlan, FusedHeadKeepsNoLogits) {
 // activation checkpointing on a bf16 and an NF4 base, and the TinyLlama-1.1B shape's full, LoRA and QLoRA rows at
 // 4 x 2048 tokens without it. Before the fused path's own saved-activation count the 1.1B plans were 31.1 / 16.7 /
 // 15.4 GiB.
+TrainSetup longest_8b(std::int64_t seq) {
+  TrainSetup s;
+  s.lora_r = 16;
+  s.nf4 = true;
+  s.micro_batch = 1;
+  s.seq_len = seq;
+  s.activation_checkpointing = true;
+  s.activation_offload = true;
+  s.mlp_chunk_tokens = 8192;
+  s.fused_loss = true;
+  return s;
+}
+
 TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
   TrainSetup ac8b = lora_8b_rows(), one_b;
   ac8b.activation_checkpointing = true;
@@ -92,6 +105,10 @@ TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
               {"8B lora_offload (the prefetch)", test::llama3_8b(), offload8b, 16.53},
               {"70B qlora_ac on one H200", test::llama_shape(8192, 80, 64, 8, 28672, 128256), q70b, 43.75},
               {"8B qlora_ac", test::llama3_8b(), with(ac8b, 16, true), 7.90},
+              // bench/train_throughput.sh's longest run: one sequence, checkpointing offloaded, the MLP tiled at 8192
+              // tokens (131,072 on an H200, 262,144 on an H100, 2026-12-07).
+              {"8B qlora longest 131072", test::llama3_8b(), longest_8b(131072), 22.1},
+              {"8B qlora longest 262144", test::llama3_8b(), longest_8b(262144), 38.21},
               {"1.1B full", test::tinyllama(), one_b, 27.29},
               {"1.1B lora", test::tinyllama(), with(one_b, 16, false), 11.03},
               {"1.1B qlora", test::tinyllama(), with(one_b, 16, true), 9.71},
@@ -154,7 +171,12 @@ TEST(LossPlan, TiledMlpKeepsOneSliceOfTheMlp) {
   // Untiled the MLP keeps the norm output (d) and gate and up (2f), and a slice of the adapters' x A^T; tiled, its
   // input (d) only.
   EXPECT_EQ(whole.activation_bytes - tiled.activation_bytes, tokens * (2 * 2 * f + 3 * 16 * 2));
-  EXPECT_EQ(tiled.working_bytes, tokens * 2 * 2 * d + 1024 * ((d + 2 * f) * 2 + 3 * 16 * 2 + 3 * f * 2));
+  // Its backward holds the residual's gradients and, in turn, one slice of the MLP's tensors and gradients or the
+  // whole micro-step's attention gradients (q, k, v, the output's, fp32 dq): here attention's are the larger.
+  const std::int64_t kv = 256, mlp_slice = 1024 * ((d + 2 * f) * 2 + 3 * 16 * 2 + 3 * f * 2),
+                     attention_grads = tokens * (2 * (2 * d + 2 * kv) + 4 * d);
+  EXPECT_GT(attention_grads, mlp_slice);
+  EXPECT_EQ(tiled.working_bytes, tokens * 2 * 2 * d + attention_grads);
   s.mlp_chunk_tokens = 8192;  // a slice as large as the micro-step is no tiling
   EXPECT_EQ(layer_costs(m, s)[1].activation_bytes, whole.activation_bytes);
   s.mlp_chunk_tokens = 1024;
@@ -181,7 +203,7 @@ TEST(LossPlan, TiledMlpKeepsOneSliceOfTheMlp) {
     EXPECT_NE(e.hint().find("--train.mlp_chunk_tokens=8192"), std::string::npos) << e.hint();
   }
   longest.mlp_chunk_tokens = 16384;
-  EXPECT_LT(training_footprint_bytes(b, longest) / GiB, 40.0);
+  EXPECT_LT(training_footprint_bytes(b, longest) / GiB, 50.0);
 }
 
 }  // namespace
