@@ -58,34 +58,37 @@ TEST(LossPlan, FusedHeadKeepsNoLogits) {
   EXPECT_GE(layer_costs(m, s).back().activation_bytes, tokens * v * 4);
 }
 
+// QLoRA r=16 with activation checkpointing and the fused loss, one sequence of `seq` tokens (the 70B row's setup).
+TrainSetup qlora_checkpointed(std::int64_t seq) {
+  TrainSetup s;
+  s.lora_r = 16;
+  s.nf4 = true;
+  s.seq_len = seq;
+  s.activation_checkpointing = true;
+  s.fused_loss = true;
+  return s;
+}
+
+// bench/train_throughput.sh's longest run: checkpointing offloaded and the MLP tiled at `chunk` tokens.
+TrainSetup longest_8b(std::int64_t seq, std::int64_t chunk = 8192) {
+  TrainSetup s = qlora_checkpointed(seq);
+  s.activation_offload = true;
+  s.mlp_chunk_tokens = chunk;
+  return s;
+}
+
 // One GPU, the fused kernels and loss: the plan against the peak allocated memory (loading included) measured on an
 // H200 (2026-12-07, bench/train_throughput.sh): the Llama-3-8B shape's LoRA r=16 rows at 2 x 2048 tokens with
 // activation checkpointing on a bf16 and an NF4 base, and the TinyLlama-1.1B shape's full, LoRA and QLoRA rows at
 // 4 x 2048 tokens without it. Before the fused path's own saved-activation count the 1.1B plans were 31.1 / 16.7 /
 // 15.4 GiB.
-TrainSetup longest_8b(std::int64_t seq) {
-  TrainSetup s;
-  s.lora_r = 16;
-  s.nf4 = true;
-  s.micro_batch = 1;
-  s.seq_len = seq;
-  s.activation_checkpointing = true;
-  s.activation_offload = true;
-  s.mlp_chunk_tokens = 8192;
-  s.fused_loss = true;
-  return s;
-}
-
 TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
   TrainSetup ac8b = lora_8b_rows(), one_b;
   ac8b.activation_checkpointing = true;
   TrainSetup offload8b = ac8b;
   offload8b.activation_offload = true;
-  TrainSetup q70b;  // bench/qlora_70b.sh: a "...-bnb-4bit" Llama-3.3-70B shape, 1 x 2048 tokens, checkpointed
-  q70b.lora_r = 16;
-  q70b.nf4 = true;
-  q70b.activation_checkpointing = true;
-  q70b.fused_loss = true;
+  // bench/qlora_70b.sh: a "...-bnb-4bit" Llama-3.3-70B shape, 1 x 2048 tokens, checkpointed.
+  const TrainSetup q70b = qlora_checkpointed(2048);
   one_b.micro_batch = 4;
   one_b.fused_loss = true;
   TrainSetup eager_1b = one_b;
@@ -105,8 +108,7 @@ TEST(LossPlan, FootprintsMatchMeasuredPeaks) {
               {"8B lora_offload (the prefetch)", test::llama3_8b(), offload8b, 16.53},
               {"70B qlora_ac on one H200", test::llama_shape(8192, 80, 64, 8, 28672, 128256), q70b, 43.75},
               {"8B qlora_ac", test::llama3_8b(), with(ac8b, 16, true), 7.90},
-              // bench/train_throughput.sh's longest run: one sequence, checkpointing offloaded, the MLP tiled at 8192
-              // tokens (131,072 on an H200, 262,144 on an H100, 2026-12-07).
+              // the longest run (131,072 tokens on an H200, 262,144 on an H100, 2026-12-07).
               {"8B qlora longest 131072", test::llama3_8b(), longest_8b(131072), 22.1},
               {"8B qlora longest 262144", test::llama3_8b(), longest_8b(262144), 38.21},
               {"1.1B full", test::tinyllama(), one_b, 27.29},
@@ -186,14 +188,7 @@ TEST(LossPlan, TiledMlpKeepsOneSliceOfTheMlp) {
   EXPECT_EQ(layer_costs(m, eager_whole)[1].activation_bytes - layer_costs(m, s)[1].activation_bytes,
             tokens * (2 * 2 * f + 3 * 4 * 16 + 4 * (2 * d + f) - 2 * d));
 
-  TrainSetup longest;
-  longest.lora_r = 16;
-  longest.nf4 = true;
-  longest.micro_batch = 1;
-  longest.seq_len = 344064;
-  longest.activation_checkpointing = true;
-  longest.activation_offload = true;
-  longest.fused_loss = true;
+  TrainSetup longest = longest_8b(344064, /*chunk=*/0);
   const LlamaConfig b = test::llama3_8b();
   EXPECT_GT(training_footprint_bytes(b, longest) / GiB, 78.0);
   try {
