@@ -56,6 +56,8 @@ void adamw_master_step(at::TensorList params, at::TensorList grads, at::TensorLi
   const bool scaled = grad_scale.defined();
   if (scaled && (grad_scale.scalar_type() != at::kFloat || grad_scale.numel() != 1 || !grad_scale.is_contiguous()))
     throw LibraryError("adamw_master_step: grad_scale must be one contiguous fp32 value");
+  // The CPU path reads the scale once (a GPU's kernels read it on the device).
+  const float scale = scaled && grad_scale.is_cpu() ? grad_scale.item<float>() : 1.0f;
   for (std::size_t i = 0; i < n; ++i) {
     const at::Tensor &p = params[i], &g = grads[i];
     const auto low = p.scalar_type() == at::kBFloat16 || p.scalar_type() == at::kHalf;
@@ -79,7 +81,6 @@ void adamw_master_step(at::TensorList params, at::TensorList grads, at::TensorLi
 #endif
     check(p.is_cpu(), i, "tensors must be on the CPU or a CUDA device");
     const AdamWCorrections c = adamw_corrections(s, steps[i].item<float>());
-    const float scale = scaled ? grad_scale.item<float>() : 1.0f;
     if (p.scalar_type() == at::kBFloat16)
       step_cpu<c10::BFloat16>(p, g, masters[i], exp_avgs[i], exp_avg_sqs[i], s, c, scaled, scale);
     else step_cpu<c10::Half>(p, g, masters[i], exp_avgs[i], exp_avg_sqs[i], s, c, scaled, scale);
