@@ -123,13 +123,26 @@ unsloth_peer() {
 # (default 240) seconds are left before BENCH_DEADLINE. LONGEST_LORA=0 and LONGEST_UNSLOTH=0 leave out ranktune's
 # 16-bit rows and Unsloth's (its row runs 5 steps: at 131072 tokens and more, minutes each).
 longest() {
-  local s ok_q=1 ok_l=1 ok_u=1
+  local s ok_q=1 ok_l=1 ok_u=1 corpus=$out/longest_corpus.txt
+  # The built-in corpus holds one row of 344,064 tokens at most: ranktune's rows train a generated text of four rows
+  # of the longest length (byte tokenizer: a byte a token; what the text says changes no memory figure).
+  local most=2048; for s in $LONGEST_SEQS; do [ "$s" -gt "$most" ] && most=$s; done
+  python3 - "$corpus" "$most" <<'PY'
+import random, sys
+path, want = sys.argv[1], 4 * int(sys.argv[2])
+words = "the of a gradient layer token tensor memory sequence attention model step".split()
+rng, lines, size = random.Random(0), [], 0
+while size < want:
+    lines.append(" ".join(rng.choice(words) for _ in range(150)))
+    size += len(lines[-1]) + 1
+open(path, "w").write("\n".join(lines))
+PY
   for s in $LONGEST_SEQS; do
     if [ $(( ${BENCH_DEADLINE:-9999999999} - $(date +%s) )) -lt "${LONGEST_NEED_S:-240}" ]; then
       echo "skipped longest at $s: deadline" >&2; continue
     fi
     local seq=(--train.seq_len="$s" --train.micro_batch=1 --train.steps=1 --train.activation_checkpointing=true
-      --train.activation_offload=true --train.mlp_chunk_tokens="${LONGEST_MLP_CHUNK:-8192}")
+      --train.activation_offload=true --train.mlp_chunk_tokens="${LONGEST_MLP_CHUNK:-8192}" --data.path="$corpus")
     if [ "$ok_q" = 1 ]; then
       ranktune "qlora_offload_$s" "${lora[@]}" --model.quantize=nf4 "${seq[@]}" | tee /dev/stderr \
         | grep -q '"error"' && ok_q=0
