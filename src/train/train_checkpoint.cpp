@@ -250,23 +250,15 @@ RunPosition train_state_restore(const LoadedCheckpoint& ck, const NamedTensors& 
   pos.cursor = SamplerCursor{get("sampler_epoch"), get("sampler_position")};
   if (ck.has_rank_state) {
     const auto& blobs = ck.state.blobs;
-    if (auto cpu = blobs.find("rng.cpu"); cpu != blobs.end())
-      generator_restore(at::detail::getDefaultCPUGenerator(), cpu->second);
-    const auto cuda = blobs.find("rng.cuda");
-    if (cuda != blobs.end() && device.is_cuda()) {
-      generator_restore(at::globalContext().defaultGenerator(device), cuda->second);
-    } else if (cuda != blobs.end()) {
+    rng_set(blobs, device, other_gpus);
+    const bool cuda = blobs.count("rng.cuda") > 0;
+    if (cuda && !device.is_cuda()) {
       log0() << "resume: " << where << " holds CUDA RNG states and this run is on CPU: the CPU generator is "
              << "restored, the CUDA state is unused (a CPU continuation of a GPU run is not bit-identical)";
-    } else if (device.is_cuda()) {
+    } else if (!cuda && device.is_cuda()) {
       log0() << "resume: " << where << " holds no CUDA RNG state (saved by a CPU run): the CUDA generator keeps "
              << "its seed, so GPU dropout draws do not continue a saved sequence";
     }
-    for (int g : other_gpus)
-      if (auto it = blobs.find("rng.cuda_gpu" + std::to_string(g)); it != blobs.end())
-        generator_restore(at::globalContext().defaultGenerator(
-                              c10::Device(at::kCUDA, static_cast<c10::DeviceIndex>(g))),
-                          it->second);
   }
   return pos;
 }
