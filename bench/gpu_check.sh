@@ -67,12 +67,15 @@ ngpu=$(nvidia-smi --list-gpus | wc -l)
     done
   done
   for t in test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_model_gpu test_rope test_swiglu test_activation_offload \
-    test_adamw; do
+    test_adamw test_cross_entropy; do
     [ -x "$tests_dir/$t" ] && { echo "--- $t"; "$tests_dir/$t"; echo "exit $?"; }
   done
   [ -x "$tests_dir/test_lora" ] && { echo "--- test_lora (GPU cases)"; "$tests_dir/test_lora" --gtest_filter="*Gpu*"; echo "exit $?"; }
+  [ -x "$tests_dir/test_loss_fused" ] && {
+    echo "--- test_loss_fused (GPU cases)"; "$tests_dir/test_loss_fused" --gtest_filter="*Gpu*"; echo "exit $?"
+  }
 } >"$OUT/gpu-tests.log" 2>&1
-grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST' "$OUT/gpu-tests.log" | head -150
+grep -E '^---|^exit|\[ +(OK|FAILED|SKIPPED) +\]|bucket 0|abandoned|PASSED|FAILED TEST|loss peak' "$OUT/gpu-tests.log" | head -150
 fi
 
 if [ "${RANKTUNE_SKIP_TOPOLOGY:-0}" != 1 ]; then

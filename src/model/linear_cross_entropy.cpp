@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "ranktune/kernels/cross_entropy.h"
 #include "ranktune/model/loss.h"
 
 namespace ranktune {
@@ -27,33 +28,27 @@ void accumulate_dw(at::Tensor& dw, const at::Tensor& dl, const at::Tensor& h) {
   }
 }
 
-// hidden [N, d], weight [V, d], targets [N] int64 on hidden's device.
+// hidden [N, d], weight [V, d], targets [N] int64 on hidden's device. fused_kernel: the rows' softmax and gradient
+// by cross_entropy_rows_ (one kernel on CUDA), else by its ATen reference.
 ChunkedResult chunked(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                      std::int64_t chunk_rows, bool want_dh, bool want_dw) {
+                      std::int64_t chunk_rows, bool want_dh, bool want_dw, bool fused_kernel) {
   const std::int64_t n = hidden.size(0);
   ChunkedResult r;
   r.loss = at::zeros({}, hidden.options().dtype(at::kFloat));
   if (want_dh) r.dh = at::empty_like(hidden, at::MemoryFormat::Contiguous);
   if (want_dw) r.dw = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
+  const bool grad = want_dh || want_dw;
   for (std::int64_t start = 0; start < n; start += chunk_rows) {
     const std::int64_t rows = std::min(chunk_rows, n - start);
     const at::Tensor h = hidden.narrow(0, start, rows);
     const at::Tensor t = targets.narrow(0, start, rows);
-    // Logits in the compute dtype (as the unfused head makes them), the softmax in fp32 and in place: the fp32
-    // buffer becomes the probabilities, then the gradient. All rows are computed, ignored ones included, so the pass
-    // never waits for the device to learn which chunks hold targets.
-    at::Tensor z = at::mm(h, weight.t()).to(at::kFloat);
-    const at::Tensor valid = t != kIgnoreIndex;
-    const at::Tensor safe = at::where(valid, t, at::zeros({}, t.options())).unsqueeze(1);
-    const at::Tensor lse = at::logsumexp(z, 1, /*keepdim=*/true);
-    const at::Tensor picked = z.gather(1, safe);
-    r.loss.add_(at::where(valid, (lse - picked).squeeze(1), at::zeros({}, z.options())).sum());
-    if (!want_dh && !want_dw) continue;
-    z.sub_(lse).exp_();
-    z.scatter_add_(1, safe, at::full({rows, 1}, -1.0, z.options()));
-    z.mul_(valid.unsqueeze(1));
-    const at::Tensor dl = z.to(weight.scalar_type());
-    z = at::Tensor();
+    // Logits in the compute dtype (as the unfused head makes them), the softmax in fp32; with a gradient wanted the
+    // logits become d(loss)/d(logits) in place, in the same dtype.
+    at::Tensor dl = at::mm(h, weight.t());
+    const at::Tensor row_loss = fused_kernel ? cross_entropy_rows_(dl, t, kIgnoreIndex, grad)
+                                             : cross_entropy_rows_reference_(dl, t, kIgnoreIndex, grad);
+    r.loss.add_(row_loss.sum());
+    if (!grad) continue;
     if (want_dh) {
       at::Tensor dh = r.dh.narrow(0, start, rows);  // rows of a contiguous tensor: written in place by the matmul
       at::mm_out(dh, dl, weight);
@@ -66,8 +61,9 @@ ChunkedResult chunked(const at::Tensor& hidden, const at::Tensor& weight, const 
 class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                            const at::Tensor& targets, std::int64_t chunk_rows) {
-    ChunkedResult r = chunked(hidden, weight, targets, chunk_rows, hidden.requires_grad(), weight.requires_grad());
+                            const at::Tensor& targets, std::int64_t chunk_rows, bool fused_kernel) {
+    ChunkedResult r =
+        chunked(hidden, weight, targets, chunk_rows, hidden.requires_grad(), weight.requires_grad(), fused_kernel);
     ctx->save_for_backward({r.dh, r.dw});
     ctx->saved_data["weight_dtype"] = weight.scalar_type();
     return r.loss;
@@ -83,7 +79,7 @@ class LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> 
       dw = at::empty(saved[1].sizes(), saved[1].options().dtype(ctx->saved_data["weight_dtype"].toScalarType()));
       at::mul_out(dw, saved[1], g.to(at::kFloat));
     }
-    return {dh, dw, at::Tensor(), at::Tensor()};
+    return {dh, dw, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -94,7 +90,7 @@ std::int64_t linear_cross_entropy_chunk_rows(std::int64_t vocab, std::int64_t bu
 }
 
 at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                    std::int64_t chunk_rows) {
+                                    std::int64_t chunk_rows, bool fused_kernel) {
   TORCH_CHECK(weight.dim() == 2 && hidden.size(-1) == weight.size(1), "weight must be [V, ", hidden.size(-1), "], got ",
               weight.sizes());
   TORCH_CHECK(hidden.scalar_type() == weight.scalar_type() && hidden.device() == weight.device(),
@@ -107,13 +103,13 @@ at::Tensor linear_cross_entropy_sum(const at::Tensor& hidden, const at::Tensor& 
   const std::int64_t rows = chunk_rows > 0 ? chunk_rows : linear_cross_entropy_chunk_rows(weight.size(0));
   // Evaluation needs the loss only: no gradient work, no autograd node.
   if (!at::GradMode::is_enabled() || (!h.requires_grad() && !weight.requires_grad()))
-    return chunked(h, weight, t, rows, false, false).loss;
-  return LinearCrossEntropy::apply(h, weight, t, rows);
+    return chunked(h, weight, t, rows, false, false, fused_kernel).loss;
+  return LinearCrossEntropy::apply(h, weight, t, rows, fused_kernel);
 }
 
 at::Tensor head_loss_sum(LlamaImpl& model, const at::Tensor& x, const at::Tensor& targets) {
   if (!model.fused_loss() || !model.head_is_matmul()) return token_loss_sum(model.head(x), targets);
-  return linear_cross_entropy_sum(model.final_norm(x), model.head_weight(), targets);
+  return linear_cross_entropy_sum(model.final_norm(x), model.head_weight(), targets, 0, model.fused_kernels());
 }
 
 }  // namespace ranktune

@@ -105,6 +105,7 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& tokens, const at::Tensor& 
 }
 
 void LlamaImpl::set_fused_kernels(bool on) {
+  fused_kernels_ = on;
   for (std::int64_t i = 0; i < num_layers(); ++i) {
     DecoderBlock b = block(i);
     b->input_layernorm->fused = on;

@@ -1,7 +1,8 @@
 // The fused chunked linear cross entropy (linear_cross_entropy.h) against the unfused reference, token_loss_sum of
 // at::linear: loss, dh and dW on CPU fp32 to ~1e-6 with ignored rows, an all-ignored chunk, chunk sizes that do not
 // divide the rows, a frozen head, and no-grad evaluation; end to end, every parameter gradient of a tiny Llama (tied,
-// untied, under LoRA); bf16 within tolerance; on a GPU (skipped without one), bf16 at a real vocabulary and the memory.
+// untied, under LoRA); bf16 within tolerance; on a GPU (skipped without one), bf16 at a real vocabulary and the memory,
+// and the softmax kernel against its ATen reference.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -188,6 +189,24 @@ TEST(LinearCrossEntropyGpu, Bf16MatchesAndSavesMemory) {
   EXPECT_LE(rel_error(fused.dh, ref.dh), 2 * rel_error(unfused.dh, ref.dh) + 1e-3);
   EXPECT_LE(rel_error(fused.dw, ref.dw), 2 * rel_error(unfused.dw, ref.dw) + 1e-3);
   EXPECT_LT(fused_mib, unfused_mib / 2);
+}
+
+// The softmax kernel (kernels/cross_entropy.h) against its ATen reference inside the chunked loss: loss, dh and dW in
+// bf16 at TinyLlama's vocabulary, chunks that do not divide the rows, ignored rows.
+TEST(LinearCrossEntropyGpu, KernelMatchesTheAtenSoftmax) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  const Problem p = problem(1000, 512, 32000, at::kBFloat16, at::Device(at::kCUDA, 0));
+  Grads g[2];
+  for (int kernel = 0; kernel < 2; ++kernel) {
+    const at::Tensor h = p.h.detach().clone().requires_grad_(true);
+    const at::Tensor w = p.w.detach().clone().requires_grad_(true);
+    const at::Tensor loss = linear_cross_entropy_sum(h, w, p.t.to(h.device()), 300, kernel == 1);
+    (loss * 0.37).backward();
+    g[kernel] = {loss.detach().cpu(), h.grad().cpu(), w.grad().cpu()};
+  }
+  EXPECT_LE(rel_error(g[1].loss, g[0].loss), 1e-6);
+  EXPECT_LE(rel_error(g[1].dh, g[0].dh), 1e-2);
+  EXPECT_LE(rel_error(g[1].dw, g[0].dw), 1e-2);
 }
 
 }  // namespace

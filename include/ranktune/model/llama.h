@@ -88,9 +88,10 @@ class LlamaImpl : public torch::nn::Module {
   void set_flash_varlen(bool on) { flash_varlen_ = on; }
   bool flash_varlen() const { return flash_varlen_; }
   // train.kernels: true = the fused ops (RMSNorm's and RoPE's fused kernels on GPU, the LoRA fast path), false = the
-  // unfused reference compositions (transformers' RMSNorm and RoPE order, PEFT's adapter order) in every layer. Call
-  // after lora_apply.
+  // unfused reference compositions (transformers' RMSNorm and RoPE order, PEFT's adapter order) in every layer, and the
+  // fused loss's softmax by ATen ops. Call after lora_apply.
   void set_fused_kernels(bool on);
+  bool fused_kernels() const { return fused_kernels_; }
   // train.mlp_chunk_tokens: every layer's MLP runs in slices of this many tokens when a micro-batch has more
   // (tiled_mlp.h); 0 = whole.
   void set_mlp_chunk_tokens(std::int64_t tokens);
@@ -107,6 +108,7 @@ class LlamaImpl : public torch::nn::Module {
   bool activation_checkpointing_ = false;
   bool activation_offload_ = false;
   bool fused_loss_ = false;
+  bool fused_kernels_ = true;
   bool flash_varlen_ = true;
 };
 TORCH_MODULE(Llama);
