@@ -120,8 +120,8 @@ unsloth_peer() {
 # longest: batch 1, one step at each of LONGEST_SEQS tokens (a step of 8B at 131072 tokens is about two minutes of
 # attention: the row is the peak memory, tokens/s is that one step's); a length that does not fit is a row with its
 # error, and longer ones are not tried for that implementation; a length is skipped when less than LONGEST_NEED_S
-# (default 240) seconds are left before BENCH_DEADLINE. LONGEST_LORA=0 and LONGEST_UNSLOTH=0 leave out ranktune's
-# 16-bit rows and Unsloth's (its row runs 5 steps: at 131072 tokens and more, minutes each).
+# (default 240) seconds are left before BENCH_DEADLINE. LONGEST_QLORA=0, LONGEST_LORA=0 and LONGEST_UNSLOTH=0 leave out
+# ranktune's 4-bit rows, its 16-bit rows and Unsloth's (its row runs 5 steps: at 131072 tokens and more, minutes each).
 longest() {
   local s ok_q=1 ok_l=1 ok_u=1 corpus=$out/longest_corpus.txt
   # The built-in corpus holds one row of 344,064 tokens at most: ranktune's rows train a generated text of four rows
@@ -143,7 +143,7 @@ PY
     fi
     local seq=(--train.seq_len="$s" --train.micro_batch=1 --train.steps=1 --train.activation_checkpointing=true
       --train.activation_offload=true --train.mlp_chunk_tokens="${LONGEST_MLP_CHUNK:-8192}" --data.path="$corpus")
-    if [ "$ok_q" = 1 ]; then
+    if [ "$ok_q" = 1 ] && [ "${LONGEST_QLORA:-1}" = 1 ]; then
       ranktune "qlora_offload_$s" "${lora[@]}" --model.quantize=nf4 "${seq[@]}" | tee /dev/stderr \
         | grep -q '"error"' && ok_q=0
     fi

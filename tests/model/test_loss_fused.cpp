@@ -102,7 +102,10 @@ TEST(LinearCrossEntropy, Bf16WithinToleranceOfFp32) {
   const Grads fused = run(p16, true, 24);
   EXPECT_EQ(fused.dh.scalar_type(), at::kBFloat16);
   EXPECT_EQ(fused.dw.scalar_type(), at::kBFloat16);
-  expect_equal(fused, ref, 2e-2);
+  // Against fp32 logits the bf16 ones dominate the error (logits of std 22 are rounded to 0.125-0.5): 0.024 measured
+  // for dh and dW on an H100, 0.025 in a CPU simulation of the same sizes whatever the softmax's own arithmetic. The
+  // bound that tells the paths apart is the next two lines: no worse than twice the unfused bf16 head's error.
+  expect_equal(fused, ref, 3e-2);
   // and no further from fp32 than the unfused bf16 path is
   const Grads unfused = run(p16, false, 0);
   EXPECT_LE(rel_error(fused.dh, ref.dh), 2 * rel_error(unfused.dh, ref.dh) + 1e-3);
@@ -185,7 +188,10 @@ TEST(LinearCrossEntropyGpu, Bf16MatchesAndSavesMemory) {
   const auto [fused, fused_mib] = peak(true);
   const auto [unfused, unfused_mib] = peak(false);
   std::printf("loss peak: fused %.0f MiB, unfused %.0f MiB (4096 x 32000 bf16)\n", fused_mib, unfused_mib);
-  expect_equal(fused, ref, 2e-2);
+  // Against fp32 logits the bf16 ones dominate the error (logits of std 22 are rounded to 0.125-0.5): 0.024 measured
+  // for dh and dW on an H100, 0.025 in a CPU simulation of the same sizes whatever the softmax's own arithmetic. The
+  // bound that tells the paths apart is the next two lines: no worse than twice the unfused bf16 head's error.
+  expect_equal(fused, ref, 3e-2);
   EXPECT_LE(rel_error(fused.dh, ref.dh), 2 * rel_error(unfused.dh, ref.dh) + 1e-3);
   EXPECT_LE(rel_error(fused.dw, ref.dw), 2 * rel_error(unfused.dw, ref.dw) + 1e-3);
   EXPECT_LT(fused_mib, unfused_mib / 2);
