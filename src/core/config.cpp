@@ -164,8 +164,8 @@ std::vector<ConfigKey> build_schema() {
              "GPU, data.packing_attention=isolated: the flash kernel's variable-length form instead of a T x T mask "
              "(as fast as unmasked rows; false: the mask and the memory-efficient kernel)"),
       RT_KEY(S, "train.kernels", train.kernels,
-             "fused (on GPU RMSNorm's and RoPE's fused kernels; the LoRA fast path everywhere) or eager (the unfused "
-             "reference ops, transformers' and PEFT's order: a fallback and the comparison)",
+             "fused (on GPU RMSNorm's, RoPE's and the fused loss's softmax kernels; the LoRA fast path everywhere) or "
+             "eager (the unfused reference ops, transformers' and PEFT's order: a fallback and the comparison)",
              V{"fused", "eager"}),
       RT_KEY(S, "train.fused_loss", train.fused_loss,
              "chunked linear cross entropy that never holds the full logits: auto = on GPU only (CPU keeps the "
