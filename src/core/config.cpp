@@ -208,8 +208,9 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(S, "prepare.output", prepare.output, "prepare: output OUT.h5, or a directory when shard_rows > 0"),
       RT_KEY(long, "prepare.shard_rows", prepare.shard_rows, "prepare: rows per shard file; 0 = one file"),
       RT_KEY(int, "prepare.threads", prepare.threads,
-             "prepare: threads per rank that parse and tokenize records (the output is the same for any number of "
-             "threads and ranks); 0 = the CPUs this rank may use, or OMP_NUM_THREADS when set"),
+             "prepare: threads per rank that parse and tokenize records, beside one that packs and writes the rows "
+             "(the output is the same for any number of threads and ranks); 0 = the CPUs this rank may use, or "
+             "OMP_NUM_THREADS when set"),
 
       RT_KEY(S, "checkpoint.dir", checkpoint.dir, "checkpoint directory; empty = <output_dir>/checkpoints"),
       RT_KEY(long, "checkpoint.every_steps", checkpoint.every_steps, "save every N steps; 0 = end and preemption only"),

@@ -15,6 +15,7 @@
 #include "ranktune/data/chat_template.h"
 #include "ranktune/data/data_error.h"
 #include "ranktune/data/record.h"
+#include "ranktune/data/serial_stage.h"
 #include "ranktune/data/worker_pool.h"
 
 namespace ranktune {
@@ -234,9 +235,16 @@ class SlotPacker {
   bool chat_logged_ = false;
 };
 
-std::size_t batch_records(int threads) { return 256 * static_cast<std::size_t>(std::max(threads, 1)); }
-std::uint64_t batch_bytes(int threads) {
-  return (std::uint64_t{1} << 20) * static_cast<std::uint64_t>(std::max(threads, 1));
+// A batch's size per tokenizing thread. One process turns batches of 256 KiB a thread: the first batch's read and the
+// last one's pack are not overlapped, so the smaller the batch the shorter those ends (at 16 threads a 60 MB file
+// makes 15 turns, where 1 MiB made 4). Under mpirun every turn is an exchange between ranks: 1 MiB a thread there.
+constexpr std::uint64_t kBatchBytesPerThread = std::uint64_t{1} << 18,
+                        kRankBatchBytesPerThread = std::uint64_t{1} << 20;
+std::size_t batch_records(int threads, std::uint64_t bytes_per_thread) {
+  return (bytes_per_thread >> 12) * static_cast<std::size_t>(std::max(threads, 1));  // 64 or 256 records a thread
+}
+std::uint64_t batch_bytes(int threads, std::uint64_t bytes_per_thread) {
+  return bytes_per_thread * static_cast<std::uint64_t>(std::max(threads, 1));
 }
 
 }  // namespace
@@ -250,28 +258,33 @@ SourcesStats sources_pack(const std::vector<std::string>& paths, const Tokenizer
   SlotPacker packer(tok, options, sink, progress, total_bytes(paths), &encoder);
   BatchReader reader(paths, options);
 
-  // Records go in batches, parsed and tokenized on every thread while this one reads the next batch and packs the
-  // previous one in file order.
-  std::array<std::vector<Slot>, 2> batches;
-  // Declared after everything its threads touch: on an exception it is destroyed first, and joins them.
+  // Records go in batches: parsed and tokenized on every thread (this one included) while this one reads the next
+  // batch and the pack stage packs the previous one in file order and writes its rows, so that neither reading nor
+  // HDF5 holds the tokenizing threads back. Three batches turn: one read, one encoded, one packed.
+  std::array<std::vector<Slot>, 3> batches;
+  // Declared after everything their threads touch: on an exception they are destroyed first, and join them.
+  SerialStage pack_stage(1);
   WorkerPool pool(options.threads);
-  const std::size_t max_records = batch_records(pool.threads());
-  const std::uint64_t max_bytes = batch_bytes(pool.threads());
+  const std::size_t max_records = batch_records(pool.threads(), kBatchBytesPerThread);
+  const std::uint64_t max_bytes = batch_bytes(pool.threads(), kBatchBytesPerThread);
   auto start = [&](std::vector<Slot>& batch) {
     pool.start(batch.size(), [&batch, &encoder](std::size_t i) { encoder.encode(batch[i]); });
   };
-  int cur = 0;
+  std::size_t cur = 0;
   reader.read(batches[cur], max_records, max_bytes);
   start(batches[cur]);
   while (!batches[cur].empty()) {
-    std::vector<Slot>& next = batches[1 - cur];
+    // The batch read now was handed to the pack stage two turns ago, and packed before the last submit returned.
+    std::vector<Slot>& next = batches[(cur + 1) % 3];
     reader.read(next, max_records, max_bytes);
     pool.wait();
     start(next);
-    packer.pack(batches[cur]);
-    cur = 1 - cur;
+    std::vector<Slot>& done = batches[cur];
+    pack_stage.submit([&packer, &done] { packer.pack(done); });  // returns once the previous batch is packed
+    cur = (cur + 1) % 3;
   }
   pool.wait();
+  pack_stage.drain();
   return packer.finish();
 }
 
@@ -419,8 +432,8 @@ SourcesEncoder::~SourcesEncoder() = default;
 
 bool SourcesEncoder::next(std::string& encoded) {
   Impl& m = *impl_;
-  const std::size_t max_records = batch_records(m.batch_threads);
-  const std::uint64_t max_bytes = batch_bytes(m.batch_threads);
+  const std::size_t max_records = batch_records(m.batch_threads, kRankBatchBytesPerThread);
+  const std::uint64_t max_bytes = batch_bytes(m.batch_threads, kRankBatchBytesPerThread);
   bool any = false;
   m.mine.clear();
   for (int r = 0; r < m.ranks; ++r) {

@@ -1,5 +1,7 @@
 // WorkerPool: every index runs exactly once per batch at any thread count, batches run back to back on the same
 // threads, an exception comes back to the caller after the batch and leaves the pool usable, one thread runs inline.
+// SerialStage: jobs run in submission order on one other thread, submit waits while max_unfinished jobs are pending,
+// a job's exception reaches the caller once and drops the jobs queued after it, destruction abandons queued jobs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "ranktune/data/serial_stage.h"
 #include "ranktune/data/worker_pool.h"
 
 namespace ranktune {
@@ -58,6 +61,87 @@ TEST(WorkerPool, AnExceptionReachesTheCallerAndThePoolGoesOn) {
   std::atomic<int> sum{0};
   pool.run(10, [&](std::size_t i) { sum += static_cast<int>(i); });
   EXPECT_EQ(sum.load(), 45);
+}
+
+TEST(SerialStage, RunsJobsInOrderOnAnotherThread) {
+  SerialStage stage(2);
+  std::vector<int> order;  // touched by the stage's thread only until drain returns
+  std::thread::id ran_on;
+  for (int i = 0; i < 50; ++i) {
+    stage.submit([&, i] {
+      ran_on = std::this_thread::get_id();
+      order.push_back(i);
+    });
+  }
+  stage.drain();
+  ASSERT_EQ(order.size(), 50u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(order[i], i);
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+}
+
+TEST(SerialStage, SubmitWaitsForTheUnfinishedJob) {
+  // max_unfinished 1: the second submit returns only once the first job has finished, which is what lets prepare
+  // reuse a batch two turns after handing it over.
+  SerialStage stage(1);
+  std::atomic<bool> first_done{false};
+  stage.submit([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    first_done = true;
+  });
+  stage.submit([] {});
+  EXPECT_TRUE(first_done.load());
+  stage.drain();
+}
+
+TEST(SerialStage, AnExceptionReachesTheCallerOnceAndDropsWhatWasQueued) {
+  SerialStage stage(3);
+  std::atomic<int> ran{0};
+  std::atomic<bool> release{false};
+  stage.submit([&] {
+    while (!release) std::this_thread::yield();
+    throw std::runtime_error("row 7");
+  });
+  stage.submit([&] { ++ran; });  // queued behind the failing job: dropped
+  release = true;
+  EXPECT_THROW(stage.drain(), std::runtime_error);
+  EXPECT_EQ(ran.load(), 0);
+  stage.drain();  // told once; the stage runs new jobs again
+  stage.submit([&] { ++ran; });
+  stage.drain();
+  EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(SerialStage, TheErrorComesBackThroughSubmit) {
+  // max_unfinished 1: the next submit waits for the failing job, then rethrows instead of queueing.
+  SerialStage stage(1);
+  std::atomic<int> ran{0};
+  stage.submit([] { throw std::runtime_error("row 9"); });
+  EXPECT_THROW(stage.submit([&] { ++ran; }), std::runtime_error);
+  stage.drain();
+  EXPECT_EQ(ran.load(), 0);
+}
+
+TEST(SerialStage, DestructionLetsTheRunningJobEndAndDropsTheQueued) {
+  std::atomic<int> ran{0};
+  std::atomic<bool> started{false}, release{false};
+  std::thread releaser;
+  {
+    SerialStage stage(4);
+    stage.submit([&] {
+      started = true;
+      while (!release) std::this_thread::yield();
+      ++ran;
+    });
+    stage.submit([&] { ran += 10; });
+    stage.submit([&] { ran += 100; });
+    while (!started) std::this_thread::yield();
+    releaser = std::thread([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      release = true;
+    });
+  }  // the destructor drops the two queued jobs and waits for the running one
+  releaser.join();
+  EXPECT_EQ(ran.load(), 1);
 }
 
 }  // namespace

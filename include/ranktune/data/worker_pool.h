@@ -1,6 +1,7 @@
 // defines: WorkerPool, a fixed set of threads that runs one function over the indices of a batch. `prepare` parses and
-// tokenizes a batch of records on it while its own thread reads the next batch and packs the previous one in input
-// order, so the rows are byte for byte those of one thread (tokenizers are const; BpeModel caches words per thread).
+// tokenizes a batch of records on it while its own thread reads the next batch and a SerialStage packs the previous
+// one in input order, so the rows are byte for byte those of one thread (tokenizers are const; BpeModel caches words
+// per thread).
 #pragma once
 
 #include <condition_variable>
