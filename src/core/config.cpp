@@ -155,6 +155,11 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(bool, "train.activation_offload", train.activation_offload,
              "with activation checkpointing: keep each layer's saved input in pinned host memory until its backward "
              "(tokens x hidden x 2 bytes per layer moved off the GPU; a copy each way per layer)"),
+      RT_KEY(
+          double, "train.activation_offload_host_gib", train.activation_offload_host_gib,
+          "with train.activation_offload: the most pinned host memory the offloaded inputs of a rank hold at once; "
+          "inputs past it stay on the GPU. 0 = 80% of the host memory available once the model is built (MemAvailable "
+          "or the cgroup's limit), shared among the node's ranks"),
       RT_KEY(long, "train.mlp_chunk_tokens", train.mlp_chunk_tokens,
              "run every layer's MLP in slices of this many tokens when a micro-batch holds more (its intermediate-wide "
              "tensors then exist for one slice at a time: long sequences; one more MLP forward a step without "
@@ -298,6 +303,7 @@ void config_validate_train(const Config& c) {
         "model.quantize=nf4 needs LoRA (lora.r > 0): the 4-bit base is frozen, so full fine-tuning "
         "would train nothing",
         "add --lora.r=16 (QLoRA), or set --model.quantize=none for a full fine-tune");
+  require(c.train.activation_offload_host_gib >= 0, "train.activation_offload_host_gib must be >= 0 (0 = automatic)");
   if (c.train.activation_offload && !c.train.activation_checkpointing)
     throw ConfigError(
         "train.activation_offload=true needs train.activation_checkpointing=true: the offload moves the layer inputs "

@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 
 #include <optional>
+#include <utility>
 
 #include "ranktune/model/rng_state.h"
 
@@ -28,6 +29,15 @@ using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder
 struct OffloadedInput : torch::CustomClassHolder {
   at::Tensor host;  // pinned for a device input; a CPU input's own copy
   at::Device device{at::kCPU};
+  std::shared_ptr<OffloadBudget> budget;  // given `reserved` back once the input is let go
+  std::int64_t reserved = 0;
+  // intrusive_ptr calls release_resources only when weak references remain (a GPU input's chain); without any it
+  // deletes at once: both paths give the bytes back, once.
+  ~OffloadedInput() override { give_back(); }
+  void give_back() {
+    if (budget) budget->give(std::exchange(reserved, 0));
+    budget.reset();
+  }
   // The input offloaded just before this one on this thread and device: in backward the layer that comes next. Weak:
   // an earlier step's inputs, already consumed, expire instead of being kept alive by the chain.
   WeakInput earlier;
@@ -36,10 +46,11 @@ struct OffloadedInput : torch::CustomClassHolder {
   at::Tensor prefetched;                        // the device copy, started early by the later layer's backward
   std::optional<c10::cuda::CUDAEvent> arrived;  // recorded on the side stream after that host -> device copy
 #endif
-  // Called when the last strong reference goes. A weak one (the next input's `earlier`, last_offloaded) keeps the
-  // object itself until it goes too, so the buffers are let go here, not in the destructor: otherwise a consumed
-  // step's pinned inputs would stay until the next forward replaced the chain.
+  // Called when the last strong reference goes while weak ones remain (the next input's `earlier`, last_offloaded):
+  // those keep the object itself until they go too, so the buffers are let go here, not only in the destructor:
+  // otherwise a consumed step's pinned inputs would stay until the next forward replaced the chain.
   void release_resources() override {
+    give_back();
     host = at::Tensor();
     earlier.reset();
 #ifdef RANKTUNE_HAVE_CUDA
@@ -139,9 +150,17 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
   // The mask is optional<Tensor> because autograd takes an undefined at::Tensor argument for a missing input.
   // With offload x is not saved for backward (that would hold it on the device): the host copy is.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, DecoderBlockImpl* block, RopeCache rope,
-                            const std::optional<at::Tensor>& mask, bool offload) {
-    if (offload) ctx->saved_data["offloaded"] = at::IValue::make_capsule(offload_input(x));
-    else ctx->save_for_backward({x});
+                            const std::optional<at::Tensor>& mask, bool offload,
+                            std::shared_ptr<OffloadBudget> budget) {
+    const std::int64_t bytes = static_cast<std::int64_t>(x.nbytes());
+    if (offload && (!budget || budget->take(bytes))) {
+      c10::intrusive_ptr<OffloadedInput> o = offload_input(x);
+      o->budget = std::move(budget);
+      o->reserved = o->budget ? bytes : 0;
+      ctx->saved_data["offloaded"] = at::IValue::make_capsule(std::move(o));
+    } else {
+      ctx->save_for_backward({x});
+    }
     ctx->saved_data["block"] = reinterpret_cast<std::int64_t>(block);
     ctx->saved_data["cos"] = rope.cos;
     ctx->saved_data["sin"] = rope.sin;
@@ -178,18 +197,30 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
       out = block->forward(input, rope, mask);
     }
     torch::autograd::backward({out}, {grad_out.at(0)});
-    return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {input.grad(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
+bool OffloadBudget::take(std::int64_t bytes) {
+  std::int64_t now = held_.load();
+  do {
+    if (bytes > max_ - now) {
+      ++refused_;
+      return false;
+    }
+  } while (!held_.compare_exchange_weak(now, now + bytes));
+  return true;
+}
+
 at::Tensor activation_checkpoint_forward(DecoderBlockImpl& block, const at::Tensor& x, const RopeCache& rope,
-                                         const at::Tensor& mask, bool offload) {
+                                         const at::Tensor& mask, bool offload,
+                                         const std::shared_ptr<OffloadBudget>& budget) {
   if (!at::GradMode::is_enabled()) return block.forward(x, rope, mask);  // evaluation: nothing would be saved anyway
   const at::Tensor input = x.requires_grad() ? x : x.detach().requires_grad_(true);
   return RecomputedBlock::apply(input, &block, rope, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
-                                offload);
+                                offload, budget);
 }
 
 }  // namespace ranktune

@@ -48,8 +48,9 @@ DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model-
 
 at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope, const at::Tensor& mask) {
   DecoderBlockImpl& b = *model->layers->ptr<DecoderBlockImpl>(i);
-  return activation_checkpointing_ ? activation_checkpoint_forward(b, h, rope, mask, activation_offload_)
-                                   : b.forward(h, rope, mask);
+  return activation_checkpointing_
+             ? activation_checkpoint_forward(b, h, rope, mask, activation_offload_, offload_budget_)
+             : b.forward(h, rope, mask);
 }
 
 at::Device LlamaImpl::block_device(std::int64_t i) const { return block(i)->input_layernorm->weight.device(); }

@@ -154,11 +154,19 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   s.mlp_chunk_tokens = cfg.train.mlp_chunk_tokens;
   s.activation_checkpointing = cfg.train.activation_checkpointing;
   s.activation_offload = cfg.train.activation_offload;
+  if (cfg.train.activation_offload_host_gib > 0)
+    s.offload_host_bytes = offload_host_budget(cfg.train.activation_offload_host_gib, 0, 1);
   s.nf4 = cfg.model.quantize == "nf4";
   s.micro_batch = cfg.train.micro_batch;
   s.seq_len = cfg.train.seq_len;
   s.fused_loss = fused_loss_on(cfg.train, on_gpu);
   return s;
+}
+
+std::int64_t offload_host_budget(double host_gib, std::uint64_t available, int local_ranks) {
+  if (host_gib > 0) return static_cast<std::int64_t>(host_gib * static_cast<double>(std::int64_t{1} << 30));
+  if (available == std::numeric_limits<std::uint64_t>::max()) return std::numeric_limits<std::int64_t>::max();
+  return static_cast<std::int64_t>(0.8 * static_cast<double>(available) / std::max(local_ranks, 1));
 }
 
 std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
@@ -199,19 +207,25 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     linear_params += out * in;
     largest_linear = std::max(largest_linear, out * in);
   }
+  std::int64_t offloaded = 0;  // host bytes of the inputs offloaded so far, in forward order
   for (std::int64_t i = 0; i < m.num_layers; ++i) {
     UnitCost u = make_unit("layer " + std::to_string(i), lp, s, lora ? 0 : lp);
     if (nf4) u.weight_bytes = nf4_bytes + (lp - linear_params) * precision(s).weight;
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
     u.activation_bytes = s.activation_checkpointing ? tokens * act_bytes * d : tokens * saved_per_token;
-    // On the CPU the host is the device: the offload moves nothing there.
-    if (s.activation_checkpointing && s.activation_offload && s.on_gpu) std::swap(u.activation_bytes, u.host_bytes);
+    // On the CPU the host is the device: the offload moves nothing there. Past the host cap an input stays.
+    const bool offload = s.activation_checkpointing && s.activation_offload && s.on_gpu &&
+                         u.activation_bytes <= s.offload_host_bytes - offloaded;
+    if (offload) {
+      offloaded += u.activation_bytes;
+      std::swap(u.activation_bytes, u.host_bytes);
+    }
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
     // (counted on a GPU, whose per-path saved counts would otherwise fall below the measured peaks).
     if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
     // Offloaded, the input of the layer whose backward comes next is brought back during this one's (prefetched).
-    if (s.activation_checkpointing && s.activation_offload && s.on_gpu) u.working_bytes += chunk_tokens * act_bytes * d;
+    if (offload) u.working_bytes += chunk_tokens * act_bytes * d;
     if (s.on_gpu)
       u.working_bytes += chunk_tokens * back.residual +
                          std::max(tiled ? slice_bytes : chunk_tokens * back.mlp, chunk_tokens * back.attention);

@@ -12,6 +12,7 @@
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -74,8 +75,14 @@ struct Step {
 
 // One training forward and backward of a fresh random model with activation checkpointing, offloaded or not. The
 // seeds make every run draw the same weights, adapters and dropout masks.
+// host_cap: the offload's cap on host bytes (set_activation_offload); `budget`, when given, receives the model's
+// budget figures after the forward (held, refused) and after the backward (held).
+struct BudgetSeen {
+  std::int64_t held_after_forward = -1, refused = -1, held_after_backward = -1;
+};
 Step train_step(const LlamaConfig& c, const at::TensorOptions& options, const std::optional<LoraConfig>& lora,
-                bool offload, const Batch& batch, std::uint64_t dropout_seed = 11) {
+                bool offload, const Batch& batch, std::uint64_t dropout_seed = 11,
+                std::int64_t host_cap = std::numeric_limits<std::int64_t>::max(), BudgetSeen* budget = nullptr) {
   Llama model = llama_random(c, 7, options);
   if (lora) {
     lora_apply(*model, *lora, 3);
@@ -85,12 +92,17 @@ Step train_step(const LlamaConfig& c, const at::TensorOptions& options, const st
       if (p.key().find("lora_B") != std::string::npos) p.value().normal_(0, 0.05);  // adapters that matter
   }
   model->set_activation_checkpointing(true);
-  model->set_activation_offload(offload);
+  model->set_activation_offload(offload, host_cap);
   EXPECT_TRUE(model->is_training());
   torch::manual_seed(dropout_seed);
   Step s;
   s.loss = causal_lm_loss(model->forward(batch.tokens, batch.positions, batch.documents), batch.labels);
+  if (budget) {
+    budget->held_after_forward = model->offload_budget().held();
+    budget->refused = model->offload_budget().refused();
+  }
   s.loss.backward();
+  if (budget) budget->held_after_backward = model->offload_budget().held();
   for (const auto& [name, p] : trainable_parameters(*model)) {
     EXPECT_TRUE(p.grad().defined()) << name;
     s.grads.emplace_back(name, p.grad().detach().cpu());
@@ -115,6 +127,45 @@ TEST(ActivationOffload, CpuFullFineTuneIsBitIdentical) {
   const Step off = train_step(c, {}, std::nullopt, true, b);
   EXPECT_EQ(ckpt.grads.size(), trainable_parameters(*llama_random(c, 7)).size());
   expect_identical(ckpt, off);
+}
+
+// A host cap of two layer inputs: the first two layers offload, the others keep their input as checkpointing alone
+// does; loss and gradients unchanged, and the cap's bytes come back once the backward has consumed the inputs.
+TEST(ActivationOffload, AHostCapKeepsTheInputsPastItOnTheDevice) {
+  LlamaConfig c = test::tiny_llama();
+  c.num_layers = 4;
+  const Batch b = packed_batch(c.vocab_size, 24, at::kCPU);
+  const std::int64_t input_bytes = 2 * 24 * c.hidden_size * 4;  // [2, 24, hidden] fp32
+  const Step ckpt = train_step(c, {}, lora_with_dropout(), false, b);
+  BudgetSeen seen;
+  const Step capped = train_step(c, {}, lora_with_dropout(), true, b, 11, 2 * input_bytes + input_bytes / 2, &seen);
+  expect_identical(ckpt, capped);
+  EXPECT_EQ(seen.held_after_forward, 2 * input_bytes);
+  EXPECT_EQ(seen.refused, 2);
+  EXPECT_EQ(seen.held_after_backward, 0);
+  // No cap: every input offloaded, none refused.
+  BudgetSeen all;
+  expect_identical(ckpt,
+                   train_step(c, {}, lora_with_dropout(), true, b, 11, std::numeric_limits<std::int64_t>::max(), &all));
+  EXPECT_EQ(all.held_after_forward, 4 * input_bytes);
+  EXPECT_EQ(all.refused, 0);
+  EXPECT_EQ(all.held_after_backward, 0);
+}
+
+TEST(OffloadBudget, TakesWhatFitsAndCountsRefusals) {
+  OffloadBudget b(100);
+  EXPECT_TRUE(b.take(60));
+  EXPECT_FALSE(b.take(41));
+  EXPECT_TRUE(b.take(40));
+  EXPECT_FALSE(b.take(1));
+  EXPECT_EQ(b.held(), 100);
+  EXPECT_EQ(b.refused(), 2);
+  b.give(60);
+  EXPECT_TRUE(b.take(50));
+  EXPECT_EQ(b.held(), 90);
+  OffloadBudget unlimited;
+  EXPECT_TRUE(unlimited.take(std::int64_t{1} << 50));
+  EXPECT_TRUE(unlimited.take(std::int64_t{1} << 50));
 }
 
 TEST(ActivationOffload, CpuLoraWithDropoutIsBitIdentical) {

@@ -2,7 +2,9 @@
 // numbers, budget parsing, and the cost model's parameter counts against the published model sizes.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
+#include <string>
 
 #include "ranktune/core/error.h"
 #include "ranktune/plan/balanced_plan.h"
@@ -336,6 +338,43 @@ TEST(LayerCost, ActivationOffloadMovesTheLayerInputsToTheHost) {
   for (const auto& u : layer_costs(m, plain)) EXPECT_EQ(u.host_bytes, 0) << u.name;
   offload.on_gpu = ckpt.on_gpu = false;
   EXPECT_EQ(training_footprint_bytes(m, offload), training_footprint_bytes(m, ckpt));
+}
+
+// A host cap (train.activation_offload_host_gib, or 80% of the host's available memory): the first layers' inputs in
+// forward order go to the host while they fit, the others stay on the device, as the model's OffloadBudget decides.
+// Llama-3-8B at 344,064 tokens: 2.625 GiB an input; a 64 GiB cap offloads 24 of the 32 layers.
+TEST(LayerCost, AHostCapKeepsTheInputsPastItOnTheDevice) {
+  const auto m = llama3_8b();
+  TrainSetup s;
+  s.lora_r = 16;
+  s.seq_len = 344064;
+  s.activation_checkpointing = true;
+  s.activation_offload = true;
+  const std::int64_t input = s.seq_len * m.hidden_size * 2;
+  const std::int64_t uncapped = training_footprint_bytes(m, s);
+  s.offload_host_bytes = 64 * GiB;
+  std::int64_t host = 0, offloaded = 0, kept = 0;
+  for (const auto& u : layer_costs(m, s)) {
+    if (u.name.rfind("layer ", 0) != 0) continue;
+    host += u.host_bytes;
+    const int index = std::stoi(u.name.substr(6));
+    if (u.host_bytes > 0) {
+      ++offloaded;
+      EXPECT_LT(index, 24) << u.name;
+    } else {
+      ++kept;
+      EXPECT_EQ(u.activation_bytes, input) << u.name;
+    }
+  }
+  EXPECT_EQ(offloaded, 24);
+  EXPECT_EQ(kept, 8);
+  EXPECT_EQ(host, 24 * input);
+  EXPECT_EQ(training_footprint_bytes(m, s) - uncapped, 8 * input);
+  // The rule of the cap: an explicit GiB wins; else 80% of what is available, shared among the node's ranks.
+  EXPECT_EQ(offload_host_budget(12.5, 0, 4), 25 * GiB / 2);
+  EXPECT_EQ(offload_host_budget(0, 100 * GiB, 1), 80 * GiB);
+  EXPECT_EQ(offload_host_budget(0, 100 * GiB, 4), 20 * GiB);
+  EXPECT_EQ(offload_host_budget(0, UINT64_MAX, 2), std::numeric_limits<std::int64_t>::max());
 }
 
 }  // namespace

@@ -10,8 +10,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <string>
 
+#include "ranktune/model/activation_checkpoint.h"
 #include "ranktune/model/block.h"
 #include "ranktune/model/embedding.h"
 #include "ranktune/model/linear.h"
@@ -80,8 +83,13 @@ class LlamaImpl : public torch::nn::Module {
   void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
   // Keep the layer inputs that activation checkpointing saves in pinned host memory until their backward
-  // (train.activation_offload); nothing changes without activation checkpointing.
-  void set_activation_offload(bool on) { activation_offload_ = on; }
+  // (train.activation_offload), at most max_host_bytes of them at once (the ones past it stay on the device);
+  // nothing changes without activation checkpointing.
+  void set_activation_offload(bool on, std::int64_t max_host_bytes = std::numeric_limits<std::int64_t>::max()) {
+    activation_offload_ = on;
+    offload_budget_ = std::make_shared<OffloadBudget>(max_host_bytes);
+  }
+  const OffloadBudget& offload_budget() const { return *offload_budget_; }
   // Compute the training loss with the fused chunked linear cross entropy (train.fused_loss); off = head() + loss.
   void set_fused_loss(bool on) { fused_loss_ = on; }
   // train.flash_varlen: packed documents through the flash kernel's variable-length form on GPU (attention_mask).
@@ -107,6 +115,7 @@ class LlamaImpl : public torch::nn::Module {
   Rope rope_;
   bool activation_checkpointing_ = false;
   bool activation_offload_ = false;
+  std::shared_ptr<OffloadBudget> offload_budget_ = std::make_shared<OffloadBudget>();
   bool fused_loss_ = false;
   bool fused_kernels_ = true;
   bool flash_varlen_ = true;

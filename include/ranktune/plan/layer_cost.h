@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -26,8 +27,11 @@ struct TrainSetup {
   // (model/tiled_mlp.h); 0 = the whole micro-step.
   std::int64_t mlp_chunk_tokens = 0;
   // train.activation_offload (with checkpointing): each layer's saved input waits in pinned host memory, not on the
-  // device; the recomputation's working set stays on the device.
+  // device; the recomputation's working set stays on the device. At most offload_host_bytes of inputs go to the host
+  // (the first layers' in forward order, as the model does: model/activation_checkpoint.h's OffloadBudget); the rest
+  // stay on the device.
   bool activation_offload = false;
+  std::int64_t offload_host_bytes = std::numeric_limits<std::int64_t>::max();
   // model.quantize=nf4 (QLoRA): the decoder linears held in bitsandbytes' 4-bit NF4 (nf4_base_bytes) and dequantized
   // to the compute dtype one at a time; a bnb-4bit model directory (LlamaConfig::bnb_nf4) implies it.
   bool nf4 = false;
@@ -44,6 +48,10 @@ struct TrainSetup {
   std::int64_t loss_chunk_bytes = std::int64_t{256} << 20;
 };
 TrainSetup train_setup_from(const Config& cfg, bool on_gpu);
+
+// The cap on a rank's offloaded layer inputs: train.activation_offload_host_gib when set (> 0), else 80% of the host
+// memory `available` (host_memory_available's figure; UINT64_MAX: unknown, no cap) shared among `local_ranks`.
+std::int64_t offload_host_budget(double host_gib, std::uint64_t available, int local_ranks);
 
 struct UnitCost {
   std::string name;                   // "embed", "layer 7", "head"
