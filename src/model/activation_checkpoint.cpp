@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "ranktune/core/pinned_bytes.h"
 #include "ranktune/model/rng_state.h"
 
 #ifdef RANKTUNE_HAVE_CUDA
@@ -152,7 +153,9 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, DecoderBlockImpl* block, RopeCache rope,
                             const std::optional<at::Tensor>& mask, bool offload,
                             std::shared_ptr<OffloadBudget> budget) {
-    const std::int64_t bytes = static_cast<std::int64_t>(x.nbytes());
+    // What the copy will pin: a device input's block comes from the caching host allocator, rounded up.
+    const auto asked = static_cast<std::int64_t>(x.nbytes());
+    const std::int64_t bytes = x.is_cuda() ? pinned_block_bytes(asked) : asked;
     if (offload && (!budget || budget->take(bytes))) {
       c10::intrusive_ptr<OffloadedInput> o = offload_input(x);
       o->budget = std::move(budget);

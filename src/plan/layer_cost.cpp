@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/pinned_bytes.h"
 
 namespace ranktune {
 namespace {
@@ -213,12 +214,15 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     if (nf4) u.weight_bytes = nf4_bytes + (lp - linear_params) * precision(s).weight;
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
     u.activation_bytes = s.activation_checkpointing ? tokens * act_bytes * d : tokens * saved_per_token;
-    // On the CPU the host is the device: the offload moves nothing there. Past the host cap an input stays.
+    // On the CPU the host is the device: the offload moves nothing there. An offloaded input pins a power-of-two
+    // block (pinned_bytes.h); past the host cap an input stays.
+    const std::int64_t pinned = pinned_block_bytes(u.activation_bytes);
     const bool offload = s.activation_checkpointing && s.activation_offload && s.on_gpu &&
-                         u.activation_bytes <= s.offload_host_bytes - offloaded;
+                         pinned <= s.offload_host_bytes - offloaded;
     if (offload) {
-      offloaded += u.activation_bytes;
-      std::swap(u.activation_bytes, u.host_bytes);
+      offloaded += pinned;
+      u.host_bytes = pinned;
+      u.activation_bytes = 0;
     }
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top

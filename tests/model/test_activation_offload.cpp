@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "model/model_test_util.h"
+#include "ranktune/core/pinned_bytes.h"
 #include "ranktune/model/activation_checkpoint.h"
 #include "ranktune/model/llama.h"
 #include "ranktune/model/lora.h"
@@ -261,6 +262,27 @@ TEST_P(ActivationOffloadGpu, EqualsCheckpointingAlone) {
     if (noise == 0) expect_identical(a1, off);
     else EXPECT_LE(err, std::max(4 * noise, floor));
   }
+}
+
+// On a GPU the cap counts what the caching host allocator pins, a power-of-two block per input (pinned_bytes.h), and
+// gets it all back after the backward; a cap of two such blocks offloads two layers.
+TEST_P(ActivationOffloadGpu, TheHostCapCountsPinnedBlocks) {
+  const LlamaConfig c = gpu_config();
+  const at::TensorOptions options = at::TensorOptions().device(gpu).dtype(GetParam());
+  const Batch b = packed_batch(c.vocab_size, 200, gpu);  // inputs of 2 x 200 x 256: not a power of two
+  const std::int64_t asked = 2 * 200 * c.hidden_size * static_cast<std::int64_t>(c10::elementSize(GetParam()));
+  const std::int64_t block = pinned_block_bytes(asked);
+  ASSERT_GT(block, asked);
+  BudgetSeen all, two;
+  const Step a = train_step(c, options, std::nullopt, true, b, 11, std::numeric_limits<std::int64_t>::max(), &all);
+  EXPECT_EQ(all.held_after_forward, c.num_layers * block);
+  EXPECT_EQ(all.refused, 0);
+  EXPECT_EQ(all.held_after_backward, 0);
+  train_step(c, options, std::nullopt, true, b, 11, 2 * block, &two);
+  EXPECT_EQ(two.held_after_forward, 2 * block);
+  EXPECT_EQ(two.refused, c.num_layers - 2);
+  EXPECT_EQ(two.held_after_backward, 0);
+  EXPECT_TRUE(a.loss.isfinite().item<bool>());
 }
 
 // Without the offload every layer's input stays allocated on the device from its forward to its backward; with it

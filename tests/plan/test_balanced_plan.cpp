@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ranktune/core/error.h"
+#include "ranktune/core/pinned_bytes.h"
 #include "ranktune/plan/balanced_plan.h"
 #include "support/model_shapes.h"
 
@@ -342,7 +343,7 @@ TEST(LayerCost, ActivationOffloadMovesTheLayerInputsToTheHost) {
 
 // A host cap (train.activation_offload_host_gib, or 80% of the host's available memory): the first layers' inputs in
 // forward order go to the host while they fit, the others stay on the device, as the model's OffloadBudget decides.
-// Llama-3-8B at 344,064 tokens: 2.625 GiB an input; a 64 GiB cap offloads 24 of the 32 layers.
+// Llama-3-8B at 344,064 tokens: 2.625 GiB an input, pinned as a 4 GiB block; a 64 GiB cap offloads 16 of the 32.
 TEST(LayerCost, AHostCapKeepsTheInputsPastItOnTheDevice) {
   const auto m = llama3_8b();
   TrainSetup s;
@@ -360,16 +361,26 @@ TEST(LayerCost, AHostCapKeepsTheInputsPastItOnTheDevice) {
     const int index = std::stoi(u.name.substr(6));
     if (u.host_bytes > 0) {
       ++offloaded;
-      EXPECT_LT(index, 24) << u.name;
+      EXPECT_LT(index, 16) << u.name;
     } else {
       ++kept;
       EXPECT_EQ(u.activation_bytes, input) << u.name;
     }
   }
-  EXPECT_EQ(offloaded, 24);
-  EXPECT_EQ(kept, 8);
-  EXPECT_EQ(host, 24 * input);
-  EXPECT_EQ(training_footprint_bytes(m, s) - uncapped, 8 * input);
+  EXPECT_EQ(offloaded, 16);
+  EXPECT_EQ(kept, 16);
+  EXPECT_EQ(host, 16 * 4 * GiB);
+  EXPECT_EQ(training_footprint_bytes(m, s) - uncapped, 16 * input);
+  // Uncapped, every input pins its rounded block: 128 GiB, where the inputs themselves are 84 (the 344k run that the
+  // out-of-memory killer ended on a 125 GiB host).
+  s.offload_host_bytes = std::numeric_limits<std::int64_t>::max();
+  std::int64_t all = 0;
+  for (const auto& u : layer_costs(m, s)) all += u.host_bytes;
+  EXPECT_EQ(all, 128 * GiB);
+  EXPECT_EQ(pinned_block_bytes(input), 4 * GiB);
+  EXPECT_EQ(pinned_block_bytes(GiB), GiB);
+  EXPECT_EQ(pinned_block_bytes(GiB + 1), 2 * GiB);
+  EXPECT_EQ(pinned_block_bytes(0), 0);
   // The rule of the cap: an explicit GiB wins; else 80% of what is available, shared among the node's ranks.
   EXPECT_EQ(offload_host_budget(12.5, 0, 4), 25 * GiB / 2);
   EXPECT_EQ(offload_host_budget(0, 100 * GiB, 1), 80 * GiB);
