@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <iomanip>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -84,22 +85,21 @@ void set_offload_budget(const Config& cfg, const MpiEnv& env, LlamaImpl& model) 
   const HostMemory host = host_memory_available();
   const std::int64_t cap = offload_host_budget(cfg.train.activation_offload_host_gib, host.bytes, env.local_size());
   model.set_activation_offload(true, cap);
-  char line[300];
-  if (cap == std::numeric_limits<std::int64_t>::max())
-    std::snprintf(line, sizeof line, "activation offload: no cap on the host memory of the layer inputs (%s)",
-                  "the host's available memory is unknown; train.activation_offload_host_gib sets one");
-  else if (cfg.train.activation_offload_host_gib > 0)
-    std::snprintf(line, sizeof line,
-                  "activation offload: at most %.3g GiB of pinned host memory a rank for the layer inputs "
-                  "(train.activation_offload_host_gib); inputs past it stay on the device",
-                  static_cast<double>(cap) / (1 << 30));
-  else
-    std::snprintf(line, sizeof line,
-                  "activation offload: at most %.3g GiB of pinned host memory a rank for the layer inputs (80%% of "
-                  "%.1f GiB available by %s, %d rank(s) on this node); inputs past it stay on the device",
-                  static_cast<double>(cap) / (1 << 30), static_cast<double>(host.bytes) / (1 << 30), host.what.c_str(),
-                  env.local_size());
-  log0() << line;
+  std::ostringstream line;
+  line << std::setprecision(3) << "activation offload: ";
+  if (cap == std::numeric_limits<std::int64_t>::max()) {
+    line << "no cap on the host memory of the layer inputs (the host's available memory is unknown; "
+         << "train.activation_offload_host_gib sets one)";
+  } else {
+    line << "at most " << static_cast<double>(cap) / (1 << 30) << " GiB of pinned host memory a rank for the layer "
+         << "inputs (";
+    if (cfg.train.activation_offload_host_gib > 0) line << "train.activation_offload_host_gib";
+    else
+      line << "80% of " << static_cast<double>(host.bytes) / (1 << 30) << " GiB available by " << host.what << ", "
+           << env.local_size() << " rank(s) on this node";
+    line << "); inputs past it stay on the device";
+  }
+  log0() << line.str();
 }
 
 // Balanced mode: the model's units moved to their stages' devices, and the executor that runs them.

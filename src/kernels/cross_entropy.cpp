@@ -19,11 +19,8 @@ void check_inputs(const at::Tensor& logits, const at::Tensor& targets) {
     throw LibraryError("cross_entropy_rows_: targets must be int64 [rows] on the logits' device");
 }
 
-}  // namespace
-
-at::Tensor cross_entropy_rows_reference_(at::Tensor& logits, const at::Tensor& targets, std::int64_t ignore_index,
-                                         bool grad) {
-  check_inputs(logits, targets);
+// The reference on checked inputs.
+at::Tensor reference(at::Tensor& logits, const at::Tensor& targets, std::int64_t ignore_index, bool grad) {
   // All rows are computed, ignored ones included, so the pass never waits for the device to learn which rows count.
   at::Tensor z = logits.to(at::kFloat);  // logits itself when they are fp32: updated in place below
   const at::Tensor valid = targets != ignore_index;
@@ -40,12 +37,20 @@ at::Tensor cross_entropy_rows_reference_(at::Tensor& logits, const at::Tensor& t
   return loss;
 }
 
+}  // namespace
+
+at::Tensor cross_entropy_rows_reference_(at::Tensor& logits, const at::Tensor& targets, std::int64_t ignore_index,
+                                         bool grad) {
+  check_inputs(logits, targets);
+  return reference(logits, targets, ignore_index, grad);
+}
+
 at::Tensor cross_entropy_rows_(at::Tensor& logits, const at::Tensor& targets, std::int64_t ignore_index, bool grad) {
   check_inputs(logits, targets);
 #ifdef RANKTUNE_HAVE_CUDA
   if (logits.is_cuda()) return cross_entropy_rows_cuda_(logits, targets, ignore_index, grad);
 #endif
-  return cross_entropy_rows_reference_(logits, targets, ignore_index, grad);
+  return reference(logits, targets, ignore_index, grad);
 }
 
 }  // namespace ranktune

@@ -30,7 +30,6 @@ class OffloadBudget {
   // Reserves `bytes` if they fit under the cap; false (and a refusal counted) if not.
   bool take(std::int64_t bytes);
   void give(std::int64_t bytes) { held_ -= bytes; }
-  std::int64_t max_bytes() const { return max_; }
   std::int64_t held() const { return held_; }
   std::int64_t refused() const { return refused_; }  // inputs kept on the device for want of room, since the start
 
