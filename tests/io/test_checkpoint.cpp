@@ -432,6 +432,7 @@ TEST_F(CheckpointTest, RandomCorruptionsAreCaughtBeforeAnyTensorIsUsed) {
   std::map<std::string, std::string> pristine;
   for (const auto& f : files) pristine[f] = file_text(victim / f);
   const std::string pristine_latest = file_text(dir_ / kLatestName);
+  barrier();  // every rank holds the pristine bytes before rank 0 damages the first file
 
   std::mt19937_64 gen(20250101);
   const int iterations = size() == 1 ? 300 : 150;
