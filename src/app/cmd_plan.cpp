@@ -6,6 +6,7 @@
 
 #include "ranktune/app/balanced_setup.h"
 #include "ranktune/app/commands.h"
+#include "ranktune/core/activation_checkpointing_layers.h"
 #include "ranktune/core/log.h"
 #include "ranktune/core/text.h"
 #include "ranktune/distributed/agree.h"
@@ -28,6 +29,30 @@ double slowest_share(const std::vector<UnitCost>& units, const std::vector<int>&
   return total > 0 ? worst / total : 1.0;
 }
 
+// The one-device footprint with every layer recomputing, three quarters, half, a quarter and none: what
+// train.activation_checkpointing_layers trades (each layer left out recomputes nothing and keeps its activations).
+std::string activation_checkpointing_choices(const LlamaConfig& shape, const TrainSetup& setup) {
+  const std::int64_t layers = shape.num_layers;
+  const std::int64_t chosen = activation_checkpointed_count(layers, setup.activation_checkpointing_layers);
+  std::ostringstream os;
+  os << "activation checkpointing: " << chosen << " of " << layers
+     << " layers recompute; the footprint on one device by --train.activation_checkpointing_layers:";
+  std::int64_t last = -1;
+  for (const std::int64_t n : {layers, layers * 3 / 4, layers / 2, layers / 4}) {
+    if (n == last || n == 0) continue;
+    last = n;
+    TrainSetup s = setup;
+    s.activation_checkpointing_layers = n;
+    os << (n == layers ? " 0 (every layer) " : ", " + std::to_string(n) + " ")
+       << format_bytes(training_footprint_bytes(shape, s));
+  }
+  TrainSetup off = setup;
+  off.activation_checkpointing = false;
+  off.activation_checkpointing_layers = 0;
+  os << "; --train.activation_checkpointing=false " << format_bytes(training_footprint_bytes(shape, off));
+  return os.str();
+}
+
 }  // namespace
 
 int cmd_plan(const AppContext& ctx) {
@@ -35,6 +60,7 @@ int cmd_plan(const AppContext& ctx) {
   const bool on_gpu = cfg.device != "cpu";  // auto too: a plan places GPUs (without one: --parallel.max_memory)
   BalancedSetup placed;
   agree_run(ctx.env, [&] {
+    config_validate_for_layers(cfg, configured_model_shape(cfg).num_layers);
     const std::vector<GpuInfo> gpus = on_gpu && cfg.parallel.max_memory.empty()
                                           ? topology_local_facts(ctx.env, ctx.launch_env).gpus
                                           : std::vector<GpuInfo>{};
@@ -54,6 +80,7 @@ int cmd_plan(const AppContext& ctx) {
        << setup.seq_len << " tokens" << (setup.activation_checkpointing ? ", activation checkpointing" : "")
        << "; training footprint on one device " << format_bytes(training_footprint_bytes(shape, setup));
   log0() << head.str();
+  if (setup.activation_checkpointing) log0() << activation_checkpointing_choices(shape, setup);
   log0() << "\nranktune balanced plan (weights + gradients + optimizer state + activations; time share from FLOPs):\n"
          << plan_table(plan, balanced_stage_labels(placed));
 

@@ -70,7 +70,7 @@ Llama build_model(const Config& cfg, const at::Device& device, const at::Device&
   if (cfg.lora.r > 0) lora_apply(*model, cfg.lora, static_cast<std::uint64_t>(cfg.seed));
   model->set_fused_kernels(cfg.train.kernels == "fused");
   model->set_flash_varlen(cfg.train.flash_varlen);
-  model->set_activation_checkpointing(cfg.train.activation_checkpointing);
+  model->set_activation_checkpointing(cfg.train.activation_checkpointing, cfg.train.activation_checkpointing_layers);
   model->set_activation_offload(cfg.train.activation_offload);
   model->set_mlp_chunk_tokens(cfg.train.mlp_chunk_tokens);
   model->set_fused_loss(fused_loss_on(cfg.train, compute.is_cuda()));
@@ -210,6 +210,17 @@ std::string model_summary(const Config& cfg, const LlamaImpl& model) {
   } else {
     os << "trainable: every parameter (full fine-tune): " << trainable << " (" << count_text(trainable) << ")";
   }
+  if (const std::int64_t recomputed = model.activation_checkpointed_layers(); recomputed > 0) {
+    os << "\nactivation checkpointing: ";
+    if (recomputed == c.num_layers) {
+      os << "every layer recomputes its forward in backward";
+    } else {
+      os << recomputed << " of " << c.num_layers << " layers recompute their forward in backward (";
+      for (std::int64_t i = 0, shown = 0; i < c.num_layers; ++i)
+        if (model.activation_checkpointed(i)) os << (shown++ ? "," : "") << i;
+      os << "; train.activation_checkpointing_layers), the others keep their activations";
+    }
+  }
   return os.str();
 }
 
@@ -280,7 +291,9 @@ int cmd_train(const AppContext& ctx) {
     if (prepared) token_dataset_verify_files(cfg.data.path, ChecksumShare{ctx.env.local_rank(), ctx.env.local_size()});
   });
   agree_run(ctx.env, [&] {
-    check_sequence_length(cfg, configured_model_shape(cfg));
+    const LlamaConfig shape = configured_model_shape(cfg);
+    check_sequence_length(cfg, shape);
+    config_validate_for_layers(cfg, shape.num_layers);
     const TokenizerChoice choice = tokenizer_choose(cfg.data.tokenizer, cfg.model.path);
     std::unique_ptr<Tokenizer> tokenizer = tokenizer_open(choice);
     data_cfg.data.tokenizer = choice.spec;

@@ -152,6 +152,10 @@ std::vector<ConfigKey> build_schema() {
       RT_KEY(double, "train.grad_clip", train.grad_clip, "clip the global gradient norm; 0 = off"),
       RT_KEY(bool, "train.activation_checkpointing", train.activation_checkpointing,
              "recompute activations in backward"),
+      RT_KEY(long, "train.activation_checkpointing_layers", train.activation_checkpointing_layers,
+             "with activation checkpointing: how many decoder layers recompute, spread evenly over the model (half: "
+             "every second one); the others keep their activations: less recomputation, more memory (`ranktune plan` "
+             "prints the footprint of each choice). 0 = every layer"),
       RT_KEY(bool, "train.activation_offload", train.activation_offload,
              "with activation checkpointing: keep each layer's saved input in pinned host memory until its backward "
              "(tokens x hidden x 2 bytes per layer moved off the GPU; a copy each way per layer)"),
@@ -309,6 +313,22 @@ void config_validate_train(const Config& c) {
         "train.activation_offload=true needs train.activation_checkpointing=true: the offload moves the layer inputs "
         "that activation checkpointing keeps, and without it there are none",
         "add --train.activation_checkpointing=true, or drop --train.activation_offload");
+  require(c.train.activation_checkpointing_layers >= 0,
+          "train.activation_checkpointing_layers must be >= 0 (0 = every layer)");
+  if (c.train.activation_checkpointing_layers > 0 && !c.train.activation_checkpointing)
+    throw ConfigError("train.activation_checkpointing_layers=" +
+                          std::to_string(c.train.activation_checkpointing_layers) +
+                          " needs train.activation_checkpointing=true: it says how many layers activation "
+                          "checkpointing recomputes",
+                      "add --train.activation_checkpointing=true, or drop --train.activation_checkpointing_layers");
+}
+
+void config_validate_for_layers(const Config& c, std::int64_t num_layers) {
+  const long n = c.train.activation_checkpointing_layers;
+  if (n > num_layers)
+    throw ConfigError("train.activation_checkpointing_layers=" + std::to_string(n) + " is more than the model's " +
+                          std::to_string(num_layers) + " layers",
+                      "use at most " + std::to_string(num_layers) + ", or 0 for every layer");
 }
 
 bool fused_loss_on(const TrainConfig& t, bool on_gpu) {

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "ranktune/core/pinned_bytes.h"
 #include "ranktune/model/rng_state.h"
@@ -28,7 +29,11 @@ using WeakInput = std::optional<c10::weak_intrusive_ptr<torch::CustomClassHolder
 // A layer input waiting on the host for its backward. saved_data holds IValues; a capsule is the IValue that carries a
 // C++ object (here the copy's CUDA events); the backward erases it once the input is back.
 struct OffloadedInput : torch::CustomClassHolder {
-  at::Tensor host;  // pinned for a device input; a CPU input's own copy
+  // The input's elements in pieces (pinned_pieces: power-of-two sizes, which the caching host allocator pins without
+  // rounding up): pinned for a device input; a CPU input's own copy, cut the same way.
+  std::vector<at::Tensor> host;
+  std::vector<std::int64_t> sizes;  // the input's shape and dtype
+  at::ScalarType dtype = at::kFloat;
   at::Device device{at::kCPU};
   std::shared_ptr<OffloadBudget> budget;  // given `reserved` back once the input is let go
   std::int64_t reserved = 0;
@@ -52,7 +57,7 @@ struct OffloadedInput : torch::CustomClassHolder {
   // otherwise a consumed step's pinned inputs would stay until the next forward replaced the chain.
   void release_resources() override {
     give_back();
-    host = at::Tensor();
+    host.clear();
     earlier.reset();
 #ifdef RANKTUNE_HAVE_CUDA
     copied.reset();
@@ -72,13 +77,41 @@ c10::intrusive_ptr<OffloadedInput> lock(const WeakInput& weak) {
 thread_local WeakInput last_offloaded;
 #endif
 
+// Host tensors for the pieces of `x` (pinned_pieces, counted in elements), pinned or not, and the copy of x's
+// contiguous elements into them (asynchronous from a device into pinned memory).
+void copy_to_pieces(OffloadedInput& o, const at::Tensor& x, bool pinned) {
+  const at::Tensor flat = x.contiguous().view(-1);
+  const auto element = static_cast<std::int64_t>(flat.element_size());
+  o.sizes = x.sizes().vec();
+  o.dtype = x.scalar_type();
+  std::int64_t offset = 0;
+  for (const std::int64_t bytes : pinned_pieces(flat.numel() * element)) {
+    const std::int64_t n = bytes / element;
+    o.host.push_back(at::empty({n}, flat.options().device(at::kCPU).pinned_memory(pinned)));
+    o.host.back().copy_(flat.narrow(0, offset, n), /*non_blocking=*/pinned);
+    offset += n;
+  }
+}
+
+// The input rebuilt on `device` from its pieces (asynchronous from pinned memory), allocated on the current stream.
+at::Tensor copy_from_pieces(const OffloadedInput& o, const at::Device& device, bool non_blocking) {
+  at::Tensor x = at::empty(o.sizes, at::TensorOptions().dtype(o.dtype).device(device));
+  at::Tensor flat = x.view(-1);
+  std::int64_t offset = 0;
+  for (const at::Tensor& piece : o.host) {
+    flat.narrow(0, offset, piece.numel()).copy_(piece, non_blocking);
+    offset += piece.numel();
+  }
+  return x;
+}
+
 // Starts the copy of x to the host. On CUDA it runs on a side stream, so the forward of this layer and the next ones
 // overlap it; x's memory goes back to the allocator once the copy has read it (record_stream), not when x is freed.
 c10::intrusive_ptr<OffloadedInput> offload_input(const at::Tensor& x) {
   auto o = c10::make_intrusive<OffloadedInput>();
   o->device = x.device();
   if (x.device().is_cpu()) {
-    o->host = x.clone();  // nothing to move; a separate copy, so the path is the device one's
+    copy_to_pieces(*o, x, /*pinned=*/false);  // nothing to move; a separate copy, so the path is the device one's
     return o;
   }
 #ifdef RANKTUNE_HAVE_CUDA
@@ -90,10 +123,9 @@ c10::intrusive_ptr<OffloadedInput> offload_input(const at::Tensor& x) {
     c10::cuda::CUDAEvent written;  // src is complete once the compute stream has reached this point
     written.record(compute);
     written.block(side);
-    o->host = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
     {
       c10::cuda::CUDAStreamGuard on_side(side);
-      o->host.copy_(src, /*non_blocking=*/true);
+      copy_to_pieces(*o, src, /*pinned=*/true);
     }
     src.record_stream(side);
     o->copied.emplace();
@@ -104,7 +136,7 @@ c10::intrusive_ptr<OffloadedInput> offload_input(const at::Tensor& x) {
     return o;
   }
 #endif
-  o->host = x.to(at::kCPU);  // another device: a plain synchronous copy
+  copy_to_pieces(*o, x, /*pinned=*/false);  // another device: plain synchronous copies
   return o;
 }
 
@@ -117,7 +149,7 @@ void prefetch_input(OffloadedInput& o) {
   o.copied->block(side);
   {
     c10::cuda::CUDAStreamGuard on_side(side);
-    o.prefetched = o.host.to(o.device, /*non_blocking=*/true);  // pinned: the host allocator waits for this copy
+    o.prefetched = copy_from_pieces(o, o.device, /*non_blocking=*/true);  // the host allocator waits for these copies
   }
   o.arrived.emplace();
   o.arrived->record(side);
@@ -129,7 +161,7 @@ void prefetch_input(OffloadedInput& o) {
 // The input back on its device, ordered on the current stream after the copy out (or after the prefetch): no host
 // synchronisation.
 at::Tensor reload_input(OffloadedInput& o) {
-  if (o.device.is_cpu()) return o.host;
+  if (o.device.is_cpu()) return copy_from_pieces(o, o.device, /*non_blocking=*/false);
 #ifdef RANKTUNE_HAVE_CUDA
   if (o.copied) {
     const c10::cuda::CUDAStream compute = c10::cuda::getCurrentCUDAStream(o.device.index());
@@ -140,10 +172,10 @@ at::Tensor reload_input(OffloadedInput& o) {
       return x;
     }
     o.copied->block(compute);
-    return o.host.to(o.device, /*non_blocking=*/true);
+    return copy_from_pieces(o, o.device, /*non_blocking=*/true);
   }
 #endif
-  return o.host.to(o.device);
+  return copy_from_pieces(o, o.device, /*non_blocking=*/false);
 }
 
 struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
@@ -153,7 +185,7 @@ struct RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, DecoderBlockImpl* block, RopeCache rope,
                             const std::optional<at::Tensor>& mask, bool offload,
                             std::shared_ptr<OffloadBudget> budget) {
-    // What the copy will pin: a device input's block comes from the caching host allocator, rounded up.
+    // What the copy will pin: a device input's pieces come from the caching host allocator, the last rounded up.
     const auto asked = static_cast<std::int64_t>(x.nbytes());
     const std::int64_t bytes = x.is_cuda() ? pinned_block_bytes(asked) : asked;
     if (offload && (!budget || budget->take(bytes))) {

@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
+#include "ranktune/core/activation_checkpointing_layers.h"
 #include "ranktune/core/error.h"
 #include "ranktune/model/activation_checkpoint.h"
 #include "ranktune/model/attention.h"
@@ -48,9 +49,17 @@ DecoderBlock LlamaImpl::block(std::int64_t i) const { return DecoderBlock(model-
 
 at::Tensor LlamaImpl::run_block(std::int64_t i, const at::Tensor& h, const RopeCache& rope, const at::Tensor& mask) {
   DecoderBlockImpl& b = *model->layers->ptr<DecoderBlockImpl>(i);
-  return activation_checkpointing_
+  return activation_checkpointed(i)
              ? activation_checkpoint_forward(b, h, rope, mask, activation_offload_, offload_budget_)
              : b.forward(h, rope, mask);
+}
+
+std::int64_t LlamaImpl::activation_checkpointed_layers() const {
+  return activation_checkpointing_ ? activation_checkpointed_count(num_layers(), activation_checkpointing_layers_) : 0;
+}
+
+bool LlamaImpl::activation_checkpointed(std::int64_t i) const {
+  return activation_checkpointing_ && activation_checkpointed_layer(i, num_layers(), activation_checkpointing_layers_);
 }
 
 at::Device LlamaImpl::block_device(std::int64_t i) const { return block(i)->input_layernorm->weight.device(); }

@@ -9,6 +9,7 @@
 #include <limits>
 #include <sstream>
 
+#include "ranktune/core/activation_checkpointing_layers.h"
 #include "ranktune/core/error.h"
 #include "ranktune/core/text.h"
 
@@ -170,13 +171,35 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
     return plan_balanced(request(setup));
   } catch (const OutOfMemoryError& e) {
     std::vector<std::string> ways;
-    for (const PlanVariant& v : plan_variants(model, setup)) {
+    auto fits = [&](const TrainSetup& s) {
       try {
-        plan_balanced(request(v.setup));
-        ways.push_back(v.option + " (" + format_bytes(training_footprint_bytes(model, v.setup)) + " in total)");
+        plan_balanced(request(s));
+        return true;
       } catch (const OutOfMemoryError&) {
+        return false;
       }
-    }
+    };
+    // The fewest layers recomputing that fit (train.activation_checkpointing_layers): the same results as every layer
+    // recomputing, with less recomputation. Counted down from all but one, as the footprint grows while fewer
+    // recompute.
+    const std::int64_t layers = model.num_layers;
+    const std::int64_t now = setup.activation_checkpointing
+                                 ? activation_checkpointed_count(layers, setup.activation_checkpointing_layers)
+                                 : 0;
+    TrainSetup fewest = setup, s = setup;
+    fewest.activation_checkpointing_layers = 0;
+    s.activation_checkpointing = true;
+    for (s.activation_checkpointing_layers = layers - 1; s.activation_checkpointing_layers > now && fits(s);
+         --s.activation_checkpointing_layers)
+      fewest = s;
+    if (fewest.activation_checkpointing_layers > 0)
+      ways.push_back((setup.activation_checkpointing ? "" : "--train.activation_checkpointing=true ") +
+                     std::string("--train.activation_checkpointing_layers=") +
+                     std::to_string(fewest.activation_checkpointing_layers) + " (" +
+                     format_bytes(training_footprint_bytes(model, fewest)) + " in total)");
+    for (const PlanVariant& v : plan_variants(model, setup))
+      if (fits(v.setup))
+        ways.push_back(v.option + " (" + format_bytes(training_footprint_bytes(model, v.setup)) + " in total)");
     throw OutOfMemoryError(e.what(), ways.empty()
                                          ? "more GPUs, or LoRA with activation checkpointing and a smaller micro-batch"
                                          : plan_ways_hint(ways, "more GPUs"));
@@ -198,6 +221,9 @@ std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetu
     });
   if (!setup.activation_checkpointing)
     add("--train.activation_checkpointing=true", [](TrainSetup& s) { s.activation_checkpointing = true; });
+  else if (activation_checkpointed_count(model.num_layers, setup.activation_checkpointing_layers) < model.num_layers)
+    add("--train.activation_checkpointing_layers=0 (every layer recomputes)",
+        [](TrainSetup& s) { s.activation_checkpointing_layers = 0; });
   // Long sequences: the MLP's intermediate-wide tensors for 8192 tokens at a time (model/tiled_mlp.h).
   if (setup.on_gpu && (setup.mlp_chunk_tokens == 0 || setup.mlp_chunk_tokens > 8192) && setup.seq_len > 8192)
     add("--train.mlp_chunk_tokens=8192", [](TrainSetup& s) { s.mlp_chunk_tokens = 8192; });

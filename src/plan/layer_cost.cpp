@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "ranktune/core/activation_checkpointing_layers.h"
 #include "ranktune/core/error.h"
 #include "ranktune/core/pinned_bytes.h"
 
@@ -154,6 +155,7 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   s.fused_kernels = cfg.train.kernels == "fused";
   s.mlp_chunk_tokens = cfg.train.mlp_chunk_tokens;
   s.activation_checkpointing = cfg.train.activation_checkpointing;
+  s.activation_checkpointing_layers = cfg.train.activation_checkpointing_layers;
   s.activation_offload = cfg.train.activation_offload;
   if (cfg.train.activation_offload_host_gib > 0)
     s.offload_host_bytes = offload_host_budget(cfg.train.activation_offload_host_gib, 0, 1);
@@ -213,12 +215,13 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     UnitCost u = make_unit("layer " + std::to_string(i), lp, s, lora ? 0 : lp);
     if (nf4) u.weight_bytes = nf4_bytes + (lp - linear_params) * precision(s).weight;
     if (lora) u.state_bytes += adapters * (4 + 4 + 8);  // fp32 adapter, its gradient, two moments
-    u.activation_bytes = s.activation_checkpointing ? tokens * act_bytes * d : tokens * saved_per_token;
+    const bool recomputed = s.activation_checkpointing &&
+                            activation_checkpointed_layer(i, m.num_layers, s.activation_checkpointing_layers);
+    u.activation_bytes = recomputed ? tokens * act_bytes * d : tokens * saved_per_token;
     // On the CPU the host is the device: the offload moves nothing there. An offloaded input pins a power-of-two
     // block (pinned_bytes.h); past the host cap an input stays.
     const std::int64_t pinned = pinned_block_bytes(u.activation_bytes);
-    const bool offload = s.activation_checkpointing && s.activation_offload && s.on_gpu &&
-                         pinned <= s.offload_host_bytes - offloaded;
+    const bool offload = recomputed && s.activation_offload && s.on_gpu && pinned <= s.offload_host_bytes - offloaded;
     if (offload) {
       offloaded += pinned;
       u.host_bytes = pinned;
@@ -227,7 +230,7 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     // Checkpointed, its backward recomputes the layer and holds all of that at once (measured on an 8B stage at
     // 16 x 2048 tokens: 6.6 GiB above the plan before this was counted), with the backward's own gradients on top
     // (counted on a GPU, whose per-path saved counts would otherwise fall below the measured peaks).
-    if (s.activation_checkpointing) u.working_bytes = chunk_tokens * saved_per_token;
+    if (recomputed) u.working_bytes = chunk_tokens * saved_per_token;
     // Offloaded, the input of the layer whose backward comes next is brought back during this one's (prefetched).
     if (offload) u.working_bytes += chunk_tokens * act_bytes * d;
     if (s.on_gpu)

@@ -345,6 +345,9 @@ std::string PipelineExecutor::describe() const {
      << (chunks_ == 1 ? std::string("sequential (one stage busy at a time)")
                       : "GPipe with " + std::to_string(chunks_) + " micro-batches per micro-step")
      << (model_.activation_checkpointing() ? ", activation checkpointing" : "")
+     << (model_.activation_checkpointing() && model_.activation_checkpointed_layers() < layers
+             ? " of " + std::to_string(model_.activation_checkpointed_layers()) + " layers"
+             : "")
      << (threaded_ ? ", one host thread per stage" : "") << ":";
   for (std::size_t s = 0; s < stages_.size(); ++s)
     os << (s ? ";" : "") << " [" << stages_[s].device.str() << "] " << unit(stages_[s].first_unit)

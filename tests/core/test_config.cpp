@@ -1,9 +1,12 @@
 // Config parsing: precedence, unknown keys, malformed lines, bad values, missing file, no prefix guessing, hashing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "ranktune/core/activation_checkpointing_layers.h"
 #include "ranktune/core/cli.h"
 #include "ranktune/core/config.h"
 #include "ranktune/core/error.h"
@@ -184,6 +187,58 @@ TEST_F(ConfigTest, ActivationOffloadNeedsActivationCheckpointing) {
   cfg.train.activation_checkpointing = true;
   EXPECT_NO_THROW(config_validate_train(cfg));
   EXPECT_FALSE(Config{}.train.activation_offload);
+}
+
+TEST_F(ConfigTest, ActivationCheckpointingLayers) {
+  Config cfg = config_apply(parse({"train", "--train.activation_checkpointing_layers=3"}).values);
+  EXPECT_EQ(cfg.train.activation_checkpointing_layers, 3);
+  std::string msg = error_of([&] { config_validate_train(cfg); });
+  EXPECT_NE(msg.find("train.activation_checkpointing_layers=3 needs train.activation_checkpointing=true"),
+            std::string::npos)
+      << msg;
+  cfg.train.activation_checkpointing = true;
+  EXPECT_NO_THROW(config_validate_train(cfg));
+  EXPECT_NO_THROW(config_validate_for_layers(cfg, 3));
+  msg = error_of([&] { config_validate_for_layers(cfg, 2); });
+  EXPECT_NE(msg.find("train.activation_checkpointing_layers=3 is more than the model's 2 layers"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("hint: use at most 2, or 0 for every layer"), std::string::npos) << msg;
+  cfg.train.activation_checkpointing_layers = -1;
+  msg = error_of([&] { config_validate_train(cfg); });
+  EXPECT_NE(msg.find("train.activation_checkpointing_layers must be >= 0"), std::string::npos) << msg;
+  EXPECT_EQ(Config{}.train.activation_checkpointing_layers, 0);
+}
+
+// The rule the model and the planner share: `count` of `layers` spread evenly; 0 or all of them: every layer.
+TEST(ActivationCheckpointedLayers, SpreadEvenlyOverTheModel) {
+  auto pattern = [](std::int64_t layers, std::int64_t count) {
+    std::string p;
+    for (std::int64_t i = 0; i < layers; ++i) p += activation_checkpointed_layer(i, layers, count) ? 'R' : '.';
+    return p;
+  };
+  EXPECT_EQ(pattern(8, 0), "RRRRRRRR");
+  EXPECT_EQ(pattern(8, 8), "RRRRRRRR");
+  EXPECT_EQ(pattern(8, 9), "RRRRRRRR");
+  EXPECT_EQ(pattern(8, 4), ".R.R.R.R");
+  EXPECT_EQ(pattern(8, 2), "...R...R");
+  EXPECT_EQ(pattern(8, 1), ".......R");
+  EXPECT_EQ(pattern(8, 6), ".RRR.RRR");
+  EXPECT_EQ(pattern(5, 2), "..R.R");
+  for (std::int64_t layers : {1, 4, 22, 32, 80})
+    for (std::int64_t count = 0; count <= layers + 1; ++count) {
+      const std::string p = pattern(layers, count);
+      const std::int64_t want = activation_checkpointed_count(layers, count);
+      EXPECT_EQ(static_cast<std::int64_t>(std::count(p.begin(), p.end(), 'R')), want) << layers << " " << count;
+      EXPECT_EQ(want, count <= 0 || count > layers ? layers : count);
+      // Evenly: any window of w layers holds within one of w * count / layers recomputing ones.
+      for (std::int64_t w = 1; w <= layers && count > 0 && count < layers; ++w)
+        for (std::int64_t a = 0; a + w <= layers; ++a) {
+          const auto in = std::count(p.begin() + a, p.begin() + a + w, 'R');
+          EXPECT_LE(std::abs(static_cast<double>(in) - static_cast<double>(w * count) / static_cast<double>(layers)),
+                    1.0)
+              << p << " window " << a << "+" << w;
+        }
+    }
 }
 
 TEST_F(ConfigTest, HashDependsOnEffectiveValuesOnly) {

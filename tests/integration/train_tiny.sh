@@ -92,19 +92,33 @@ expect both err "train.steps (command line --train.steps) and train.epochs (comm
 
 # README's long-sequence line (activation checkpointing, offload, the tiled MLP) through the binary, LoRA: 8 x 128
 # tokens in MLP slices of 100 rows give the losses of the whole MLP to rounding (the slices change only the summation
-# order; with LoRA dropout they would draw other masks, see tests/model/test_tiled_mlp.cpp for their replay).
-for variant in whole:0 tiled:100; do
-  run "long_${variant%%:*}" 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu \
+# order; with LoRA dropout they would draw other masks, see tests/model/test_tiled_mlp.cpp for their replay). And
+# one of the layers recomputing (train.activation_checkpointing_layers=1), the others keeping their activations:
+# the same losses.
+for variant in whole:0:0 tiled:100:0 part:0:1; do
+  IFS=: read -r name chunk layers <<<"$variant"
+  run "long_$name" 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu \
     --train.steps=8 --train.log_every=1 --train.eval_every=0 --checkpoint.every_steps=0 --lora.r=8 \
-    --train.activation_checkpointing=true --train.activation_offload=true --train.mlp_chunk_tokens="${variant#*:}" \
-    --output_dir="$WORK/long_${variant%%:*}" --checkpoint.dir="$WORK/long_${variant%%:*}/ckpt"
+    --train.activation_checkpointing=true --train.activation_offload=true --train.mlp_chunk_tokens="$chunk" \
+    --train.activation_checkpointing_layers="$layers" --output_dir="$WORK/long_$name" --checkpoint.dir="$WORK/long_$name/ckpt"
 done
+expect long_whole out "activation checkpointing: every layer recomputes its forward in backward"
+expect long_part out "activation checkpointing: 1 of 4 layers recompute their forward in backward (3;"
 python3 - "$WORK/long_whole/metrics.jsonl" "$WORK/long_tiled/metrics.jsonl" <<'PY' && ok "tiled MLP: the losses of the whole MLP" || fail "tiled MLP: losses differ"
 import json, sys
 whole, tiled = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
 print(f"  whole {whole[-1]:.6f}, tiled {tiled[-1]:.6f}")
 sys.exit(0 if len(whole) == len(tiled) == 8 and all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(whole, tiled)) else 1)
 PY
+python3 - "$WORK/long_whole/metrics.jsonl" "$WORK/long_part/metrics.jsonl" <<'PY' && ok "one layer of four recomputing: the losses of all four" || fail "partial activation checkpointing: losses differ"
+import json, sys
+whole, part = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
+print(f"  every layer {whole[-1]:.6f}, one layer {part[-1]:.6f}")
+sys.exit(0 if len(whole) == len(part) == 8 and all(abs(a - b) <= 1e-6 * abs(a) for a, b in zip(whole, part)) else 1)
+PY
+run ac_layers_over 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=1 \
+  --train.activation_checkpointing=true --train.activation_checkpointing_layers=9 --output_dir="$WORK/ac_over"
+expect ac_layers_over err "train.activation_checkpointing_layers=9 is more than the model's 4 layers"
 
 # The same job under mpirun -np 2 as the README launches it (DDP over MPI on CPU, micro batch 4 per rank: the
 # single process's global batch of 8), 40 steps to bound the time. Without OMP_NUM_THREADS the two ranks share the

@@ -83,7 +83,8 @@ struct BudgetSeen {
 };
 Step train_step(const LlamaConfig& c, const at::TensorOptions& options, const std::optional<LoraConfig>& lora,
                 bool offload, const Batch& batch, std::uint64_t dropout_seed = 11,
-                std::int64_t host_cap = std::numeric_limits<std::int64_t>::max(), BudgetSeen* budget = nullptr) {
+                std::int64_t host_cap = std::numeric_limits<std::int64_t>::max(), BudgetSeen* budget = nullptr,
+                std::int64_t checkpointed_layers = 0) {
   Llama model = llama_random(c, 7, options);
   if (lora) {
     lora_apply(*model, *lora, 3);
@@ -92,7 +93,7 @@ Step train_step(const LlamaConfig& c, const at::TensorOptions& options, const st
     for (auto& p : model->named_parameters())
       if (p.key().find("lora_B") != std::string::npos) p.value().normal_(0, 0.05);  // adapters that matter
   }
-  model->set_activation_checkpointing(true);
+  model->set_activation_checkpointing(true, checkpointed_layers);
   model->set_activation_offload(offload, host_cap);
   EXPECT_TRUE(model->is_training());
   torch::manual_seed(dropout_seed);
@@ -130,13 +131,24 @@ TEST(ActivationOffload, CpuFullFineTuneIsBitIdentical) {
   expect_identical(ckpt, off);
 }
 
+// The tiny model with four layers and its packed batch on the CPU; each layer input is [2, 24, hidden] in fp32.
+struct FourLayers {
+  LlamaConfig config = [] {
+    LlamaConfig c = test::tiny_llama();
+    c.num_layers = 4;
+    return c;
+  }();
+  Batch batch = packed_batch(config.vocab_size, 24, at::kCPU);
+  std::int64_t input_bytes = 2 * 24 * config.hidden_size * 4;
+};
+
 // A host cap of two layer inputs: the first two layers offload, the others keep their input as checkpointing alone
 // does; loss and gradients unchanged, and the cap's bytes come back once the backward has consumed the inputs.
 TEST(ActivationOffload, AHostCapKeepsTheInputsPastItOnTheDevice) {
-  LlamaConfig c = test::tiny_llama();
-  c.num_layers = 4;
-  const Batch b = packed_batch(c.vocab_size, 24, at::kCPU);
-  const std::int64_t input_bytes = 2 * 24 * c.hidden_size * 4;  // [2, 24, hidden] fp32
+  const FourLayers k;
+  const LlamaConfig& c = k.config;
+  const Batch& b = k.batch;
+  const std::int64_t input_bytes = k.input_bytes;
   const Step ckpt = train_step(c, {}, lora_with_dropout(), false, b);
   BudgetSeen seen;
   const Step capped = train_step(c, {}, lora_with_dropout(), true, b, 11, 2 * input_bytes + input_bytes / 2, &seen);
@@ -151,6 +163,37 @@ TEST(ActivationOffload, AHostCapKeepsTheInputsPastItOnTheDevice) {
   EXPECT_EQ(all.held_after_forward, 4 * input_bytes);
   EXPECT_EQ(all.refused, 0);
   EXPECT_EQ(all.held_after_backward, 0);
+}
+
+// train.activation_checkpointing_layers: only the layers that recompute go through activation checkpointing, so only
+// their inputs are offloaded (the budget counts them: 1, 2 and 3 of 4 layers); the others keep their activations.
+// Loss and gradients equal every layer recomputing, with LoRA dropout (masks drawn in both kinds of layer).
+TEST(ActivationOffload, OnlyTheLayersThatRecomputeOffload) {
+  const FourLayers k;
+  const LlamaConfig& c = k.config;
+  const Batch& b = k.batch;
+  const std::int64_t input_bytes = k.input_bytes;
+  const Step every = train_step(c, {}, lora_with_dropout(), false, b);
+  for (const std::int64_t layers : {1, 2, 3}) {
+    SCOPED_TRACE(std::to_string(layers) + " of 4 layers recompute");
+    BudgetSeen seen;
+    const Step part =
+        train_step(c, {}, lora_with_dropout(), true, b, 11, std::numeric_limits<std::int64_t>::max(), &seen, layers);
+    expect_identical(every, part);
+    EXPECT_EQ(seen.held_after_forward, layers * input_bytes);
+    EXPECT_EQ(seen.refused, 0);
+    EXPECT_EQ(seen.held_after_backward, 0);
+  }
+  Llama model = llama_random(c, 7);
+  model->set_activation_checkpointing(true, 2);
+  EXPECT_EQ(model->activation_checkpointed_layers(), 2);
+  EXPECT_FALSE(model->activation_checkpointed(0));
+  EXPECT_TRUE(model->activation_checkpointed(1));
+  EXPECT_FALSE(model->activation_checkpointed(2));
+  EXPECT_TRUE(model->activation_checkpointed(3));
+  model->set_activation_checkpointing(false, 2);
+  EXPECT_EQ(model->activation_checkpointed_layers(), 0);
+  EXPECT_FALSE(model->activation_checkpointed(1));
 }
 
 TEST(OffloadBudget, TakesWhatFitsAndCountsRefusals) {
@@ -215,6 +258,32 @@ TEST(ActivationOffload, KeepsACopyOfTheLayerInput) {
   }
 }
 
+// An input over 1 MiB goes to the host in power-of-two pieces (core/pinned_bytes.h), here two (1 MiB and the rest),
+// and comes back whole: the same gradients as keeping it, bit for bit. The CPU runs the device path's split and join.
+TEST(ActivationOffload, AnInputOverAMebibyteGoesInPieces) {
+  LlamaConfig c = test::tiny_llama();
+  c.hidden_size = 256;
+  Llama model = llama_random(c, 7);
+  DecoderBlockImpl& block = *model->block(0);
+  const std::int64_t seq = 600;
+  const RopeCache rope = model->rope(seq, at::kCPU, at::kFloat);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  const at::Tensor x0 = at::randn({2, seq, c.hidden_size}, gen);
+  const at::Tensor g = at::randn({2, seq, c.hidden_size}, gen);
+  ASSERT_EQ(pinned_pieces(static_cast<std::int64_t>(x0.nbytes())).size(), 2u);
+  std::vector<at::Tensor> grads;
+  for (const bool offload : {false, true}) {
+    const at::Tensor x = x0.clone().requires_grad_(true);
+    auto budget = std::make_shared<OffloadBudget>();
+    const at::Tensor out = activation_checkpoint_forward(block, x, rope, {}, offload, budget);
+    EXPECT_EQ(budget->held(), offload ? static_cast<std::int64_t>(x0.nbytes()) : 0);
+    out.backward(g);
+    EXPECT_EQ(budget->held(), 0);
+    grads.push_back(x.grad());
+  }
+  EXPECT_TRUE(at::equal(grads[0], grads[1]));
+}
+
 #ifdef RANKTUNE_HAVE_CUDA
 
 // A model big enough that its layer inputs are whole allocator blocks, small enough for a quick test.
@@ -264,8 +333,8 @@ TEST_P(ActivationOffloadGpu, EqualsCheckpointingAlone) {
   }
 }
 
-// On a GPU the cap counts what the caching host allocator pins, a power-of-two block per input (pinned_bytes.h), and
-// gets it all back after the backward; a cap of two such blocks offloads two layers.
+// On a GPU the cap counts what the caching host allocator pins, a power-of-two block per input piece (pinned_bytes.h),
+// and gets it all back after the backward; a cap of two such blocks offloads two layers.
 TEST_P(ActivationOffloadGpu, TheHostCapCountsPinnedBlocks) {
   const LlamaConfig c = gpu_config();
   const at::TensorOptions options = at::TensorOptions().device(gpu).dtype(GetParam());
@@ -283,6 +352,33 @@ TEST_P(ActivationOffloadGpu, TheHostCapCountsPinnedBlocks) {
   EXPECT_EQ(two.refused, c.num_layers - 2);
   EXPECT_EQ(two.held_after_backward, 0);
   EXPECT_TRUE(a.loss.isfinite().item<bool>());
+}
+
+// An input of 2.5 MiB (not a power of two) pins 2 MiB + 512 KiB, exactly its size: the host allocator's bytes in use
+// after the forward grow by the inputs, not by 4 MiB blocks; the budget counts the same and gets it back.
+TEST_P(ActivationOffloadGpu, TheOffloadPinsItsPiecesExactly) {
+  LlamaConfig c = gpu_config();
+  c.max_position_embeddings = 4096;
+  const auto element = static_cast<std::int64_t>(c10::elementSize(GetParam()));
+  const std::int64_t asked = 5 * (std::int64_t{1} << 19), seq = asked / (2 * c.hidden_size * element);
+  ASSERT_EQ(pinned_pieces(asked), (std::vector<std::int64_t>{std::int64_t{1} << 21, std::int64_t{1} << 19}));
+  const Batch b = packed_batch(c.vocab_size, seq, gpu);
+  Llama model = llama_random(c, 7, at::TensorOptions().device(gpu).dtype(GetParam()));
+  model->set_activation_checkpointing(true);
+  model->set_activation_offload(true);
+  auto pinned = [] {
+    at::getHostAllocator(at::kCUDA)->empty_cache();
+    return at::getHostAllocator(at::kCUDA)->get_stats().allocated_bytes.current;
+  };
+  const std::int64_t before = pinned();
+  const at::Tensor logits = model->forward(b.tokens, b.positions, b.documents);
+  torch::cuda::synchronize();
+  EXPECT_EQ(pinned() - before, c.num_layers * asked);
+  EXPECT_EQ(model->offload_budget().held(), c.num_layers * asked);
+  causal_lm_loss(logits, b.labels).backward();
+  torch::cuda::synchronize();
+  EXPECT_EQ(model->offload_budget().held(), 0);
+  EXPECT_EQ(pinned(), before);
 }
 
 // Without the offload every layer's input stays allocated on the device from its forward to its backward; with it

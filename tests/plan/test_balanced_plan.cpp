@@ -6,8 +6,10 @@
 #include <random>
 #include <string>
 
+#include "ranktune/core/activation_checkpointing_layers.h"
 #include "ranktune/core/error.h"
 #include "ranktune/core/pinned_bytes.h"
+#include "ranktune/core/text.h"
 #include "ranktune/plan/balanced_plan.h"
 #include "support/model_shapes.h"
 
@@ -343,7 +345,8 @@ TEST(LayerCost, ActivationOffloadMovesTheLayerInputsToTheHost) {
 
 // A host cap (train.activation_offload_host_gib, or 80% of the host's available memory): the first layers' inputs in
 // forward order go to the host while they fit, the others stay on the device, as the model's OffloadBudget decides.
-// Llama-3-8B at 344,064 tokens: 2.625 GiB an input, pinned as a 4 GiB block; a 64 GiB cap offloads 16 of the 32.
+// Llama-3-8B at 344,064 tokens: 2.625 GiB an input, pinned in three power-of-two pieces (core/pinned_bytes.h) that
+// take exactly that; a 64 GiB cap offloads 24 of the 32.
 TEST(LayerCost, AHostCapKeepsTheInputsPastItOnTheDevice) {
   const auto m = llama3_8b();
   TrainSetup s;
@@ -361,31 +364,98 @@ TEST(LayerCost, AHostCapKeepsTheInputsPastItOnTheDevice) {
     const int index = std::stoi(u.name.substr(6));
     if (u.host_bytes > 0) {
       ++offloaded;
-      EXPECT_LT(index, 16) << u.name;
+      EXPECT_LT(index, 24) << u.name;
     } else {
       ++kept;
       EXPECT_EQ(u.activation_bytes, input) << u.name;
     }
   }
-  EXPECT_EQ(offloaded, 16);
-  EXPECT_EQ(kept, 16);
-  EXPECT_EQ(host, 16 * 4 * GiB);
-  EXPECT_EQ(training_footprint_bytes(m, s) - uncapped, 16 * input);
-  // Uncapped, every input pins its rounded block: 128 GiB, where the inputs themselves are 84 (the 344k run that the
+  EXPECT_EQ(offloaded, 24);
+  EXPECT_EQ(kept, 8);
+  EXPECT_EQ(host, 24 * input);
+  EXPECT_EQ(training_footprint_bytes(m, s) - uncapped, 8 * input);
+  // Uncapped, every input pins its pieces: 84 GiB (one power-of-two block an input pinned 128 GiB, which the
   // out-of-memory killer ended on a 125 GiB host).
   s.offload_host_bytes = std::numeric_limits<std::int64_t>::max();
   std::int64_t all = 0;
   for (const auto& u : layer_costs(m, s)) all += u.host_bytes;
-  EXPECT_EQ(all, 128 * GiB);
-  EXPECT_EQ(pinned_block_bytes(input), 4 * GiB);
-  EXPECT_EQ(pinned_block_bytes(GiB), GiB);
-  EXPECT_EQ(pinned_block_bytes(GiB + 1), 2 * GiB);
-  EXPECT_EQ(pinned_block_bytes(0), 0);
+  EXPECT_EQ(all, 84 * GiB);
+  EXPECT_EQ(pinned_block_bytes(input), input);
   // The rule of the cap: an explicit GiB wins; else 80% of what is available, shared among the node's ranks.
   EXPECT_EQ(offload_host_budget(12.5, 0, 4), 25 * GiB / 2);
   EXPECT_EQ(offload_host_budget(0, 100 * GiB, 1), 80 * GiB);
   EXPECT_EQ(offload_host_budget(0, 100 * GiB, 4), 20 * GiB);
   EXPECT_EQ(offload_host_budget(0, UINT64_MAX, 2), std::numeric_limits<std::int64_t>::max());
+}
+
+// train.activation_checkpointing_layers: a layer that recomputes costs what it costs under activation checkpointing,
+// one that does not what it costs without (its saved activations, no recomputation working set), in the pattern of the
+// model's rule; the footprint grows as fewer layers recompute (down to a few: one recomputing layer's working set is
+// about what keeping its activations costs). A run with some layers not recomputing that does not fit is offered
+// every layer recomputing. Llama-3-8B QLoRA, 2 x 2048 tokens.
+TEST(LayerCost, SomeLayersRecomputing) {
+  const auto m = llama3_8b();
+  TrainSetup none;
+  none.lora_r = 16;
+  none.nf4 = true;
+  none.micro_batch = 2;
+  none.fused_loss = true;
+  TrainSetup all = none;
+  all.activation_checkpointing = true;
+  const std::vector<UnitCost> u_none = layer_costs(m, none), u_all = layer_costs(m, all);
+  ASSERT_NE(u_none[1].activation_bytes, u_all[1].activation_bytes);
+  std::int64_t smaller = training_footprint_bytes(m, all);
+  for (const std::int64_t n : {24, 16, 8}) {
+    SCOPED_TRACE(std::to_string(n) + " layers recompute");
+    TrainSetup part = all;
+    part.activation_checkpointing_layers = n;
+    const std::vector<UnitCost> u = layer_costs(m, part);
+    ASSERT_EQ(u.size(), u_all.size());
+    int recomputing = 0;
+    for (int i = 0; i < m.num_layers; ++i) {
+      const UnitCost& want = activation_checkpointed_layer(i, m.num_layers, n) ? u_all[i + 1] : u_none[i + 1];
+      recomputing += activation_checkpointed_layer(i, m.num_layers, n);
+      EXPECT_EQ(u[i + 1].activation_bytes, want.activation_bytes) << u[i + 1].name;
+      EXPECT_EQ(u[i + 1].working_bytes, want.working_bytes) << u[i + 1].name;
+      EXPECT_EQ(u[i + 1].bytes(), want.bytes()) << u[i + 1].name;
+    }
+    EXPECT_EQ(recomputing, n);
+    const std::int64_t footprint = training_footprint_bytes(m, part);
+    EXPECT_GT(footprint, smaller);
+    smaller = footprint;
+  }
+  EXPECT_LT(smaller, training_footprint_bytes(m, none));
+
+  TrainSetup part = all;
+  part.activation_checkpointing_layers = 4;
+  const std::int64_t budget = (training_footprint_bytes(m, all) + training_footprint_bytes(m, part)) / 2;
+  try {
+    plan_balanced_for(m, part, {{0, budget}}, 1);
+    FAIL() << "4 layers recomputing fit below its footprint";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_NE(e.hint().find("--train.activation_checkpointing_layers=0 (every layer recomputes)"), std::string::npos)
+        << e.hint();
+  }
+  EXPECT_NO_THROW(plan_balanced_for(m, all, {{0, budget}}, 1));
+
+  // Refused without checkpointing, the hint names the fewest layers recomputing that fit: here 16, just fitting.
+  TrainSetup sixteen = all;
+  sixteen.activation_checkpointing_layers = 16;
+  TrainSetup fifteen = all;
+  fifteen.activation_checkpointing_layers = 15;
+  const std::int64_t just = training_footprint_bytes(m, sixteen);
+  ASSERT_GT(training_footprint_bytes(m, fifteen), just);
+  try {
+    plan_balanced_for(m, none, {{0, just}}, 1);
+    FAIL() << "no checkpointing fit below 16 layers recomputing";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_EQ(
+        e.hint().rfind("any of: --train.activation_checkpointing=true --train.activation_checkpointing_layers=16 (" +
+                           format_bytes(just) + " in total); --train.activation_checkpointing=true (",
+                       0),
+        0u)
+        << e.hint();
+  }
 }
 
 }  // namespace

@@ -49,6 +49,7 @@ struct Case {
   int lora_r;
   bool checkpointing;
   std::vector<std::pair<int, int>> stages;  // unit ranges; units 0 = embed, 1..4 = layers, 5 = head
+  std::int64_t checkpointed_layers = 0;     // train.activation_checkpointing_layers (0 = every layer)
 };
 
 void check_case(const Case& k) {
@@ -63,7 +64,7 @@ void check_case(const Case& k) {
     for (StageThreads threads : {StageThreads::off, StageThreads::on}) {
       SCOPED_TRACE("micro_batches " + std::to_string(m) + (threads == StageThreads::on ? ", a thread per stage" : ""));
       Llama model = test::make_model(k.tied, k.lora_r, cpu);
-      model->set_activation_checkpointing(k.checkpointing);
+      model->set_activation_checkpointing(k.checkpointing, k.checkpointed_layers);
       std::vector<StageRange> stages;
       for (auto [a, b] : k.stages) stages.push_back({at::Device(at::kCPU), a, b});
       place_stages(*model, stages);
@@ -83,6 +84,7 @@ TEST(Pipeline, HeadAloneOnItsStage) { check_case({true, 0, false, {{0, 4}, {5, 5
 TEST(Pipeline, LoraFourStages) { check_case({false, 4, false, {{0, 1}, {2, 2}, {3, 4}, {5, 5}}}); }
 TEST(Pipeline, LoraWithActivationCheckpointing) { check_case({true, 4, true, {{0, 2}, {3, 5}}}); }
 TEST(Pipeline, FullWithActivationCheckpointing) { check_case({false, 0, true, {{0, 1}, {2, 3}, {4, 5}}}); }
+TEST(Pipeline, LoraWithHalfTheLayersRecomputing) { check_case({false, 4, true, {{0, 2}, {3, 5}}, 2}); }
 TEST(Pipeline, OneStageIsThePlainModel) { check_case({false, 0, false, {{0, 5}}}); }
 
 TEST(Pipeline, RefusesMoreChunksThanSequences) {
@@ -127,6 +129,25 @@ TEST(ActivationCheckpointing, SameGradientsAsPlainBackwardWithDropout) {
   at::manual_seed(100);
   Llama other = test::make_model(false, 4, cpu, 0.3);
   EXPECT_NE(test::reference_step(*other, bt, 0.01), a);
+}
+
+// Some layers recomputing, the others keeping their activations (train.activation_checkpointing_layers): the loss and
+// gradients of plain backward, with LoRA dropout drawn in both kinds of layer.
+TEST(ActivationCheckpointing, SomeLayersRecomputingGiveTheSameGradients) {
+  const BatchTensors bt = test::make_batch(3, 10);
+  const at::TensorOptions cpu = at::TensorOptions().dtype(at::kFloat);
+  Llama plain = test::make_model(false, 4, cpu, /*lora_dropout=*/0.3);
+  at::manual_seed(99);
+  const double a = test::reference_step(*plain, bt, 0.01);
+  for (const std::int64_t layers : {1, 2, 3}) {
+    SCOPED_TRACE(std::to_string(layers) + " layers recompute");
+    Llama part = test::make_model(false, 4, cpu, 0.3);
+    part->set_activation_checkpointing(true, layers);
+    EXPECT_EQ(part->activation_checkpointed_layers(), layers);
+    at::manual_seed(99);
+    EXPECT_DOUBLE_EQ(test::reference_step(*part, bt, 0.01), a);
+    test::expect_same_grads(test::grads_of(*part), test::grads_of(*plain), 1e-6);
+  }
 }
 
 TEST(ActivationCheckpointing, EvaluationUnderNoGradIsUnchanged) {

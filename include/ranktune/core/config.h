@@ -61,7 +61,9 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;
   bool activation_checkpointing = false;
-  bool activation_offload = false;         // the layer inputs activation checkpointing keeps, in pinned host memory
+  long activation_checkpointing_layers =
+      0;                            // > 0: only this many layers recompute (core/activation_checkpointing_layers.h)
+  bool activation_offload = false;  // the layer inputs activation checkpointing keeps, in pinned host memory
   double activation_offload_host_gib = 0;  // the most those hold per rank; 0 = from the host's available memory
   long mlp_chunk_tokens = 0;               // > 0: the MLP in slices of this many tokens (model/tiled_mlp.h)
   std::string precision = "auto";          // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
@@ -175,6 +177,9 @@ void config_validate(const Config& cfg);
 // that describe what trains (model.quantize=nf4 needs LoRA), which export and generate read from the checkpoint
 // instead. Throws ConfigError.
 void config_validate_train(const Config& cfg);
+// The checks of config_validate_train that need the model's layer count (a model directory's config.json is read
+// first): train.activation_checkpointing_layers at most num_layers. Throws ConfigError.
+void config_validate_for_layers(const Config& cfg, std::int64_t num_layers);
 
 // FNV-1a 64 over "key=value\n" in schema order: equal on every rank iff the effective configs are equal.
 std::uint64_t config_hash(const Config& cfg);

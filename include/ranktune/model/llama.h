@@ -79,9 +79,16 @@ class LlamaImpl : public torch::nn::Module {
   at::Device block_device(std::int64_t i) const;
   at::Device head_device() const;
 
-  // Recompute each layer's activations in backward instead of keeping them (train.activation_checkpointing).
-  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  // Recompute layers' activations in backward instead of keeping them (train.activation_checkpointing): `layers` of
+  // them spread evenly (train.activation_checkpointing_layers, core/activation_checkpointing_layers.h); 0 = every one.
+  void set_activation_checkpointing(bool on, std::int64_t layers = 0) {
+    activation_checkpointing_ = on;
+    activation_checkpointing_layers_ = layers;
+  }
   bool activation_checkpointing() const { return activation_checkpointing_; }
+  // How many layers recompute (0 without activation checkpointing), and whether layer i does.
+  std::int64_t activation_checkpointed_layers() const;
+  bool activation_checkpointed(std::int64_t i) const;
   // Keep the layer inputs that activation checkpointing saves in pinned host memory until their backward
   // (train.activation_offload), at most max_host_bytes of them at once (the ones past it stay on the device);
   // nothing changes without activation checkpointing.
@@ -114,6 +121,7 @@ class LlamaImpl : public torch::nn::Module {
   LlamaConfig config_;
   Rope rope_;
   bool activation_checkpointing_ = false;
+  std::int64_t activation_checkpointing_layers_ = 0;
   bool activation_offload_ = false;
   std::shared_ptr<OffloadBudget> offload_budget_ = std::make_shared<OffloadBudget>();
   bool fused_loss_ = false;

@@ -20,6 +20,9 @@ struct TrainSetup {
   std::vector<std::string> lora_targets{"q", "k", "v", "o", "gate", "up", "down"};
   double lora_dropout = 0;  // > 0: each adapter keeps its own dropped input and mask
   bool activation_checkpointing = false;
+  // train.activation_checkpointing_layers: only this many layers recompute (core/activation_checkpointing_layers.h);
+  // the others keep their saved activations as without checkpointing. 0 = every layer.
+  std::int64_t activation_checkpointing_layers = 0;
   // train.kernels=fused: on a GPU, the fused RMSNorm, RoPE, SwiGLU and LoRA ops, which keep far fewer activations than
   // the eager reference ops (saved_bytes_per_token in layer_cost.cpp).
   bool fused_kernels = true;
