@@ -19,6 +19,21 @@ run bf16_70b 7 "$RANKTUNE_BIN" plan "${llama70b[@]}" --parallel.max_memory=0:78G
 expect bf16_70b err "training needs 161.4 GiB"
 expect bf16_70b err "QLoRA: --model.quantize=nf4 (67.3 GiB in total)"
 
+# Llama-3-8B QLoRA on one 78 GiB budget: the footprint by layers recomputing (train.activation_checkpointing_layers);
+# over a budget of 15 GiB without checkpointing, the hint names the fewest recomputing layers that fit (14: 15.0 GiB,
+# between 14.2 at 16 and 17.3 at 8); more layers than the model has is refused at start.
+llama8b=(--model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32 --model.num_kv_heads=8
+  --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false --model.max_seq_len=2048
+  --train.seq_len=2048 --train.micro_batch=2 --lora.r=16 --model.quantize=nf4)
+run nf4_8b_ac 0 "$RANKTUNE_BIN" plan "${llama8b[@]}" --train.activation_checkpointing=true --parallel.max_memory=0:78GiB
+expect nf4_8b_ac out "activation checkpointing: 32 of 32 layers recompute; the footprint on one device by --train.activation_checkpointing_layers: 0 (every layer) 7.9 GiB, 24 11.1 GiB, 16 14.2 GiB, 8 17.3 GiB; --train.activation_checkpointing=false 20.0 GiB"
+run nf4_8b_tight 7 "$RANKTUNE_BIN" plan "${llama8b[@]}" --parallel.max_memory=0:15GiB
+expect nf4_8b_tight err "hint: any of: --train.activation_checkpointing=true --train.activation_checkpointing_layers=14 (15.0 GiB in total)"
+expect nf4_8b_tight err "; --train.activation_checkpointing=true (7.9 GiB in total)"
+run nf4_8b_over 2 "$RANKTUNE_BIN" plan "${llama8b[@]}" --train.activation_checkpointing=true \
+  --train.activation_checkpointing_layers=33 --parallel.max_memory=0:78GiB
+expect nf4_8b_over err "train.activation_checkpointing_layers=33 is more than the model's 32 layers"
+
 # A bitsandbytes 4-bit directory (made by transformers + bitsandbytes) with its config.json edited.
 BNB="$RANKTUNE_SOURCE/tests/reference/fixtures/bnb4_tiny"
 quantized_dir() {  # quantized_dir NAME PYTHON-EDIT-OF-q
