@@ -31,7 +31,8 @@ double slowest_share(const std::vector<UnitCost>& units, const std::vector<int>&
 
 // The one-device footprint with every layer recomputing, three quarters, half, a quarter and none: what
 // train.activation_checkpointing_layers trades (each layer left out recomputes nothing and keeps its activations).
-std::string activation_checkpointing_choices(const LlamaConfig& shape, const TrainSetup& setup) {
+std::string activation_checkpointing_choices(const LlamaConfig& shape, const TrainSetup& setup,
+                                             const std::vector<DeviceBudget>& devices) {
   const std::int64_t layers = shape.num_layers;
   const std::int64_t chosen = activation_checkpointed_count(layers, setup.activation_checkpointing_layers);
   std::ostringstream os;
@@ -50,6 +51,16 @@ std::string activation_checkpointing_choices(const LlamaConfig& shape, const Tra
   off.activation_checkpointing = false;
   off.activation_checkpointing_layers = 0;
   os << "; --train.activation_checkpointing=false " << format_bytes(training_footprint_bytes(shape, off));
+  // On one device: what its budget holds, checkpointing off or the fewest layers recomputing.
+  if (devices.size() == 1) {
+    const std::int64_t budget = devices.front().bytes;
+    auto fits = [&](const TrainSetup& s) { return training_footprint_bytes(shape, s) <= budget; };
+    const std::int64_t n = fewest_recomputing_layers(shape, setup, fits);
+    os << "; within the budget of " << format_bytes(budget) << ": ";
+    if (fits(off)) os << "--train.activation_checkpointing=false";
+    else if (n > 0) os << "--train.activation_checkpointing_layers=" << n << " at the fewest";
+    else os << "every layer recomputing";
+  }
   return os.str();
 }
 
@@ -80,7 +91,7 @@ int cmd_plan(const AppContext& ctx) {
        << setup.seq_len << " tokens" << (setup.activation_checkpointing ? ", activation checkpointing" : "")
        << "; training footprint on one device " << format_bytes(training_footprint_bytes(shape, setup));
   log0() << head.str();
-  if (setup.activation_checkpointing) log0() << activation_checkpointing_choices(shape, setup);
+  if (setup.activation_checkpointing) log0() << activation_checkpointing_choices(shape, setup, devices);
   log0() << "\nranktune balanced plan (weights + gradients + optimizer state + activations; time share from FLOPs):\n"
          << plan_table(plan, balanced_stage_labels(placed));
 

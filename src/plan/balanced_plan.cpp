@@ -179,24 +179,15 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
         return false;
       }
     };
-    // The fewest layers recomputing that fit (train.activation_checkpointing_layers): the same results as every layer
-    // recomputing, with less recomputation. Counted down from all but one, as the footprint grows while fewer
-    // recompute.
-    const std::int64_t layers = model.num_layers;
-    const std::int64_t now = setup.activation_checkpointing
-                                 ? activation_checkpointed_count(layers, setup.activation_checkpointing_layers)
-                                 : 0;
-    TrainSetup fewest = setup, s = setup;
-    fewest.activation_checkpointing_layers = 0;
-    s.activation_checkpointing = true;
-    for (s.activation_checkpointing_layers = layers - 1; s.activation_checkpointing_layers > now && fits(s);
-         --s.activation_checkpointing_layers)
-      fewest = s;
-    if (fewest.activation_checkpointing_layers > 0)
+    // The fewest layers recomputing that fit: the same results as every layer recomputing, with less recomputation.
+    if (const std::int64_t n = fewest_recomputing_layers(model, setup, fits); n > 0) {
+      TrainSetup fewest = setup;
+      fewest.activation_checkpointing = true;
+      fewest.activation_checkpointing_layers = n;
       ways.push_back((setup.activation_checkpointing ? "" : "--train.activation_checkpointing=true ") +
-                     std::string("--train.activation_checkpointing_layers=") +
-                     std::to_string(fewest.activation_checkpointing_layers) + " (" +
+                     std::string("--train.activation_checkpointing_layers=") + std::to_string(n) + " (" +
                      format_bytes(training_footprint_bytes(model, fewest)) + " in total)");
+    }
     for (const PlanVariant& v : plan_variants(model, setup))
       if (fits(v.setup))
         ways.push_back(v.option + " (" + format_bytes(training_footprint_bytes(model, v.setup)) + " in total)");
@@ -204,6 +195,17 @@ BalancedPlan plan_balanced_for(const LlamaConfig& model, const TrainSetup& setup
                                          ? "more GPUs, or LoRA with activation checkpointing and a smaller micro-batch"
                                          : plan_ways_hint(ways, "more GPUs"));
   }
+}
+
+std::int64_t fewest_recomputing_layers(const LlamaConfig& model, const TrainSetup& setup,
+                                       const std::function<bool(const TrainSetup&)>& fits) {
+  std::int64_t fewest = 0;
+  TrainSetup s = setup;
+  s.activation_checkpointing = true;
+  for (s.activation_checkpointing_layers = model.num_layers - 1; s.activation_checkpointing_layers > 0 && fits(s);
+       --s.activation_checkpointing_layers)
+    fewest = s.activation_checkpointing_layers;
+  return fewest;
 }
 
 std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetup& setup) {

@@ -218,8 +218,8 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
     const bool recomputed = s.activation_checkpointing &&
                             activation_checkpointed_layer(i, m.num_layers, s.activation_checkpointing_layers);
     u.activation_bytes = recomputed ? tokens * act_bytes * d : tokens * saved_per_token;
-    // On the CPU the host is the device: the offload moves nothing there. An offloaded input pins a power-of-two
-    // block (pinned_bytes.h); past the host cap an input stays.
+    // On the CPU the host is the device: the offload moves nothing there. An offloaded input pins its power-of-two
+    // pieces (pinned_bytes.h); past the host cap an input stays.
     const std::int64_t pinned = pinned_block_bytes(u.activation_bytes);
     const bool offload = recomputed && s.activation_offload && s.on_gpu && pinned <= s.offload_host_bytes - offloaded;
     if (offload) {

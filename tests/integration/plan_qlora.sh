@@ -19,14 +19,17 @@ run bf16_70b 7 "$RANKTUNE_BIN" plan "${llama70b[@]}" --parallel.max_memory=0:78G
 expect bf16_70b err "training needs 161.4 GiB"
 expect bf16_70b err "QLoRA: --model.quantize=nf4 (67.3 GiB in total)"
 
-# Llama-3-8B QLoRA on one 78 GiB budget: the footprint by layers recomputing (train.activation_checkpointing_layers);
-# over a budget of 15 GiB without checkpointing, the hint names the fewest recomputing layers that fit (14: 15.0 GiB,
-# between 14.2 at 16 and 17.3 at 8); more layers than the model has is refused at start.
+# Llama-3-8B QLoRA: the footprint by layers recomputing (train.activation_checkpointing_layers) and what one budget
+# holds (78 GiB: checkpointing off; 15 GiB: 14 recomputing, 15.0 GiB planned, between 14.2 at 16 and 17.3 at 8);
+# over 15 GiB without checkpointing the refusal's hint names the same 14 first; more layers than the model has is
+# refused at start.
 llama8b=(--model.hidden_size=4096 --model.num_layers=32 --model.num_heads=32 --model.num_kv_heads=8
   --model.intermediate_size=14336 --model.vocab_size=128256 --model.tie_embeddings=false --model.max_seq_len=2048
   --train.seq_len=2048 --train.micro_batch=2 --lora.r=16 --model.quantize=nf4)
 run nf4_8b_ac 0 "$RANKTUNE_BIN" plan "${llama8b[@]}" --train.activation_checkpointing=true --parallel.max_memory=0:78GiB
-expect nf4_8b_ac out "activation checkpointing: 32 of 32 layers recompute; the footprint on one device by --train.activation_checkpointing_layers: 0 (every layer) 7.9 GiB, 24 11.1 GiB, 16 14.2 GiB, 8 17.3 GiB; --train.activation_checkpointing=false 20.0 GiB"
+expect nf4_8b_ac out "activation checkpointing: 32 of 32 layers recompute; the footprint on one device by --train.activation_checkpointing_layers: 0 (every layer) 7.9 GiB, 24 11.1 GiB, 16 14.2 GiB, 8 17.3 GiB; --train.activation_checkpointing=false 20.0 GiB; within the budget of 78.0 GiB: --train.activation_checkpointing=false"
+run nf4_8b_ac15 0 "$RANKTUNE_BIN" plan "${llama8b[@]}" --train.activation_checkpointing=true --parallel.max_memory=0:15GiB
+expect nf4_8b_ac15 out "; within the budget of 15.0 GiB: --train.activation_checkpointing_layers=14 at the fewest"
 run nf4_8b_tight 7 "$RANKTUNE_BIN" plan "${llama8b[@]}" --parallel.max_memory=0:15GiB
 expect nf4_8b_tight err "hint: any of: --train.activation_checkpointing=true --train.activation_checkpointing_layers=14 (15.0 GiB in total)"
 expect nf4_8b_tight err "; --train.activation_checkpointing=true (7.9 GiB in total)"

@@ -438,13 +438,21 @@ TEST(LayerCost, SomeLayersRecomputing) {
   }
   EXPECT_NO_THROW(plan_balanced_for(m, all, {{0, budget}}, 1));
 
-  // Refused without checkpointing, the hint names the fewest layers recomputing that fit: here 16, just fitting.
-  TrainSetup sixteen = all;
-  sixteen.activation_checkpointing_layers = 16;
-  TrainSetup fifteen = all;
-  fifteen.activation_checkpointing_layers = 15;
-  const std::int64_t just = training_footprint_bytes(m, sixteen);
-  ASSERT_GT(training_footprint_bytes(m, fifteen), just);
+  // The fewest recomputing under a budget, counted down while it fits: 16 at the footprint of 16 (one more than 15's);
+  // none below 31 when 31 does not fit; 1 when anything fits. Refused without checkpointing, the hint names them.
+  auto within = [&m](std::int64_t budget) {
+    return [&m, budget](const TrainSetup& s) { return training_footprint_bytes(m, s) <= budget; };
+  };
+  auto recomputing = [&all](std::int64_t n) {
+    TrainSetup s = all;
+    s.activation_checkpointing_layers = n;
+    return s;
+  };
+  const std::int64_t just = training_footprint_bytes(m, recomputing(16));
+  ASSERT_GT(training_footprint_bytes(m, recomputing(15)), just);
+  EXPECT_EQ(fewest_recomputing_layers(m, none, within(just)), 16);
+  EXPECT_EQ(fewest_recomputing_layers(m, all, within(training_footprint_bytes(m, recomputing(31)) - 1)), 0);
+  EXPECT_EQ(fewest_recomputing_layers(m, all, within(std::numeric_limits<std::int64_t>::max())), 1);
   try {
     plan_balanced_for(m, none, {{0, just}}, 1);
     FAIL() << "no checkpointing fit below 16 layers recomputing";

@@ -1,6 +1,6 @@
 // defines: activation_checkpointed_layer and activation_checkpointed_count, which decoder layers recompute their
 // forward in backward when train.activation_checkpointing_layers asks for `count` of a model's `layers`: spread
-// evenly (layer i recomputes when floor((i + 1) count / layers) > floor(i count / layers): half of them are the odd
+// evenly (layer i recomputes when floor((i + 1) count / layers) > floor(i count / layers): with half of them, the odd
 // layers), so each pipeline stage of balanced mode gets its share; count <= 0 or >= layers: every layer. The layers
 // left out keep their activations: no recomputation, more memory. The model and the planner follow the same rule.
 #pragma once

@@ -61,17 +61,16 @@ struct TrainConfig {
   double eps = 1e-8;
   double grad_clip = 1.0;
   bool activation_checkpointing = false;
-  long activation_checkpointing_layers =
-      0;                            // > 0: only this many layers recompute (core/activation_checkpointing_layers.h)
-  bool activation_offload = false;  // the layer inputs activation checkpointing keeps, in pinned host memory
-  double activation_offload_host_gib = 0;  // the most those hold per rank; 0 = from the host's available memory
-  long mlp_chunk_tokens = 0;               // > 0: the MLP in slices of this many tokens (model/tiled_mlp.h)
-  std::string precision = "auto";          // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
-  bool flash_varlen = true;                // packed documents: the flash kernel's variable-length form on GPU
-  std::string kernels = "fused";           // fused | eager (the unfused reference ops: transformers' and PEFT's order)
-  std::string fused_loss = "auto";         // auto (fused on GPU, the unfused reference on CPU) | true | false
-  bool adamw_one_pass = true;  // bf16/fp16 parameters with fp32 masters step in one kernel (kernels/adamw.h)
-  bool queue_ahead = true;     // the next step's forward and backward queued before this step's loss is read
+  long activation_checkpointing_layers = 0;  // > 0: only this many recompute (activation_checkpointing_layers.h)
+  bool activation_offload = false;           // the layer inputs activation checkpointing keeps, in pinned host memory
+  double activation_offload_host_gib = 0;    // the most those hold per rank; 0 = from the host's available memory
+  long mlp_chunk_tokens = 0;                 // > 0: the MLP in slices of this many tokens (model/tiled_mlp.h)
+  std::string precision = "auto";            // auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+  bool flash_varlen = true;                  // packed documents: the flash kernel's variable-length form on GPU
+  std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)
+  std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
+  bool adamw_one_pass = true;       // bf16/fp16 parameters with fp32 masters step in one kernel (kernels/adamw.h)
+  bool queue_ahead = true;          // the next step's forward and backward queued before this step's loss is read
   long eval_every = 50;
   long log_every = 10;
   long profile_steps = 0;  // > 0: Kineto profile of this many steps into output_dir (train/profile.h)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,12 @@ struct PlanVariant {
   TrainSetup setup;
 };
 std::vector<PlanVariant> plan_variants(const LlamaConfig& model, const TrainSetup& setup);
+
+// The fewest layers recomputing (train.activation_checkpointing_layers, with activation checkpointing) for which
+// `fits` holds, counted down from L - 1 while it does (the footprint grows as fewer recompute); 0 when L - 1 does not
+// fit.
+std::int64_t fewest_recomputing_layers(const LlamaConfig& model, const TrainSetup& setup,
+                                       const std::function<bool(const TrainSetup&)>& fits);
 
 // The hint that offers `ways` (variants with their footprints): "any of: A; B; or LAST", or LAST alone.
 std::string plan_ways_hint(const std::vector<std::string>& ways, const std::string& last);
