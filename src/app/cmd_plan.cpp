@@ -55,10 +55,10 @@ std::string activation_checkpointing_choices(const LlamaConfig& shape, const Tra
   if (devices.size() == 1) {
     const std::int64_t budget = devices.front().bytes;
     auto fits = [&](const TrainSetup& s) { return training_footprint_bytes(shape, s) <= budget; };
-    const std::int64_t n = fewest_recomputing_layers(shape, setup, fits);
     os << "; within the budget of " << format_bytes(budget) << ": ";
     if (fits(off)) os << "--train.activation_checkpointing=false";
-    else if (n > 0) os << "--train.activation_checkpointing_layers=" << n << " at the fewest";
+    else if (const std::int64_t n = fewest_recomputing_layers(shape, setup, fits); n > 0)
+      os << "--train.activation_checkpointing_layers=" << n << " at the fewest";
     else os << "every layer recomputing";
   }
   return os.str();

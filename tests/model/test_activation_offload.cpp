@@ -146,9 +146,7 @@ struct FourLayers {
 // does; loss and gradients unchanged, and the cap's bytes come back once the backward has consumed the inputs.
 TEST(ActivationOffload, AHostCapKeepsTheInputsPastItOnTheDevice) {
   const FourLayers k;
-  const LlamaConfig& c = k.config;
-  const Batch& b = k.batch;
-  const std::int64_t input_bytes = k.input_bytes;
+  const auto& [c, b, input_bytes] = k;
   const Step ckpt = train_step(c, {}, lora_with_dropout(), false, b);
   BudgetSeen seen;
   const Step capped = train_step(c, {}, lora_with_dropout(), true, b, 11, 2 * input_bytes + input_bytes / 2, &seen);
@@ -170,9 +168,7 @@ TEST(ActivationOffload, AHostCapKeepsTheInputsPastItOnTheDevice) {
 // Loss and gradients equal every layer recomputing, with LoRA dropout (masks drawn in both kinds of layer).
 TEST(ActivationOffload, OnlyTheLayersThatRecomputeOffload) {
   const FourLayers k;
-  const LlamaConfig& c = k.config;
-  const Batch& b = k.batch;
-  const std::int64_t input_bytes = k.input_bytes;
+  const auto& [c, b, input_bytes] = k;
   const Step every = train_step(c, {}, lora_with_dropout(), false, b);
   for (const std::int64_t layers : {1, 2, 3}) {
     SCOPED_TRACE(std::to_string(layers) + " of 4 layers recompute");
