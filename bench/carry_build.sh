@@ -18,11 +18,12 @@ pack "$build/bin/ranktune-main"
 pack "$build/bench/ranktune_allreduce_bench"
 pack "$build/bench/ranktune_nf4_dequant_bench"
 pack "$build/bench/ranktune_adamw_bench"
+pack "$build/bench/ranktune_fp8_gemm_bench"
 pack "$build/bench/ranktune_checkpoint_write_bench"
 # test_qlora and test_bnb_checkpoint: their GPU parity cases, run by bench/qlora_gpu_parity.sh.
 for t in test_nccl_communicator test_grad_sync_gpu test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_lora test_rope \
   test_model_gpu test_swiglu test_activation_offload test_qlora test_bnb_checkpoint test_adamw test_cross_entropy \
-  test_loss_fused; do
+  test_loss_fused test_fp8; do
   f=$(find "$build/tests" -name "$t" -type f -perm -u+x | head -1)
   [ -n "$f" ] && pack "$f"
 done

@@ -67,7 +67,7 @@ ngpu=$(nvidia-smi --list-gpus | wc -l)
     done
   done
   for t in test_pipeline_gpu test_rng_checkpoint test_nf4_gpu test_model_gpu test_rope test_swiglu test_activation_offload \
-    test_adamw test_cross_entropy; do
+    test_adamw test_cross_entropy test_fp8; do
     [ -x "$tests_dir/$t" ] && { echo "--- $t"; "$tests_dir/$t"; echo "exit $?"; }
   done
   [ -x "$tests_dir/test_lora" ] && { echo "--- test_lora (GPU cases)"; "$tests_dir/test_lora" --gtest_filter="*Gpu*"; echo "exit $?"; }

@@ -17,10 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "graph_timing.h"
 #include "ranktune/core/cuda_check.h"
 #include "ranktune/kernels/nf4.h"
 
 using namespace ranktune;
+using bench::seconds_per_call;
 
 namespace {
 
@@ -34,32 +36,6 @@ std::vector<Shape> layer(const std::string& model, std::int64_t d, std::int64_t 
   return {{model, "q_proj", d, d},     {model, "k_proj", kv, d},     {model, "v_proj", kv, d},
           {model, "o_proj", d, d},     {model, "gate_proj", ffn, d}, {model, "up_proj", ffn, d},
           {model, "down_proj", d, ffn}};
-}
-
-constexpr int kCallsPerGraph = 10;
-
-// Seconds per call of `op`: a CUDA graph of kCallsPerGraph calls, replayed `replays` times after one warm-up replay.
-double seconds_per_call(const std::function<void()>& op, int replays) {
-  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
-  const c10::cuda::CUDAStreamGuard guard(stream);
-  op();  // first use outside the capture: lazy initialisation, allocator warm-up
-  at::cuda::CUDAGraph graph;
-  graph.capture_begin();
-  for (int i = 0; i < kCallsPerGraph; ++i) op();
-  graph.capture_end();
-  graph.replay();
-  cudaEvent_t start, stop;
-  RANKTUNE_CUDA_CHECK(cudaEventCreate(&start));
-  RANKTUNE_CUDA_CHECK(cudaEventCreate(&stop));
-  RANKTUNE_CUDA_CHECK(cudaEventRecord(start, stream.stream()));
-  for (int r = 0; r < replays; ++r) graph.replay();
-  RANKTUNE_CUDA_CHECK(cudaEventRecord(stop, stream.stream()));
-  RANKTUNE_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  RANKTUNE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  RANKTUNE_CUDA_CHECK(cudaEventDestroy(start));
-  RANKTUNE_CUDA_CHECK(cudaEventDestroy(stop));
-  return ms / 1e3 / (static_cast<double>(replays) * kCallsPerGraph);
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 # masters, moments).
 # BENCH_SHAPE=8b: the Llama-3-8B shape (d 4096, 32 layers, 8 KV heads, FFN 14336, vocab 128256), seq 2048, batch 2
 # (BENCH_BATCH), LoRA and QLoRA with activation checkpointing (runs lora_ac, qlora_ac, lora_offload, qlora_offload;
-# lora_part, qlora_part: BENCH_AC_LAYERS of the 32 layers recompute, default 8),
+# lora_part, qlora_part: BENCH_AC_LAYERS of the 32 layers recompute, default 8; lora_fp8: lora_offload with the frozen
+# base's matmuls in FP8, train.fp8_matmuls),
 # Unsloth's lora_gc/qlora_gc beside them, and "longest": batch 1 at each of LONGEST_SEQS tokens, ranktune's QLoRA and
 # LoRA with checkpointed activations offloaded to the host and the MLP tiled (LONGEST_MLP_CHUNK tokens a slice, default
 # 8192) beside Unsloth's QLoRA with its offloaded checkpointing. Host memory bounds the offload: 32 layers x 8 KiB a
@@ -211,6 +212,9 @@ for run in $RUNS; do
                  --train.activation_checkpointing_layers="${BENCH_AC_LAYERS:-8}"; rm -rf "$out/lora_part/ckpt" ;;
     qlora_part) ranktune qlora_part "${lora[@]}" --model.quantize=nf4 --train.activation_checkpointing=true \
                   --train.activation_checkpointing_layers="${BENCH_AC_LAYERS:-8}"; rm -rf "$out/qlora_part/ckpt" ;;
+    # The frozen base's matmuls in FP8 (train.fp8_matmuls), with checkpointing offloaded: lora_offload's step otherwise.
+    lora_fp8) ranktune lora_fp8 "${lora[@]}" --train.activation_checkpointing=true --train.activation_offload=true \
+                --train.fp8_matmuls=true; rm -rf "$out/lora_fp8/ckpt" ;;
     longest) longest ;;
     hf) hf_peer ;;
     unsloth) unsloth_peer ;;
@@ -220,8 +224,8 @@ for run in $RUNS; do
     profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
     profile_step_by_step) profile_shape lora_step_by_step "${lora[@]}" --train.queue_ahead=false ;;
     *) echo "unknown run $run (full full_reference full_step_by_step resume lora lora_step_by_step qlora eager ddp1" \
-         "isolated varlen ac lora_ac qlora_ac lora_offload qlora_offload lora_part qlora_part longest hf unsloth profile profile_reference" \
-         "profile_ac profile_eager profile_step_by_step)" >&2 ;;
+         "isolated varlen ac lora_ac qlora_ac lora_offload qlora_offload lora_part qlora_part lora_fp8 longest hf unsloth profile" \
+         "profile_reference profile_ac profile_eager profile_step_by_step)" >&2 ;;
   esac
 done | tee "$out/results.jsonl"
 
@@ -259,9 +263,10 @@ for mine, peer in ((("ranktune", "lora_ac"), ("unsloth", "lora_gc")), (("ranktun
                    (("ranktune", "lora_offload"), ("unsloth", "lora_gc")),
                    (("ranktune", "qlora_offload"), ("unsloth", "qlora_gc")),
                    (("ranktune", "lora_part"), ("unsloth", "lora_gc")), (("ranktune", "qlora_part"), ("unsloth", "qlora_gc")),
-                   (("ranktune", "qlora"), ("unsloth", "qlora_gc"))):
+                   (("ranktune", "qlora"), ("unsloth", "qlora_gc")), (("ranktune", "lora_fp8"), ("unsloth", "lora_gc")),
+                   (("ranktune", "lora_fp8"), ("ranktune", "lora_offload"))):
     if mine in by and peer in by:
-        print(f"{mine[1]}: ranktune / Unsloth {peer[1]} tokens/s = {ratio(mine, peer):.2f}x, "
+        print(f"{mine[1]}: ranktune / {peer[0]} {peer[1]} tokens/s = {ratio(mine, peer):.2f}x, "
               f"peak memory {ratio(mine, peer, 'peak_gib'):.2f}x")
 for peer in (("hf+peft+bnb", "qlora"), ("unsloth", "qlora")):
     if ("ranktune", "qlora") in by and peer in by:

@@ -8,7 +8,7 @@ doc=docs/configuration.md
 head=$(sed '/^| key | default | meaning |$/q' "$doc")
 {
   printf '%s\n|---|---|---|\n' "$head"
-  "$bin" train --help | awk '/^  --[a-z_.]+=/ {
+  "$bin" train --help | awk '/^  --[a-z0-9_.]+=/ {
       split($1, kv, "="); key = substr(kv[1], 3); def = substr($1, length(kv[1]) + 2);
       $1 = ""; sub(/^ +/, ""); gsub(/\|/, "\\|");
       printf "| `%s` | `%s` | %s |\n", key, def, $0 }'

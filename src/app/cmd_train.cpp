@@ -210,6 +210,10 @@ std::string model_summary(const Config& cfg, const LlamaImpl& model) {
   } else {
     os << "trainable: every parameter (full fine-tune): " << trainable << " (" << count_text(trainable) << ")";
   }
+  if (cfg.train.fp8_matmuls)
+    os << "\nbase matmuls: FP8 e4m3 with row-wise scales (train.fp8_matmuls): the adapted linears' frozen weights and "
+          "their inputs and output gradients quantized in each call; the adapters, norms, attention and loss "
+          "unchanged";
   if (const std::int64_t recomputed = model.activation_checkpointed_layers(); recomputed > 0) {
     os << "\nactivation checkpointing: ";
     if (recomputed == c.num_layers) {
@@ -300,6 +304,7 @@ int cmd_train(const AppContext& ctx) {
     data = token_data_load(data_cfg, std::move(tokenizer), /*verified=*/prepared);
     model = build_model(cfg, balanced ? at::Device(at::kCPU) : device, device);
     if (balanced) pipeline = make_pipeline(cfg, placed, *model);
+    if (cfg.train.fp8_matmuls) lora_use_fp8(*model, true);  // on each layer's own device, once placed
     set_offload_budget(cfg, ctx.env, *model);
     check_vocabulary(*data.tokenizer, *model);
   });

@@ -176,6 +176,11 @@ std::vector<ConfigKey> build_schema() {
              "fused (on GPU RMSNorm's, RoPE's and the fused loss's softmax kernels; the LoRA fast path everywhere) or "
              "eager (the unfused reference ops, transformers' and PEFT's order: a fallback and the comparison)",
              V{"fused", "eager"}),
+      RT_KEY(bool, "train.fp8_matmuls", train.fp8_matmuls,
+             "LoRA over a 16-bit base: the frozen base's matmuls (x W^T forward, dY W backward) in FP8 e4m3 with one "
+             "scale per row (token, weight row or column), quantized in each call; GPUs of compute capability 8.9+ "
+             "(Ada, Hopper), emulated in fp32 on CPU. Rounds the base's inputs and outputs to FP8 precision (export "
+             "and generate keep the 16-bit base)"),
       RT_KEY(S, "train.fused_loss", train.fused_loss,
              "chunked linear cross entropy that never holds the full logits: auto = on GPU only (CPU keeps the "
              "reference's exact loss bits), true, false",
@@ -321,6 +326,20 @@ void config_validate_train(const Config& c) {
                           " needs train.activation_checkpointing=true: it says how many layers activation "
                           "checkpointing recomputes",
                       "add --train.activation_checkpointing=true, or drop --train.activation_checkpointing_layers");
+  if (c.train.fp8_matmuls && c.lora.r == 0)
+    throw ConfigError(
+        "train.fp8_matmuls=true needs LoRA (lora.r > 0): the FP8 matmuls are those of the frozen base, "
+        "and a full fine-tune trains the weights they would round",
+        "add --lora.r=16, or drop --train.fp8_matmuls");
+  if (c.train.fp8_matmuls && c.model.quantize != "none")
+    throw ConfigError("train.fp8_matmuls=true with model.quantize=" + c.model.quantize +
+                          ": the FP8 matmuls quantize a 16-bit base, which a quantized base no longer has",
+                      "drop --train.fp8_matmuls, or set --model.quantize=none");
+  if (c.train.fp8_matmuls && c.train.kernels == "eager")
+    throw ConfigError(
+        "train.fp8_matmuls=true with train.kernels=eager: the FP8 matmuls belong to the LoRA fast path, "
+        "and eager runs the unfused reference",
+        "drop --train.fp8_matmuls, or set --train.kernels=fused");
 }
 
 void config_validate_for_layers(const Config& c, std::int64_t num_layers) {

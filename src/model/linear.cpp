@@ -69,7 +69,7 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     if (!lora_A) return at::linear(x, weight, bias);
     if (!lora_reference) {
       return lora_linear(x, weight, bias, lora_A->weight, lora_B->weight, lora_scale,
-                         dropout ? at::dropout(x, lora_dropout, /*train=*/true) : at::Tensor());
+                         dropout ? at::dropout(x, lora_dropout, /*train=*/true) : at::Tensor(), lora_fp8);
     }
   }
   at::Tensor y = weight_nf4 ? nf4_linear(x, *weight_nf4, bias) : at::linear(x, weight, bias);
@@ -85,7 +85,7 @@ at::Tensor LinearImpl::forward_swiglu(const at::Tensor& gate, const at::Tensor& 
   if (fast && weight_nf4)
     return qlora_swiglu_linear(gate, up, *weight_nf4, bias, lora_A->weight, lora_B->weight, lora_scale);
   if (fast && weight.defined() && !weight.requires_grad())
-    return lora_swiglu_linear(gate, up, weight, bias, lora_A->weight, lora_B->weight, lora_scale);
+    return lora_swiglu_linear(gate, up, weight, bias, lora_A->weight, lora_B->weight, lora_scale, lora_fp8);
   return forward(swiglu(gate, up));
 }
 

@@ -14,6 +14,7 @@
 
 #include "ranktune/core/error.h"
 #include "ranktune/core/text.h"
+#include "ranktune/kernels/fp8.h"
 #include "ranktune/kernels/nf4.h"
 #include "ranktune/model/safetensors.h"
 
@@ -68,6 +69,33 @@ bool lora_attached(const LlamaImpl& model) {
 
 void lora_use_reference(LlamaImpl& model, bool reference) {
   for_each_target(model, [&](Linear& layer) { layer->lora_reference = reference; });
+}
+
+void lora_use_fp8(LlamaImpl& model, bool on) {
+  for (std::int64_t i = 0; i < model.num_layers(); ++i) {
+    DecoderBlock block = model.block(i);
+    for (std::string_view name : kDecoderLinears) {
+      Linear& layer = block->linear(name);
+      if (!layer->lora_A) continue;
+      layer->lora_fp8 = false;
+      if (!on) continue;
+      const std::string where = "model.layers." + std::to_string(i) + "." + std::string(decoder_linear_module(name));
+      if (layer->weight_nf4)
+        throw ConfigError("train.fp8_matmuls: " + where + " has a 4-bit base (model.quantize=nf4)",
+                          "use train.fp8_matmuls with a 16-bit base, or leave it off for QLoRA");
+      const at::Device device = layer->weight.device();
+      if (!fp8_matmuls_supported(device))
+        throw ConfigError("train.fp8_matmuls: " + device.str() +
+                              " runs no FP8 matmuls (compute capability 8.9 or "
+                              "more: Ada, Hopper, Blackwell)",
+                          "leave train.fp8_matmuls off on this GPU");
+      if (device.is_cuda() && (layer->in_features % 16 != 0 || layer->out_features % 16 != 0))
+        throw ConfigError("train.fp8_matmuls: " + where + " is " + std::to_string(layer->out_features) + " x " +
+                              std::to_string(layer->in_features) + "; FP8 matmuls on a GPU want multiples of 16",
+                          "leave train.fp8_matmuls off for this model");
+      layer->lora_fp8 = true;
+    }
+  }
 }
 
 void lora_apply(LlamaImpl& model, const LoraConfig& cfg, std::uint64_t seed, at::ScalarType adapter_dtype) {

@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "ranktune/kernels/fp8.h"
 #include "ranktune/kernels/swiglu.h"
 
 namespace ranktune::lora_math {
@@ -33,6 +34,22 @@ inline at::Tensor scaled_to(const at::Tensor& b, double scale, at::ScalarType dt
 // for a GPU run to verify it.)
 inline at::Tensor mm_to(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
   return at::mm(a, b).to(dtype);
+}
+
+// The frozen base's two matmuls, Y = X W^T (+ b) and dX = dY W, in the compute dtype; with `fp8`
+// (train.fp8_matmuls) in e4m3 by rows (kernels/fp8.h): X and dY per token, W per output row forward and per input
+// column backward, quantized in each call, so no second copy of the weight outlives it.
+inline at::Tensor base_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool fp8) {
+  if (!fp8) return at::linear(x, weight, bias);
+  std::vector<std::int64_t> shape = x.sizes().vec();
+  shape.back() = weight.size(0);
+  at::Tensor y = fp8_rowwise_mm(fp8_quantize_rows(flat(x)), fp8_quantize_rows(weight), x.scalar_type());
+  if (bias.defined()) y.add_(bias);
+  return y.view(shape);
+}
+inline at::Tensor base_input_grad(const at::Tensor& dy, const at::Tensor& weight, bool fp8) {
+  if (!fp8) return at::mm(dy, weight);
+  return fp8_rowwise_mm(fp8_quantize_rows(dy), fp8_quantize_columns(weight), dy.scalar_type());
 }
 
 // What the adapter's forward computes and its backward needs: A and s * B in the compute dtype, and x A^T.
@@ -72,7 +89,8 @@ inline at::ScalarType grad_dtype(torch::autograd::AutogradContext* ctx, int i) {
 }
 
 // The backward of down_proj over h = swiglu(gate, up) with an adapter on a frozen base (lora_swiglu_linear over a
-// dense weight, qlora_swiglu_linear over an NF4 one; `weight` is the dense weight in the compute dtype): h is
+// dense weight, qlora_swiglu_linear over an NF4 one; `weight` is the dense weight in the compute dtype, `fp8` as
+// base_input_grad's): h is
 // recomputed from gate and up, for dA only. Returns {d_gate, d_up, d_bias, dA, dB}; `need` says which of bias, A
 // and B want a gradient, in the dtypes of grad_dtype(ctx, 0..2).
 struct SwigluDownGrads {
@@ -81,11 +99,11 @@ struct SwigluDownGrads {
 inline SwigluDownGrads swiglu_down_backward(torch::autograd::AutogradContext* ctx, const at::Tensor& grad,
                                             const at::Tensor& gate, const at::Tensor& up, const at::Tensor& weight,
                                             const at::Tensor& xa, const at::Tensor& a, const at::Tensor& sb,
-                                            double scale, bool need_bias, bool need_a, bool need_b) {
+                                            double scale, bool need_bias, bool need_a, bool need_b, bool fp8 = false) {
   SwigluDownGrads out;
   const at::Tensor dy = flat(grad);
   const at::Tensor g = at::mm(dy, sb);
-  at::Tensor dh = at::mm(dy, weight);
+  at::Tensor dh = base_input_grad(dy, weight, fp8);
   dh.addmm_(g, a);
   if (need_a) out.da = mm_to(g.t(), flat(swiglu_forward(gate, up)), grad_dtype(ctx, 1));
   if (need_b) {

@@ -209,6 +209,24 @@ TEST_F(ConfigTest, ActivationCheckpointingLayers) {
   EXPECT_EQ(Config{}.train.activation_checkpointing_layers, 0);
 }
 
+TEST_F(ConfigTest, Fp8MatmulsNeedLoraOverASixteenBitBaseAndTheFastPath) {
+  Config cfg = config_apply(parse({"train", "--train.fp8_matmuls=true"}).values);
+  EXPECT_TRUE(cfg.train.fp8_matmuls);
+  std::string msg = error_of([&] { config_validate_train(cfg); });
+  EXPECT_NE(msg.find("train.fp8_matmuls=true needs LoRA"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("hint: add --lora.r=16, or drop --train.fp8_matmuls"), std::string::npos) << msg;
+  cfg.lora.r = 16;
+  EXPECT_NO_THROW(config_validate_train(cfg));
+  cfg.model.quantize = "nf4";
+  msg = error_of([&] { config_validate_train(cfg); });
+  EXPECT_NE(msg.find("train.fp8_matmuls=true with model.quantize=nf4"), std::string::npos) << msg;
+  cfg.model.quantize = "none";
+  cfg.train.kernels = "eager";
+  msg = error_of([&] { config_validate_train(cfg); });
+  EXPECT_NE(msg.find("train.fp8_matmuls=true with train.kernels=eager"), std::string::npos) << msg;
+  EXPECT_FALSE(Config{}.train.fp8_matmuls);
+}
+
 // The rule the model and the planner share: `count` of `layers` spread evenly; 0 or all of them: every layer.
 TEST(ActivationCheckpointedLayers, SpreadEvenlyOverTheModel) {
   auto pattern = [](std::int64_t layers, std::int64_t count) {

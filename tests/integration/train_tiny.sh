@@ -116,6 +116,22 @@ whole, part = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
 print(f"  every layer {whole[-1]:.6f}, one layer {part[-1]:.6f}")
 sys.exit(0 if len(whole) == len(part) == 8 and all(abs(a - b) <= 1e-6 * abs(a) for a, b in zip(whole, part)) else 1)
 PY
+# The same LoRA run with the frozen base's matmuls in FP8 (train.fp8_matmuls, emulated in fp32 on the CPU): the log
+# says so, and every loss stays within 2% of the 16-bit run's; without LoRA the flag is refused.
+run long_fp8 0 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu \
+  --train.steps=8 --train.log_every=1 --train.eval_every=0 --checkpoint.every_steps=0 --lora.r=8 \
+  --train.activation_checkpointing=true --train.activation_offload=true --train.fp8_matmuls=true \
+  --output_dir="$WORK/long_fp8" --checkpoint.dir="$WORK/long_fp8/ckpt"
+expect long_fp8 out "base matmuls: FP8 e4m3 with row-wise scales (train.fp8_matmuls)"
+python3 - "$WORK/long_whole/metrics.jsonl" "$WORK/long_fp8/metrics.jsonl" <<'PY' && ok "FP8 base matmuls: within 2% of the 16-bit losses" || fail "FP8 base matmuls: losses too far from 16-bit"
+import json, sys
+whole, fp8 = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
+print(f"  16-bit {whole[-1]:.6f}, FP8 {fp8[-1]:.6f}")
+sys.exit(0 if len(whole) == len(fp8) == 8 and all(abs(a - b) <= 0.02 * abs(a) for a, b in zip(whole, fp8)) and whole != fp8 else 1)
+PY
+run fp8_full 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=1 \
+  --train.fp8_matmuls=true --output_dir="$WORK/fp8_full"
+expect fp8_full err "train.fp8_matmuls=true needs LoRA (lora.r > 0)"
 run ac_layers_over 2 "$RANKTUNE_BIN" train --config "$RANKTUNE_SOURCE/configs/tiny.ini" --device=cpu --train.steps=1 \
   --train.activation_checkpointing=true --train.activation_checkpointing_layers=9 --output_dir="$WORK/ac_over"
 expect ac_layers_over err "train.activation_checkpointing_layers=9 is more than the model's 4 layers"

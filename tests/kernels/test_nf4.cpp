@@ -19,6 +19,7 @@
 #include "ranktune/core/error.h"
 #include "ranktune/kernels/nf4.h"
 #include "ranktune/model/safetensors.h"
+#include "support/same_bits.h"
 
 namespace ranktune {
 namespace {
@@ -43,15 +44,7 @@ std::string as_text(const at::Tensor& bytes) {
 }
 
 // Bit equality (so -0 differs from 0), with the count of differing elements when they differ.
-::testing::AssertionResult same_bits(const at::Tensor& ours, const at::Tensor& ref) {
-  if (ours.scalar_type() != ref.scalar_type() || ours.sizes() != ref.sizes())
-    return ::testing::AssertionFailure() << "dtype/shape " << ours.scalar_type() << ours.sizes() << " vs "
-                                         << ref.scalar_type() << ref.sizes();
-  const at::Tensor a = ours.contiguous().view(-1).view(at::kByte), b = ref.contiguous().view(-1).view(at::kByte);
-  if (std::memcmp(a.data_ptr(), b.data_ptr(), a.numel()) == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << at::ne(a, b).sum().item<std::int64_t>() << " of " << a.numel()
-                                       << " bytes differ";
-}
+using test::same_bits;
 
 // bnb's own quantized tensors, as a loader of a "...-bnb-4bit" checkpoint builds them.
 Nf4Weight from_fixture(const std::string& c) {

@@ -10,20 +10,12 @@
 #include <vector>
 
 #include "ranktune/kernels/nf4.h"
+#include "support/same_bits.h"
 
 namespace ranktune {
 namespace {
 
-::testing::AssertionResult same_bits(const at::Tensor& ours, const at::Tensor& ref) {
-  if (ours.scalar_type() != ref.scalar_type() || ours.sizes() != ref.sizes())
-    return ::testing::AssertionFailure() << "dtype/shape " << ours.scalar_type() << ours.sizes() << " vs "
-                                         << ref.scalar_type() << ref.sizes();
-  const at::Tensor a = ours.cpu().contiguous().view(-1).view(at::kByte);
-  const at::Tensor b = ref.cpu().contiguous().view(-1).view(at::kByte);
-  if (std::memcmp(a.data_ptr(), b.data_ptr(), a.numel()) == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << at::ne(a, b).sum().item<std::int64_t>() << " of " << a.numel()
-                                       << " bytes differ";
-}
+using test::same_bits;
 
 const std::vector<std::vector<std::int64_t>> kShapes = {{5, 33},   {3, 50},      {7},        {1, 64},
                                                         {16, 80},  {1, 8192},    {1, 8193},  {3, 8256},

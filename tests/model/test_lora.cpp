@@ -17,6 +17,7 @@
 
 #include "model/model_test_util.h"
 #include "ranktune/core/error.h"
+#include "ranktune/kernels/fp8.h"
 #include "ranktune/kernels/nf4.h"
 #include "ranktune/kernels/swiglu.h"
 #include "ranktune/model/hf_model_dir.h"
@@ -24,6 +25,7 @@
 #include "ranktune/model/lora_linear.h"
 #include "ranktune/model/loss.h"
 #include "ranktune/model/nf4_linear.h"
+#include "ranktune/model/quantize.h"
 #include "ranktune/model/safetensors.h"
 #include "support/scratch_dir.h"
 #include "support/tiny_model.h"
@@ -240,6 +242,85 @@ TEST(LoraLinear, FrozenBaseGetsNoGradient) {
   EXPECT_THROW(lora_linear(at::randn({4, 7}), w, {}, a, b, 2.0), LibraryError);
 }
 
+// FP8 base matmuls (train.fp8_matmuls): the output is x and W quantized by rows, multiplied, plus bias and adapter;
+// dX is dY by rows times W by columns plus the adapter's part; dA and dB never see FP8, so they equal the 16-bit op's
+// bit for bit; the output stays within e4m3's error of the 16-bit one. Plain and down_proj forms, fp32 on the CPU.
+TEST(LoraLinear, Fp8BaseIsTheQuantizedProductAndLeavesTheAdapterGradientsAlone) {
+  at::manual_seed(8);
+  const auto leaf = [](const at::Tensor& t) { return t.clone().set_requires_grad(true); };
+  const at::Tensor x0 = at::randn({2, 5, 32}), w = at::randn({16, 32}) * 0.2, b = at::randn({16});
+  const at::Tensor a0 = at::randn({3, 32}), B0 = at::randn({16, 3}), dy = at::randn({2, 5, 16});
+  const double scale = 1.7;
+  const auto deq = [](const Fp8Rows& r) { return r.q.to(at::kFloat) * r.scale; };
+  const auto run = [&](bool fp8) {
+    const at::Tensor x = leaf(x0), a = leaf(a0), B = leaf(B0);
+    const at::Tensor y = lora_linear(x, w, b, a, B, scale, {}, fp8);
+    y.backward(dy);
+    return std::vector<at::Tensor>{y.detach(), x.grad(), a.grad(), B.grad()};
+  };
+  const std::vector<at::Tensor> f = run(true), p = run(false);
+  const at::Tensor x2 = x0.view({10, 32}), dy2 = dy.view({10, 16});
+  const at::Tensor xa = at::mm(x2, a0.t()), sb = B0 * scale;
+  const at::Tensor want_y = at::mm(deq(fp8_quantize_rows(x2)), deq(fp8_quantize_rows(w)).t()) + b + at::mm(xa, sb.t());
+  const at::Tensor want_dx = at::mm(deq(fp8_quantize_rows(dy2)), deq(fp8_quantize_columns(w)).t()) +
+                             at::mm(at::mm(dy2, sb), a0);
+  EXPECT_LT(test::rel_error(f[0].view({10, 16}), want_y), 1e-6);
+  EXPECT_LT(test::rel_error(f[1].view({10, 32}), want_dx), 1e-6);
+  EXPECT_TRUE(at::equal(f[2], p[2]));  // dA
+  EXPECT_TRUE(at::equal(f[3], p[3]));  // dB
+  EXPECT_LT(test::rel_error(f[0], p[0]), 0.05);
+  EXPECT_GT(test::rel_error(f[0], p[0]), 1e-4);  // the base did go through FP8
+  EXPECT_LT(test::rel_error(f[1], p[1]), 0.05);
+
+  // down_proj's form over swiglu(gate, up): the same relations.
+  const at::Tensor g0 = at::randn({2, 5, 32}), u0 = at::randn({2, 5, 32});
+  const auto run_down = [&](bool fp8) {
+    const at::Tensor g = leaf(g0), u = leaf(u0), a = leaf(a0), B = leaf(B0);
+    const at::Tensor y = lora_swiglu_linear(g, u, w, {}, a, B, scale, fp8);
+    y.backward(dy);
+    return std::vector<at::Tensor>{y.detach(), g.grad(), u.grad(), a.grad(), B.grad()};
+  };
+  const std::vector<at::Tensor> fd = run_down(true), pd = run_down(false);
+  const at::Tensor h = (at::silu(g0) * u0).view({10, 32});
+  EXPECT_LT(test::rel_error(fd[0].view({10, 16}), at::mm(deq(fp8_quantize_rows(h)), deq(fp8_quantize_rows(w)).t()) +
+                                                      at::mm(at::mm(h, a0.t()), sb.t())),
+            1e-6);
+  EXPECT_TRUE(at::equal(fd[3], pd[3]));
+  EXPECT_TRUE(at::equal(fd[4], pd[4]));
+  EXPECT_LT(test::rel_error(fd[1], pd[1]), 0.05);
+  EXPECT_LT(test::rel_error(fd[2], pd[2]), 0.05);
+  EXPECT_THROW(lora_linear(x0, leaf(w), b, a0, B0, scale, {}, /*fp8=*/true), LibraryError);  // a trainable base
+}
+
+// lora_use_fp8 on the whole model: the loss and every adapter gradient stay near the 16-bit run's, turning it off
+// gives the 16-bit logits back bit for bit, and a 4-bit base is refused by name.
+TEST(Lora, Fp8MatmulsTrainNearTheSixteenBitModel) {
+  Llama m = llama_random(small_config(), 1, at::TensorOptions().dtype(at::kFloat));
+  lora_apply(*m, lora(4), 3);
+  randomise_lora_B(*m);
+  const at::Tensor x = tokens(2, 9);
+  const auto run = [&](bool fp8) {
+    lora_use_fp8(*m, fp8);
+    m->zero_grad();
+    const at::Tensor logits = m->forward(x);
+    const at::Tensor loss = causal_lm_loss(logits, x);
+    loss.backward();
+    std::vector<at::Tensor> out{logits.detach(), loss.detach()};
+    for (const auto& [name, p] : trainable_parameters(*m)) out.push_back(p.grad().clone());
+    return out;
+  };
+  const std::vector<at::Tensor> plain = run(false), fp8 = run(true), again = run(false);
+  EXPECT_TRUE(at::equal(plain[0], again[0]));
+  EXPECT_FALSE(at::equal(plain[0], fp8[0]));
+  EXPECT_LT(std::abs(fp8[1].item<double>() - plain[1].item<double>()), 0.02 * plain[1].item<double>());
+  for (std::size_t i = 2; i < plain.size(); ++i)
+    EXPECT_LT(test::rel_error(fp8[i], plain[i]), 0.15) << trainable_parameters(*m)[i - 2].first;
+
+  Llama q = llama_random_quantized(small_config(), 1, at::TensorOptions().dtype(at::kFloat), Quantize::nf4);
+  lora_apply(*q, lora(4), 3);
+  EXPECT_THROW(lora_use_fp8(*q, true), ConfigError);
+}
+
 // The whole model, fused against the reference path (lora_use_reference): logits, loss and every adapter gradient.
 // fp32 agrees to rounding; bf16 (base bf16, adapters fp32 as lora_apply makes them) within what the adapter computed
 // in bf16 instead of fp32 costs.
@@ -274,6 +355,28 @@ TEST(LoraLinear, ModelMatchesReferenceBf16) { expect_fused_matches_reference(at:
 // On the GPU at TinyLlama's attention widths (bf16 base, fp32 adapters, r = 16): q, k and v read one input. The
 // fused path matches the reference within bf16 tolerance, and what its graph holds beyond the outputs is only the
 // [tokens, r] products and the small adapter copies: no fp32 copy of the input, let alone one per projection.
+// FP8 base matmuls on a GPU (at::_scaled_mm and the quantization kernels) against the CPU's fp32 arithmetic over the
+// same bf16 values, at Llama-3-8B's k_proj width with 4096 tokens: output, dX, dA and dB within bf16 rounding.
+TEST(LoraLinearGpu, Fp8BaseMatchesTheCpuArithmetic) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  if (!fp8_matmuls_supported(at::Device(at::kCUDA, 0))) GTEST_SKIP() << "FP8 matmuls need compute capability 8.9";
+  at::manual_seed(9);
+  const at::Tensor x0 = at::randn({2, 2048, 4096}).to(at::kBFloat16),
+                   w0 = (at::randn({1024, 4096}) * 0.02).to(at::kBFloat16);
+  const at::Tensor a0 = at::randn({16, 4096}) * 0.01, B0 = at::randn({1024, 16}) * 0.01;
+  const at::Tensor dy = at::randn({2, 2048, 1024}).to(at::kBFloat16);
+  const auto run = [&](const at::Device& d, at::ScalarType dtype) {
+    const at::Tensor x = x0.to(d, dtype).set_requires_grad(true), w = w0.to(d, dtype);
+    const at::Tensor a = a0.to(d).set_requires_grad(true), B = B0.to(d).set_requires_grad(true);
+    const at::Tensor y = lora_linear(x, w, {}, a, B, 2.0, {}, /*fp8=*/true);
+    y.backward(dy.to(d, dtype));
+    return std::vector<at::Tensor>{y.detach().cpu(), x.grad().cpu(), a.grad().cpu(), B.grad().cpu()};
+  };
+  const std::vector<at::Tensor> gpu = run(at::Device(at::kCUDA, 0), at::kBFloat16), cpu = run(at::kCPU, at::kFloat);
+  const char* names[] = {"y", "dx", "dA", "dB"};
+  for (int i = 0; i < 4; ++i) EXPECT_LT(test::rel_error(gpu[i].to(at::kFloat), cpu[i]), 1e-2) << names[i];
+}
+
 TEST(LoraLinearGpu, SharedInputHeldOnceAndMatches) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
   const at::Device dev(at::kCUDA, 0);

@@ -69,6 +69,7 @@ struct TrainConfig {
   bool flash_varlen = true;                  // packed documents: the flash kernel's variable-length form on GPU
   std::string kernels = "fused";    // fused | eager (the unfused reference ops: transformers' and PEFT's order)
   std::string fused_loss = "auto";  // auto (fused on GPU, the unfused reference on CPU) | true | false
+  bool fp8_matmuls = false;         // LoRA's frozen base matmuls in FP8 e4m3 with row-wise scales (kernels/fp8.h)
   bool adamw_one_pass = true;       // bf16/fp16 parameters with fp32 masters step in one kernel (kernels/adamw.h)
   bool queue_ahead = true;          // the next step's forward and backward queued before this step's loss is read
   long eval_every = 50;

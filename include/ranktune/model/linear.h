@@ -48,6 +48,7 @@ class LinearImpl : public torch::nn::Module {
   double lora_scale = 0;   // alpha / r
   double lora_dropout = 0;
   bool lora_reference = false;  // the unfused path: what tests compare the fused one with, and a fallback
+  bool lora_fp8 = false;        // the fast path's frozen base matmuls in FP8 (train.fp8_matmuls, lora_linear.h)
 };
 
 }  // namespace ranktune

@@ -1,6 +1,6 @@
 // defines: LoRA for a Llama: lora_apply (adapters on the [lora] target modules, PEFT's initialisation, base frozen),
-// lora_merge (fold W += scale * B A into the base and drop the adapters), lora_load_peft (a PEFT adapter directory),
-// trainable_parameters (exactly what the optimizer and the gradient all-reduce get) and lora_peft_name.
+// lora_merge (fold W += scale * B A into the base and drop the adapters), lora_use_fp8, lora_load_peft (a PEFT adapter
+// directory), trainable_parameters (exactly what the optimizer and the gradient all-reduce get) and lora_peft_name.
 // Adapter names are PEFT's minus its prefix: ours `model.layers.0.self_attn.q_proj.lora_A.weight` is PEFT's
 // `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight` in adapter_model.safetensors.
 #pragma once
@@ -35,6 +35,12 @@ bool lora_attached(const LlamaImpl& model);
 // Routes every adapted linear through the unfused reference path (PEFT's order, adapter in its own dtype) instead of
 // the fused op of lora_linear.h, or back: the comparison the tests make, and an eager fallback.
 void lora_use_reference(LlamaImpl& model, bool reference);
+
+// train.fp8_matmuls: every adapted linear's frozen base matmuls in FP8 e4m3 (lora_linear.h), or back to the compute
+// dtype. ConfigError naming the first linear that cannot: a 4-bit base, a device below compute capability 8.9, or on
+// a GPU a size that is not a multiple of 16. Layers move with their flag (balanced stages check on their device when
+// the flag is set after placement).
+void lora_use_fp8(LlamaImpl& model, bool on);
 
 // Applies the adapter of a PEFT directory (adapter_config.json + adapter_model.safetensors) to the model.
 void lora_load_peft(LlamaImpl& model, const std::string& adapter_dir);
