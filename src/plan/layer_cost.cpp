@@ -160,6 +160,7 @@ TrainSetup train_setup_from(const Config& cfg, bool on_gpu) {
   if (cfg.train.activation_offload_host_gib > 0)
     s.offload_host_bytes = offload_host_budget(cfg.train.activation_offload_host_gib, 0, 1);
   s.nf4 = cfg.model.quantize == "nf4";
+  s.fp8_matmuls = cfg.train.fp8_matmuls;
   s.micro_batch = cfg.train.micro_batch;
   s.seq_len = cfg.train.seq_len;
   s.fused_loss = fused_loss_on(cfg.train, on_gpu);
@@ -204,11 +205,13 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
   // NF4: the linears' weights in 4 bits, the rest of the layer (norms, biases) as stored for compute; each linear is
   // dequantized to the compute dtype for its matmuls and freed, so one of the largest is alive at a time.
   const bool nf4 = s.nf4 || m.bnb_nf4;
-  std::int64_t nf4_bytes = 0, linear_params = 0, largest_linear = 0;
+  std::int64_t nf4_bytes = 0, linear_params = 0, largest_linear = 0, largest_fp8 = 0;
   for (const auto& [out, in] : linear_shapes(m)) {
     nf4_bytes += nf4_base_bytes(out, in);
     linear_params += out * in;
     largest_linear = std::max(largest_linear, out * in);
+    // FP8: the weight's e4m3 copy and fp32 scales with the e4m3 input (forward) or output gradient (backward).
+    largest_fp8 = std::max(largest_fp8, out * in + 4 * std::max(out, in) + chunk_tokens * (std::max(out, in) + 4));
   }
   std::int64_t offloaded = 0;  // host bytes of the inputs offloaded so far, in forward order
   for (std::int64_t i = 0; i < m.num_layers; ++i) {
@@ -237,6 +240,7 @@ std::vector<UnitCost> layer_costs(const LlamaConfig& m, const TrainSetup& s) {
       u.working_bytes += chunk_tokens * back.residual +
                          std::max(tiled ? slice_bytes : chunk_tokens * back.mlp, chunk_tokens * back.attention);
     if (nf4) u.working_bytes += largest_linear * act_bytes;
+    if (s.fp8_matmuls && lora && s.on_gpu) u.working_bytes += largest_fp8;
     u.flops = static_cast<double>(tokens) * (fwd_bwd * static_cast<double>(lp) + 6.0 * adapters +
                                              3.0 * 4.0 * static_cast<double>(s.seq_len) * static_cast<double>(q));
     units.push_back(u);

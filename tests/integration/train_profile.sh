@@ -32,11 +32,13 @@ assert mm_calls == want, f"aten::mm calls {mm_calls}, expected {want}"
 assert 0 < mm_ms < summed <= wall * 1.01, (mm_ms, summed, wall)
 cats = dict((c, float(p)) for c, p in re.findall(r"^\| ([a-z/]+) \| [0-9.]+ \| \d+ \| ([0-9.]+) \|$", md, re.M))
 assert cats.get("matmul", 0) > 5 and sum(cats.values()) <= 101, cats
-# the run's own timing (tokens per step / tokens per second) brackets the profiler's wall time: at most steps 2-4
-# (which also start the profiler and write the files), at least 1.5 times step 3 (profiled, nothing else)
+# the run's own timing (tokens per step / tokens per second) brackets the profiler's wall time: about steps 2-4 (which
+# also start the profiler and write the files; the host work between steps is in neither figure, and on a loaded
+# 2-core CI machine it was 13% of the window once, 2026-12-08), more than 1.5 times step 3 (profiled, nothing else).
+# The bounds catch a window of one step or of five; they say nothing of how fast a step is.
 m = {r["step"]: r for r in map(json.loads, open(f"{d}/metrics.jsonl"))}
 step_ms = {s: 1e3 * m[1]["tokens"] / m[s]["tokens_per_s"] for s in (2, 3, 4)}
-assert 1.5 * step_ms[3] < wall <= 1.05 * sum(step_ms.values()), (wall, step_ms)
+assert 1.5 * step_ms[3] < wall <= 1.4 * sum(step_ms.values()), (wall, step_ms)
 PY
 
 run plain 0 "$RANKTUNE_BIN" train "${ARGS[@]}" --train.steps=1 --output_dir="$WORK/plain"

@@ -126,6 +126,40 @@ TEST(QloraPlan, ConfigAndBnbDirectoryTurnItOn) {
   EXPECT_LT(sum_weights(layer_costs(m, lora)) * 2, plain);
 }
 
+// train.fp8_matmuls (a 16-bit base): each layer's working set grows by one linear's e4m3 copies, the largest being
+// gate/up/down's weight (a byte a weight, fp32 scales a row) with its 2 x 2048 e4m3 rows of 14336 (and their scales);
+// weights and saved activations do not change, and neither does a CPU's plan (no FP8 copies there) nor a full
+// fine-tune's.
+TEST(QloraPlan, Fp8MatmulsAddOneLinearsCopiesToTheWorkingSet) {
+  const LlamaConfig m = test::llama3_8b();
+  TrainSetup bf16;
+  bf16.lora_r = 16;
+  bf16.micro_batch = 2;
+  bf16.activation_checkpointing = true;
+  bf16.activation_offload = true;
+  bf16.fused_loss = true;  // as on a GPU: then a layer's working set is the step's largest
+  TrainSetup fp8 = bf16;
+  fp8.fp8_matmuls = true;
+  const auto a = layer_costs(m, bf16), b = layer_costs(m, fp8);
+  ASSERT_EQ(a.size(), b.size());
+  const std::int64_t copies = 14336LL * 4096 + 4 * 14336 + 2 * 2048 * (14336 + 4);
+  for (std::size_t i = 1; i + 1 < a.size(); ++i) {
+    EXPECT_EQ(b[i].working_bytes - a[i].working_bytes, copies) << a[i].name;
+    EXPECT_EQ(b[i].bytes(), a[i].bytes()) << a[i].name;
+  }
+  EXPECT_EQ(b.back().working_bytes, a.back().working_bytes);  // the head
+  EXPECT_EQ(training_footprint_bytes(m, fp8) - training_footprint_bytes(m, bf16), copies);
+  TrainSetup cpu = fp8;
+  cpu.on_gpu = false;
+  TrainSetup cpu16 = bf16;
+  cpu16.on_gpu = false;
+  EXPECT_EQ(training_footprint_bytes(m, cpu), training_footprint_bytes(m, cpu16));
+  Config cfg;
+  cfg.lora.r = 16;
+  cfg.train.fp8_matmuls = true;
+  EXPECT_TRUE(train_setup_from(cfg, true).fp8_matmuls);
+}
+
 // Balanced: the 70B QLoRA run fits two 40 GiB budgets; a bf16 LoRA base does not, and the refusal names nf4.
 TEST(QloraPlan, BalancedSeventyBOverTwoDevices) {
   const LlamaConfig m = llama33_70b();

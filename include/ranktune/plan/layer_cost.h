@@ -38,6 +38,10 @@ struct TrainSetup {
   // model.quantize=nf4 (QLoRA): the decoder linears held in bitsandbytes' 4-bit NF4 (nf4_base_bytes) and dequantized
   // to the compute dtype one at a time; a bnb-4bit model directory (LlamaConfig::bnb_nf4) implies it.
   bool nf4 = false;
+  // train.fp8_matmuls (LoRA, a GPU): each adapted linear's frozen weight is quantized to e4m3 in each call (a byte a
+  // weight, by rows forward and by columns backward) with its input or output gradient (a byte an element): one
+  // linear's copies are the working set.
+  bool fp8_matmuls = false;
   std::int64_t micro_batch = 1;  // sequences per optimizer micro-step (all pipeline micro-batches together)
   std::int64_t seq_len = 2048;
   // Balanced mode's pipeline micro-batches (GPipe): every micro-batch's saved activations are alive at once, but the
