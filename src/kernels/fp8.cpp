@@ -81,10 +81,11 @@ at::Tensor fp8_rowwise_mm(const Fp8Rows& a, const Fp8Rows& b, at::ScalarType out
         "fp8_rowwise_mm: FP8 matmuls on a GPU want the inner and output sizes to be multiples of 16, got " +
         c10::str(a.q.sizes()) + " x " + c10::str(b.q.sizes()) + "^T");
   // _scaled_mm's second operand is column-major ([k, n] with stride 1 along k): b's rows, transposed as a view. With
-  // row-wise scales it writes bf16 only; another output dtype is a cast of that.
-  const at::Tensor y = at::_scaled_mm(a.q, b.q.t(), a.scale.view({-1, 1}), b.scale.view({1, -1}), {}, {}, at::kBFloat16,
+  // row-wise scales it writes bf16 or fp16 only; fp32 is a cast of bf16.
+  const at::ScalarType written = out == at::kHalf ? at::kHalf : at::kBFloat16;
+  const at::Tensor y = at::_scaled_mm(a.q, b.q.t(), a.scale.view({-1, 1}), b.scale.view({1, -1}), {}, {}, written,
                                       /*use_fast_accum=*/false);
-  return out == at::kBFloat16 ? y : y.to(out);
+  return out == written ? y : y.to(out);
 }
 
 bool fp8_matmuls_supported(const at::Device& device) {

@@ -28,7 +28,7 @@ Fp8Rows fp8_quantize_columns_reference(const at::Tensor& w);
 
 // y[m, n] = a.scale[m] * b.scale[n] * sum_k a.q[m, k] * b.q[n, k], in `out` (bf16, fp16 or fp32): a [m, k] and b [n, k]
 // on one device. On the CPU each factor is dequantized to fp32 and multiplied in fp32 (the reference); on CUDA,
-// at::_scaled_mm with row-wise scales (k and n multiples of 16, as its FP8 kernels want; bf16 out, cast to `out`).
+// at::_scaled_mm with row-wise scales (k and n multiples of 16, as its FP8 kernels want; fp32 out is a cast of bf16).
 at::Tensor fp8_rowwise_mm(const Fp8Rows& a, const Fp8Rows& b, at::ScalarType out);
 at::Tensor fp8_rowwise_mm_reference(const Fp8Rows& a, const Fp8Rows& b, at::ScalarType out);
 
