@@ -8,7 +8,7 @@
 # BENCH_SHAPE=8b: the Llama-3-8B shape (d 4096, 32 layers, 8 KV heads, FFN 14336, vocab 128256), seq 2048, batch 2
 # (BENCH_BATCH), LoRA and QLoRA with activation checkpointing (runs lora_ac, qlora_ac, lora_offload, qlora_offload;
 # lora_part, qlora_part: BENCH_AC_LAYERS of the 32 layers recompute, default 8; lora_fp8: lora_offload with the frozen
-# base's matmuls in FP8, train.fp8_matmuls),
+# base's matmuls in FP8, train.fp8_matmuls; fp8_curve, either shape: the loss curves with and without it),
 # Unsloth's lora_gc/qlora_gc beside them, and "longest": batch 1 at each of LONGEST_SEQS tokens, ranktune's QLoRA and
 # LoRA with checkpointed activations offloaded to the host and the MLP tiled (LONGEST_MLP_CHUNK tokens a slice, default
 # 8192) beside Unsloth's QLoRA with its offloaded checkpointing. Host memory bounds the offload: 32 layers x 8 KiB a
@@ -215,6 +215,24 @@ for run in $RUNS; do
     # The frozen base's matmuls in FP8 (train.fp8_matmuls), with checkpointing offloaded: lora_offload's step otherwise.
     lora_fp8) ranktune lora_fp8 "${lora[@]}" --train.activation_checkpointing=true --train.activation_offload=true \
                 --train.fp8_matmuls=true; rm -rf "$out/lora_fp8/ckpt" ;;
+    # The loss curves of LoRA with and without train.fp8_matmuls over CURVE_STEPS steps (default 300) of the same data:
+    # the issue's condition for the flag. Both rows go to the table; the comparison to stderr.
+    fp8_curve)
+      for f in false true; do
+        ranktune "lora_curve_fp8_$f" "${lora[@]}" --train.steps="${CURVE_STEPS:-300}" --train.warmup_steps=20 \
+          --train.lr=2e-4 --train.fp8_matmuls=$f
+        rm -rf "$out/lora_curve_fp8_$f/ckpt"
+      done
+      python3 - "$out"/lora_curve_fp8_{false,true}/metrics.jsonl <<'PY' >&2 ;;
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(f)] for f in sys.argv[1:])
+n = min(len(a), len(b))
+avg = lambda x, i: sum(x[max(0, i - 19):i + 1]) / len(x[max(0, i - 19):i + 1])
+worst = max(abs(avg(a, i) - avg(b, i)) / avg(a, i) for i in range(n))
+print("fp8_curve: step, 16-bit loss, FP8 loss (20-step means): " +
+      ", ".join(f"{i + 1} {avg(a, i):.4f} {avg(b, i):.4f}" for i in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})))
+print(f"fp8_curve: the largest gap of the 20-step means over {n} steps: {100 * worst:.2f}% of the 16-bit loss")
+PY
     longest) longest ;;
     hf) hf_peer ;;
     unsloth) unsloth_peer ;;
@@ -224,8 +242,8 @@ for run in $RUNS; do
     profile_eager) profile_shape lora_eager "${lora[@]}" "${eager[@]}" ;;
     profile_step_by_step) profile_shape lora_step_by_step "${lora[@]}" --train.queue_ahead=false ;;
     *) echo "unknown run $run (full full_reference full_step_by_step resume lora lora_step_by_step qlora eager ddp1" \
-         "isolated varlen ac lora_ac qlora_ac lora_offload qlora_offload lora_part qlora_part lora_fp8 longest hf unsloth profile" \
-         "profile_reference profile_ac profile_eager profile_step_by_step)" >&2 ;;
+         "isolated varlen ac lora_ac qlora_ac lora_offload qlora_offload lora_part qlora_part lora_fp8 fp8_curve longest hf" \
+         "unsloth profile profile_reference profile_ac profile_eager profile_step_by_step)" >&2 ;;
   esac
 done | tee "$out/results.jsonl"
 
