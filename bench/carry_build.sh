@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Packs this machine's build of ranktune for the GPU machine into .deps/prebuilt/ (git-ignored: copy .deps to the GPU
-# machine with the checkout), so that a short GPU lease runs instead of compiling: stripped copies of the ranktune
-# binaries (the launcher bin/ranktune and the program bin/ranktune-main it execs from its own directory), the
-# benchmark binaries and the GPU test binaries, plus the one shared library the GPU image lacks
-# (Boost.Program_options). bench/gpu_check.sh uses them when RANKTUNE_PREBUILT=.deps/prebuilt and they start there;
-# otherwise it builds. RANKTUNE_BUILD_DIR may name another worktree's build. Both machines are x86-64 with the same
+# Packs this machine's build of ranktune for the GPU machine into .deps/prebuilt/ and .deps/prebuilt.tar.xz
+# (git-ignored: the archive travels to the GPU machine with the checkout), so that a short GPU lease runs instead of
+# compiling: stripped copies of the ranktune binaries (the launcher bin/ranktune and the program bin/ranktune-main it
+# execs from its own directory), the benchmark binaries and the GPU test binaries, plus the one shared library the GPU
+# image lacks (Boost.Program_options). bench/gpu_check.sh uses them when RANKTUNE_PREBUILT=.deps/prebuilt and they
+# start there; otherwise it builds. RANKTUNE_BUILD_DIR may name another worktree's build. Both machines are x86-64 with the same
 # torch wheel, CUDA 13.0 and NCCL 2.28.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +33,7 @@ for lib in libboost_program_options libmpi_cxx; do
   if [ -n "$path" ]; then cp -L "$path" "$out/lib/"; fi
 done
 du -sh "$out"/*
+# The run tool carries at most 64 MiB with the checkout; the unpacked binaries are about 55 MB, so they travel as
+# .deps/prebuilt.tar.xz (about 7 MB), which bench/gpu_check.sh unpacks where the folder is absent.
+tar -C .deps -cf - prebuilt | xz -T0 -6 >.deps/prebuilt.tar.xz
+du -sh .deps/prebuilt.tar.xz

@@ -23,6 +23,9 @@ bin_dir=build-gpu/bin
 tests_dir=""
 if [ -n "${RANKTUNE_PREBUILT:-}" ]; then
   step "prebuilt binaries from $RANKTUNE_PREBUILT (bench/carry_build.sh)"
+  # carried packed (the run tool's 64 MiB limit): unpacked next to the archive
+  [ ! -d "$RANKTUNE_PREBUILT" ] && [ -f "$RANKTUNE_PREBUILT.tar.xz" ] \
+    && tar -C "$(dirname "$RANKTUNE_PREBUILT")" -xJf "$RANKTUNE_PREBUILT.tar.xz"
   site=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
   libs="$PWD/$RANKTUNE_PREBUILT/lib:$site/torch/lib"
   for d in "$site"/nvidia/*/lib; do libs="$libs:$d"; done
