@@ -8,19 +8,15 @@
 // Usage: ranktune_fp8_gemm_bench [tokens] [replays]
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "graph_timing.h"
-#include "ranktune/core/cuda_check.h"
 #include "ranktune/kernels/fp8.h"
 
 using namespace ranktune;
@@ -65,21 +61,19 @@ int main(int argc, char** argv) {
     const Fp8Rows wq = fp8_quantize_rows(w);      // [out, in], scale per output row
     const Fp8Rows wtq = fp8_quantize_columns(w);  // [in, out], scale per input column
     const Fp8Rows xq = fp8_quantize_rows(x), dyq = fp8_quantize_rows(dy);
-    const at::Tensor wq_scale_row = wq.scale.view({1, s.out});
-    const at::Tensor wtq_scale_row = wtq.scale.view({1, s.in});
-    auto fwd_fp8 = [&](bool fast) {
-      return at::_scaled_mm(xq.q, wq.q.t(), xq.scale, wq_scale_row, {}, {}, at::kBFloat16, fast);
+    // What training runs (fp8_rowwise_mm), and the same forward with fast accumulation, which it does not use.
+    auto fwd_fp8 = [&] { return fp8_rowwise_mm(xq, wq, at::kBFloat16); };
+    auto bwd_fp8 = [&] { return fp8_rowwise_mm(dyq, wtq, at::kBFloat16); };
+    auto fwd_fp8_fast = [&] {
+      return at::_scaled_mm(xq.q, wq.q.t(), xq.scale, wq.scale.view({1, s.out}), {}, {}, at::kBFloat16, true);
     };
-    auto bwd_fp8 = [&](bool fast) {
-      return at::_scaled_mm(dyq.q, wtq.q.t(), dyq.scale, wtq_scale_row, {}, {}, at::kBFloat16, fast);
-    };
-    const double e_fwd = rel_err(fwd_fp8(false), at::mm(x, w.t()));
-    const double e_bwd = rel_err(bwd_fp8(false), at::mm(dy, w));
+    const double e_fwd = rel_err(fwd_fp8(), at::mm(x, w.t()));
+    const double e_bwd = rel_err(bwd_fp8(), at::mm(dy, w));
     const double t_fwd = seconds_per_call([&] { (void)at::mm(x, w.t()); }, replays);
-    const double t_fwd8 = seconds_per_call([&] { (void)fwd_fp8(false); }, replays);
-    const double t_fwd8f = seconds_per_call([&] { (void)fwd_fp8(true); }, replays);
+    const double t_fwd8 = seconds_per_call([&] { (void)fwd_fp8(); }, replays);
+    const double t_fwd8f = seconds_per_call([&] { (void)fwd_fp8_fast(); }, replays);
     const double t_bwd = seconds_per_call([&] { (void)at::mm(dy, w); }, replays);
-    const double t_bwd8 = seconds_per_call([&] { (void)bwd_fp8(false); }, replays);
+    const double t_bwd8 = seconds_per_call([&] { (void)bwd_fp8(); }, replays);
     const double t_qx = seconds_per_call([&] { (void)fp8_quantize_rows(x); }, replays);
     const double t_qdy = seconds_per_call([&] { (void)fp8_quantize_rows(dy); }, replays);
     const double t_qw = seconds_per_call([&] { (void)fp8_quantize_rows(w); }, replays);

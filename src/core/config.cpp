@@ -326,16 +326,17 @@ void config_validate_train(const Config& c) {
                           " needs train.activation_checkpointing=true: it says how many layers activation "
                           "checkpointing recomputes",
                       "add --train.activation_checkpointing=true, or drop --train.activation_checkpointing_layers");
-  if (c.train.fp8_matmuls && c.lora.r == 0)
+  if (!c.train.fp8_matmuls) return;
+  if (c.lora.r == 0)
     throw ConfigError(
         "train.fp8_matmuls=true needs LoRA (lora.r > 0): the FP8 matmuls are those of the frozen base, "
         "and a full fine-tune trains the weights they would round",
         "add --lora.r=16, or drop --train.fp8_matmuls");
-  if (c.train.fp8_matmuls && c.model.quantize != "none")
+  if (c.model.quantize != "none")
     throw ConfigError("train.fp8_matmuls=true with model.quantize=" + c.model.quantize +
                           ": the FP8 matmuls quantize a 16-bit base, which a quantized base no longer has",
                       "drop --train.fp8_matmuls, or set --model.quantize=none");
-  if (c.train.fp8_matmuls && c.train.kernels == "eager")
+  if (c.train.kernels == "eager")
     throw ConfigError(
         "train.fp8_matmuls=true with train.kernels=eager: the FP8 matmuls belong to the LoRA fast path, "
         "and eager runs the unfused reference",
